@@ -1,0 +1,149 @@
+"""One output object: data on stdout, progress/logs/warnings on stderr.
+
+Progress bars only when stderr is a terminal and --quiet is not given.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    MofNCompleteColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from cfx.progress import Task
+
+_state = {"quiet": False}
+
+
+def set_quiet(quiet: bool) -> None:
+    _state["quiet"] = quiet
+
+
+def is_quiet() -> bool:
+    return _state["quiet"]
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def out_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+def stdout_is_pipe() -> bool:
+    return not sys.stdout.isatty()
+
+
+class _RichTask:
+    def __init__(self, progress: Progress, task_id: Any) -> None:
+        self._progress = progress
+        self._id = task_id
+
+    def advance(self, n: int = 1) -> None:
+        self._progress.advance(self._id, n)
+
+    def update(self, completed: int | None = None, total: int | None = None) -> None:
+        kwargs: dict[str, Any] = {}
+        if completed is not None:
+            kwargs["completed"] = completed
+        if total is not None:
+            kwargs["total"] = total
+        self._progress.update(self._id, **kwargs)
+
+    def close(self) -> None:
+        self._progress.update(self._id, visible=True)
+
+
+class _LineTask:
+    """Without a terminal: one line at the end of each task, nothing per step."""
+
+    def __init__(self, reporter: CliReporter, description: str, total: int | None) -> None:
+        self._reporter = reporter
+        self._description = description
+        self._total = total
+        self._done = 0
+
+    def advance(self, n: int = 1) -> None:
+        self._done += n
+
+    def update(self, completed: int | None = None, total: int | None = None) -> None:
+        if completed is not None:
+            self._done = completed
+        if total is not None:
+            self._total = total
+
+    def close(self) -> None:
+        pass
+
+
+class CliReporter:
+    """Reporter for the CLI (see cfx.progress.Reporter). Use as a context manager."""
+
+    def __init__(self, quiet: bool | None = None) -> None:
+        self.quiet = is_quiet() if quiet is None else quiet
+        self.console = err_console()
+        self._progress: Progress | None = None
+        self.warnings: list[str] = []
+
+    def __enter__(self) -> CliReporter:
+        if not self.quiet and self.console.is_terminal:
+            self._progress = Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None
+
+    def task(self, description: str, total: int | None = None, unit: str = "") -> Task:
+        if self._progress is None:
+            return _LineTask(self, description, total)
+        if unit == "bytes":
+            # a byte-sized task gets transfer columns
+            task_id = self._progress.add_task(description, total=total)
+            return _RichTask(self._progress, task_id)
+        return _RichTask(self._progress, self._progress.add_task(description, total=total))
+
+    def info(self, message: str) -> None:
+        if not self.quiet:
+            self.console.print(message, markup=False)
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+        self.console.print(f"Warning: {message}", markup=False, style="yellow")
+
+
+def byte_progress(console: Console) -> Progress:
+    """A progress display for transfers (download): bytes, speed, ETA."""
+    return Progress(
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+        console=console,
+    )
+
+
+def print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    sys.stdout.flush()

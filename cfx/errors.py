@@ -1,0 +1,68 @@
+"""Domain errors. Every user-facing failure is a CfxError with a message and a hint.
+
+The CLI turns them into ``Error: <message> — <hint>`` and the exit code below.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    FAILURE = 1  # unexpected internal error (a bug: please report with CFX_DEBUG=1)
+    USAGE = 2  # bad option or argument value
+    INPUT = 3  # bad input data: missing file, not parquet, missing column, bad label
+    NETWORK = 4  # Hub / network problem: unknown repo or revision, offline, HTTP errors
+    EMPTY = 5  # the selection is empty: nothing to write
+    PARTIAL = 6  # some inputs were bad; the rest was processed (e.g. a truncated shard during index)
+    OUTPUT = 7  # cannot write output: exists, permission, disk full
+    INTERRUPTED = 130
+
+
+class CfxError(Exception):
+    """Base class: ``message`` says what went wrong, ``hint`` how to fix it."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, hint: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} — {self.hint}" if self.hint else self.message
+
+
+class UsageError(CfxError):
+    exit_code = ExitCode.USAGE
+
+
+class InputError(CfxError):
+    exit_code = ExitCode.INPUT
+
+
+class BadShardError(InputError):
+    """One shard could not be read; ``shard`` names it."""
+
+    def __init__(self, shard: str, message: str, hint: str = "") -> None:
+        super().__init__(f"{shard}: {message}", hint)
+        self.shard = shard
+
+
+class NetworkError(CfxError):
+    exit_code = ExitCode.NETWORK
+
+
+class EmptySelectionError(CfxError):
+    exit_code = ExitCode.EMPTY
+
+
+class PartialError(CfxError):
+    """Some inputs failed; the rest was processed."""
+
+    exit_code = ExitCode.PARTIAL
+
+
+class OutputError(CfxError):
+    exit_code = ExitCode.OUTPUT

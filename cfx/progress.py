@@ -1,0 +1,52 @@
+"""Progress and log reporting without a UI dependency.
+
+Library functions take a ``Reporter``; the CLI passes one that draws rich progress bars on stderr,
+tests and library users get the silent default.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+
+class Task(Protocol):
+    def advance(self, n: int = 1) -> None: ...
+    def update(self, completed: int | None = None, total: int | None = None) -> None: ...
+    def close(self) -> None: ...
+
+
+class Reporter(Protocol):
+    def task(self, description: str, total: int | None = None, unit: str = "") -> Task: ...
+    def info(self, message: str) -> None: ...
+    def warn(self, message: str) -> None: ...
+
+
+class _NullTask:
+    def advance(self, n: int = 1) -> None:
+        pass
+
+    def update(self, completed: int | None = None, total: int | None = None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+class NullReporter:
+    """Reports nothing; warnings are kept so callers and tests can read them."""
+
+    def __init__(self) -> None:
+        self.warnings: list[str] = []
+
+    def task(self, description: str, total: int | None = None, unit: str = "") -> Task:
+        return _NullTask()
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        self.warnings.append(message)
+
+
+def null_reporter() -> NullReporter:
+    return NullReporter()
