@@ -1,0 +1,3 @@
+from cfx.cli import main
+
+main()
