@@ -27,7 +27,9 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def _root(
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or info logs on stderr.")] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No progress bars or info logs on stderr.")
+    ] = False,
     version: Annotated[
         bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version and exit.")
     ] = False,
@@ -37,9 +39,9 @@ def _root(
 
 
 def _register() -> None:
-    from cfx.cli import demo, download, index, stats
+    from cfx.cli import demo, index, stats
 
-    for module in (index, stats, download, demo):
+    for module in (index, stats, demo):
         module.register(app)
 
 

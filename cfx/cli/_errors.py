@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import sys
@@ -40,10 +41,8 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
         except BrokenPipeError:
             # The reader of our stdout went away (e.g. `| head`): not an error of ours.
-            try:
+            with contextlib.suppress(OSError):
                 sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-            except OSError:
-                pass
             raise typer.Exit(0) from None
         except (typer.Exit, typer.Abort):
             raise

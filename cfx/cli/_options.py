@@ -17,9 +17,13 @@ SourceArg = Annotated[
 ]
 OutputOpt = Annotated[
     Path | None,
-    typer.Option("--output", "-o", help="Write the manifest here (parquet). Default: Arrow IPC on stdout when piped."),
+    typer.Option(
+        "--output", "-o", help="Write the manifest here (parquet). Default: Arrow IPC on stdout when piped."
+    ),
 ]
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed: the same seed gives the same rows everywhere.")]
+SeedOpt = Annotated[
+    int, typer.Option("--seed", help="Random seed: the same seed gives the same rows everywhere.")
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 WorkersOpt = Annotated[
     int, typer.Option("--workers", "-w", min=1, help="Parallel workers (processes or connections).")
@@ -35,5 +39,7 @@ SkipBadOpt = Annotated[
 ]
 WhereOpt = Annotated[
     str | None,
-    typer.Option("--where", help="SQL filter over manifest columns, e.g. \"architecture = 'GAN' AND width >= 512\"."),
+    typer.Option(
+        "--where", help="SQL filter over manifest columns, e.g. \"architecture = 'GAN' AND width >= 512\"."
+    ),
 ]

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -20,6 +21,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
+from cfx.errors import UsageError
+from cfx.manifest import Manifest
 from cfx.progress import Task
 
 _state = {"quiet": False}
@@ -147,3 +150,19 @@ def byte_progress(console: Console) -> Progress:
 def print_json(obj: Any) -> None:
     sys.stdout.write(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
     sys.stdout.flush()
+
+
+def emit_manifest(manifest: Manifest, output: Path | None, what: str = "manifest") -> None:
+    """Save to ``output``, else stream Arrow IPC to stdout when it is a pipe; never dump binary on a terminal."""
+    if output is not None:
+        manifest.write(output)
+        if not is_quiet():
+            err_console().print(f"Wrote {what} with {len(manifest):,} rows to {output}", markup=False)
+        return
+    if not stdout_is_pipe():
+        raise UsageError(
+            f"refusing to write a binary {what} to the terminal",
+            "give -o FILE.parquet, or pipe it into another command (`… | cfx stats -`)",
+        )
+    manifest.write_ipc(sys.stdout.buffer)
+    sys.stdout.buffer.flush()

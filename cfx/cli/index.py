@@ -1,0 +1,57 @@
+"""`cfx index`: build and save the manifest of a dataset."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from cfx.cli._errors import handle_errors
+from cfx.cli._options import OutputOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
+from cfx.cli._output import CliReporter, emit_manifest
+from cfx.index import build_manifest, raise_for_bad
+from cfx.sources import resolve
+
+
+@handle_errors
+def index(
+    source: SourceArg,
+    output: OutputOpt = None,
+    num_bytes: Annotated[
+        bool,
+        typer.Option(
+            "--num-bytes",
+            help="Also measure each image's encoded size (streams the image column; local only).",
+        ),
+    ] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Ignore and do not update the index cache.")
+    ] = False,
+    workers: WorkersOpt = 4,
+    skip_bad: SkipBadOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Build the manifest of SOURCE: one row per image, metadata only (no image bytes are read).
+
+    Examples:
+
+      cfx index data/ -o manifest.parquet
+
+      cfx index hf://datasets/OwensLab/CommunityForensics-Small -o cf-small.parquet
+
+      cfx index data/ | cfx stats -
+    """
+    with CliReporter() as reporter:
+        result = build_manifest(
+            resolve(source, token=token),
+            with_num_bytes=num_bytes,
+            workers=workers,
+            use_cache=not no_cache,
+            reporter=reporter,
+        )
+    raise_for_bad(result, skip_bad)
+    emit_manifest(result.manifest.with_df(result.manifest.df, step=f"index {source}"), output)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("index")(index)

@@ -1,0 +1,111 @@
+"""`cfx stats`: totals and breakdowns of a dataset or manifest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from cfx.cli._errors import handle_errors
+from cfx.cli._options import JsonOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
+from cfx.cli._output import CliReporter, err_console, out_console, print_json
+from cfx.errors import UsageError
+from cfx.load import load_manifest
+from cfx.stats import compute_stats, plot_stats
+
+
+def _human_bytes(n: int | None) -> str:
+    if n is None:
+        return "unknown"
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:,.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1000
+    return f"{n} B"
+
+
+def _render(stats: dict[str, Any]) -> None:
+    console = out_console()
+    t = stats["totals"]
+    head = Table(title=f"cfx stats — {stats['root']}", show_header=False, title_justify="left")
+    head.add_column("what")
+    head.add_column("value", justify="right")
+    for key in ("rows", "real", "generated", "generators", "shards"):
+        head.add_row(key, f"{t[key]:,}")
+    head.add_row("shard bytes", _human_bytes(t["shard_bytes"]))
+    head.add_row("image bytes", _human_bytes(t["image_bytes"]))
+    console.print(head)
+    for column, b in stats["breakdowns"].items():
+        table = Table(title=f"by {column} ({b['distinct']:,} values)", title_justify="left")
+        for name, justify in (
+            ("value", "left"),
+            ("rows", "right"),
+            ("real", "right"),
+            ("generated", "right"),
+            ("share", "right"),
+        ):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for v in b["values"]:
+            table.add_row(
+                str(v["value"]),
+                f"{v['rows']:,}",
+                f"{v['real']:,}",
+                f"{v['generated']:,}",
+                f"{v['share']:.1%}",
+            )
+        if b["omitted"]:
+            table.add_row(f"… {b['omitted']:,} more (use --top)", "", "", "", "")
+        console.print(table)
+
+
+@handle_errors
+def stats(
+    source: SourceArg,
+    by: Annotated[
+        list[str] | None,
+        typer.Option("--by", help="Break down by this manifest column instead of the defaults (repeatable)."),
+    ] = None,
+    top: Annotated[
+        int, typer.Option("--top", min=1, help="Values shown for long breakdowns (generators, resolutions).")
+    ] = 20,
+    as_json: JsonOpt = False,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also draw the main breakdowns into this PNG file.")
+    ] = None,
+    workers: WorkersOpt = 4,
+    skip_bad: SkipBadOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Show totals (rows, real, generated, generators, shards, bytes) and breakdowns of SOURCE.
+
+    Examples:
+
+      cfx stats data/
+
+      cfx stats manifest.parquet --by architecture --by format --json
+
+      cfx stats hf://datasets/OwensLab/CommunityForensics-Small --plot cf-small.png
+    """
+    with CliReporter() as reporter:
+        manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+    for column in by or []:
+        if column not in manifest.df.columns:
+            raise UsageError(
+                f"--by {column}: no such manifest column",
+                f"pick one of: {', '.join(manifest.df.columns)}",
+            )
+    result = compute_stats(manifest, by=by, top=top)
+    if plot is not None:
+        plot_stats(result, str(plot))
+        err_console().print(f"Wrote plot to {plot}", markup=False)
+    if as_json:
+        print_json(result)
+    else:
+        _render(result)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("stats")(stats)

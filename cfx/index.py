@@ -1,0 +1,302 @@
+"""Index shards into a manifest: metadata columns only, bounded memory, cached per shard.
+
+A Community Forensics shard is one multi-GB row group. pyarrow is opened with ``pre_buffer=False`` and a small
+``buffer_size`` and asked only for the metadata columns, so neither a local read nor a Hub read touches the
+image bytes (a Hub read fetches the footer and the metadata column chunks through HTTP range requests).
+``num_bytes`` (length of each encoded image) needs the image column itself: it is filled on request
+(``with_num_bytes=True``, local streaming in small batches) or by commands that stream bytes anyway.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from cfx.errors import BadShardError, CfxError, PartialError
+from cfx.manifest import Manifest, write_atomic
+from cfx.progress import NullReporter, Reporter
+from cfx.schema import CORE_COLUMNS, IMAGE_COLUMN, MANIFEST_SCHEMA, METADATA_COLUMNS, REQUIRED_COLUMNS
+from cfx.sources import DatasetSource, ShardRef
+
+INDEX_VERSION = 1
+READ_BUFFER = 1 << 20  # bytes pyarrow buffers per column stream: the memory bound of a read
+BYTES_BATCH_ROWS = 16  # rows of image bytes held at once while measuring num_bytes
+
+_REAL_WORDS = {"0", "real", "false", "authentic", "pristine", "original"}
+_FAKE_WORDS = {"1", "generated", "fake", "synthetic", "true", "ai", "ai-generated"}
+_RES_RE = re.compile(r"(\d+)\D+(\d+)")
+
+
+def cache_dir() -> Path:
+    env = os.environ.get("CFX_CACHE_DIR")
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "cfx"
+
+
+@contextmanager
+def open_shard(ref: ShardRef, fs: Any = None) -> Iterator[pq.ParquetFile]:
+    """A ParquetFile that streams: no pre-buffering of whole column chunks, small read buffers."""
+    handle = None
+    try:
+        if fs is not None:
+            # Small blocks: each metadata column chunk costs about its own size plus one block.
+            handle = fs.open(ref.path, "rb", block_size=256 * 1024, cache_type="readahead")
+            source: Any = handle
+        else:
+            source = ref.path
+        try:
+            pf = pq.ParquetFile(source, pre_buffer=False, buffer_size=READ_BUFFER)
+        except FileNotFoundError:
+            raise BadShardError(
+                ref.rel, "file not found", "it moved or was deleted; re-index the dataset"
+            ) from None
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            raise BadShardError(
+                ref.rel,
+                f"not a readable parquet file ({_short(exc)})",
+                "it may be truncated or still downloading; re-fetch it with `cfx download`",
+            ) from None
+        yield pf
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return text[:200]
+
+
+def normalize_labels(values: pa.ChunkedArray | pa.Array, shard: str, row_offset: int = 0) -> pl.Series:
+    """Map int/bool/string labels to 0 real / 1 generated; anything else is an error naming shard and row."""
+    s = pl.Series("label", values)
+    if s.dtype == pl.Boolean:
+        out = s.cast(pl.Int8)
+    elif s.dtype.is_integer():
+        out = s.cast(pl.Int64)
+    elif s.dtype == pl.String:
+        low = s.str.strip_chars().str.to_lowercase()
+        out = (
+            pl.select(
+                pl.when(low.is_in(list(_REAL_WORDS)))
+                .then(0)
+                .when(low.is_in(list(_FAKE_WORDS)))
+                .then(1)
+                .otherwise(None)
+            )
+            .to_series()
+            .cast(pl.Int64)
+        )
+        bad = out.is_null()
+        if bad.any():
+            row = int(bad.arg_true()[0])
+            raise BadShardError(
+                shard,
+                f"row {row + row_offset}: unknown label {s[row]!r}",
+                "labels must be 0/1, true/false, or real/generated",
+            )
+        return out.cast(pl.Int8).alias("label")
+    else:
+        raise BadShardError(
+            shard, f"label column has type {s.dtype}", "labels must be integers, booleans or strings"
+        )
+    bad = out.is_null() | ~out.is_in([0, 1])
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise BadShardError(
+            shard,
+            f"row {row + row_offset}: unknown label {s[row]!r}",
+            "labels must be 0 (real) or 1 (generated); fix the shard or drop the row",
+        )
+    return out.cast(pl.Int8).alias("label")
+
+
+def _parse_resolution(res: pl.Series) -> tuple[pl.Series, pl.Series]:
+    parts = res.str.extract_groups(_RES_RE.pattern)
+    w = parts.struct.field("1").cast(pl.Int32, strict=False).alias("width")
+    h = parts.struct.field("2").cast(pl.Int32, strict=False).alias("height")
+    return w, h
+
+
+def scan_shard(
+    ref: ShardRef, fs: Any = None, *, with_num_bytes: bool = False
+) -> tuple[pl.DataFrame, list[str]]:
+    """Read one shard's metadata into manifest rows. Returns the rows and warnings."""
+    warnings: list[str] = []
+    with open_shard(ref, fs) as pf:
+        names = pf.schema_arrow.names
+        missing_required = [c for c in REQUIRED_COLUMNS if c not in names]
+        if missing_required:
+            raise BadShardError(
+                ref.rel,
+                f"missing required column(s) {', '.join(missing_required)}; columns found: {', '.join(names)}",
+                "is this a Community Forensics shard? cfx needs image_data and label",
+            )
+        cols = [c for c in METADATA_COLUMNS if c in names]
+        absent = [c for c in METADATA_COLUMNS if c not in names]
+        if absent:
+            warnings.append(f"{ref.rel}: columns {', '.join(absent)} absent, filled with nulls")
+        try:
+            table = pf.read(columns=cols)
+            lengths = _image_lengths(pf) if with_num_bytes else None
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            raise BadShardError(
+                ref.rel, f"cannot read the data ({_short(exc)})", "the file may be truncated; re-fetch it"
+            ) from None
+    n = table.num_rows
+    df = pl.from_arrow(table)
+    assert isinstance(df, pl.DataFrame)
+    label = normalize_labels(table.column("label"), ref.rel)
+    df = df.with_columns(label)
+    for c in absent:
+        df = df.with_columns(pl.lit(None, dtype=MANIFEST_SCHEMA[c]).alias(c))
+    w, h = _parse_resolution(df.get_column("resolution").cast(pl.String))
+    df = df.with_columns(
+        pl.lit(ref.rel, dtype=pl.String).alias("shard"),
+        pl.int_range(0, n, dtype=pl.Int64).alias("row"),
+        w,
+        h,
+        (
+            pl.Series("num_bytes", lengths, dtype=pl.Int64)
+            if lengths is not None
+            else pl.lit(None, dtype=pl.Int64)
+        ).alias("num_bytes"),
+    )
+    df = df.select([pl.col(c).cast(MANIFEST_SCHEMA[c]) for c in CORE_COLUMNS])
+    return df, warnings
+
+
+def _image_lengths(pf: pq.ParquetFile) -> pa.Array:
+    """Byte length of every encoded image, streaming a few rows at a time."""
+    parts = [
+        pc.binary_length(batch.column(0)).cast(pa.int64())
+        for batch in pf.iter_batches(batch_size=BYTES_BATCH_ROWS, columns=[IMAGE_COLUMN], use_threads=False)
+    ]
+    return pa.concat_arrays(parts) if parts else pa.array([], pa.int64())
+
+
+# --- per-shard cache ---------------------------------------------------------------------------------
+def _cache_key(root: str, ref: ShardRef) -> str:
+    ident = ref.path if not root.startswith("hf://") else f"{root}/{ref.rel}"
+    return hashlib.sha1(ident.encode()).hexdigest()
+
+
+def _cache_tag(ref: ShardRef) -> dict[str, Any]:
+    return {"v": INDEX_VERSION, "rel": ref.rel, **ref.info.to_json()}
+
+
+def _cache_load(root: str, ref: ShardRef, need_bytes: bool) -> pl.DataFrame | None:
+    path = cache_dir() / "index" / f"{_cache_key(root, ref)}.parquet"
+    try:
+        table = pq.read_table(path)
+    except Exception:
+        return None
+    meta = (table.schema.metadata or {}).get(b"cfx-index")
+    if meta is None or json.loads(meta).get("tag") != _cache_tag(ref):
+        return None
+    if need_bytes and not json.loads(meta).get("num_bytes"):
+        return None
+    df = pl.from_arrow(table.replace_schema_metadata(None))
+    return df if isinstance(df, pl.DataFrame) else None
+
+
+def _cache_store(root: str, ref: ShardRef, df: pl.DataFrame, has_bytes: bool) -> None:
+    folder = cache_dir() / "index"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        table = df.to_arrow()
+        meta = json.dumps({"tag": _cache_tag(ref), "num_bytes": has_bytes}).encode()
+        table = table.replace_schema_metadata({b"cfx-index": meta})
+        write_atomic(folder / f"{_cache_key(root, ref)}.parquet", lambda tmp: pq.write_table(table, tmp))
+    except (OSError, CfxError):
+        pass  # a cache that cannot be written only costs time
+
+
+@dataclass
+class IndexResult:
+    manifest: Manifest
+    bad: list[BadShardError] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    cached: int = 0
+
+
+def build_manifest(
+    source: DatasetSource,
+    *,
+    with_num_bytes: bool = False,
+    workers: int = 4,
+    use_cache: bool = True,
+    reporter: Reporter | None = None,
+) -> IndexResult:
+    """Index every shard of ``source``. Bad shards are collected (not raised) so all of them can be named."""
+    reporter = reporter or NullReporter()
+    task = reporter.task("Indexing shards", total=len(source.shards))
+    results: dict[int, pl.DataFrame] = {}
+    bad: list[BadShardError] = []
+    warnings: list[str] = []
+    cached = 0
+
+    def one(i: int, ref: ShardRef) -> tuple[int, pl.DataFrame | None, list[str], BadShardError | None, bool]:
+        if use_cache:
+            hit = _cache_load(source.root, ref, with_num_bytes)
+            if hit is not None:
+                return i, hit, [], None, True
+        try:
+            df, warn = scan_shard(ref, source.fs, with_num_bytes=with_num_bytes and not source.is_remote)
+        except BadShardError as exc:
+            return i, None, [], exc, False
+        if use_cache:
+            _cache_store(source.root, ref, df, with_num_bytes and not source.is_remote)
+        return i, df, warn, None, False
+
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for i, df, warn, err, hit in pool.map(lambda a: one(*a), enumerate(source.shards)):
+            if err is not None:
+                bad.append(err)
+                reporter.warn(str(err))
+            else:
+                assert df is not None
+                results[i] = df
+                cached += hit
+            for w in warn:
+                reporter.warn(w)
+            warnings.extend(warn)
+            task.advance()
+    task.close()
+    frames = [results[i] for i in sorted(results)]
+    df = pl.concat(frames, how="vertical_relaxed") if frames else _empty_frame()
+    good = {source.shards[i].rel: source.shards[i].info for i in results}
+    manifest = Manifest(df=df, root=source.root, shards=good)
+    return IndexResult(manifest=manifest, bad=bad, warnings=warnings, cached=cached)
+
+
+def _empty_frame() -> pl.DataFrame:
+    return pl.DataFrame(schema=MANIFEST_SCHEMA)
+
+
+def raise_for_bad(result: IndexResult, skip_bad: bool) -> None:
+    """Without --skip-bad, any bad shard fails the command (nothing is written)."""
+    if result.bad and not skip_bad:
+        names = ", ".join(e.shard for e in result.bad[:5]) + (" …" if len(result.bad) > 5 else "")
+        good = len(result.manifest.shards)
+        raise PartialError(
+            f"{len(result.bad)} shard(s) could not be read: {names} ({result.bad[0]})",
+            f"fix or re-download them, or add --skip-bad to go on with the {good} good shard(s)",
+        )
+    if result.bad and not result.manifest.shards:
+        raise PartialError("no shard could be read", "check the source; see the errors above")

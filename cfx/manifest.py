@@ -1,0 +1,210 @@
+"""The manifest: one row per image (metadata + a ``shard``/``row`` pointer), never image bytes.
+
+A manifest travels as parquet (``-o file.parquet``) or as an Arrow IPC stream (pipes). Either way it carries
+``cfx`` schema metadata: the dataset root the ``shard`` paths are relative to and a fingerprint per shard,
+so later commands can find the bytes again and notice when a shard moved or changed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from cfx import __version__
+from cfx.errors import InputError, OutputError
+
+META_KEY = b"cfx"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """How to recognise a shard again: size always; mtime for local files, etag for Hub files."""
+
+    size: int
+    mtime_ns: int | None = None
+    etag: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            k: v
+            for k, v in (("size", self.size), ("mtime_ns", self.mtime_ns), ("etag", self.etag))
+            if v is not None
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> ShardInfo:
+        return cls(size=int(d["size"]), mtime_ns=d.get("mtime_ns"), etag=d.get("etag"))
+
+
+@dataclass
+class Manifest:
+    """``df`` has the columns of ``cfx.schema.MANIFEST_SCHEMA`` (plus any added later).
+
+    ``root`` is an absolute local folder or ``hf://datasets/ORG/REPO@COMMIT``; ``shards`` maps each
+    shard path (relative to root) to its fingerprint. ``history`` lists the commands that made it.
+    """
+
+    df: pl.DataFrame
+    root: str
+    shards: dict[str, ShardInfo] = field(default_factory=dict)
+    history: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return self.df.height
+
+    def with_df(self, df: pl.DataFrame, step: str | None = None) -> Manifest:
+        """A new manifest over the same shards; ``shards`` keeps only the ones still referenced."""
+        used = set(df.get_column("shard").unique().to_list()) if df.height else set()
+        shards = {k: v for k, v in self.shards.items() if k in used}
+        history = [*self.history, step] if step else list(self.history)
+        return Manifest(df=df, root=self.root, shards=shards, history=history)
+
+    def shard_path(self, shard: str) -> str:
+        """Where the shard's bytes are: a local path or an hf:// URL."""
+        if self.root.startswith("hf://"):
+            return f"{self.root}/{shard}"
+        return str(Path(self.root) / shard)
+
+    @property
+    def is_remote(self) -> bool:
+        return self.root.startswith("hf://")
+
+    # --- serialisation -------------------------------------------------------------------------
+    def _meta(self) -> bytes:
+        return json.dumps(
+            {
+                "format_version": FORMAT_VERSION,
+                "cfx_version": __version__,
+                "root": self.root,
+                "shards": {k: v.to_json() for k, v in sorted(self.shards.items())},
+                "history": self.history,
+            }
+        ).encode()
+
+    def to_arrow(self) -> pa.Table:
+        table = self.df.to_arrow()
+        meta = dict(table.schema.metadata or {})
+        meta[META_KEY] = self._meta()
+        return table.replace_schema_metadata(meta)
+
+    def write(self, path: Path) -> None:
+        """Write as parquet, atomically (temp file + rename)."""
+        write_atomic(path, lambda tmp: pq.write_table(self.to_arrow(), tmp, compression="zstd"))
+
+    def write_ipc(self, stream: IO[bytes]) -> None:
+        table = self.to_arrow()
+        with ipc.new_stream(stream, table.schema) as writer:
+            writer.write_table(table)
+
+
+def write_atomic(path: Path, write: Any) -> None:
+    """Call ``write(tmp_path)`` for a temp file beside ``path``, then rename it into place."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.exists():
+        raise OutputError(
+            f"cannot write {path}: folder {parent} does not exist", "create it first or pick another path"
+        )
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
+    except PermissionError:
+        raise OutputError(
+            f"cannot write {path}: permission denied", "pick a folder you can write to"
+        ) from None
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        _unlink(tmp)
+        raise OutputError(
+            f"cannot write {path}: {exc.strerror or exc}", "check free disk space and permissions"
+        ) from None
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(path)
+
+
+def _from_arrow(table: pa.Table, origin: str) -> Manifest:
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise InputError(
+            f"{origin} is not a cfx manifest (no cfx metadata)",
+            "make one with `cfx index SOURCE -o manifest.parquet`, or pass the dataset folder instead",
+        )
+    meta = json.loads(raw)
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise InputError(f"{origin} was written by a newer cfx ({meta.get('cfx_version')})", "upgrade cfx")
+    df = pl.from_arrow(table.replace_schema_metadata(None))
+    assert isinstance(df, pl.DataFrame)
+    return Manifest(
+        df=df,
+        root=meta["root"],
+        shards={k: ShardInfo.from_json(v) for k, v in meta.get("shards", {}).items()},
+        history=list(meta.get("history", [])),
+    )
+
+
+def is_manifest_file(path: Path) -> bool:
+    """True when ``path`` is a parquet file carrying cfx manifest metadata (reads the footer only)."""
+    try:
+        schema = pq.read_schema(path)
+    except Exception:
+        return False
+    return META_KEY in (schema.metadata or {})
+
+
+def read_manifest(path: Path) -> Manifest:
+    try:
+        table = pq.read_table(path)
+    except FileNotFoundError:
+        raise InputError(f"{path} does not exist", "check the path") from None
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(
+            f"{path} is not a readable parquet file ({exc})", "pass a manifest written by cfx"
+        ) from None
+    return _from_arrow(table, str(path))
+
+
+def read_manifest_stream(stream: IO[bytes], origin: str = "stdin") -> Manifest:
+    try:
+        data = stream.read()
+    except OSError as exc:
+        raise InputError(f"cannot read {origin}: {exc}", "pipe a manifest from another cfx command") from None
+    if not data:
+        raise InputError(
+            f"{origin} is empty: no manifest was piped in",
+            "pipe one from another cfx command, e.g. `cfx slice data/ --head 100 | cfx stats -`",
+        )
+    buf = pa.BufferReader(data)
+    if data[:4] == b"PAR1":
+        try:
+            return _from_arrow(pq.read_table(buf), origin)
+        except pa.ArrowInvalid as exc:
+            raise InputError(
+                f"{origin}: not a readable parquet manifest ({exc})", "pipe a cfx manifest"
+            ) from None
+    try:
+        table = ipc.open_stream(buf).read_all()
+    except pa.ArrowInvalid:
+        raise InputError(
+            f"{origin} does not hold a cfx manifest (neither an Arrow IPC stream nor parquet)",
+            "pipe the output of a cfx command, e.g. `cfx slice data/ --head 100 | cfx stats -`",
+        ) from None
+    return _from_arrow(table, origin)

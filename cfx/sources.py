@@ -1,0 +1,210 @@
+"""Resolve a SOURCE argument: a dataset folder, a shard file or glob, a manifest, '-' or hf://datasets/ORG/REPO.
+
+Shard paths are always kept relative to a dataset root so a manifest stays valid when the whole dataset folder
+is moved with it (pass the new root) and so local and Hub copies of the same repo give the same ``shard`` values.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cfx.errors import InputError, NetworkError, UsageError
+from cfx.manifest import ShardInfo
+
+HF_PREFIX = "hf://"
+_HF_RE = re.compile(
+    r"^hf://(?P<kind>datasets)/(?P<org>[^/@]+)/(?P<repo>[^/@]+)(?:@(?P<rev>[^/]+))?(?P<path>/.*)?$"
+)
+# Files under these folder names are dataset metadata (licence tables etc.), not image shards.
+_NOT_SHARD_DIRS = {"metadata", ".cfx", "ground_truth"}
+_NOT_SHARD_FILES = {"manifest.parquet"}
+
+
+@dataclass(frozen=True)
+class ShardRef:
+    """One parquet shard: ``rel`` is relative to the dataset root, ``path`` is what to open."""
+
+    rel: str
+    path: str
+    info: ShardInfo
+
+
+@dataclass
+class DatasetSource:
+    root: str  # absolute local folder, or hf://datasets/ORG/REPO@COMMIT
+    shards: list[ShardRef]
+    fs: Any = None  # an HfFileSystem for remote sources, None for local files
+
+    @property
+    def is_remote(self) -> bool:
+        return self.fs is not None
+
+
+def natural_key(path: str) -> tuple[Any, ...]:
+    """Sort HFCF_small_2 before HFCF_small_10."""
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", path))
+
+
+def _is_shard_rel(rel: str) -> bool:
+    parts = Path(rel).parts
+    return (
+        rel.endswith(".parquet")
+        and not (set(parts[:-1]) & _NOT_SHARD_DIRS)
+        and parts[-1] not in _NOT_SHARD_FILES
+    )
+
+
+def _local_ref(root: Path, path: Path) -> ShardRef:
+    st = path.stat()
+    rel = path.relative_to(root).as_posix()
+    return ShardRef(rel=rel, path=str(path), info=ShardInfo(size=st.st_size, mtime_ns=st.st_mtime_ns))
+
+
+def _root_for_file(path: Path) -> Path:
+    """The dataset root of a shard file: the folder above ``data/`` when the file sits under one."""
+    for parent in path.parents:
+        if parent.name == "data":
+            return parent.parent
+    return path.parent
+
+
+def resolve_local(spec: str) -> DatasetSource:
+    path = Path(spec).expanduser()
+    if any(ch in spec for ch in "*?["):
+        files = sorted(
+            (Path(p).resolve() for p in globlib.glob(spec, recursive=True)), key=lambda p: natural_key(str(p))
+        )
+        files = [p for p in files if p.is_file()]
+        if not files:
+            raise InputError(
+                f"no files match {spec!r}", "check the glob; quote it so the shell does not expand it"
+            )
+        roots = {_root_for_file(p) for p in files}
+        root = roots.pop() if len(roots) == 1 else Path(os.path.commonpath([str(p.parent) for p in files]))
+        return DatasetSource(root=str(root), shards=[_local_ref(root, p) for p in files])
+    if not path.exists():
+        raise InputError(
+            f"{spec} does not exist", "check the path, or download shards with `cfx download --out DIR`"
+        )
+    path = path.resolve()
+    if path.is_file():
+        root = _root_for_file(path)
+        return DatasetSource(root=str(root), shards=[_local_ref(root, path)])
+    base = path / "data" if (path / "data").is_dir() else path
+    files = [
+        p for p in base.rglob("*.parquet") if p.is_file() and _is_shard_rel(p.relative_to(path).as_posix())
+    ]
+    files.sort(key=lambda p: natural_key(p.relative_to(path).as_posix()))
+    if not files:
+        raise InputError(
+            f"{spec} holds no parquet shards",
+            "point at a dataset folder (with data/*.parquet) or download some with `cfx download --out DIR`",
+        )
+    return DatasetSource(root=str(path), shards=[_local_ref(path, p) for p in files])
+
+
+@dataclass(frozen=True)
+class HubSpec:
+    repo_id: str
+    revision: str | None
+    path: str | None  # a file or glob inside the repo
+
+    @classmethod
+    def parse(cls, spec: str) -> HubSpec:
+        m = _HF_RE.match(spec)
+        if not m:
+            raise UsageError(
+                f"{spec!r} is not a Hub dataset address",
+                "write hf://datasets/ORG/REPO, optionally @REVISION and a path, e.g. "
+                "hf://datasets/OwensLab/CommunityForensics-Small@main/data/HFCF_small_0.parquet",
+            )
+        path = (m["path"] or "").strip("/") or None
+        return cls(repo_id=f"{m['org']}/{m['repo']}", revision=m["rev"], path=path)
+
+
+def hub_error(exc: Exception, repo_id: str, revision: str | None) -> Exception:
+    """Translate huggingface_hub / network exceptions into a CfxError with a hint."""
+    from huggingface_hub import constants
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        HfHubHTTPError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    endpoint = constants.ENDPOINT
+    if isinstance(exc, OfflineModeIsEnabled):
+        return NetworkError(
+            f"cannot reach the Hub for {repo_id}: HF_HUB_OFFLINE is set",
+            "unset HF_HUB_OFFLINE, or work on a local copy (`cfx download` it first)",
+        )
+    if isinstance(exc, RevisionNotFoundError):
+        return NetworkError(
+            f"revision {revision!r} not found in dataset {repo_id} at {endpoint}",
+            "check --revision / @REV (a branch, tag or commit of the repo)",
+        )
+    if isinstance(exc, GatedRepoError):
+        return NetworkError(f"dataset {repo_id} is gated", "accept its terms on the Hub and set HF_TOKEN")
+    if isinstance(exc, RepositoryNotFoundError):
+        return NetworkError(
+            f"dataset {repo_id} not found at {endpoint}",
+            "check the ORG/REPO spelling; for a private repo set HF_TOKEN; for a mirror set HF_ENDPOINT",
+        )
+    if isinstance(exc, HfHubHTTPError):
+        return NetworkError(
+            f"the Hub at {endpoint} answered an error for {repo_id}: {exc}", "try again later"
+        )
+    return NetworkError(
+        f"cannot reach the Hub at {endpoint} ({type(exc).__name__}: {exc})",
+        "check the network; for a mirror set HF_ENDPOINT; to work offline set HF_HUB_OFFLINE=1 and use a local copy",
+    )
+
+
+def resolve_remote(spec: str, token: str | None = None) -> DatasetSource:
+    """List the parquet shards of a Hub dataset at one commit, through HfFileSystem (honours HF_ENDPOINT)."""
+    from huggingface_hub import HfApi, HfFileSystem
+
+    hub = HubSpec.parse(spec)
+    api = HfApi(token=token)
+    try:
+        info = api.dataset_info(hub.repo_id, revision=hub.revision or "main")
+        sha = info.sha or hub.revision or "main"
+        fs = HfFileSystem(token=token, block_size=1 << 20)
+        base = f"datasets/{hub.repo_id}@{sha}"
+        pattern = f"{base}/{hub.path}" if hub.path else f"{base}/**/*.parquet"
+        found = fs.glob(pattern, detail=True) if any(c in pattern for c in "*?[") else {}
+        if not found and hub.path and not any(c in hub.path for c in "*?["):
+            found = {f"{base}/{hub.path}": fs.info(f"{base}/{hub.path}")}
+    except Exception as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise InputError(
+                f"{spec}: no such file in the repo", "check the path after the repo name"
+            ) from None
+        raise hub_error(exc, hub.repo_id, hub.revision) from None
+    refs = []
+    for full, meta in found.items():
+        rel = full[len(base) + 1 :]
+        if meta.get("type") == "directory" or not _is_shard_rel(rel) and not hub.path:
+            continue
+        lfs = meta.get("lfs") or {}
+        etag = lfs.get("sha256") if isinstance(lfs, dict) else None
+        etag = etag or meta.get("blob_id")
+        refs.append(
+            ShardRef(rel=rel, path=f"{base}/{rel}", info=ShardInfo(size=int(meta["size"]), etag=etag))
+        )
+    refs.sort(key=lambda r: natural_key(r.rel))
+    if not refs:
+        raise InputError(f"{spec} holds no parquet shards at revision {sha[:12]}", "check the repo and path")
+    return DatasetSource(root=f"hf://datasets/{hub.repo_id}@{sha}", shards=refs, fs=fs)
+
+
+def resolve(spec: str, token: str | None = None) -> DatasetSource:
+    if spec.startswith(HF_PREFIX):
+        return resolve_remote(spec, token=token)
+    return resolve_local(spec)
