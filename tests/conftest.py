@@ -34,7 +34,9 @@ class Run:
 def cfx(tmp_path: Path) -> Callable[..., Run]:
     """Run `python -m cfx ARGS` in a subprocess (real pipes, real exit codes)."""
 
-    def run(*args: str, input: bytes | None = None, env: dict[str, str] | None = None, cwd: Path | None = None) -> Run:
+    def run(
+        *args: str, input: bytes | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
+    ) -> Run:
         full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
         full_env.pop("CFX_DEBUG", None)
         proc = subprocess.run(

@@ -27,7 +27,9 @@ def test_index_matches_source_rows(cf_small: Path) -> None:
     assert not result.bad
     assert list(m.df.columns) == list(CORE_COLUMNS)
     assert dict(m.df.schema) == MANIFEST_SCHEMA
-    shards = sorted((cf_small / "data").glob("HFCF_small_*.parquet"), key=lambda p: int(p.stem.rsplit("_", 1)[1]))
+    shards = sorted(
+        (cf_small / "data").glob("HFCF_small_*.parquet"), key=lambda p: int(p.stem.rsplit("_", 1)[1])
+    )
     assert list(m.df.get_column("shard").unique(maintain_order=True)) == [f"data/{p.name}" for p in shards]
     total = 0
     for p in shards:
@@ -49,7 +51,12 @@ def test_num_bytes_streams_image_lengths(cf_small: Path) -> None:
     m = build_manifest(resolve_local(str(cf_small)), with_num_bytes=True).manifest
     p = cf_small / "data" / "HFCF_small_0.parquet"
     lengths = [len(b) for b in pq.read_table(p, columns=["image_data"]).column(0).to_pylist()]
-    got = m.df.filter(pl.col("shard") == "data/HFCF_small_0.parquet").sort("row").get_column("num_bytes").to_list()
+    got = (
+        m.df.filter(pl.col("shard") == "data/HFCF_small_0.parquet")
+        .sort("row")
+        .get_column("num_bytes")
+        .to_list()
+    )
     assert got == lengths
     # default index leaves it unknown rather than guessing
     assert build_manifest(resolve_local(str(cf_small))).manifest.df.get_column("num_bytes").null_count() > 0
@@ -114,7 +121,9 @@ def test_manifest_roundtrip_parquet_and_ipc(cf_small: Path, tmp_path: Path) -> N
     m.history.append("index test")
     m.write(tmp_path / "m.parquet")
     back = read_manifest(tmp_path / "m.parquet")
-    assert back.df.equals(m.df) and back.root == m.root and back.shards == m.shards and back.history == m.history
+    assert (
+        back.df.equals(m.df) and back.root == m.root and back.shards == m.shards and back.history == m.history
+    )
     buf = io.BytesIO()
     m.write_ipc(buf)
     again = read_manifest_stream(io.BytesIO(buf.getvalue()))
@@ -151,7 +160,17 @@ def test_cli_index_output_file(cfx, cf_small: Path, tmp_path: Path) -> None:  # 
 
 
 def test_cli_stats_breakdowns_and_plot(cfx, cf_small: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    r = cfx("stats", str(cf_small), "--by", "architecture", "--by", "format", "--json", "--plot", str(tmp_path / "s.png"))
+    r = cfx(
+        "stats",
+        str(cf_small),
+        "--by",
+        "architecture",
+        "--by",
+        "format",
+        "--json",
+        "--plot",
+        str(tmp_path / "s.png"),
+    )
     assert r.returncode == 0, r.stderr
     data = json.loads(r.out)
     assert list(data["breakdowns"]) == ["architecture", "format"]
@@ -245,7 +264,10 @@ def test_glob_source(tmp_path: Path) -> None:
     for i in range(3):
         write_shard(tmp_path / "data" / f"HFCF_small_{i}.parquet", rows(2))
     m = load_manifest(str(tmp_path / "data" / "HFCF_small_[01].parquet"))
-    assert m.df.get_column("shard").unique().sort().to_list() == ["data/HFCF_small_0.parquet", "data/HFCF_small_1.parquet"]
+    assert m.df.get_column("shard").unique().sort().to_list() == [
+        "data/HFCF_small_0.parquet",
+        "data/HFCF_small_1.parquet",
+    ]
     assert m.root == str(tmp_path)
 
 
@@ -278,4 +300,7 @@ def test_index_reads_only_metadata_bytes(tmp_path: Path) -> None:
     _CountingFile.read_bytes = 0
     df, _ = scan_shard(ref, _CountingFS())
     assert df.height == 20
-    assert 0 < _CountingFile.read_bytes < 0.02 * p.stat().st_size, (_CountingFile.read_bytes, p.stat().st_size)
+    assert 0 < _CountingFile.read_bytes < 0.02 * p.stat().st_size, (
+        _CountingFile.read_bytes,
+        p.stat().st_size,
+    )

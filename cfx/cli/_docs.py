@@ -1,6 +1,6 @@
 """Generate docs/cli.md from the commands' --help, so the reference cannot go stale.
 
-    python -m cfx.cli._docs > docs/cli.md     (tests/test_docs.py fails when the file differs)
+python -m cfx.cli._docs > docs/cli.md     (tests/test_docs.py fails when the file differs)
 """
 
 from __future__ import annotations
