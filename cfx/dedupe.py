@@ -338,6 +338,56 @@ def _row_pairs(
 
 
 # --- the whole command -----------------------------------------------------------------------------
+@dataclass
+class Decision:
+    """What dedupe decided for a hashed frame (before any output is built)."""
+
+    grouping: Grouping
+    removed: np.ndarray  # bool per row
+    action: list[str | None]
+    reason: list[str | None]
+    conflict_group: np.ndarray  # bool per row: its group is a label conflict
+    eligible: np.ndarray  # bool per row: matched perceptually
+    distinct_codes: int
+    search_s: float = 0.0
+
+
+def decide(df: pl.DataFrame, options: DedupeOptions, *, workers: int = 1) -> Decision:
+    """Search, group and choose survivors over a frame that already has the hash columns (no I/O)."""
+    options.check()
+    n = df.height
+    eligible = (
+        df.get_column("phash").is_not_null()
+        & ~df.get_column("near_uniform").fill_null(False)
+        & df.get_column("hash_error").is_null()
+    ).to_numpy()
+    codes = df.get_column("phash").fill_null(0).to_numpy().astype(np.uint64)
+    uniq, inverse = np.unique(codes[eligible], return_inverse=True)
+    code_id = np.full(n, -1, np.int64)
+    code_id[eligible] = inverse
+    t0 = time.perf_counter()
+    if options.near:
+        cp = distinct_code_pairs(uniq, options.threshold, workers=workers)
+        code_pairs = (cp.a, cp.b, cp.distance)
+    else:
+        e = np.zeros(0, np.int64)
+        code_pairs = (e, e, e.astype(np.uint8))
+    search_s = time.perf_counter() - t0
+    label = df.get_column("label").cast(pl.Int64).fill_null(-1).to_numpy()
+    g = group_rows(
+        sha_id=_dense_ids(df.get_column("sha256")),
+        code_id=code_id,
+        code_pairs=code_pairs,
+        rank=priority(df, options.keep),
+        scope=scope_ids(df, options.scope),
+        label=label,
+        exact=options.exact,
+        near=options.near,
+    )
+    removed, action, reason, conflict_group = _decide(g, options.conflicts, df)
+    return Decision(g, removed, action, reason, conflict_group, eligible, int(uniq.size), search_s)
+
+
 def dedupe(
     manifest: Manifest,
     options: DedupeOptions | None = None,
@@ -357,59 +407,34 @@ def dedupe(
     )
     t1 = time.perf_counter()
     df = hashed.manifest.df
-    n = df.height
-    eligible = (
-        df.get_column("phash").is_not_null()
-        & ~df.get_column("near_uniform").fill_null(False)
-        & df.get_column("hash_error").is_null()
-    ).to_numpy()
-    codes = df.get_column("phash").fill_null(0).to_numpy().astype(np.uint64)
-    uniq, inverse = np.unique(codes[eligible], return_inverse=True)
-    code_id = np.full(n, -1, np.int64)
-    code_id[eligible] = inverse
-    if options.near:
-        cp = distinct_code_pairs(uniq, options.threshold, workers=workers)
-        code_pairs = (cp.a, cp.b, cp.distance)
-    else:
-        e = np.zeros(0, np.int64)
-        code_pairs = (e, e, e.astype(np.uint8))
+    d = decide(df, options, workers=workers)
     t2 = time.perf_counter()
-    label = df.get_column("label").cast(pl.Int64).fill_null(-1).to_numpy()
-    rank = priority(df, options.keep)
-    g = group_rows(
-        sha_id=_dense_ids(df.get_column("sha256")),
-        code_id=code_id,
-        code_pairs=code_pairs,
-        rank=rank,
-        scope=scope_ids(df, options.scope),
-        label=label,
-        exact=options.exact,
-        near=options.near,
-    )
-    removed, action, reason, conflict_group = _decide(g, options.conflicts, df)
-    t3 = time.perf_counter()
-    kept_df = df.filter(pl.Series(~removed))
     step = (
         f"dedupe threshold={options.threshold} keep={options.keep} scope={options.scope} "
         f"conflicts={options.conflicts}"
         + ("" if options.near else " exact-only")
         + ("" if options.exact else " near-only")
     )
-    kept = hashed.manifest.with_df(kept_df, step=step)
-    pairs_df = _pairs_frame(df, g)
-    groups_df = _groups_frame(df, g, action, reason, conflict_group)
+    kept = hashed.manifest.with_df(df.filter(pl.Series(~d.removed)), step=step)
     summary = _summary(
         df,
-        g,
-        removed,
-        conflict_group,
+        d.grouping,
+        d.removed,
+        d.conflict_group,
         options,
         hashed,
-        eligible,
-        timings={"hash_s": t1 - t0, "search_s": t2 - t1, "group_s": t3 - t2},
+        d.eligible,
+        timings={"hash_s": t1 - t0, "search_s": d.search_s, "group_s": t2 - t1 - d.search_s},
     )
-    summary["distinct_codes"] = int(uniq.size)
-    return DedupeResult(kept, pairs_df, groups_df, summary, hashed.manifest, removed)
+    summary["distinct_codes"] = d.distinct_codes
+    return DedupeResult(
+        kept,
+        _pairs_frame(df, d.grouping),
+        _groups_frame(df, d.grouping, d.action, d.reason, d.conflict_group),
+        summary,
+        hashed.manifest,
+        d.removed,
+    )
 
 
 def write_report(result: DedupeResult, folder: Path) -> list[Path]:

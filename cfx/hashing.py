@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -68,6 +69,7 @@ HASH_DTYPES: dict[str, pl.DataType] = {
 }
 
 _LANCZOS = Image.Resampling.LANCZOS
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 _MSB_FIRST = np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64)
 
 
@@ -127,7 +129,9 @@ def _decode(data: bytes, max_pixels: int) -> tuple[np.ndarray, np.ndarray, tuple
 
 
 def _describe(exc: BaseException) -> str:
+    """A stable one-line description (no memory addresses, so caches are reproducible)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = _ADDRESS.sub("image", text)
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 

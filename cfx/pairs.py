@@ -105,7 +105,7 @@ def _ball(bits: int, radius: int) -> int:
     return sum(comb(bits, k) for k in range(radius + 1))
 
 
-def _plan(codes: np.ndarray, threshold: int) -> _Plan:
+def _plan(codes: np.ndarray, threshold: int, blocks: int | None = None) -> _Plan:
     """Pick blocks and radii minimising (probes x distinct keys + expected candidates) for these codes.
 
     Bits are dealt round-robin into blocks in order of how balanced they are, so near-constant bits
@@ -116,7 +116,7 @@ def _plan(codes: np.ndarray, threshold: int) -> _Plan:
     balance = np.abs(ones / max(n, 1) - 0.5)
     order = [int(p) for p in np.argsort(balance, kind="stable")]
     best: tuple[float, _Plan] | None = None
-    for m in range(1, min(threshold + 1, 8) + 1):
+    for m in [blocks] if blocks else range(1, min(threshold + 1, 8) + 1):
         blocks = tuple(tuple(sorted(order[i::m])) for i in range(m))
         # radii: m slots of (r + 1) summing to threshold + 1, spread evenly (larger radii on earlier blocks)
         base, extra = divmod(threshold + 1, m)
@@ -152,26 +152,34 @@ def _flip_masks(bits: int, radius: int) -> list[int]:
 
 
 class _Buckets:
-    """Codes sorted by block key; ``lookup(keys)`` gives (start, count) of each key's bucket."""
+    """Codes sorted by block key: distinct keys with the (start, count) of their run in ``order``.
+
+    ``find(keys)`` gives, per key, 1 + the index of its distinct key, or 0 when no code has that key.
+    """
 
     def __init__(self, key: np.ndarray, bits: int) -> None:
         self.order = np.argsort(key, kind="stable")
         sk = key[self.order]
         self.ukeys, self.ustart, self.ucount = np.unique(sk, return_index=True, return_counts=True)
+        self.single = bool(self.ucount.max(initial=1) == 1)
         self.dense = bits <= DENSE_TABLE_BITS
         if self.dense:
-            self.start = np.zeros(1 << bits, np.int64)
-            self.count = np.zeros(1 << bits, np.int64)
-            self.start[self.ukeys] = self.ustart
-            self.count[self.ukeys] = self.ucount
+            self.table = np.zeros(1 << bits, np.int32)
+            self.table[self.ukeys] = np.arange(1, self.ukeys.size + 1, dtype=np.int32)
+        self._sides: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
-    def lookup(self, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def find(self, keys: np.ndarray) -> np.ndarray:
         if self.dense:
-            return self.start[keys], self.count[keys]
-        pos = np.searchsorted(self.ukeys, keys)
-        pos = np.minimum(pos, self.ukeys.size - 1)
-        hit = self.ukeys[pos] == keys
-        return np.where(hit, self.ustart[pos], 0), np.where(hit, self.ucount[pos], 0)
+            return self.table[keys]
+        pos = np.minimum(np.searchsorted(self.ukeys, keys), self.ukeys.size - 1)
+        return np.where(self.ukeys[pos] == keys, pos + 1, 0)
+
+    def side(self, top: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, keys) of the distinct keys whose bit ``top`` is 0 (cached per bit)."""
+        if top not in self._sides:
+            idx = np.flatnonzero((self.ukeys & top) == 0)
+            self._sides[top] = (idx, self.ukeys[idx])
+        return self._sides[top]
 
 
 def _expand(
@@ -181,6 +189,10 @@ def _expand(
     keep = ylen > 0
     x, ystart, ylen = x[keep], ystart[keep], ylen[keep]
     if not x.size:
+        return
+    if ylen.max() == 1:
+        for lo in range(0, x.size, CHUNK_CANDIDATES):
+            yield x[lo : lo + CHUNK_CANDIDATES], order[ystart[lo : lo + CHUNK_CANDIDATES]]
         return
     ends = np.cumsum(ylen)
     lo = 0
@@ -209,7 +221,7 @@ def _search_block(
     buckets = _Buckets(key, len(block))
     earlier = [(_U64(plan.masks[j]), plan.radii[j]) for j in range(block_index)]
     out_a, out_b, out_d = [], [], []
-    ukeys, ustart, ucount, order = buckets.ukeys, buckets.ustart, buckets.ucount, buckets.order
+    ustart, ucount, order = buckets.ustart, buckets.ucount, buckets.order
     for flip in flips:
         if flip == 0:
             # pairs inside a bucket: each member against the members after it
@@ -222,20 +234,22 @@ def _search_block(
             ylen = ends - ystart
         else:
             # key -> key ^ flip, taken once per unordered pair of buckets (the side whose top flipped bit is 0)
-            top = 1 << (flip.bit_length() - 1)
-            side = (ukeys & top) == 0
-            src_start, src_count = ustart[side], ucount[side]
-            tstart, tcount = buckets.lookup(ukeys[side] ^ flip)
-            hit = tcount > 0
-            if not hit.any():
+            idx, keys = buckets.side(1 << (flip.bit_length() - 1))
+            found = buckets.find(keys ^ flip)
+            hit = np.flatnonzero(found)
+            if not hit.size:
                 continue
-            src_start, src_count, tstart, tcount = src_start[hit], src_count[hit], tstart[hit], tcount[hit]
-            members = np.repeat(src_start, src_count) + (
-                np.arange(int(src_count.sum())) - np.repeat(np.cumsum(src_count) - src_count, src_count)
-            )
-            x = order[members]
-            ystart = np.repeat(tstart, src_count)
-            ylen = np.repeat(tcount, src_count)
+            src, tgt = idx[hit], found[hit].astype(np.int64) - 1
+            if buckets.single:  # every bucket holds one code: the pairs are direct
+                x, ystart, ylen = order[ustart[src]], ustart[tgt], np.ones(hit.size, np.int64)
+            else:
+                src_start, src_count = ustart[src], ucount[src]
+                members = np.repeat(src_start, src_count) + (
+                    np.arange(int(src_count.sum())) - np.repeat(np.cumsum(src_count) - src_count, src_count)
+                )
+                x = order[members]
+                ystart = np.repeat(ustart[tgt], src_count)
+                ylen = np.repeat(ucount[tgt], src_count)
         for xa, yb in _expand(x, ystart, ylen, order):
             xor = codes[xa] ^ codes[yb]
             d = popcount(xor)
@@ -271,20 +285,22 @@ def distinct_code_pairs(
     threshold: int,
     *,
     workers: int = 1,
+    method: str = "auto",
     executor_factory: Callable[[int], Executor] | None = None,
 ) -> CodePairs:
     """All pairs ``i < j`` of DISTINCT codes within ``threshold`` (codes must be unique), exact.
 
+    ``method``: "index" (multi-index hashing), "brute" or "auto" (brute force for small inputs).
     ``workers`` > 1 splits the probes over a process pool (only for large inputs).
     """
     codes = _check(codes, threshold)
     n = codes.size
     if n < 2 or threshold == 0:
         return _empty()
-    if n <= BRUTE_FORCE_MAX:
+    if method == "brute" or (method == "auto" and n <= BRUTE_FORCE_MAX):
         return brute_force_pairs(codes, threshold).sorted()
     plan = _plan(codes, threshold)
-    parallel = workers > 1 and n >= PARALLEL_MIN
+    parallel = workers > 1 and (n >= PARALLEL_MIN or executor_factory is not None)
     tasks = _tasks(plan, pieces=2 * workers if parallel else 1)
     parts: list[tuple[np.ndarray, ...]] = []
     if parallel:
@@ -304,7 +320,7 @@ def distinct_code_pairs(
     return CodePairs(a.astype(np.int64), b.astype(np.int64), d).sorted()
 
 
-def hamming_pairs(codes: np.ndarray, threshold: int, *, workers: int = 1) -> CodePairs:
+def hamming_pairs(codes: np.ndarray, threshold: int, *, workers: int = 1, method: str = "auto") -> CodePairs:
     """All pairs ``i < j`` of ``codes`` (duplicates allowed) with ``popcount(codes[i] ^ codes[j]) <= threshold``.
 
     Identical to ``brute_force_pairs`` (sorted by (a, b)). Note that k copies of one code give k(k-1)/2
@@ -323,7 +339,7 @@ def hamming_pairs(codes: np.ndarray, threshold: int, *, workers: int = 1) -> Cod
         out_b.append(idx[j])
         out_d.append(np.zeros(i.size, np.uint8))
     # pairs across distinct codes: the cross product of their members
-    dp = distinct_code_pairs(uniq, threshold, workers=workers)
+    dp = distinct_code_pairs(uniq, threshold, workers=workers, method=method)
     if len(dp):
         ca, cb = counts[dp.a], counts[dp.b]
         n = ca * cb
