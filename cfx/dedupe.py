@@ -273,6 +273,8 @@ def _row_pairs(
 
     def members(ids: np.ndarray) -> dict[int, np.ndarray]:
         valid = np.flatnonzero(ids >= 0)
+        if not valid.size:
+            return {}
         order = valid[np.lexsort((rank[valid], ids[valid]))]
         keys, starts = np.unique(ids[order], return_index=True)
         return {int(k): g for k, g in zip(keys, np.split(order, starts[1:]), strict=True)}
