@@ -86,7 +86,39 @@ def _stats(ctx: DemoContext) -> DemoStep:
     )
 
 
-STEPS: list[Callable[[DemoContext], DemoStep]] = [_synth, _index, _stats]
+def _dedupe(ctx: DemoContext) -> DemoStep:
+    from cfx.dedupe import dedupe, write_report
+    from cfx.gallery import write_gallery
+
+    result = dedupe(ctx.state["manifest"], workers=2, reporter=ctx.reporter)
+    folder = ctx.out / "dedupe"
+    kept_path = ctx.out / "kept.parquet"
+    result.kept.write(kept_path)
+    write_report(result, folder)
+    sheets = write_gallery(
+        result.hashed,
+        result.groups,
+        folder / "gallery",
+        threshold=result.summary["options"]["threshold"],
+        max_sheets=6,
+        reporter=ctx.reporter,
+    )
+    ctx.state["kept"] = result.kept
+    ctx.state["kept_path"] = kept_path
+    s = result.summary
+    c = s["conflicts"]
+    return DemoStep(
+        "Remove duplicates (exact bytes + pHash), report label conflicts",
+        f"cfx dedupe {ctx.state['manifest_path']} -o {kept_path} --report {folder} --gallery {folder / 'gallery'}",
+        f"{s['exact_duplicates']} exact and {s['near_duplicates']} near duplicates in {s['groups']} groups, "
+        f"{c['pairs']} label conflicts (same picture labelled real and generated, dropped); "
+        f"{s['removed']} rows removed, {s['kept']} kept"
+        + (f"; contact sheet: {sheets[0]}" if sheets else ""),
+        [str(kept_path), str(folder), *(str(p) for p in sheets)],
+    )
+
+
+STEPS: list[Callable[[DemoContext], DemoStep]] = [_synth, _index, _stats, _dedupe]
 
 
 def run_demo(out: Path, *, overwrite: bool = False, reporter: Reporter | None = None) -> Iterator[DemoStep]:
