@@ -225,9 +225,10 @@ def group_rows(
             lists.append((code_rows, c, 0))
             lists.extend((code_rows, c2, d) for c2, d in nbrs.get(c, ()))
         for table, key, d in lists:
-            rows = table.get(key)
-            if not rows:
+            found = table.get(key)
+            if not found:
                 continue
+            rows = found
             for other in rows:
                 if not assigned[other] and scope[other] == scope[pos]:
                     assigned[other] = True

@@ -79,9 +79,9 @@ def _fetch(
                 batch.column(ROW_COLUMN).to_pylist(), batch.column(0).to_pylist(), strict=True
             ):
                 try:
-                    img = Image.open(io.BytesIO(data))
-                    img.draft("RGB", (size, size))
-                    img = img.convert("RGB")
+                    src = Image.open(io.BytesIO(data))
+                    src.draft("RGB", (size, size))
+                    img = src.convert("RGB")
                     img.thumbnail((size, size), Image.Resampling.LANCZOS)
                     out[(part.shard, row)] = img
                 except Exception as exc:

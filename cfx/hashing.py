@@ -394,10 +394,9 @@ def _join(df: pl.DataFrame, tables: dict[str, pa.Table]) -> pl.DataFrame:
     if frames:
         hashes = pl.concat(frames).rename(extra)
     else:
-        hashes = pl.DataFrame(
-            schema={"row": pl.Int64, "shard": pl.String, **HASH_DTYPES}
-            | {"_num_bytes": pl.Int64, "_width": pl.Int32, "_height": pl.Int32}
-        )
+        schema: dict[str, pl.DataType] = {"row": pl.Int64(), "shard": pl.String(), **HASH_DTYPES}
+        schema |= {"_num_bytes": pl.Int64(), "_width": pl.Int32(), "_height": pl.Int32()}
+        hashes = pl.DataFrame(schema=schema)
     base = df.drop([c for c in HASH_COLUMNS if c in df.columns])
     out = base.join(hashes, on=["shard", "row"], how="left", maintain_order="left")
     fills = []

@@ -117,19 +117,19 @@ def _plan(codes: np.ndarray, threshold: int, blocks: int | None = None) -> _Plan
     order = [int(p) for p in np.argsort(balance, kind="stable")]
     best: tuple[float, _Plan] | None = None
     for m in [blocks] if blocks else range(1, min(threshold + 1, 8) + 1):
-        blocks = tuple(tuple(sorted(order[i::m])) for i in range(m))
+        parts = tuple(tuple(sorted(order[i::m])) for i in range(m))
         # radii: m slots of (r + 1) summing to threshold + 1, spread evenly (larger radii on earlier blocks)
         base, extra = divmod(threshold + 1, m)
         radii = tuple(base - 1 + (1 if i < extra else 0) for i in range(m))
         if min(radii) < 0:
             continue
         cost = 0.0
-        for block, r in zip(blocks, radii, strict=True):
+        for block, r in zip(parts, radii, strict=True):
             b = len(block)
             probes = _ball(b, r)
             keys_seen = min(n, 2**b)
             cost += probes * keys_seen * 1.0 + probes * n * n / 2**b * 0.5
-        plan = _Plan(blocks, radii)
+        plan = _Plan(parts, radii)
         if best is None or cost < best[0]:
             best = (cost, plan)
     assert best is not None
@@ -268,7 +268,7 @@ def _search_block(
 
 def _tasks(plan: _Plan, pieces: int) -> list[tuple[int, list[int]]]:
     """(block, flip masks) work items; each block's masks are split into ``pieces`` interleaved parts."""
-    out = []
+    out: list[tuple[int, list[int]]] = []
     for i, (block, r) in enumerate(zip(plan.blocks, plan.radii, strict=True)):
         flips = _flip_masks(len(block), r)
         k = max(1, min(pieces, len(flips)))
