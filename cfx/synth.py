@@ -256,7 +256,7 @@ def _prompt(rng: np.random.Generator) -> str:
 # Files
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
     """Write through a temp name in the same folder so readers never see a half-written file."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
@@ -297,7 +297,10 @@ def _clear_stale(root: Path, keep: Sequence[Path], keep_ground_truth: bool) -> N
             if p.name not in keep_set:
                 p.unlink()
     if not keep_ground_truth:
-        (root / GROUND_TRUTH_PATH).unlink(missing_ok=True)
+        gt = root / GROUND_TRUTH_PATH
+        gt.unlink(missing_ok=True)
+        if gt.parent.is_dir() and not any(gt.parent.iterdir()):
+            gt.parent.rmdir()
 
 
 def _write_card(root: Path, title: str, lines: Sequence[str]) -> None:
@@ -618,7 +621,9 @@ _DUP_KINDS: tuple[tuple[str, str, str], ...] = (
 
 
 def _plan_pairs(rows: list[_Row], rng: np.random.Generator) -> list[_Pair]:
-    per_kind = max(3, round(_DUP_SHARE * len(rows)))
+    # At least 3 pairs per kind, but copies and originals never take more than half the rows
+    # (so sets below 84 rows get fewer).
+    per_kind = min(max(3, round(_DUP_SHARE * len(rows))), len(rows) // (4 * len(_DUP_KINDS)))
     used: set[int] = set()
     pairs: list[_Pair] = []
     n_near = 0
@@ -797,7 +802,7 @@ def make_dataset(
     pixel sizes are multiplied by ``scale`` (min 8 px); ``resolution`` always matches the bytes.
 
     Distinct images are at least 18 bits apart in 64-bit pHash. With ``duplicates`` a share of rows
-    (~2.5% per kind, at least 3 pairs per kind when the layout allows) are copies of an earlier row:
+    (~2.5% per kind; at least 3 pairs per kind from 84 rows on, as the layout allows) are copies of an earlier row:
 
     - ``exact``/``copy``: identical bytes, in the same shard, in another shard (same label) and across
       labels (the same bytes as a real and a generated row);
@@ -1079,15 +1084,20 @@ def _real_layout(i: int) -> tuple[int, int, str]:
 
 
 def replica_source_shards(shards: int) -> list[int]:
-    """Which real shard each of ``shards`` replica shards mirrors (identity for 186)."""
+    """Which real shard each of ``shards`` replica shards mirrors (identity for 186).
+
+    ``shards//2`` generated shards spread evenly over real shards 0-92 (first and last included), then
+    the mixed shard 93, then the remaining shards spread evenly over the real-only shards 94-185.
+    """
     if not 1 <= shards <= _REAL_SHARDS:
         raise UsageError(f"the replica has 1..{_REAL_SHARDS} shards, got {shards}", "pass --shards 1..186")
+
+    def spread(lo: int, hi: int, k: int) -> list[int]:
+        return [lo + i * (hi - lo) // (k - 1) for i in range(k)] if k > 1 else [lo] * k
+
     mixed = _mixed_shard(shards)
-    n_real = shards - mixed - 1
-    gen = [i * _REAL_MIXED_SHARD // mixed for i in range(mixed)]
-    real = [
-        _REAL_MIXED_SHARD + 1 + j * (_REAL_SHARDS - _REAL_MIXED_SHARD - 1) // n_real for j in range(n_real)
-    ]
+    gen = spread(0, _REAL_MIXED_SHARD - 1, mixed)
+    real = spread(_REAL_MIXED_SHARD + 1, _REAL_SHARDS - 1, shards - mixed - 1)
     return [*gen, _REAL_MIXED_SHARD, *real]
 
 
@@ -1160,8 +1170,8 @@ def make_scale_replica(
     (278,445 generated, 278,096 real).
 
     With fewer shards the layout is sampled, not cut: ``shards//2`` generated shards mirror real shards
-    ``i*93//(shards//2)`` (so both the LatDiff-only and the mixed range appear), then the mixed shard 93,
-    then real shards spread over 94-185 (see ``replica_source_shards``). Each written shard copies the
+    spread evenly over 0-92 (so both the LatDiff-only and the mixed range appear), then the mixed shard
+    93, then real shards spread over 94-185 (see ``replica_source_shards``; 3 shards -> 0, 93, 94). Each written shard copies the
     row count and composition of the real shard it mirrors; files are still named 0..shards-1 and
     ``image_name`` counts rows across the written set.
 

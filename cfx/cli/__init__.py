@@ -37,9 +37,9 @@ def _root(
 
 
 def _register() -> None:
-    from cfx.cli import demo, download, index, stats
+    from cfx.cli import demo, download, index, stats, synth
 
-    for module in (index, stats, download, demo):
+    for module in (index, stats, download, demo, synth):
         module.register(app)
 
 
