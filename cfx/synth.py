@@ -22,9 +22,9 @@ import io
 import os
 import struct
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,10 +65,12 @@ GROUND_TRUTH_SCHEMA = pa.schema(
 GROUND_TRUTH_PATH = Path("ground_truth") / "duplicates.parquet"
 GENERATORS_PATH = Path("data") / "metadata" / "generators.csv"
 
-# Distinct images are re-drawn until they are at least this far (64-bit pHash) from every earlier one,
-# so a near-duplicate (<= _NEAR_MAX_BITS from its original) can never be confused with another image.
+# pHash (64-bit) distances, by construction: distinct originals are re-drawn until they are >= 18 bits
+# from every earlier one; a near copy is <= 8 bits from its original and >= 14 from every other image.
+# So "within 12 bits" finds exactly the injected pairs.
 _MIN_DISTINCT_BITS = 18
 _NEAR_MAX_BITS = 8
+_UNRELATED_MIN_BITS = 14
 _PNG_LEVEL = 1
 # Share of rows per injected duplicate kind (at least 3 pairs per kind when the set allows).
 _DUP_SHARE = 0.025
@@ -86,7 +88,7 @@ class SynthInfo:
     n_generated: int
     ground_truth: Path | None = None
     n_pairs: int = 0
-    n_bytes: int = field(default=0)
+    n_bytes: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -489,11 +491,6 @@ class _Row:
     mode: str
     quality: int
 
-    @property
-    def group(self) -> str:
-        # Same-label duplicates stay inside one group so a copy never breaks its shard's architecture rule.
-        return self.architecture
-
 
 @dataclass(frozen=True)
 class _Pair:
@@ -532,12 +529,11 @@ def _plan_rows(shards: int, rows_per_shard: int, scale: float, rng: np.random.Ge
     n_latdiff_only = round(_LATDIFF_ONLY_SHARE * mixed)
     if mixed >= 2:
         n_latdiff_only = min(n_latdiff_only, mixed - 1)  # keep at least one mixed-architecture shard
-    n_gan_mixed = max(1, round(rows_per_shard * 160 / 2992))
-    by_arch = {a: [g for g in _GENERATORS if g.architecture == a] for a in _ARCHITECTURES}
+    # the mixed shard starts with a few GAN rows (real: 160 of 2,992), but keeps at least one real row
+    n_gan_mixed = max(1, min(round(rows_per_shard * 160 / 2992), rows_per_shard - 1))
     out: list[_Row] = []
     for s in range(shards):
         for r in range(rows_per_shard):
-            gidx = len(out)
             if s < mixed or (s == mixed and r < n_gan_mixed):
                 if s == mixed:
                     arch = "GAN"
@@ -545,53 +541,59 @@ def _plan_rows(shards: int, rows_per_shard: int, scale: float, rng: np.random.Ge
                     arch = "LatDiff"
                 else:
                     arch = _pick(rng, list(_MIXED_ARCH_WEIGHTS), list(_MIXED_ARCH_WEIGHTS.values()))
-                gens = by_arch[arch]
-                gen = _pick(rng, gens, [g.weight for g in gens])
-                size = _scaled(_pick(rng, [s_ for s_, _ in _GEN_SIZES], [w for _, w in _GEN_SIZES]), scale)
-                fmt = "JPEG" if rng.random() < _GEN_JPEG_SHARE else "PNG"
-                out.append(
-                    _Row(
-                        s,
-                        r,
-                        gidx,
-                        GENERATED,
-                        arch,
-                        gen.model_name,
-                        "",
-                        "manual" if rng.random() < _MANUAL_SHARE else "systematic",
-                        _prompt(rng),
-                        bool(rng.random() < _NSFW_SHARE),
-                        fmt,
-                        *size,
-                        "RGB",
-                        int(rng.integers(90, 96)),
-                    )
-                )
+                out.append(_generated_row(s, r, len(out), arch, scale, rng))
             else:
-                src = _pick(rng, _REAL_SOURCES, [x.weight for x in _REAL_SOURCES])
-                size = _scaled(src.sizes[int(rng.integers(len(src.sizes)))], scale)
-                fmt = "PNG" if rng.random() < src.png_share else "JPEG"
-                mode = "L" if fmt == "JPEG" and rng.random() < src.gray_share else "RGB"
-                out.append(
-                    _Row(
-                        s,
-                        r,
-                        gidx,
-                        REAL,
-                        "Real",
-                        "",
-                        src.name,
-                        src.name.lower(),
-                        "",
-                        bool(rng.random() < _NSFW_SHARE),
-                        fmt,
-                        *size,
-                        mode,
-                        int(rng.integers(85, 96)),
-                    )
-                )
+                out.append(_real_row(s, r, len(out), scale, rng))
     _cover_generators(out, rng)
     return out
+
+
+def _generated_row(
+    shard: int, row: int, gidx: int, arch: str, scale: float, rng: np.random.Generator
+) -> _Row:
+    gens = [g for g in _GENERATORS if g.architecture == arch]
+    gen = _pick(rng, gens, [g.weight for g in gens])
+    width, height = _scaled(_pick(rng, [s for s, _ in _GEN_SIZES], [w for _, w in _GEN_SIZES]), scale)
+    return _Row(
+        shard=shard,
+        row=row,
+        gidx=gidx,
+        label=GENERATED,
+        architecture=arch,
+        model_name=gen.model_name,
+        real_source="",
+        subset="manual" if rng.random() < _MANUAL_SHARE else "systematic",
+        prompt=_prompt(rng),
+        nsfw=bool(rng.random() < _NSFW_SHARE),
+        fmt="JPEG" if rng.random() < _GEN_JPEG_SHARE else "PNG",
+        width=width,
+        height=height,
+        mode="RGB",
+        quality=int(rng.integers(90, 96)),
+    )
+
+
+def _real_row(shard: int, row: int, gidx: int, scale: float, rng: np.random.Generator) -> _Row:
+    src = _pick(rng, _REAL_SOURCES, [x.weight for x in _REAL_SOURCES])
+    width, height = _scaled(src.sizes[int(rng.integers(len(src.sizes)))], scale)
+    fmt = "PNG" if rng.random() < src.png_share else "JPEG"
+    return _Row(
+        shard=shard,
+        row=row,
+        gidx=gidx,
+        label=REAL,
+        architecture="Real",
+        model_name="",
+        real_source=src.name,
+        subset=src.name.lower(),
+        prompt="",
+        nsfw=bool(rng.random() < _NSFW_SHARE),
+        fmt=fmt,
+        width=width,
+        height=height,
+        mode="L" if fmt == "JPEG" and rng.random() < src.gray_share else "RGB",
+        quality=int(rng.integers(85, 96)),
+    )
 
 
 def _cover_generators(rows: list[_Row], rng: np.random.Generator) -> None:
@@ -659,7 +661,9 @@ def _draw_pair(
                 return False
             if rule == "cross_label":
                 return y.label != x.label
-            if y.group != x.group:
+            # same label and architecture, so a copy that takes its original's provenance never breaks
+            # its shard's architecture rule
+            if y.architecture != x.architecture:
                 return False
             if rule == "same_shard":
                 return y.shard == x.shard
@@ -685,12 +689,14 @@ def _render_original(row: _Row, seed: int, attempt: int) -> _Image:
     return _Image(data, row.fmt, row.width, row.height, row.mode, _phash(hashed))
 
 
-def _near_copy(source: _Image, transform: str, rng: np.random.Generator) -> _Image:
-    """A transformed copy within _NEAR_MAX_BITS of its source; milder parameters are tried if needed."""
+def _near_copy(source: _Image, transform: str, rng: np.random.Generator, others: np.ndarray) -> _Image:
+    """A transformed copy close to its source and far from ``others`` (the pHashes of every other image).
+
+    Parameters are drawn from the documented ranges; later attempts move towards the mild end.
+    """
     original = _decode(source.data)
-    best: _Image | None = None
+    best: tuple[int, _Image] | None = None
     for attempt in range(8):
-        # later attempts shrink the transform towards the mild end of its range
         mild = attempt / 7
         image = original
         fmt, quality = source.fmt, 92
@@ -701,25 +707,28 @@ def _near_copy(source: _Image, transform: str, rng: np.random.Generator) -> _Ima
             f = rng.uniform(0.5 + 0.4 * mild, 0.9)
             image = original.resize((max(8, round(w * f)), max(8, round(h * f))), Image.Resampling.BICUBIC)
         elif transform == "crop":
-            hi = 0.08 - 0.07 * mild
-            fl, ft, fr, fb = rng.uniform(0.01 * (1 - mild), hi, 4)
-            box = (round(w * fl), round(h * ft), w - round(w * fr), h - round(h * fb))
-            image = original.crop(box)
+            fl, ft, fr, fb = rng.uniform(0.01 * (1 - mild), 0.08 - 0.07 * mild, 4)
+            image = original.crop((round(w * fl), round(h * ft), w - round(w * fr), h - round(h * fb)))
         elif transform == "brightness":
             f = rng.uniform(0.10, 0.20 - 0.10 * mild) * (1 if rng.random() < 0.5 else -1)
             arr = np.asarray(original, dtype=np.float32) * np.float32(1 + f)
             image = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8), original.mode)
-        else:  # pragma: no cover - the kinds are fixed above
+        else:  # pragma: no cover - the kinds are fixed in _DUP_KINDS
             raise ValueError(transform)
         data = _encode(image, fmt, quality)
-        hashed = image if fmt == "PNG" else _decode(data)
-        out = _Image(data, fmt, image.width, image.height, image.mode, _phash(hashed))
-        if best is None or _bits(out.phash, source.phash) < _bits(best.phash, source.phash):
-            best = out
-        if _bits(out.phash, source.phash) <= _NEAR_MAX_BITS:
+        out = _Image(
+            data, fmt, image.width, image.height, image.mode, _phash(image if fmt == "PNG" else _decode(data))
+        )
+        near = _bits(out.phash, source.phash)
+        far = int(np.bitwise_count(others ^ np.uint64(out.phash)).min()) if others.size else 64
+        if near <= _NEAR_MAX_BITS and far >= _UNRELATED_MIN_BITS:
             return out
-    assert best is not None
-    return best
+        if far >= _UNRELATED_MIN_BITS and (best is None or near < best[0]):
+            best = (near, out)
+    # Not seen in practice: fall back to the closest copy that stays clear of the other images.
+    if best is None:
+        raise RuntimeError(f"no {transform} copy keeps clear of the other images")  # pragma: no cover
+    return best[1]
 
 
 def _render_all(
@@ -802,18 +811,24 @@ def make_dataset(
     pixel sizes are multiplied by ``scale`` (min 8 px); ``resolution`` always matches the bytes.
 
     Distinct images are at least 18 bits apart in 64-bit pHash. With ``duplicates`` a share of rows
-    (~2.5% per kind; at least 3 pairs per kind from 84 rows on, as the layout allows) are copies of an earlier row:
+    (~2.5% per kind; at least 3 pairs per kind from 84 rows on, as the layout allows) are copies of an
+    earlier row:
 
     - ``exact``/``copy``: identical bytes, in the same shard, in another shard (same label) and across
       labels (the same bytes as a real and a generated row);
     - ``near``: ``jpeg`` re-encode (q 70-90), ``resize`` (0.5-0.9x), ``crop`` (<= 8% per side),
-      ``brightness`` (+-10-20%), each within 8 bits pHash of the original; one in four crosses labels.
+      ``brightness`` (+-10-20%), each within 8 bits pHash of the original and at least 14 bits from
+      every other image; one in four crosses labels.
+
+    So pHash distance <= 12 finds exactly the injected pairs. Each row is in at most one pair.
 
     Same-label copies carry their original's provenance (model, source, prompt); a cross-label copy
-    keeps its row's label (a generated image in a real row is marked LAION). ``ground_truth/duplicates.parquet``
-    has one row per pair: ``shard_a, row_a`` the original, ``shard_b, row_b`` the copy (always later in
-    shard/row order), ``kind``, ``transform``, ``cross_label``, ``cross_shard``. Shard paths are relative
-    to ``root``, rows 0-based.
+    keeps its row's label (a generated image in a real row is marked LAION). Near copies are resized or
+    cropped, so their ``resolution`` differs from their source's (e.g. an FFHQ near copy is not 1024^2).
+    ``ground_truth/duplicates.parquet`` has one row per pair: ``shard_a, row_a`` the original,
+    ``shard_b, row_b`` the copy (always later in shard/row order), ``kind``, ``transform``,
+    ``cross_label``, ``cross_shard``. Shard paths are relative to ``root`` (``data/HFCF_small_0.parquet``),
+    rows 0-based.
 
     Also writes ``data/metadata/generators.csv`` (two generators deliberately missing) and ``README.md``.
     Shards or ground truth left by an earlier run that this one does not rewrite are removed.
@@ -837,12 +852,16 @@ def make_dataset(
     copies = {p.b: p for p in pairs}
     originals = [r.gidx for r in rows if r.gidx not in copies]
     images = _render_all(rows, originals, seed, reporter, workers=min(4, os.cpu_count() or 1))
+    known = {g: img.phash for g, img in images.items()}
     for pair in sorted(pairs, key=lambda p: p.b):
         source = images[pair.a]
         if pair.kind == "exact":
             images[pair.b] = source
         else:
-            images[pair.b] = _near_copy(source, pair.transform, np.random.default_rng([seed, 2, pair.b]))
+            others = np.array([h for g, h in known.items() if g != pair.a], dtype=np.uint64)
+            pair_rng = np.random.default_rng([seed, 2, pair.b])
+            images[pair.b] = _near_copy(source, pair.transform, pair_rng, others)
+        known[pair.b] = images[pair.b].phash
 
     paths = _shard_paths(root, shards)
     _clear_stale(root, paths, keep_ground_truth=bool(pairs))
@@ -1171,9 +1190,9 @@ def make_scale_replica(
 
     With fewer shards the layout is sampled, not cut: ``shards//2`` generated shards mirror real shards
     spread evenly over 0-92 (so both the LatDiff-only and the mixed range appear), then the mixed shard
-    93, then real shards spread over 94-185 (see ``replica_source_shards``; 3 shards -> 0, 93, 94). Each written shard copies the
-    row count and composition of the real shard it mirrors; files are still named 0..shards-1 and
-    ``image_name`` counts rows across the written set.
+    93, then real shards spread over 94-185 (see ``replica_source_shards``; 3 shards -> 0, 93, 94).
+    Each written shard copies the row count and composition of the real shard it mirrors; files are
+    still named 0..shards-1 and ``image_name`` counts rows across the written set.
 
     Metadata is realistic (~1,760 generators with a long-tailed frequency, per-architecture resolutions,
     real sources with their sizes and formats) but ``image_data`` cycles through a pool of 384 tiny 16x16
@@ -1300,10 +1319,3 @@ def make_large_shard(
         compression={c: ("none" if c == IMAGE_COLUMN else "snappy") for c in SOURCE_SCHEMA.names},
     )
     return path
-
-
-def iter_shard_rows(path: Path) -> Iterator[dict[str, Any]]:  # pragma: no cover - debugging aid
-    """Rows of a shard as dicts, one row group at a time (like the dataset card's reading loop)."""
-    pf = pq.ParquetFile(path)
-    for i in range(pf.num_row_groups):
-        yield from pf.read_row_group(i).to_pylist()

@@ -10,6 +10,7 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -20,12 +21,21 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 import typer
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from PIL import Image
 from typer.testing import CliRunner
 
 from cfx import synth
 from cfx.errors import InputError, UsageError
 from cfx.schema import SOURCE_SCHEMA
+
+# Importing cfx.cli registers every command module; on a branch without all of them the CLI tests skip.
+try:
+    importlib.import_module("cfx.cli.synth")
+    _CLI_IMPORT_ERROR = ""
+except ImportError as exc:
+    _CLI_IMPORT_ERROR = str(exc)
 
 GENERATED_ARCHS = {"LatDiff", "GAN", "PixDiff", "Other"}
 REAL_SOURCES = {
@@ -375,6 +385,42 @@ def test_bad_arguments(tmp_path: Path, kwargs: dict[str, float]) -> None:
         synth.make_dataset(tmp_path, **kwargs)  # type: ignore[arg-type]
 
 
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(shards=st.integers(1, 5), rows_per_shard=st.integers(4, 40), seed=st.integers(0, 10_000))
+def test_layout_and_ground_truth_hold_for_any_size(shards: int, rows_per_shard: int, seed: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        info = synth.make_dataset(root, shards=shards, rows_per_shard=rows_per_shard, seed=seed, scale=0.1)
+        df = _read(root)
+        assert df.height == info.n_rows == shards * rows_per_shard
+        mixed = shards // 2
+        for i, path in enumerate(info.shards):
+            assert pq.ParquetFile(path).metadata.num_row_groups == 1
+            labels = df.filter(pl.col("shard") == f"data/{path.name}")["label"].to_list()
+            if i < mixed:
+                assert set(labels) == {1}
+            elif i == mixed:
+                n_gen = sum(labels)
+                assert labels == [1] * n_gen + [0] * (rows_per_shard - n_gen) and 1 <= n_gen < rows_per_shard
+            else:
+                assert set(labels) == {0}
+        truth = synth.load_ground_truth(root) if info.ground_truth else pl.DataFrame()
+        pairs = (
+            {frozenset({(a, b), (c, d)}) for a, b, c, d in truth[:, :4].iter_rows()}
+            if truth.height
+            else set()
+        )
+        hashes = {(r["shard"], r["row"]): _decode(r["image_data"]).phash for r in df.iter_rows(named=True)}
+        keys = list(hashes)
+        close = {
+            frozenset({k, m})
+            for n, k in enumerate(keys)
+            for m in keys[n + 1 :]
+            if hashes[k] - hashes[m] <= 12
+        }
+        assert close == pairs
+
+
 # --- scale replica --------------------------------------------------------------------------------------
 
 
@@ -492,11 +538,9 @@ def test_large_shard_full_size_with_bounded_memory(tmp_path: Path) -> None:
 
 
 def _synth_cli() -> ModuleType:
-    # Importing cfx.cli registers every command module; on a branch without them, skip instead of failing.
-    try:
-        return importlib.import_module("cfx.cli.synth")
-    except ImportError as exc:
-        pytest.skip(f"cfx.cli cannot be imported here: {exc}")
+    if _CLI_IMPORT_ERROR:
+        pytest.skip(f"cfx.cli cannot be imported here: {_CLI_IMPORT_ERROR}")
+    return importlib.import_module("cfx.cli.synth")
 
 
 @pytest.fixture
