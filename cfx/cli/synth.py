@@ -48,13 +48,6 @@ def _check_output(directory: Path, overwrite: bool) -> None:
         )
 
 
-def _reject(name: str, value: Any, mode: Mode) -> None:
-    if value is not None:
-        raise UsageError(
-            f"{name} does not apply to --mode {mode.value}", f"drop {name} or pick another --mode"
-        )
-
-
 @handle_errors
 def synth(
     directory: Annotated[
@@ -115,18 +108,23 @@ def synth(
     """
     if seed < 0:
         raise UsageError(f"--seed must be >= 0, got {seed}", "pass a non-negative --seed")
+    given = {
+        "--shards": (shards is not None, (Mode.small, Mode.scale)),
+        "--rows-per-shard": (rows_per_shard is not None, (Mode.small,)),
+        "--scale": (scale is not None, (Mode.small,)),
+        "--no-duplicates": (no_duplicates, (Mode.small,)),
+        "--large-bytes": (large_bytes is not None, (Mode.large,)),
+    }
+    for name, (is_given, modes) in given.items():
+        if is_given and mode not in modes:
+            raise UsageError(
+                f"{name} does not apply to --mode {mode.value}", f"drop {name} or pick another --mode"
+            )
+    target = parse_size(large_bytes) if large_bytes is not None else 1_100_000_000
     _check_output(directory, overwrite)
-    if mode is not Mode.large:
-        _reject("--large-bytes", large_bytes, mode)
-    if mode is not Mode.small:
-        _reject("--rows-per-shard", rows_per_shard, mode)
-        _reject("--scale", scale, mode)
-        _reject("--no-duplicates", True if no_duplicates else None, mode)
 
     with _output.CliReporter() as reporter:
         if mode is Mode.large:
-            _reject("--shards", shards, mode)
-            target = parse_size(large_bytes) if large_bytes is not None else 1_100_000_000
             path = lib.make_large_shard(directory, target_bytes=target, seed=seed, reporter=reporter)
             meta = pq.ParquetFile(path).metadata
             summary: dict[str, Any] = {
