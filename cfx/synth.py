@@ -196,7 +196,7 @@ _GEN_SIZES: tuple[tuple[tuple[int, int], float], ...] = (
     ((768, 768), 0.05),
     ((1024, 576), 0.05),
 )
-_GEN_JPEG_SHARE = 0.03
+_GEN_JPEG_SHARE = 0.01
 _MANUAL_SHARE = 0.15
 
 _SUBJECTS = (
