@@ -463,6 +463,15 @@ def _bits(a: int, b: int) -> int:
     return (a ^ b).bit_count()
 
 
+def _min_bits(hashes: np.ndarray, h: int) -> int:
+    """Smallest Hamming distance from ``h`` to any of ``hashes`` (uint64); 64 when there are none."""
+    if not hashes.size:
+        return 64
+    # unpackbits rather than np.bitwise_count, which needs numpy >= 2
+    diff = (hashes ^ np.uint64(h)).view(np.uint8)
+    return int(np.unpackbits(diff).reshape(-1, 64).sum(axis=1).min())
+
+
 def _decode(data: bytes) -> Image.Image:
     image = Image.open(io.BytesIO(data))
     image.load()
@@ -720,7 +729,7 @@ def _near_copy(source: _Image, transform: str, rng: np.random.Generator, others:
             data, fmt, image.width, image.height, image.mode, _phash(image if fmt == "PNG" else _decode(data))
         )
         near = _bits(out.phash, source.phash)
-        far = int(np.bitwise_count(others ^ np.uint64(out.phash)).min()) if others.size else 64
+        far = _min_bits(others, out.phash)
         if near <= _NEAR_MAX_BITS and far >= _UNRELATED_MIN_BITS:
             return out
         if far >= _UNRELATED_MIN_BITS and (best is None or near < best[0]):
@@ -737,15 +746,13 @@ def _render_all(
     task = reporter.task("Rendering images", total=len(originals), unit="images")
     images: dict[int, _Image] = {}
     accepted = np.zeros(0, dtype=np.uint64)
-    # Rendering runs in threads (numpy and PIL release the GIL); acceptance is sequential, in row order,
-    # and each image has its own seeded stream, so the result does not depend on scheduling.
+    # Rendering runs in threads (numpy, zlib and PIL resizing release the GIL); acceptance is sequential,
+    # in row order, and each image has its own seeded stream, so the result does not depend on scheduling.
     with ThreadPoolExecutor(max_workers=workers) as pool:
         first = pool.map(lambda g: _render_original(rows[g], seed, 0), originals)
         for g, img in zip(originals, first, strict=True):
             attempt = 0
-            while (
-                accepted.size and np.bitwise_count(accepted ^ np.uint64(img.phash)).min() < _MIN_DISTINCT_BITS
-            ):
+            while _min_bits(accepted, img.phash) < _MIN_DISTINCT_BITS:
                 attempt += 1
                 img = _render_original(rows[g], seed, attempt)
             accepted = np.append(accepted, np.uint64(img.phash))
