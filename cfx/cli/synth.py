@@ -98,13 +98,11 @@ def synth(
 
     Examples:
 
-        cfx synth ./cf-demo
-
-        cfx synth ./cf-tiny --shards 4 --rows-per-shard 20 --scale 0.25
-
-        cfx synth ./cf-replica --mode scale
-
-        cfx synth ./cf-large --mode large --large-bytes 1.1GB
+    \b
+      cfx synth ./cf-demo
+      cfx synth ./cf-tiny --shards 4 --rows-per-shard 20 --scale 0.25 --overwrite
+      cfx synth ./cf-replica --mode scale --json
+      cfx synth ./cf-large --mode large --large-bytes 1.1GB
     """
     if seed < 0:
         raise UsageError(f"--seed must be >= 0, got {seed}", "pass a non-negative --seed")
