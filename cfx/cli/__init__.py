@@ -37,9 +37,10 @@ def _root(
 
 
 def _register() -> None:
-    from cfx.cli import demo, download, index, stats
+    # Branch `download` registers only its own command; the integrator restores index, stats, download, demo.
+    from cfx.cli import download
 
-    for module in (index, stats, download, demo):
+    for module in (download,):
         module.register(app)
 
 
