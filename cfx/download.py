@@ -55,7 +55,7 @@ PARTIAL_DIR = "partial"
 PARTIAL_SUFFIX = ".part"
 DEFAULT_WORKERS = 4
 
-_NET_CHUNK = 4 << 20  # bytes per read from the network
+_REPORT_EVERY = 4 << 20  # progress, cancellation and size checks every this many bytes received
 _DISK_CHUNK = 8 << 20  # bytes per read when hashing a local file
 _RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 _TIMEOUT = httpx2.Timeout(60.0, connect=15.0)
@@ -425,7 +425,8 @@ class PlannedFile:
 
     @property
     def bytes_to_fetch(self) -> int:
-        """Bytes to download if the local copy (if any) turns out bad only when it visibly is."""
+        """Bytes the file needs from the network, as far as the plan can tell without hashing
+        (a present, unverified file may still turn out bad and be re-fetched)."""
         if self.status in ("verified", "present"):
             return 0
         return self.remote.size - self.partial_bytes
@@ -758,18 +759,11 @@ class _Downloader:
             t.task.close()
         return t
 
-    def _flush(self, f: Any, buf: bytearray, t: _Transfer) -> None:
-        if not buf:
-            return
-        f.write(buf)
-        t.hasher.update(buf)
-        n = len(buf)
-        buf.clear()
-        t.offset += n
-        t.fetched += n
-        t.task.advance(n)
-        if self.total is not None:
-            self.total.advance(n)
+    def _advance(self, t: _Transfer, n: int) -> None:
+        if n:
+            t.task.advance(n)
+            if self.total is not None:
+                self.total.advance(n)
 
     def _get(self, url: str, headers: dict[str, str], t: _Transfer) -> None:
         """One GET from ``t.offset`` to the end (or until the connection drops), appending to the partial file."""
@@ -797,18 +791,25 @@ class _Downloader:
                 with t.part.open("r+b") as f:
                     f.seek(t.offset)
                     f.truncate()
-                    buf = bytearray()
+                    unreported = 0
                     try:
+                        # write and hash each piece as it arrives: no copying into bigger buffers
                         for chunk in resp.iter_bytes():
-                            buf += chunk
-                            if len(buf) >= _NET_CHUNK:
-                                self._flush(f, buf, t)
+                            f.write(chunk)
+                            t.hasher.update(chunk)
+                            t.offset += len(chunk)
+                            unreported += len(chunk)
+                            if unreported >= _REPORT_EVERY:
+                                t.fetched += unreported
+                                self._advance(t, unreported)
+                                unreported = 0
                                 if self.cancel.is_set():
                                     raise _Cancelled
                                 if t.offset > t.remote.size:
                                     break  # more than the Hub listed: the hash check rejects it
                     finally:
-                        self._flush(f, buf, t)  # keep what arrived, even if the connection dropped
+                        t.fetched += unreported
+                        self._advance(t, unreported)
         except (httpx2.TransportError, httpx2.StreamError) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
         except OfflineModeIsEnabled:
@@ -901,8 +902,8 @@ def run_plan(
     if errors:
         _, first = errors[0]
         others = f" (and {len(errors) - 1} more files)" if len(errors) > 1 else ""
-        done = f"{_files(len(results))} complete and kept"
-        raise type(first)(f"{first.message}{others}", f"{first.hint} ({done})" if first.hint else done)
+        kept = f"{_files(len(results))} complete and kept"
+        raise type(first)(f"{first.message}{others}", f"{first.hint} ({kept})" if first.hint else kept)
     seconds = time.monotonic() - start
     ordered = [results[p.remote.path] for p in plan.files]
     return DownloadResult(plan.repo_id, plan.revision, plan.commit, plan.out, seconds, ordered)

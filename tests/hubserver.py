@@ -88,8 +88,17 @@ class LocalHub:
     ...     env = {"HF_ENDPOINT": hub.endpoint}
     """
 
-    def __init__(self, root: Path | None = None, *, throttle: str = "20m") -> None:
+    def __init__(
+        self, root: Path | None = None, *, throttle: str = "20m", files_from_nginx: bool = False
+    ) -> None:
+        """``files_from_nginx``: nginx answers every resolve GET/HEAD itself (like the Hub's CDN), with the
+        Hub's ``ETag`` and ``X-Repo-Commit`` headers; olah then only serves the API. Default: only Range
+        requests bypass olah."""
         self._own_root = root is None
+        self.files_from_nginx = files_from_nginx
+        # resolve URL -> (etag, commit), for nginx to answer HEAD/GET like the Hub
+        self._heads: dict[str, tuple[str, str]] = {}
+        self._etags: dict[tuple[str, str, str], dict[str, str]] = {}
         self.root = Path(tempfile.mkdtemp(prefix="cfx-hub-")) if root is None else Path(root)
         self.mirrors = self.root / "mirrors"
         self.snapshots = self.root / "snapshots"
@@ -186,14 +195,63 @@ class LocalHub:
                 os.link(repo / rel, dest)
             except OSError:
                 shutil.copyfile(repo / rel, dest)
+        # etags as the Hub gives them: LFS sha256 for LFS files, git blob id otherwise
+        lfs = {}
+        for line in self._run_git(repo, "lfs", "ls-files", "--long").splitlines():
+            oid, _, rel = line.split(" ", 2)
+            lfs[rel] = oid
+        etags = {}
+        for line in self._run_git(repo, "ls-tree", "-r", sha).splitlines():
+            meta, rel = line.split("\t", 1)
+            etags[rel] = lfs.get(rel, meta.split()[2])
+        self._etags[(repo_type, repo_id, sha)] = etags
+        self._link_rev(repo_id, repo_type, sha, sha)
         self._link_rev(repo_id, repo_type, branch, sha)
 
     def _link_rev(self, repo_id: str, repo_type: str, rev: str, sha: str) -> None:
-        link = self.snapshots / f"{repo_type}s" / repo_id / rev
-        tmp = link.with_name(link.name + ".tmp")
-        tmp.unlink(missing_ok=True)
-        tmp.symlink_to(sha)
-        os.replace(tmp, link)
+        if rev != sha:
+            link = self.snapshots / f"{repo_type}s" / repo_id / rev
+            tmp = link.with_name(link.name + ".tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(sha)
+            os.replace(tmp, link)
+        for rel, etag in self._etags[(repo_type, repo_id, sha)].items():
+            self._heads[f"/_snapshots/{repo_type}s/{repo_id}/{rev}/{rel}"] = (etag, sha)
+        self._reload()
+
+    def _write_heads_map(self) -> None:
+        base = self.root / "nginx"
+        base.mkdir(parents=True, exist_ok=True)
+        with (base / "etags.map").open("w") as etags, (base / "commits.map").open("w") as commits:
+            for uri, (etag, sha) in sorted(self._heads.items()):
+                etags.write(f'"{uri}" "\\"{etag}\\"";\n')
+                commits.write(f'"{uri}" "{sha}";\n')
+
+    def _reload(self) -> None:
+        """Rewrite nginx's header maps; if nginx runs, make it reload them (new commits and tags)."""
+        self._write_heads_map()
+        proc = self._procs.get("nginx")
+        if proc is None or proc.poll() is not None:
+            return
+        pid_file = self.root / "nginx" / "nginx.pid"
+        old_workers = self._nginx_workers()
+        proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + 10
+        # reloaded once the old workers are gone (they finish their requests first)
+        while time.monotonic() < deadline and pid_file.exists() and old_workers & self._nginx_workers():
+            time.sleep(0.05)
+
+    def _nginx_workers(self) -> set[int]:
+        proc = self._procs.get("nginx")
+        if proc is None:
+            return set()
+        try:
+            out = subprocess.run(
+                ["ps", "-o", "pid=", "--ppid", str(proc.pid)], capture_output=True, text=True
+            )
+        except OSError:
+            return set()
+        return {int(x) for x in out.stdout.split()}
 
     def local_file(self, repo_id: str, path: str, revision: str = "main", repo_type: str = "dataset") -> Path:
         """Where the hub keeps ``path`` at ``revision`` (to compare downloads with)."""
@@ -229,6 +287,8 @@ class LocalHub:
         self.snapshots.mkdir(parents=True, exist_ok=True)
         user = "user root;\n" if os.geteuid() == 0 else ""
 
+        every = "rewrite ^ /_snapshots/$rtype/$org/$name/$rev/$fpath last;" if self.files_from_nginx else ""
+
         def server(port: int, extra: str) -> str:
             return f"""
     server {{
@@ -239,6 +299,7 @@ class LocalHub:
             if ($http_range) {{
                 rewrite ^ /_snapshots/$rtype/$org/$name/$rev/$fpath last;
             }}
+            {every}
             proxy_pass http://olah;
         }}
         # olah has no repo-info route without a revision: answer it with the default branch's.
@@ -249,7 +310,10 @@ class LocalHub:
         location /_snapshots/ {{
             internal;
             alias {self.snapshots}/;
-            add_header X-Served-By nginx-snapshot;
+            etag off;
+            add_header ETag $hub_etag always;
+            add_header X-Repo-Commit $hub_commit always;
+            add_header X-Served-By nginx-snapshot always;
         }}
         location / {{
             proxy_pass http://olah;
@@ -280,6 +344,10 @@ http {{
     proxy_buffering off;
     proxy_read_timeout 300s;
     keepalive_timeout 60s;
+    map_hash_bucket_size 512;
+    map_hash_max_size 65536;
+    map $uri $hub_etag {{ include {base}/etags.map; }}
+    map $uri $hub_commit {{ include {base}/commits.map; }}
     upstream olah {{
         server 127.0.0.1:{self.olah_port};
         keepalive 16;
@@ -297,6 +365,7 @@ http {{
             raise HubUnavailable(f"local Hub needs {', '.join(missing)} (not found)")
         olah_config = self._write_olah_config()
         nginx_config = self._write_nginx_config()
+        self._write_heads_map()
         logs = self.root / "logs"
         logs.mkdir(exist_ok=True)
         olah_cli = _find_program("olah-cli")

@@ -91,8 +91,11 @@ class _DownloadReporter(CliReporter):
         return _Bar(self._bars, description, total, keep=description == "total")
 
 
-def _mb(n: int) -> str:
-    return f"{n / 1e6:,.1f} MB"
+def _size(n: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:,.1f} {unit}"
+    return f"{n} B"
 
 
 def _files(n: int) -> str:
@@ -105,11 +108,11 @@ def _print_plan(plan: dl.DownloadPlan) -> None:
     lines = list(dl.iter_plan_lines(plan))
     width = max(len(path) for path, _, _ in lines)
     for path, size, what in lines:
-        print(f"  {path:<{width}}  {_mb(size):>12}  {what}")
+        print(f"  {path:<{width}}  {_size(size):>12}  {what}")
     to_fetch = sum(1 for p in plan.files if p.bytes_to_fetch > 0)
     print(
-        f"{_files(len(plan.files))}, {_mb(plan.total_bytes)} in all; "
-        f"to fetch: {_files(to_fetch)}, {_mb(plan.bytes_to_fetch)} (dry run: nothing downloaded)"
+        f"{_files(len(plan.files))}, {_size(plan.total_bytes)} in all; "
+        f"to fetch: {_files(to_fetch)}, {_size(plan.bytes_to_fetch)} (dry run: nothing downloaded)"
     )
 
 
@@ -121,7 +124,7 @@ def _print_summary(result: dl.DownloadResult) -> None:
     print(f"  skipped:    {_files(d['files_skipped'])} (already verified)")
     if d["files_refetched"]:
         print(f"  re-fetched: {_files(d['files_refetched'])} (local copy did not match the Hub)")
-    print(f"  {_mb(result.bytes_fetched)} in {result.seconds:.1f} s ({result.mb_per_s:,.1f} MB/s)")
+    print(f"  {_size(result.bytes_fetched)} in {result.seconds:.1f} s ({result.mb_per_s:,.1f} MB/s)")
 
 
 @handle_errors
