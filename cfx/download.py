@@ -63,8 +63,8 @@ _ALWAYS = ("README.md", "data/metadata/*")  # selected whatever --shards / --inc
 _NEVER = (".gitattributes",)
 
 Algorithm = Literal["sha256", "git-blob-sha1"]
-FileStatus = Literal["verified", "present", "stale", "partial", "missing"]
-FileAction = Literal["downloaded", "resumed", "skipped", "refetched"]
+FileStatus = Literal["verified", "outdated", "present", "stale", "partial", "missing"]
+FileAction = Literal["downloaded", "resumed", "skipped", "updated", "refetched"]
 T = TypeVar("T")
 
 
@@ -356,19 +356,24 @@ class DownloadState:
         except (OSError, ValueError):
             self.unreadable = True  # files get re-hashed; nothing is lost but time
 
-    def is_verified(self, remote: RemoteFile, local: Path) -> bool:
-        """True if ``local`` was verified against ``remote``'s hash and has not changed since (no hashing)."""
-        rec = self.files.get(remote.path)
+    def recorded_hash(self, path: str, local: Path) -> str | None:
+        """The hash ``local`` was verified to have, if it has not changed since (same size and mtime_ns)."""
+        rec = self.files.get(path)
         if rec is None:
-            return False
+            return None
         try:
             st = local.stat()
         except OSError:
-            return False
+            return None
+        if rec.get("size") == st.st_size and rec.get("mtime_ns") == st.st_mtime_ns:
+            return str(rec.get("hash"))
+        return None
+
+    def is_verified(self, remote: RemoteFile, local: Path) -> bool:
+        """True if ``local`` was verified against ``remote``'s hash and has not changed since (no hashing)."""
         return (
-            rec.get("hash") == remote.expected_hash
-            and rec.get("size") == st.st_size == remote.size
-            and rec.get("mtime_ns") == st.st_mtime_ns
+            self.recorded_hash(remote.path, local) == remote.expected_hash
+            and local.stat().st_size == remote.size
         )
 
     def record(self, remote: RemoteFile, local: Path, revision: str) -> None:
@@ -420,7 +425,9 @@ def _output_error(path: Path, exc: OSError) -> OutputError:
 @dataclass(frozen=True)
 class PlannedFile:
     remote: RemoteFile
-    status: FileStatus  # verified: recorded, unchanged; present: will be hashed; stale: wrong size
+    # verified: recorded, unchanged; outdated: recorded for another version of the file;
+    # present: not recorded (or changed), will be hashed; stale: present with the wrong size
+    status: FileStatus
     partial_bytes: int = 0
 
     @property
@@ -501,9 +508,14 @@ def _classify(out: Path, state: DownloadState, remote: RemoteFile) -> PlannedFil
             "move it away or choose another --out",
         )
     if local.is_file():
+        recorded = state.recorded_hash(remote.path, local)
+        if recorded == remote.expected_hash and local.stat().st_size == remote.size:
+            return PlannedFile(remote, "verified")
+        if recorded is not None:
+            return PlannedFile(remote, "outdated")  # a verified copy of another version of the file
         if local.stat().st_size != remote.size:
             return PlannedFile(remote, "stale")
-        return PlannedFile(remote, "verified" if state.is_verified(remote, local) else "present")
+        return PlannedFile(remote, "present")
     part = _partial_path(out, remote.path)
     if part.is_file() and state.partial_hash(remote.path) == remote.expected_hash:
         size = part.stat().st_size
@@ -605,6 +617,7 @@ class DownloadResult:
             "files_downloaded": self.count("downloaded") + self.count("resumed"),
             "files_resumed": self.count("resumed"),
             "files_skipped": self.count("skipped"),
+            "files_updated": self.count("updated"),
             "files_refetched": self.count("refetched"),
             "bytes_downloaded": self.bytes_fetched,
             "hashed_bytes": self.hashed_bytes,
@@ -667,8 +680,17 @@ class _Downloader:
             self.state.forget(remote.path)
             self.reporter.warn(f"{remote.path}: {reason} — re-fetching it")
             self._grow_total(remote.size)
+        elif planned.status == "outdated":
+            reason = f"changed on the Hub (now {remote.expected_hash[:12]} at {self.plan.commit[:12]})"
+            self.reporter.info(f"{remote.path}: {reason} — fetching the new version")
         fetched, hashed_part, resumed_from = self._fetch(remote, local)
-        action: FileAction = "refetched" if reason else ("resumed" if resumed_from else "downloaded")
+        action: FileAction
+        if planned.status == "outdated":
+            action = "updated"
+        elif reason:
+            action = "refetched"
+        else:
+            action = "resumed" if resumed_from else "downloaded"
         return FileResult(
             remote.path, remote.size, action, fetched, hashed + hashed_part, resumed_from, reason
         )
@@ -940,6 +962,7 @@ def iter_plan_lines(plan: DownloadPlan) -> Iterator[tuple[str, int, str]]:
     """(path, size, what will happen) for each planned file, for display."""
     words = {
         "verified": "verified, skip",
+        "outdated": "changed on the Hub, fetch the new version",
         "present": "present, will be hashed",
         "stale": "present with the wrong size, re-fetch",
         "partial": "partial, resume",

@@ -27,6 +27,7 @@ from tests.conftest import (
     HubDataset,
     RunCfx,
     hub_env,
+    make_shard,
     shard_path,
 )
 
@@ -181,6 +182,30 @@ def test_revision_tag_and_commit(local_hub: HubDataset, run_cfx: RunCfx, tmp_pat
         assert downloaded(out) == v1
         assert (out / "README.md").read_bytes() == README_V1
         assert_identical(local_hub, out, v1, revision=local_hub.v1_commit)
+
+
+def test_new_commit_updates_changed_files_only(
+    local_hub: HubDataset, run_cfx: RunCfx, tmp_path: Path
+) -> None:
+    hub, repo = local_hub.hub, "cfx-tests/moving"
+    files = {"README.md": b"v1\n", shard_path(0): make_shard(0, rows=4), shard_path(1): make_shard(1, rows=4)}
+    hub.create_repo(repo, files)
+    out = tmp_path / "out"
+    ok_json(run_cfx("download", repo, "--out", str(out), "--json"))
+
+    new = hub.commit_files(repo, {shard_path(1): make_shard(11, rows=4)}, message="Replace shard 1")
+    plan = ok_json(run_cfx("download", repo, "--out", str(out), "--dry-run", "--json"))
+    assert {f["path"]: f["status"] for f in plan["files"]}[shard_path(1)] == "outdated"
+    mark = hub.log_mark()
+    proc = run_cfx("download", repo, "--out", str(out), "--json")
+    summary = ok_json(proc)
+    assert summary["commit"] == new
+    actions = {f["path"]: f["action"] for f in summary["files"]}
+    assert actions == {"README.md": "skipped", shard_path(0): "skipped", shard_path(1): "updated"}
+    assert summary["hashed_bytes"] == 0  # the old copy is known to be the old version: no need to read it
+    assert f"{shard_path(1)}: changed on the Hub" in proc.stderr
+    assert resolve_gets(local_hub, mark) == [f"/datasets/{repo}/resolve/{new}/{shard_path(1)}"]
+    assert_identical(local_hub, out, set(files), repo=repo)
 
 
 def test_dry_run(local_hub: HubDataset, run_cfx: RunCfx, tmp_path: Path) -> None:

@@ -122,6 +122,8 @@ def _print_summary(result: dl.DownloadResult) -> None:
     resumed = f" ({d['files_resumed']} resumed)" if d["files_resumed"] else ""
     print(f"  downloaded: {_files(d['files_downloaded'])}{resumed}")
     print(f"  skipped:    {_files(d['files_skipped'])} (already verified)")
+    if d["files_updated"]:
+        print(f"  updated:    {_files(d['files_updated'])} (changed on the Hub)")
     if d["files_refetched"]:
         print(f"  re-fetched: {_files(d['files_refetched'])} (local copy did not match the Hub)")
     print(f"  {_size(result.bytes_fetched)} in {result.seconds:.1f} s ({result.mb_per_s:,.1f} MB/s)")
