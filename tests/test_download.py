@@ -308,31 +308,35 @@ def test_out_not_writable(run_cfx: RunCfx, tmp_path: Path) -> None:
 # -- interruption and flaky networks -----------------------------------------------------------------
 
 
+def start_slow_download(local_hub: HubDataset, out: Path, home: Path) -> subprocess.Popen[str]:
+    """Start downloading the big shard from the throttled server; return once its partial file has > 2 MB."""
+    part = out / ".cfx" / "partial" / (local_hub.big_path + ".part")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cfx", "download", BIG_REPO, "--out", str(out), "--shards", "0"],
+        env=hub_env(local_hub.hub.slow_endpoint, home),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not (part.exists() and part.stat().st_size > 2_000_000):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise AssertionError(f"no partial file appeared: {proc.communicate()}")
+        assert not (out / local_hub.big_path).exists()
+        time.sleep(0.02)
+    return proc
+
+
 def test_kill_mid_file_then_resume(local_hub: HubDataset, tmp_path: Path, run_cfx: RunCfx) -> None:
     out = tmp_path / "out"
     path = local_hub.big_path
     final = out / path
     part = out / ".cfx" / "partial" / (path + ".part")
     size = local_hub.file(path, repo=BIG_REPO).stat().st_size
-    # throttled server: the download takes seconds, time to kill it midway
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "cfx", "download", BIG_REPO, "--out", str(out), "--shards", "0"],
-        env=hub_env(local_hub.hub.slow_endpoint, tmp_path / "home"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while not (part.exists() and part.stat().st_size > 2_000_000):
-            assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
-            assert time.monotonic() < deadline, "no partial file appeared"
-            assert not final.exists()
-            time.sleep(0.02)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=10)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    proc = start_slow_download(local_hub, out, tmp_path / "home")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=10)
     assert not final.exists()  # never under the final name before it is complete and verified
     kept = part.stat().st_size
     assert 0 < kept < size
@@ -348,6 +352,21 @@ def test_kill_mid_file_then_resume(local_hub: HubDataset, tmp_path: Path, run_cf
     assert [(e.status, e.range, e.body_bytes_sent) for e in gets] == [(206, f"bytes={kept}-", size - kept)]
     assert sha256(final) == sha256(local_hub.file(path, repo=BIG_REPO))
     assert not part.exists()
+
+
+def test_ctrl_c_stops_promptly_and_keeps_the_partial(local_hub: HubDataset, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = start_slow_download(local_hub, out, tmp_path / "home")
+    t0 = time.monotonic()
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    assert time.monotonic() - t0 < 5
+    assert proc.returncode == 130, stderr
+    assert (stdout, stderr) == ("", "Interrupted.\n")
+    assert not (out / local_hub.big_path).exists()
+    assert (out / ".cfx" / "partial" / (local_hub.big_path + ".part")).stat().st_size > 2_000_000
+    plan = json.loads((out / ".cfx" / "download-state.json").read_text())
+    assert local_hub.big_path in plan["partials"]
 
 
 class FlakyProxy:
