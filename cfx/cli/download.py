@@ -49,7 +49,7 @@ EPILOG = """Examples:
 Files land at their repo paths (DIR/data/HFCF_small_3.parquet) and are verified against the Hub's sha256
 (git blob id for non-LFS files); DIR/.cfx keeps the verification record and partial downloads, so re-running
 skips verified files and resumes interrupted ones. Exit codes: 2 bad option, 4 Hub/network, 5 nothing selected,
-7 cannot write --out.
+7 cannot write --out, 130 interrupted (re-run to resume).
 """
 
 
