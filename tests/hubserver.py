@@ -6,6 +6,20 @@ it cannot answer Range requests (it sends the whole file with 200). nginx sits i
 (206) from a per-commit snapshot folder, everything else is proxied to olah. A second nginx server, on
 ``slow_endpoint``, does the same with a throttled rate so a test can interrupt a download midway.
 
+``files_from_nginx=True`` makes nginx answer every resolve GET/HEAD from disk (like the Hub's CDN), with the
+Hub's ETag / X-Repo-Commit headers from generated maps; olah then serves only the API (used by the benchmark).
+
+olah 0.5.4 as seen here (local mirror, offline):
+- revision/tree/resolve accept a branch, a tag or a full commit sha; ``GET /api/datasets/<repo>`` without a
+  revision answers 401, so nginx rewrites it to ``.../revision/main`` (HfFileSystem and ``repo_info()`` need it).
+- unknown repo and unknown revision both answer 401 ``{"error":"Repository not found"}``; ``/refs`` answers
+  only for existing repos (404 otherwise), which tells the two apart.
+- HEAD: ``etag`` unquoted, the LFS sha256 (olah reads and hashes the whole object on every HEAD) or the git
+  blob id; ``x-repo-commit`` set; no ``x-linked-etag`` / ``x-linked-size``. GET of a missing file: 500.
+- tree listing: 307 to a trailing-slash URL; LFS entries carry ``lfs: {oid, size, pointerSize}``.
+- GET bodies are streamed in 4 KB chunks (tens of MB/s), chunked: nginx's ``$body_bytes_sent`` counts the framing.
+- metadata-cache-ttl is set to 0 so commits made while it runs are seen at once.
+
 See /work/shared/reference/local-hub.md. Used by tests/conftest.py and bench/bench_download.py.
 """
 
@@ -22,7 +36,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -465,8 +479,3 @@ http {{
 
     def entries_since(self, mark: int, path_substring: str = "") -> list[LogEntry]:
         return [e for e in self.log_entries()[mark:] if path_substring in e.path]
-
-
-def iter_files(root: Path) -> Iterator[Path]:
-    """Files under ``root`` (recursive, sorted), for comparing trees in tests."""
-    return iter(sorted(p for p in root.rglob("*") if p.is_file()))
