@@ -39,9 +39,9 @@ def _root(
 
 
 def _register() -> None:
-    from cfx.cli import demo, index, stats, synth
+    from cfx.cli import demo, download, index, stats, synth
 
-    for module in (index, stats, synth, demo):
+    for module in (index, stats, download, synth, demo):
         module.register(app)
 
 
