@@ -39,9 +39,9 @@ def _root(
 
 
 def _register() -> None:
-    from cfx.cli import dedupe, demo, index, stats
+    from cfx.cli import dedupe, demo, download, index, stats, synth
 
-    for module in (index, stats, dedupe, demo):
+    for module in (index, stats, download, synth, dedupe, demo):
         module.register(app)
 
 
