@@ -59,8 +59,19 @@ def _check(codes: np.ndarray, threshold: int) -> np.ndarray:
     return codes.astype(_U64, copy=False)
 
 
+_BYTE_COUNTS = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
 def popcount(x: np.ndarray) -> np.ndarray:
-    return np.bitwise_count(x)
+    """Set bits per uint64 (``np.bitwise_count`` on numpy >= 2, a byte table before)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return popcount_table(x)
+
+
+def popcount_table(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    return _BYTE_COUNTS[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
 
 
 # --- brute force (reference and small inputs) -------------------------------------------------------

@@ -104,6 +104,14 @@ def test_workers_split_gives_same_pairs() -> None:
     assert np.array_equal(one.a, two.a) and np.array_equal(one.b, two.b)
 
 
+def test_popcount_fallback_for_numpy_1() -> None:
+    from cfx.pairs import popcount_table
+
+    x = np.random.default_rng(1).integers(0, 2**64 - 1, (30, 5), dtype=np.uint64)
+    expected = np.array([[int(v).bit_count() for v in r] for r in x.tolist()])
+    assert np.array_equal(popcount_table(x), expected)
+
+
 def test_edge_cases() -> None:
     assert len(hamming_pairs(np.zeros(0, np.uint64), 8)) == 0
     assert len(hamming_pairs(np.array([7], np.uint64), 8)) == 0
