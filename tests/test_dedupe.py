@@ -346,3 +346,18 @@ def test_gallery_sheets(cf_small: Path, tmp_path: Path) -> None:
         img = Image.open(p)
         assert img.format == "PNG" and img.width >= 200 and img.height >= 250
     assert not list((tmp_path / "sheets").glob(".*tmp"))  # written atomically, no leftovers
+
+
+def test_demo_step(cf_small: Path, tmp_path: Path) -> None:
+    from cfx.demo import DemoContext, _dedupe
+    from cfx.progress import NullReporter
+
+    manifest = load_manifest(str(cf_small))
+    ctx = DemoContext(out=tmp_path, reporter=NullReporter())
+    ctx.state.update(manifest=manifest, manifest_path=tmp_path / "manifest.parquet")
+    step = _dedupe(ctx)
+    assert "contact sheet: " in step.summary
+    sheet = Path(step.summary.rsplit("contact sheet: ", 1)[1])
+    assert sheet.is_file() and Image.open(sheet).format == "PNG"
+    assert (tmp_path / "dedupe" / "summary.json").is_file()
+    assert len(read_manifest(tmp_path / "kept.parquet")) < len(manifest)
