@@ -186,25 +186,28 @@ def group_rows(
     """
     n = rank.size
     by_rank = np.argsort(rank, kind="stable")
+    # only rows with a possible partner take part (most rows have none): shared bytes, shared code, or a
+    # code with a neighbour
+    sha_multi = _shared(sha_id) if exact else np.zeros(n, bool)
+    code_multi = _shared(code_id) if near else np.zeros(n, bool)
+    if near and code_pairs[0].size:
+        has_nbr = np.zeros(int(code_id.max()) + 1, bool)
+        has_nbr[code_pairs[0]] = True
+        has_nbr[code_pairs[1]] = True
+        code_multi |= (code_id >= 0) & has_nbr[np.maximum(code_id, 0)]
+    involved = sha_multi | code_multi
     sha_rows: dict[int, list[int]] = defaultdict(list)
     code_rows: dict[int, list[int]] = defaultdict(list)
-    for pos in by_rank.tolist():
-        if exact and sha_id[pos] >= 0:
+    for pos in by_rank[involved[by_rank]].tolist():
+        if sha_multi[pos]:
             sha_rows[int(sha_id[pos])].append(pos)
-        if near and code_id[pos] >= 0:
+        if code_multi[pos]:
             code_rows[int(code_id[pos])].append(pos)
-    sha_rows = {k: v for k, v in sha_rows.items() if len(v) > 1}
     nbrs: dict[int, list[tuple[int, int]]] = defaultdict(list)
     if near:
         for a, b, d in zip(*(x.tolist() for x in code_pairs), strict=True):
             nbrs[a].append((b, d))
             nbrs[b].append((a, d))
-    involved = np.zeros(n, bool)
-    for rows in sha_rows.values():
-        involved[rows] = True
-    for c, rows in code_rows.items():
-        if len(rows) > 1 or c in nbrs:
-            involved[rows] = True
 
     group = np.full(n, -1, np.int64)
     leader = np.full(n, -1, np.int64)
@@ -246,7 +249,15 @@ def group_rows(
             same[other] = is_exact
             dist[other] = 0 if is_exact else d
     pairs, truncated = _row_pairs(
-        sha_id, code_id, code_pairs, scope, label, exact=exact, near=near, rank=rank
+        sha_id,
+        np.where(sha_multi, sha_id, -1),
+        np.where(code_multi, code_id, -1),
+        code_pairs,
+        scope,
+        label,
+        exact=exact,
+        near=near,
+        rank=rank,
     )
     conflict_rows = np.zeros(n, bool)
     cross = pairs["cross_label"]
@@ -255,8 +266,18 @@ def group_rows(
     return Grouping(group, leader, dist, same, pairs, conflict_rows, truncated)
 
 
+def _shared(ids: np.ndarray) -> np.ndarray:
+    """Rows whose id (>= 0) is shared with another row."""
+    valid = ids >= 0
+    if not valid.any():
+        return valid
+    counts = np.bincount(ids[valid])
+    return valid & (counts[np.maximum(ids, 0)] > 1)
+
+
 def _row_pairs(
     sha_id: np.ndarray,
+    sha_list: np.ndarray,
     code_id: np.ndarray,
     code_pairs: tuple[np.ndarray, np.ndarray, np.ndarray],
     scope: np.ndarray,
@@ -295,7 +316,7 @@ def _row_pairs(
         d_parts.append(np.zeros(a.size, np.uint8))
 
     if exact:
-        for rows in members(sha_id).values():
+        for rows in members(sha_list).values():
             within(rows)
     if near:
         groups = members(code_id)

@@ -146,6 +146,7 @@ def test_exact_only_and_near_only() -> None:
     assert removed_rows(df, DedupeOptions(exact=False)) == [1, 2]
     d = decide(df, DedupeOptions(exact=False))
     assert d.grouping.exact.tolist() == [True, True, False]  # identical bytes are still called exact
+    assert d.grouping.pairs["exact"].tolist() == [True, False, False]  # pairs (0,1), (0,2), (1,2)
 
 
 @st.composite
@@ -361,3 +362,42 @@ def test_demo_step(cf_small: Path, tmp_path: Path) -> None:
     assert sheet.is_file() and Image.open(sheet).format == "PNG"
     assert (tmp_path / "dedupe" / "summary.json").is_file()
     assert len(read_manifest(tmp_path / "kept.parquet")) < len(manifest)
+
+
+@pytest.mark.slow
+def test_decide_at_full_dataset_scale() -> None:
+    """556,541 hashed rows (2% near copies, 1% exact copies): search + grouping well within minutes."""
+    import time
+
+    n = 556_541
+    rng = np.random.default_rng(0)
+    codes = rng.integers(0, 2**64 - 1, n, dtype=np.uint64)
+    src, dst = rng.integers(0, n, n // 50), rng.integers(0, n, n // 50)
+    codes[dst] = codes[src] ^ (np.uint64(1) << rng.integers(0, 64, dst.size).astype(np.uint64))
+    sha = np.array([f"{i:x}" for i in range(n)], dtype=object)
+    a, b = rng.integers(0, n, n // 100), rng.integers(0, n, n // 100)
+    sha[b], codes[b] = sha[a], codes[a]
+    label = (np.arange(n) < n // 2).astype(np.int8)
+    df = pl.DataFrame(
+        {
+            "shard": [f"data/HFCF_small_{i // 2993}.parquet" for i in range(n)],
+            "row": np.arange(n) % 2993,
+            "label": label,
+            "model_name": np.where(label == 1, "m", ""),
+            "real_source": np.where(label == 0, "COCO", ""),
+            "width": np.full(n, 512, np.int32),
+            "height": np.full(n, 512, np.int32),
+            "num_bytes": rng.integers(1000, 9000, n),
+            "sha256": sha.tolist(),
+            "phash": codes,
+            "near_uniform": np.zeros(n, bool),
+            "hash_error": pl.Series([None] * n, dtype=pl.String),
+        }
+    )
+    start = time.perf_counter()
+    d = decide(df, DedupeOptions(), workers=2)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 120, f"{elapsed:.0f} s"
+    assert 15_000 < int(d.removed.sum()) < 30_000
+    kept = df.filter(pl.Series(~d.removed))
+    assert not decide(kept, DedupeOptions(), workers=2).removed.any()
