@@ -25,6 +25,7 @@ CAPTION_LINES = 4
 LINE = 17
 PAD = 10
 COLUMNS = 4
+MIN_WIDTH = 660  # room for the title line
 _KEEP = (30, 130, 60)
 _DROP = (190, 40, 40)
 _REVIEW = (200, 120, 0)
@@ -106,7 +107,7 @@ def render_sheet(
     rows = (len(members) + cols - 1) // cols
     cell_w, cell_h = THUMB + PAD, THUMB + CAPTION_LINES * LINE + PAD * 2
     head = 2 * LINE + PAD * 2
-    sheet = Image.new("RGB", (cols * cell_w + PAD, head + rows * cell_h), "white")
+    sheet = Image.new("RGB", (max(cols * cell_w + PAD, MIN_WIDTH), head + rows * cell_h), "white")
     draw = ImageDraw.Draw(sheet)
     for i, line in enumerate(title.split("\n")[:2]):
         draw.text((PAD, PAD + i * LINE), _short(line, bold, sheet.width - 2 * PAD), fill="black", font=bold)
