@@ -419,6 +419,7 @@ def dedupe(
     workers: int = 2,
     use_cache: bool = True,
     skip_bad: bool = False,
+    with_dhash: bool = False,
     reporter: Reporter | None = None,
 ) -> DedupeResult:
     """Hash, search, group and choose survivors; returns the kept manifest and the report tables."""
@@ -427,7 +428,12 @@ def dedupe(
     reporter = reporter or NullReporter()
     t0 = time.perf_counter()
     hashed = hash_manifest(
-        manifest, workers=workers, use_cache=use_cache, skip_bad=skip_bad, reporter=reporter
+        manifest,
+        workers=workers,
+        use_cache=use_cache,
+        skip_bad=skip_bad,
+        with_dhash=with_dhash,
+        reporter=reporter,
     )
     t1 = time.perf_counter()
     df = hashed.manifest.df

@@ -4,7 +4,9 @@
 - ``phash``: 64-bit perceptual hash with the exact definition of ``imagehash.phash`` (grey, 32×32 LANCZOS,
   2-D DCT-II, top-left 8×8, bit = coefficient > median, first coefficient = most significant bit), so
   ``int(str(imagehash.phash(img)), 16) == phash``. Stored as ``uint64``.
-- ``dhash``: 64-bit difference hash with the definition of ``imagehash.dhash`` (grey, 9×8, left < right).
+- ``dhash`` (only with ``with_dhash=True``): 64-bit difference hash with the definition of
+  ``imagehash.dhash`` (grey, 9×8, left < right). It costs a second full-resolution resize per image and is
+  not used for matching (measured: no better than pHash on crops), so it is off by default.
 - ``near_uniform``: the 32×32 grey image is almost flat (std below ``NEAR_UNIFORM_STD``): its pHash is
   decided by noise, so it is left out of near-duplicate matching (exact matching still applies).
 - ``hash_error``: why an image could not be decoded (None when it could). Such rows get no perceptual hash.
@@ -46,7 +48,7 @@ NEAR_UNIFORM_STD = 2.0  # grey levels (0-255) of the 32×32 thumbnail; see docs/
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # larger images are refused (decompression bombs)
 HASH_BATCH_ROWS = 16
 
-HASH_COLUMNS = ("sha256", "phash", "dhash", "near_uniform", "hash_error")
+HASH_COLUMNS = ("sha256", "phash", "near_uniform", "hash_error")  # + "dhash" when asked for
 HASH_TABLE_SCHEMA = pa.schema(
     [
         ("row", pa.int64()),
@@ -88,6 +90,7 @@ class HashedImages:
     width: np.ndarray  # int32, -1 when unknown
     height: np.ndarray  # int32
     decoded: int = 0  # images actually decoded (a cache hit decodes nothing)
+    with_dhash: bool = False
 
 
 def bits_to_uint64(bits: np.ndarray) -> np.ndarray:
@@ -112,8 +115,10 @@ def dhash_from_small(small: np.ndarray) -> np.ndarray:
     return bits_to_uint64(small[:, :, 1:] > small[:, :, :-1])
 
 
-def _decode(data: bytes, max_pixels: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
-    """The 32×32 and 9×8 grey thumbnails imagehash would compute, and the image size."""
+def _decode(
+    data: bytes, max_pixels: int, with_dhash: bool
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """The 32×32 (and 9×8) grey thumbnails imagehash would compute, and the image size."""
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = Image.open(io.BytesIO(data))
@@ -124,7 +129,7 @@ def _decode(data: bytes, max_pixels: int) -> tuple[np.ndarray, np.ndarray, tuple
             )
         grey = img.convert("L")  # imagehash: image.convert('L').resize((32, 32), ANTIALIAS)
     thumb = np.asarray(grey.resize((32, 32), _LANCZOS), dtype=np.uint8)
-    small = np.asarray(grey.resize((9, 8), _LANCZOS), dtype=np.uint8)
+    small = np.asarray(grey.resize((9, 8), _LANCZOS), dtype=np.uint8) if with_dhash else None
     return thumb, small, (w, h)
 
 
@@ -140,6 +145,7 @@ def hash_images(
     *,
     max_pixels: int = MAX_PIXELS,
     near_uniform_std: float = NEAR_UNIFORM_STD,
+    with_dhash: bool = False,
 ) -> HashedImages:
     """Hash encoded images. Never raises for a bad image: it gets ``ok=False`` and an ``error`` text."""
     n = len(images)
@@ -160,7 +166,9 @@ def hash_images(
         sha[i] = hashlib.sha256(data).hexdigest()
         decoded += 1
         try:
-            thumbs[i], smalls[i], (width[i], height[i]) = _decode(data, max_pixels)
+            thumbs[i], small, (width[i], height[i]) = _decode(data, max_pixels, with_dhash)
+            if small is not None:
+                smalls[i] = small
         except Exception as exc:  # any decoder failure is data, not a crash
             error[i] = _describe(exc)
             continue
@@ -168,10 +176,13 @@ def hash_images(
     phash = np.zeros(n, np.uint64)
     dhash = np.zeros(n, np.uint64)
     phash[ok] = phash_from_thumbs(thumbs[ok])
-    dhash[ok] = dhash_from_small(smalls[ok])
+    if with_dhash:
+        dhash[ok] = dhash_from_small(smalls[ok])
     std = thumbs.reshape(n, -1).std(axis=1) if n else np.zeros(0)
     near_uniform = ok & (std < near_uniform_std)
-    return HashedImages(sha, phash, dhash, ok, near_uniform, error, num_bytes, width, height, decoded)
+    return HashedImages(
+        sha, phash, dhash, ok, near_uniform, error, num_bytes, width, height, decoded, with_dhash
+    )
 
 
 def hashes_to_table(rows: Sequence[int] | np.ndarray, h: HashedImages) -> pa.Table:
@@ -182,7 +193,7 @@ def hashes_to_table(rows: Sequence[int] | np.ndarray, h: HashedImages) -> pa.Tab
             "row": pa.array(np.asarray(rows, np.int64)),
             "sha256": pa.array(h.sha256, pa.string()),
             "phash": pa.array(h.phash, pa.uint64(), mask=~ok),
-            "dhash": pa.array(h.dhash, pa.uint64(), mask=~ok),
+            "dhash": pa.array(h.dhash, pa.uint64(), mask=~ok | (not h.with_dhash)),
             "near_uniform": pa.array(h.near_uniform, pa.bool_(), mask=~ok),
             "hash_error": pa.array(h.error, pa.string()),
             "num_bytes": pa.array(h.num_bytes, pa.int64(), mask=h.num_bytes < 0),
@@ -210,35 +221,36 @@ def hash_shard_batches(batches: Iterable[pa.RecordBatch], **options: Any) -> tup
 
 
 # --- per-shard cache -----------------------------------------------------------------------------------
-def _fingerprint(root: str, shard: str, info: ShardInfo) -> dict[str, Any]:
+def _fingerprint(root: str, shard: str, info: ShardInfo, with_dhash: bool = False) -> dict[str, Any]:
     ident = f"{root}/{shard}" if root.startswith("hf://") else str(Path(root) / shard)
-    return {"v": HASH_VERSION, "shard": ident, **info.to_json()}
+    return {"v": HASH_VERSION, "shard": ident, **info.to_json(), **({"dhash": True} if with_dhash else {})}
 
 
-def cache_path(root: str, shard: str, info: ShardInfo) -> Path:
+def cache_path(root: str, shard: str, info: ShardInfo, with_dhash: bool = False) -> Path:
     """Where the hashes of one shard (identified by path and fingerprint) are cached."""
-    key = hashlib.sha1(json.dumps(_fingerprint(root, shard, info), sort_keys=True).encode()).hexdigest()
+    fp = _fingerprint(root, shard, info, with_dhash)
+    key = hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()
     return cache_dir() / "hashes" / f"{key}.parquet"
 
 
-def load_cached(root: str, shard: str, info: ShardInfo) -> pa.Table | None:
+def load_cached(root: str, shard: str, info: ShardInfo, with_dhash: bool = False) -> pa.Table | None:
     """The cached hash table of a shard (all rows hashed so far), or None."""
-    path = cache_path(root, shard, info)
+    path = cache_path(root, shard, info, with_dhash)
     try:
         table = pq.read_table(path)
     except Exception:
         return None
     meta = (table.schema.metadata or {}).get(b"cfx-hashes")
-    if meta is None or json.loads(meta) != _fingerprint(root, shard, info):
+    if meta is None or json.loads(meta) != _fingerprint(root, shard, info, with_dhash):
         return None
     return table.replace_schema_metadata(None).cast(HASH_TABLE_SCHEMA)
 
 
-def store_cached(root: str, shard: str, info: ShardInfo, table: pa.Table) -> None:
-    """Save a shard's hash table (sorted by row, deduplicated); a cache that cannot be written is skipped."""
-    path = cache_path(root, shard, info)
+def store_cached(root: str, shard: str, info: ShardInfo, table: pa.Table, with_dhash: bool = False) -> None:
+    """Save a shard's hash table (sorted by row); a cache that cannot be written is skipped."""
+    path = cache_path(root, shard, info, with_dhash)
     table = table.cast(HASH_TABLE_SCHEMA).sort_by("row")
-    meta = json.dumps(_fingerprint(root, shard, info)).encode()
+    meta = json.dumps(_fingerprint(root, shard, info, with_dhash)).encode()
     table = table.replace_schema_metadata({b"cfx-hashes": meta})
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -272,9 +284,9 @@ class HashResult:
     bad: list[BadShardError] = field(default_factory=list)
 
 
-def _has_hashes(df: pl.DataFrame) -> bool:
+def _has_hashes(df: pl.DataFrame, with_dhash: bool) -> bool:
     """Every row already has its hashes (or the error that prevented them)."""
-    if not all(c in df.columns for c in HASH_COLUMNS):
+    if not all(c in df.columns for c in (*HASH_COLUMNS, *(("dhash",) if with_dhash else ()))):
         return False
     complete = pl.col("hash_error").is_not_null() | (
         pl.col("phash").is_not_null() & pl.col("sha256").is_not_null()
@@ -289,6 +301,7 @@ def hash_manifest(
     use_cache: bool = True,
     skip_bad: bool = False,
     reuse_columns: bool = True,
+    with_dhash: bool = False,
     reporter: Reporter | None = None,
     **options: Any,
 ) -> HashResult:
@@ -297,11 +310,12 @@ def hash_manifest(
     Each shard is one task of a process pool (``workers``); a worker streams its shard's bytes itself,
     so only row numbers and small result tables cross process boundaries. With ``reuse_columns`` a
     manifest that already carries complete hash columns (e.g. the output of an earlier dedupe) is kept
-    as it is and no shard is read.
+    as it is and no shard is read. ``with_dhash`` also computes the ``dhash`` column.
     """
     reporter = reporter or NullReporter()
+    options["with_dhash"] = with_dhash
     df = manifest.df
-    if reuse_columns and df.height and _has_hashes(df):
+    if reuse_columns and df.height and _has_hashes(df, with_dhash):
         return HashResult(manifest=manifest, cached_rows=df.height)
     parts = rows_by_shard(manifest)
     tables: dict[str, pa.Table] = {}
@@ -309,7 +323,11 @@ def hash_manifest(
     cached_rows = 0
     for part in parts:
         info = manifest.shards.get(part.shard)
-        hit = load_cached(manifest.root, part.shard, info) if use_cache and info is not None else None
+        hit = (
+            load_cached(manifest.root, part.shard, info, with_dhash)
+            if use_cache and info is not None
+            else None
+        )
         if hit is not None:
             have = hit.column("row").to_numpy()
             missing = np.setdiff1d(part.rows, have, assume_unique=True)
@@ -330,7 +348,7 @@ def hash_manifest(
         tables[shard] = merged.sort_by("row")
         info = manifest.shards.get(shard)
         if use_cache and info is not None:
-            store_cached(manifest.root, shard, info, tables[shard])
+            store_cached(manifest.root, shard, info, tables[shard], with_dhash)
         task.advance(table.num_rows)
 
     def failed(shard: str, rows: np.ndarray, exc: BadShardError) -> None:
@@ -371,7 +389,10 @@ def hash_manifest(
                     except BadShardError as exc:
                         failed(shard, rows, exc)
     task.close()
-    result.manifest = manifest.with_df(_join(df, tables))
+    joined = _join(df, tables)
+    if not with_dhash:
+        joined = joined.drop("dhash")
+    result.manifest = manifest.with_df(joined)
     return result
 
 
@@ -397,7 +418,7 @@ def _join(df: pl.DataFrame, tables: dict[str, pa.Table]) -> pl.DataFrame:
         schema: dict[str, pl.DataType] = {"row": pl.Int64(), "shard": pl.String(), **HASH_DTYPES}
         schema |= {"_num_bytes": pl.Int64(), "_width": pl.Int32(), "_height": pl.Int32()}
         hashes = pl.DataFrame(schema=schema)
-    base = df.drop([c for c in HASH_COLUMNS if c in df.columns])
+    base = df.drop([c for c in (*HASH_COLUMNS, "dhash") if c in df.columns])
     out = base.join(hashes, on=["shard", "row"], how="left", maintain_order="left")
     fills = []
     for col, src, dtype in (

@@ -25,7 +25,7 @@ MAX_THRESHOLD = 32
 BRUTE_FORCE_MAX = 3000  # below this many distinct codes a blocked brute force is cheaper than indexing
 CHUNK_CANDIDATES = 1 << 22  # candidate pairs verified at once (bounds memory: ~100 MB per chunk)
 DENSE_TABLE_BITS = 24  # blocks up to this many bits use a dense bucket table, longer ones a sorted search
-PARALLEL_MIN = 50_000  # distinct codes from which a process pool pays for its start-up
+PARALLEL_MIN_COST = 1e9  # estimated work from which a process pool pays for its start-up (~2 s)
 
 _U64 = np.uint64
 
@@ -104,6 +104,7 @@ def brute_force_pairs(codes: np.ndarray, threshold: int) -> CodePairs:
 class _Plan:
     blocks: tuple[tuple[int, ...], ...]  # bit positions of each block
     radii: tuple[int, ...]
+    cost: float = 0.0  # estimated work (about 1e8 units per second on one core)
 
     @property
     def masks(self) -> list[int]:
@@ -140,7 +141,7 @@ def _plan(codes: np.ndarray, threshold: int, blocks: int | None = None) -> _Plan
             probes = _ball(b, r)
             keys_seen = min(n, 2**b)
             cost += probes * keys_seen * 1.0 + probes * n * n / 2**b * 0.5
-        plan = _Plan(parts, radii)
+        plan = _Plan(parts, radii, cost)
         if best is None or cost < best[0]:
             best = (cost, plan)
     assert best is not None
@@ -311,8 +312,8 @@ def distinct_code_pairs(
     if method == "brute" or (method == "auto" and n <= BRUTE_FORCE_MAX):
         return brute_force_pairs(codes, threshold).sorted()
     plan = _plan(codes, threshold)
-    parallel = workers > 1 and (n >= PARALLEL_MIN or executor_factory is not None)
-    tasks = _tasks(plan, pieces=2 * workers if parallel else 1)
+    parallel = workers > 1 and (plan.cost >= PARALLEL_MIN_COST or executor_factory is not None)
+    tasks = _tasks(plan, pieces=workers if parallel else 1)
     parts: list[tuple[np.ndarray, ...]] = []
     if parallel:
         factory = executor_factory or (

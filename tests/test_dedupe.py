@@ -283,7 +283,7 @@ def test_quality_on_ground_truth(cf_small: Path) -> None:
 def test_cli_end_to_end_and_idempotent(cf_small: Path, cfx: Callable[..., Any], tmp_path: Path) -> None:
     kept = tmp_path / "kept.parquet"
     rep = tmp_path / "report"
-    r = cfx("dedupe", str(cf_small), "-o", str(kept), "--report", str(rep), "--json")
+    r = cfx("dedupe", str(cf_small), "-o", str(kept), "--report", str(rep), "--json", "--dhash")
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.out)
     assert summary["rows"] == 240 and summary["removed"] > 0

@@ -66,8 +66,10 @@ def _variety() -> list[bytes]:
 
 def test_phash_and_dhash_match_imagehash_exactly() -> None:
     images = _variety()
-    h = hash_images(images)
+    h = hash_images(images, with_dhash=True)
     assert h.ok.all()
+    plain = hash_images(images)  # dHash is opt-in: one more resize per image
+    assert np.array_equal(plain.phash, h.phash) and not plain.dhash.any()
     for i, data in enumerate(images):
         img = Image.open(io.BytesIO(data))
         assert int(h.phash[i]) == int(str(imagehash.phash(img)), 16), i
@@ -164,6 +166,18 @@ def test_hash_manifest_cache_rerun_decodes_nothing(tmp_path: Path) -> None:
     os.utime(shard, ns=(1, 1))
     changed = hash_manifest(load_manifest(str(root)), workers=1)
     assert changed.decoded == 5 and changed.cached_rows == 4
+
+
+def test_dhash_column_on_request(tmp_path: Path) -> None:
+    root = _dataset(tmp_path)
+    m = load_manifest(str(root))
+    plain = hash_manifest(m, workers=1).manifest.df
+    assert "dhash" not in plain.columns
+    with_d = hash_manifest(m, workers=1, with_dhash=True)
+    assert with_d.decoded == 9  # its own cache entry: the plain one has no dHash
+    assert with_d.manifest.df.get_column("dhash").null_count() == 1  # the undecodable row
+    assert with_d.manifest.df.drop("dhash").equals(plain)
+    assert hash_manifest(m, workers=1, with_dhash=True).decoded == 0
 
 
 def test_partial_cache_hashes_only_missing_rows(tmp_path: Path) -> None:

@@ -113,6 +113,12 @@ def dedupe_cmd(
         Path | None,
         typer.Option("--gallery", help="Write PNG contact sheets of the largest/most uncertain groups here."),
     ] = None,
+    dhash: Annotated[
+        bool,
+        typer.Option(
+            "--dhash", help="Also store imagehash's dHash in a dhash column (one more resize per image)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Ignore and do not update the hash cache.")
@@ -123,7 +129,7 @@ def dedupe_cmd(
 ) -> None:
     """Remove exact and near-duplicate images (pHash), keeping one row per group; report label conflicts.
 
-    The kept manifest (with sha256, phash, dhash, near_uniform and hash_error columns) goes to -o, or as
+    The kept manifest (with sha256, phash, near_uniform and hash_error columns) goes to -o, or as
     Arrow IPC to stdout when piped; the summary then goes to stderr. Without -o and with --json or a
     terminal on stdout, only the summary is printed (nothing is removed anywhere).
 
@@ -153,6 +159,7 @@ def dedupe_cmd(
             workers=workers,
             use_cache=not no_cache,
             skip_bad=skip_bad,
+            with_dhash=dhash,
             reporter=reporter,
         )
         if report is not None:
