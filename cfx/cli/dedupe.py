@@ -135,10 +135,9 @@ def dedupe_cmd(
 
     Examples:
 
+    \b
       cfx dedupe data/ -o kept.parquet --report dedupe-report/
-
       cfx dedupe manifest.parquet --threshold 6 --keep largest --scope within-label --json
-
       cfx dedupe data/ --gallery sheets/ | cfx stats -
     """
     both = not (exact or near)
