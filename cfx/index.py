@@ -49,18 +49,23 @@ def cache_dir() -> Path:
 
 
 @contextmanager
-def open_shard(ref: ShardRef, fs: Any = None) -> Iterator[pq.ParquetFile]:
-    """A ParquetFile that streams: no pre-buffering of whole column chunks, small read buffers."""
+def open_shard(ref: ShardRef, fs: Any = None, *, metadata_only: bool = False) -> Iterator[pq.ParquetFile]:
+    """Open a shard for streaming.
+
+    ``metadata_only=True`` lets pyarrow pre-buffer (coalesce) the few small column chunks it is asked for —
+    one range request per group instead of many on the Hub; never use it to read ``image_data``, whose
+    column chunk is the whole multi-GB shard. Otherwise pages are streamed through a small buffer.
+    """
     handle = None
     try:
         if fs is not None:
-            # Small blocks: each metadata column chunk costs about its own size plus one block.
-            handle = fs.open(ref.path, "rb", block_size=256 * 1024, cache_type="readahead")
+            # No fsspec read-ahead: pyarrow asks for exactly the byte ranges it needs.
+            handle = fs.open(ref.path, "rb", block_size=64 * 1024, cache_type="none")
             source: Any = handle
         else:
             source = ref.path
         try:
-            pf = pq.ParquetFile(source, pre_buffer=False, buffer_size=READ_BUFFER)
+            pf = pq.ParquetFile(source, pre_buffer=metadata_only, buffer_size=READ_BUFFER)
         except FileNotFoundError:
             raise BadShardError(
                 ref.rel, "file not found", "it moved or was deleted; re-index the dataset"
@@ -138,7 +143,7 @@ def scan_shard(
 ) -> tuple[pl.DataFrame, list[str]]:
     """Read one shard's metadata into manifest rows. Returns the rows and warnings."""
     warnings: list[str] = []
-    with open_shard(ref, fs) as pf:
+    with open_shard(ref, fs, metadata_only=True) as pf:
         names = pf.schema_arrow.names
         missing_required = [c for c in REQUIRED_COLUMNS if c not in names]
         if missing_required:
@@ -153,11 +158,11 @@ def scan_shard(
             warnings.append(f"{ref.rel}: columns {', '.join(absent)} absent, filled with nulls")
         try:
             table = pf.read(columns=cols)
-            lengths = _image_lengths(pf) if with_num_bytes else None
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
             raise BadShardError(
                 ref.rel, f"cannot read the data ({_short(exc)})", "the file may be truncated; re-fetch it"
             ) from None
+    lengths = _image_lengths(ref, fs) if with_num_bytes else None
     n = table.num_rows
     df = pl.from_arrow(table)
     assert isinstance(df, pl.DataFrame)
@@ -181,12 +186,22 @@ def scan_shard(
     return df, warnings
 
 
-def _image_lengths(pf: pq.ParquetFile) -> pa.Array:
+def _image_lengths(ref: ShardRef, fs: Any) -> pa.Array:
     """Byte length of every encoded image, streaming a few rows at a time."""
-    parts = [
-        pc.binary_length(batch.column(0)).cast(pa.int64())
-        for batch in pf.iter_batches(batch_size=BYTES_BATCH_ROWS, columns=[IMAGE_COLUMN], use_threads=False)
-    ]
+    with open_shard(ref, fs) as pf:
+        try:
+            parts = [
+                pc.binary_length(batch.column(0)).cast(pa.int64())
+                for batch in pf.iter_batches(
+                    batch_size=BYTES_BATCH_ROWS, columns=[IMAGE_COLUMN], use_threads=False
+                )
+            ]
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            raise BadShardError(
+                ref.rel,
+                f"cannot read the image column ({_short(exc)})",
+                "the file may be truncated; re-fetch it",
+            ) from None
     return pa.concat_arrays(parts) if parts else pa.array([], pa.int64())
 
 

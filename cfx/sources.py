@@ -178,7 +178,9 @@ def resolve_remote(spec: str, token: str | None = None) -> DatasetSource:
         fs = HfFileSystem(token=token, block_size=1 << 20)
         base = f"datasets/{hub.repo_id}@{sha}"
         pattern = f"{base}/{hub.path}" if hub.path else f"{base}/**/*.parquet"
-        found = fs.glob(pattern, detail=True) if any(c in pattern for c in "*?[") else {}
+        found: dict[str, Any] = (
+            dict(fs.glob(pattern, detail=True)) if any(c in pattern for c in "*?[") else {}  # type: ignore[arg-type]
+        )
         if not found and hub.path and not any(c in hub.path for c in "*?["):
             found = {f"{base}/{hub.path}": fs.info(f"{base}/{hub.path}")}
     except Exception as exc:

@@ -41,7 +41,7 @@ def totals(m: Manifest) -> dict[str, Any]:
         "shard_bytes": sum(
             m.shards[s].size for s in df.get_column("shard").unique().to_list() if s in m.shards
         ),
-        "image_bytes": int(image_bytes) if known == df.height and df.height else None,
+        "image_bytes": int(image_bytes or 0) if known == df.height and df.height else None,
     }
 
 

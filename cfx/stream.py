@@ -54,9 +54,9 @@ def shard_ref(manifest: Manifest, shard: str) -> tuple[ShardRef, Any]:
         return ShardRef(rel=shard, path=path, info=info or ShardInfo(size=0)), HfFileSystem(
             block_size=1 << 20
         )
-    path = Path(manifest.root) / shard
+    local = Path(manifest.root) / shard
     try:
-        st = path.stat()
+        st = local.stat()
     except FileNotFoundError:
         raise InputError(
             f"shard {shard} is missing under {manifest.root}",
@@ -72,7 +72,7 @@ def shard_ref(manifest: Manifest, shard: str) -> tuple[ShardRef, Any]:
             "re-index the dataset so rows point at the right images",
         )
     return ShardRef(
-        rel=shard, path=str(path), info=info or ShardInfo(size=st.st_size, mtime_ns=st.st_mtime_ns)
+        rel=shard, path=str(local), info=info or ShardInfo(size=st.st_size, mtime_ns=st.st_mtime_ns)
     ), None
 
 
