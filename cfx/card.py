@@ -120,7 +120,12 @@ def features(schema: pa.Schema) -> list[dict[str, Any]] | None:
 
 
 def _size_category(n: int) -> str:
-    for limit, name in ((1_000, "n<1K"), (10_000, "1K<n<10K"), (100_000, "10K<n<100K"), (1_000_000, "100K<n<1M")):
+    for limit, name in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
         if n < limit:
             return name
     return "1M<n<10M" if n < 10_000_000 else "10M<n<100M"
@@ -240,7 +245,9 @@ def render_card(info: CardInfo) -> str:
             .sort(["len", "model_name"], descending=[True, False])
         )
         lines = ["| generator | licence | rows |", "|---|---|---:|"]
-        lines += [f"| {_cell(str(m))} | {_cell(str(x or '(unknown)'))} | {n:,} |" for m, x, n in lic.iter_rows()]
+        lines += [
+            f"| {_cell(str(m))} | {_cell(str(x or '(unknown)'))} | {n:,} |" for m, x, n in lic.iter_rows()
+        ]
         parts.append("\n".join(lines) + "\n")
     parts.append("## Contents\n")
     parts.append(_table("label", _counts(df, "label")))

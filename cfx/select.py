@@ -136,7 +136,9 @@ def where_filter(df: pl.DataFrame, where: str, option: str = "--where") -> pl.Da
         ) from None
 
 
-def cap_per_group(df: pl.DataFrame, column: str, n: int, seed: int, mask: pl.Expr | None = None) -> pl.DataFrame:
+def cap_per_group(
+    df: pl.DataFrame, column: str, n: int, seed: int, mask: pl.Expr | None = None
+) -> pl.DataFrame:
     """Keep at most ``n`` random rows per value of ``column`` (only among rows where ``mask`` holds).
 
     The choice depends on the seed and the row order only, so it is the same on every machine.
@@ -233,10 +235,12 @@ def parse_labels(values: Sequence[str]) -> list[int]:
     return sorted(set(out))
 
 
-def _glob_mask(column: pl.Expr, patterns: Sequence[str]) -> pl.Expr:
-    """Case-insensitive shell-glob match of a string column against any of ``patterns``."""
-    regex = "|".join(f"(?:{fnmatch.translate(p.lower())})" for p in patterns)
-    return column.cast(pl.String).str.to_lowercase().str.contains(regex).fill_null(False)
+def _glob_mask(df: pl.DataFrame, column: str, patterns: Sequence[str]) -> pl.Expr:
+    """Rows whose ``column`` matches any shell glob of ``patterns`` (case-insensitive); nulls never match."""
+    values = df.get_column(column).cast(pl.String).drop_nulls().unique().to_list()
+    low = [p.lower() for p in patterns]
+    hits = [v for v in values if any(fnmatch.fnmatchcase(v.lower(), p) for p in low)]
+    return pl.col(column).cast(pl.String).is_in(hits).fill_null(False)
 
 
 # --- licences -----------------------------------------------------------------------------------------
@@ -250,9 +254,10 @@ _COMMERCIAL_OK = re.compile(
 def allows_commercial(license: str | None) -> bool:
     """True when ``license`` is known to allow commercial use; unknown or missing licences do not."""
     try:
-        from cfx import licenses  # written on another branch; the authority when present
+        import importlib
 
-        fn = getattr(licenses, "allows_commercial", None)
+        # cfx.licenses (another branch) is the authority on licences when it is there.
+        fn = getattr(importlib.import_module("cfx.licenses"), "allows_commercial", None)
         if fn is not None:
             return bool(fn(license))
     except ImportError:
@@ -305,9 +310,7 @@ def apply_selection(
         patterns = expand_patterns(selection.generators, "--generators")
         if not patterns:
             raise UsageError("--generators: no names given (the file is empty?)", "list at least one name")
-        known = (
-            manifest.df.filter(is_gen).get_column("model_name").drop_nulls().unique().sort().to_list()
-        )
+        known = manifest.df.filter(is_gen).get_column("model_name").drop_nulls().unique().sort().to_list()
         matched, missing = match_names(patterns, known, "--generators", selection.allow_missing)
         for m in missing:
             reporter.warn(f"--generators {m!r} matches no generator in the source; going on without it")
@@ -316,9 +319,7 @@ def apply_selection(
             df.filter(is_real | (is_gen & pl.col("model_name").is_in(matched))),
         )
     if selection.architectures:
-        known = (
-            manifest.df.filter(is_gen).get_column("architecture").drop_nulls().unique().sort().to_list()
-        )
+        known = manifest.df.filter(is_gen).get_column("architecture").drop_nulls().unique().sort().to_list()
         archs, arch_missing = match_names(
             selection.architectures, known, "--architectures", selection.allow_missing
         )
@@ -329,7 +330,7 @@ def apply_selection(
             df.filter(~is_gen | pl.col("architecture").is_in(archs)),
         )
     if selection.real_sources:
-        mask = _glob_mask(pl.col("real_source"), selection.real_sources)
+        mask = _glob_mask(df, "real_source", selection.real_sources)
         step(f"--real-sources {','.join(selection.real_sources)}", df.filter(~is_real | mask))
     if selection.exclude_nsfw:
         step("--exclude-nsfw", df.filter(~pl.col("nsfw_flag").fill_null(False)))
@@ -337,13 +338,13 @@ def apply_selection(
         _need_license_column(df, "--licenses")
         step(
             f"--licenses {','.join(selection.licenses)}",
-            df.filter(_glob_mask(pl.col(LICENSE_COLUMN), selection.licenses)),
+            df.filter(_glob_mask(df, LICENSE_COLUMN, selection.licenses)),
         )
     if selection.exclude_licenses:
         _need_license_column(df, "--exclude-licenses")
         step(
             f"--exclude-licenses {','.join(selection.exclude_licenses)}",
-            df.filter(~_glob_mask(pl.col(LICENSE_COLUMN), selection.exclude_licenses)),
+            df.filter(~_glob_mask(df, LICENSE_COLUMN, selection.exclude_licenses)),
         )
     if selection.commercial_only:
         _need_license_column(df, "--commercial-only")
@@ -360,7 +361,9 @@ def apply_selection(
             cap_per_group(df, "model_name", selection.max_per_generator, selection.seed, mask=is_gen),
         )
     result = SelectionResult(
-        manifest=manifest.with_df(df, step=None if selection.is_empty() else f"select {selection.describe()}"),
+        manifest=manifest.with_df(
+            df, step=None if selection.is_empty() else f"select {selection.describe()}"
+        ),
         steps=steps,
         missing_generators=missing,
         matched_generators=matched,

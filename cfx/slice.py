@@ -19,7 +19,7 @@ import polars as pl
 from cfx.errors import UsageError
 from cfx.manifest import Manifest
 from cfx.progress import NullReporter, Reporter
-from cfx.select import SelectionStep, random_keys, raise_empty, where_filter
+from cfx.select import SelectionStep, raise_empty, random_keys, where_filter
 
 # --- --rows: the `datasets` split-slicing syntax, without (or with) a split name ---------------------------
 _PART_RE = re.compile(
@@ -90,8 +90,11 @@ def parse_rows_spec(spec: str) -> list[RowRange]:
                 f"--rows {spec!r}: {m['split']!r} is not a split of the source (it has only train)",
                 _ROWS_HINT,
             )
-        if m["from_pct"] and m["to"] is not None and not m["to_pct"] or (
-            m["to_pct"] and m["from"] is not None and not m["from_pct"]
+        if (
+            m["from_pct"]
+            and m["to"] is not None
+            and not m["to_pct"]
+            or (m["to_pct"] and m["from"] is not None and not m["from_pct"])
         ):
             raise UsageError(
                 f"--rows {spec!r}: {part!r} mixes percent and row numbers", "use % on both ends or neither"

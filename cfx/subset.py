@@ -43,8 +43,8 @@ from cfx.stream import ROW_COLUMN, iter_shard_batches, shard_ref
 
 DEFAULT_ROW_GROUP_ROWS = 100
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
-ROW_GROUP_MAX_BYTES = 128 << 20  # a row group never buffers more than this, however large the images
-SHUFFLE_BUCKET_BYTES = 128 << 20
+ROW_GROUP_MAX_BYTES = 64 << 20  # a row group never buffers more than this, however large the images
+SHUFFLE_BUCKET_BYTES = 64 << 20
 READ_BATCH_ROWS = 16
 SPLIT = "train"
 DATA_DIR = "data"
@@ -150,7 +150,9 @@ class SubsetPlan:
 def _source_order(df: pl.DataFrame) -> pl.DataFrame:
     """Unique (shard, row) in source order: shards in natural order (2 before 10), rows ascending."""
     shards = sorted(df.get_column("shard").unique().to_list(), key=natural_key)
-    rank = pl.DataFrame({"shard": shards, "__shard_rank": range(len(shards))}, schema_overrides={"shard": df.schema["shard"]})
+    rank = pl.DataFrame(
+        {"shard": shards, "__shard_rank": range(len(shards))}, schema_overrides={"shard": df.schema["shard"]}
+    )
     return (
         df.unique(subset=["shard", "row"], keep="first", maintain_order=True)
         .join(rank, on="shard", how="left")
@@ -176,7 +178,9 @@ def plan_subset(
         perm = np.random.Generator(np.random.PCG64(seed)).permutation(df.height)
         df = df[perm]
     per_shard = df.group_by("shard", maintain_order=True).agg(
-        pl.len().alias("n"), pl.col("num_bytes").sum().alias("b"), pl.col("num_bytes").null_count().alias("nb")
+        pl.len().alias("n"),
+        pl.col("num_bytes").sum().alias("b"),
+        pl.col("num_bytes").null_count().alias("nb"),
     )
     schema: pa.Schema | None = None
     codecs: dict[str, str] = {}
@@ -203,7 +207,9 @@ def plan_subset(
                 )
             total_rows = meta.num_rows
             if IMAGE_COLUMN not in s.names:
-                raise BadShardError(shard, f"no {IMAGE_COLUMN} column", "is this a Community Forensics shard?")
+                raise BadShardError(
+                    shard, f"no {IMAGE_COLUMN} column", "is this a Community Forensics shard?"
+                )
         size = ref.info.size
         share = int(size * n / total_rows) if total_rows else 0
         if nulls == 0 and nbytes is not None:
@@ -255,7 +261,9 @@ def check_output(manifest: Manifest, out: Path, overwrite: bool) -> Path:
         if not out_abs.is_dir():
             raise OutputError(f"{out} exists and is not a folder", "pick another --out")
         if not overwrite and any(out_abs.iterdir()):
-            raise OutputError(f"{out} already exists", "pass --overwrite to replace it, or pick another --out")
+            raise OutputError(
+                f"{out} already exists", "pass --overwrite to replace it, or pick another --out"
+            )
     return out_abs
 
 
@@ -331,11 +339,18 @@ class _ShardWriter:
         self._sink: pa.NativeFile | None = None
         self._writer: pq.ParquetWriter | None = None
         self._rows = 0
+        self._groups = 0
+
+    def _footer_estimate(self, row_groups: int, rows: int) -> int:
+        """Bytes the footer (schema, row group metadata, page indexes) adds when the file is closed."""
+        return 4096 + row_groups * len(self.schema) * 256 + rows * 64
 
     def write(self, table: pa.Table) -> None:
-        """Write ``table`` as one row group."""
+        """Write ``table`` as one row group, in a new file when the current one would pass ``max_bytes``."""
         if self._writer is not None and self._rows and self._sink is not None:
-            if self._sink.tell() + table.nbytes > self.max_bytes:
+            after = self._sink.tell() + table.nbytes
+            footer = self._footer_estimate(self._groups + 1, self._rows + table.num_rows)
+            if after + footer > self.max_bytes:
                 self._close_file()
         if self._writer is None:
             path = self.folder / f"part-{len(self.files):05d}.parquet"
@@ -343,8 +358,10 @@ class _ShardWriter:
             self._writer = pq.ParquetWriter(self._sink, self.schema, **self.kwargs)
             self.files.append((path, 0))
             self._rows = 0
+            self._groups = 0
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
         self._rows += table.num_rows
+        self._groups += 1
         path, _ = self.files[-1]
         self.files[-1] = (path, self._rows)
 
@@ -400,7 +417,11 @@ class _RowGroups:
 
 
 def _source_batches(
-    plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool, positions: dict[str, np.ndarray] | None
+    plan: SubsetPlan,
+    source: Manifest,
+    schema: pa.Schema,
+    provenance: bool,
+    positions: dict[str, np.ndarray] | None,
 ) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
     """Selected rows shard by shard (source order), as batches in the output schema (+ output positions)."""
     df = plan.manifest.df
@@ -499,7 +520,9 @@ def write_subset(
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OutputError(f"cannot create {parent}: {exc.strerror or exc}", "check the path and permissions") from None
+        raise OutputError(
+            f"cannot create {parent}: {exc.strerror or exc}", "check the path and permissions"
+        ) from None
     _clean_stale(out_abs, reporter)
     _check_space(parent, int(plan.est_bytes * (2.05 if order == "shuffle" else 1.05)) + (16 << 20))
     tmp = parent / f"{out_abs.name}.tmp-{secrets.token_hex(4)}"
@@ -509,7 +532,9 @@ def write_subset(
         (tmp / DATA_DIR).mkdir()
     except OSError as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(f"cannot write into {parent}: {exc.strerror or exc}", "pick a folder you can write to") from None
+        raise OutputError(
+            f"cannot write into {parent}: {exc.strerror or exc}", "pick a folder you can write to"
+        ) from None
     schema = _output_schema(plan.schema, with_provenance)
     writer = _ShardWriter(tmp / DATA_DIR, schema, plan.codecs, max_shard_bytes)
     task = reporter.task(f"Writing {plan.rows:,} rows", total=plan.rows)
@@ -594,14 +619,18 @@ def _write_shuffled(
     try:
         for batch, pos in _source_batches(plan, source, schema, provenance, positions):
             assert pos is not None
-            with_pos = pa.RecordBatch.from_arrays([*batch.columns, pa.array(pos, pa.int64())], schema=bucket_schema)
+            with_pos = pa.RecordBatch.from_arrays(
+                [*batch.columns, pa.array(pos, pa.int64())], schema=bucket_schema
+            )
             buckets = pos // bucket_rows
             for b in np.unique(buckets):
                 if int(b) not in sinks:
                     sink = pa.OSFile(str(folder / f"{int(b):06d}.arrow"), "wb")
                     sinks[int(b)] = (sink, ipc.new_stream(sink, bucket_schema))
                 idx = np.flatnonzero(buckets == b)
-                sinks[int(b)][1].write_batch(with_pos if idx.size == with_pos.num_rows else with_pos.take(pa.array(idx)))
+                sinks[int(b)][1].write_batch(
+                    with_pos if idx.size == with_pos.num_rows else with_pos.take(pa.array(idx))
+                )
     finally:
         for sink, w in sinks.values():
             with contextlib.suppress(Exception):
@@ -645,7 +674,9 @@ def _new_manifest(
     """The manifest of the written dataset: same metadata, pointers into the new shards, provenance columns."""
     df = plan.manifest.df
     shard_col = np.repeat(np.array([f.name for f in files], dtype=object), [f.rows for f in files])
-    row_col = np.concatenate([np.arange(f.rows, dtype=np.int64) for f in files]) if files else np.empty(0, np.int64)
+    row_col = (
+        np.concatenate([np.arange(f.rows, dtype=np.int64) for f in files]) if files else np.empty(0, np.int64)
+    )
     nbytes = pa.concat_arrays(lengths).to_numpy() if lengths else np.empty(0, np.int64)
     if not (len(shard_col) == len(nbytes) == df.height):
         raise OutputError(

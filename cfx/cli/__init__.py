@@ -39,9 +39,9 @@ def _root(
 
 
 def _register() -> None:
-    from cfx.cli import demo, index, stats
+    from cfx.cli import demo, index, slice, stats, subset
 
-    for module in (index, stats, demo):
+    for module in (index, stats, slice, subset, demo):
         module.register(app)
 
 
