@@ -15,10 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import re
 import secrets
 import shutil
 import socket
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +48,7 @@ DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
 ROW_GROUP_MAX_BYTES = 64 << 20  # a row group never buffers more than this, however large the images
 SHUFFLE_BUCKET_BYTES = 64 << 20
 READ_BATCH_ROWS = 16
+READ_BATCH_BYTES = 4 << 20  # source rows read at once: about this many bytes (at least one row)
 SPLIT = "train"
 DATA_DIR = "data"
 DATA_GLOB = f"{DATA_DIR}/{SPLIT}-*.parquet"
@@ -198,7 +201,16 @@ def plan_subset(
                 if rg is not None:
                     for i in range(rg.num_columns):
                         col = rg.column(i)
-                        codecs[col.path_in_schema] = _CODECS.get(str(col.compression).upper(), "snappy")
+                        codec = _CODECS.get(str(col.compression).upper(), "snappy")
+                        # Encoded images barely compress: when the source's codec saved < 5 %, skip it.
+                        saved = 1 - col.total_compressed_size / max(col.total_uncompressed_size, 1)
+                        if (
+                            col.physical_type == "BYTE_ARRAY"
+                            and col.path_in_schema == IMAGE_COLUMN
+                            and saved < 0.05
+                        ):
+                            codec = "none"
+                        codecs[col.path_in_schema] = codec
             elif not s.remove_metadata().equals(schema.remove_metadata()):
                 raise InputError(
                     f"shard {shard} has a different schema from {first} ({_schema_diff(schema, s)})",
@@ -428,7 +440,9 @@ def _source_batches(
     base = plan.schema.remove_metadata()
     for sp in plan.shards:
         rows = np.sort(df.filter(pl.col("shard") == sp.shard).get_column("row").to_numpy())
-        for batch in iter_shard_batches(source, sp.shard, rows, columns=None, batch_rows=READ_BATCH_ROWS):
+        per_row = sp.shard_bytes / max(sp.shard_rows, 1)
+        batch_rows = int(min(READ_BATCH_ROWS, max(1, READ_BATCH_BYTES // max(per_row, 1))))
+        for batch in iter_shard_batches(source, sp.shard, rows, columns=None, batch_rows=batch_rows):
             src_rows = batch.column(ROW_COLUMN)
             data = batch.drop_columns([ROW_COLUMN])
             if not data.schema.equals(base):
@@ -444,6 +458,51 @@ def _source_batches(
             if positions is not None:
                 pos = positions[sp.shard][np.searchsorted(rows, src_rows.to_numpy())]
             yield out, pos
+
+
+def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
+    """Run ``items`` in a thread, ``depth`` ahead, so reading overlaps writing (pyarrow releases the GIL).
+
+    Errors in the reader are raised in the consumer; a consumer that stops early stops the reader too.
+    """
+    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(item: tuple[str, Any]) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def run() -> None:
+        try:
+            for item in items:
+                if not put(("item", item)):
+                    return
+            put(("done", None))
+        except BaseException as exc:  # handed to the consumer
+            put(("error", exc))
+
+    thread = threading.Thread(target=run, name="cfx-subset-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            kind, value = q.get()
+            if kind == "item":
+                yield value
+            elif kind == "error":
+                raise value
+            else:
+                return
+    finally:
+        stop.set()
+        thread.join()
+        close = getattr(items, "close", None)
+        if close is not None:
+            close()
 
 
 def _output_schema(source: pa.Schema, provenance: bool) -> pa.Schema:
@@ -544,7 +603,7 @@ def write_subset(
             if order == "shuffle":
                 _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp, row_group_rows)
             else:
-                for batch, _ in _source_batches(plan, manifest, schema, with_provenance, None):
+                for batch, _ in _prefetch(_source_batches(plan, manifest, schema, with_provenance, None)):
                     groups.add(batch)
             groups.flush()
             writer.close()
@@ -617,7 +676,7 @@ def _write_shuffled(
     bucket_schema = schema.append(pa.field("__pos", pa.int64()))
     sinks: dict[int, tuple[pa.NativeFile, ipc.RecordBatchStreamWriter]] = {}
     try:
-        for batch, pos in _source_batches(plan, source, schema, provenance, positions):
+        for batch, pos in _prefetch(_source_batches(plan, source, schema, provenance, positions)):
             assert pos is not None
             with_pos = pa.RecordBatch.from_arrays(
                 [*batch.columns, pa.array(pos, pa.int64())], schema=bucket_schema

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,23 @@ from cfx.slice import (
     slice_manifest,
 )
 from tests.shards import rows, write_shard
+
+
+@dataclass
+class _Res:
+    returncode: int
+    out: str
+    stderr: str
+
+
+def cli(*args: str) -> _Res:
+    """`cfx ARGS` in-process (fast; exit code, stdout and stderr as the user sees them)."""
+    from typer.testing import CliRunner
+
+    from cfx.cli import app
+
+    r = CliRunner().invoke(app, list(args), prog_name="cfx")
+    return _Res(r.exit_code, r.stdout, r.stderr)
 
 
 # --- --rows against the reference: datasets.ReadInstruction --------------------------------------------
@@ -259,15 +277,15 @@ def test_cli_same_seed_same_rows(cfx, small: Path) -> None:  # type: ignore[no-u
     assert ["shard,row", *[f"{s},{r}" for s, r in rows_]] == a.out.splitlines()
 
 
-def test_cli_bad_input(cfx, small: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_bad_input(small: Path, tmp_path: Path) -> None:
     out = tmp_path / "x.parquet"
-    r = cfx("slice", str(small), "--rows", "[1:x]", "-o", str(out))
+    r = cli("slice", str(small), "--rows", "[1:x]", "-o", str(out))
     assert r.returncode == 2 and "Error: --rows '[1:x]'" in r.stderr and not out.exists()
-    r = cfx("slice", str(small), "--where", "label = = 1", "-o", str(out))
+    r = cli("slice", str(small), "--where", "label = = 1", "-o", str(out))
     assert r.returncode == 2 and "Error: --where" in r.stderr and not out.exists()
-    r = cfx("slice", str(small), "--where", "architecture = 'GAN'", "-o", str(out))
+    r = cli("slice", str(small), "--where", "architecture = 'GAN'", "-o", str(out))
     assert r.returncode == 5 and "the selection is empty" in r.stderr and not out.exists()
-    r = cfx("slice", str(small), "--format", "csv", "--columns", "nope")
+    r = cli("slice", str(small), "--format", "csv", "--columns", "nope")
     assert r.returncode == 2 and "--columns: no such column(s) nope" in r.stderr
-    r = cfx("slice", str(small), "--stratify", "label")
+    r = cli("slice", str(small), "--stratify", "label")
     assert r.returncode == 2 and "--stratify needs --sample" in r.stderr

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,24 @@ from cfx.schema import SOURCE_SCHEMA
 from cfx.select import Selection, apply_selection
 from cfx.subset import parse_size, plan_subset, write_subset
 from tests.shards import png, write_shard
+
+
+@dataclass
+class _Res:
+    returncode: int
+    out: str
+    stderr: str
+
+
+def cli(*args: str) -> _Res:
+    """`cfx ARGS` in-process (fast; exit code, stdout and stderr as the user sees them)."""
+    from typer.testing import CliRunner
+
+    from cfx.cli import app
+
+    r = CliRunner().invoke(app, list(args), prog_name="cfx")
+    return _Res(r.exit_code, r.stdout, r.stderr)
+
 
 ROOT = Path(__file__).resolve().parents[1]
 GENERATORS = {
@@ -170,6 +189,12 @@ def test_with_provenance_columns(manifest: Manifest, tmp_path: Path) -> None:
         zip(table.column("source_shard").to_pylist(), table.column("source_row").to_pylist(), strict=True)
     )
     assert pairs == set(sel.df.select("shard", "row").rows())
+    card = (tmp_path / "p" / "README.md").read_text()
+    assert "(plus `source_shard` and `source_row`: where each row was copied from)" in card
+    assert read_front_matter(card)["dataset_info"]["features"][-2:] == [
+        {"name": "source_shard", "dtype": "string"},
+        {"name": "source_row", "dtype": "int64"},
+    ]
 
 
 def test_shard_rollover_and_row_groups(manifest: Manifest, tmp_path: Path) -> None:
@@ -430,7 +455,7 @@ def test_cli_subset_and_dry_run(cfx, mixed: Path, manifest: Manifest, tmp_path: 
         gan.filter(pl.col("shard") == s).height for s in shards
     ]
     assert not out.exists() and not list(tmp_path.glob("cli*"))
-    r = cfx("subset", str(mixed), "--out", str(out), "-g", "gan/*", "--labels", "generated", "--dry-run")
+    r = cli("subset", str(mixed), "--out", str(out), "-g", "gan/*", "--labels", "generated", "--dry-run")
     assert f"Would write {gan.height} rows" in r.out and shards[0] in r.out and not out.exists()
     r = cfx("subset", str(mixed), "--out", str(out), "-g", "gan/*", "--labels", "generated", "--json")
     assert r.returncode == 0, r.stderr
@@ -438,9 +463,9 @@ def test_cli_subset_and_dry_run(cfx, mixed: Path, manifest: Manifest, tmp_path: 
     card = (out / "README.md").read_text()
     assert f"cfx subset {mixed} --out {out} -g 'gan/*' --labels generated --json" in card
     # exists -> exit 7; --overwrite replaces it
-    r = cfx("subset", str(mixed), "--out", str(out), "--labels", "real")
+    r = cli("subset", str(mixed), "--out", str(out), "--labels", "real")
     assert r.returncode == 7 and "already exists" in r.stderr and "--overwrite" in r.stderr
-    r = cfx("subset", str(mixed), "--out", str(out), "--labels", "real", "--overwrite")
+    r = cli("subset", str(mixed), "--out", str(out), "--labels", "real", "--overwrite")
     assert r.returncode == 0, r.stderr
     assert pq.read_table(out / "data", columns=["label"]).column(0).to_pylist() == [0] * 50
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith("cli")] == ["cli"]
@@ -457,14 +482,14 @@ def test_cli_pipeline_from_slice(cfx, mixed: Path, tmp_path: Path) -> None:  # t
     assert any(h.startswith("slice ") for h in m.history)
 
 
-def test_cli_errors(cfx, mixed: Path, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_cli_errors(mixed: Path, tmp_path: Path) -> None:
     out = tmp_path / "e"
-    r = cfx("subset", str(mixed), "--out", str(out), "--generators", "stabilityai/sdxl")
+    r = cli("subset", str(mixed), "--out", str(out), "--generators", "stabilityai/sdxl")
     assert r.returncode == 2 and "closest known: stabilityai/sdxl-turbo" in r.stderr
-    r = cfx("subset", str(mixed), "--out", str(out), "--generators", "nope", "--allow-missing")
+    r = cli("subset", str(mixed), "--out", str(out), "--generators", "nope", "--allow-missing")
     assert r.returncode == 0 and "Warning: --generators 'nope' matches no generator" in r.stderr
     shutil.rmtree(out)
-    r = cfx(
+    r = cli(
         "subset",
         str(mixed),
         "--out",
@@ -478,13 +503,13 @@ def test_cli_errors(cfx, mixed: Path, tmp_path: Path) -> None:  # type: ignore[n
     )
     assert r.returncode == 5 and "the selection is empty (--where width > 5000 left no rows)" in r.stderr
     assert not out.exists()
-    r = cfx("subset", str(mixed), "--out", str(out), "--where", "width >> 3")
+    r = cli("subset", str(mixed), "--out", str(out), "--where", "width >> 3")
     assert r.returncode == 2 and "--where" in r.stderr and not out.exists()
-    r = cfx("subset", str(mixed), "--out", str(mixed / "inside"))
+    r = cli("subset", str(mixed), "--out", str(mixed / "inside"))
     assert r.returncode == 2 and "inside the source folder" in r.stderr and not (mixed / "inside").exists()
-    r = cfx("subset", str(mixed), "--out", str(mixed.parent), "--overwrite")
+    r = cli("subset", str(mixed), "--out", str(mixed.parent), "--overwrite")
     assert r.returncode == 2 and "contains the source folder" in r.stderr
-    r = cfx("subset", str(mixed), "--out", str(out), "--max-shard-size", "lots")
+    r = cli("subset", str(mixed), "--out", str(out), "--max-shard-size", "lots")
     assert r.returncode == 2 and "--max-shard-size 'lots' is not a size" in r.stderr
     assert not list(tmp_path.glob("e*"))
 
@@ -555,7 +580,7 @@ class _TruncateOnFirstRowGroup:
 
 def test_shard_truncated_mid_copy(tmp_path: Path) -> None:
     """The shard is cut while cfx is reading it (e.g. a re-download started): named, nothing left behind."""
-    big = _make_big(tmp_path / "big", 60, 200_000)
+    big = _make_big(tmp_path / "big", 200, 100_000)  # 20 MB: more than the reader runs ahead
     m = load_manifest(str(big))
     reporter = _TruncateOnFirstRowGroup(big / "data" / "HFCF_small_0.parquet")
     with pytest.raises(BadShardError) as err:
@@ -734,7 +759,7 @@ def test_memory_does_not_grow_with_the_row_group(tmp_path: Path) -> None:
             peaks.append(_peak_rss_mb(["subset", str(src), "--out", str(out), "--order", order], tmp_path))
             assert pq.read_metadata(next((out / "data").glob("*.parquet"))).num_rows > 0
         # reading the row group whole would add its 200 MB; streaming adds allocator noise only
-        assert peaks[1] - peaks[0] < 0.5 * grow / 2**20, f"{order}: {peaks[0]:.0f} → {peaks[1]:.0f} MB"
+        assert peaks[1] - peaks[0] < 0.6 * grow / 2**20, f"{order}: {peaks[0]:.0f} → {peaks[1]:.0f} MB"
         assert peaks[1] < 600, f"{order}: {peaks[1]:.0f} MB"
 
 
@@ -753,3 +778,41 @@ def test_memory_bounded_on_a_1gb_row_group(tmp_path: Path) -> None:
                 want[i * 16 + j] = hashlib.sha256(data).hexdigest()
     got = _output_rows(out)
     assert {r: h for _, r, h in got} == want
+
+
+def test_demo_steps(mixed: Path, tmp_path: Path) -> None:
+    from cfx.demo import STEPS, DemoContext
+    from cfx.progress import NullReporter
+
+    ctx = DemoContext(out=tmp_path, reporter=NullReporter())
+    m = load_manifest(str(mixed))
+    ctx.state["manifest"] = m
+    ctx.state["manifest_path"] = tmp_path / "manifest.parquet"
+    by_name = {s.__name__: s for s in STEPS}
+    step = by_name["_slice"](ctx)
+    sample = read_manifest(tmp_path / "sample.parquet")
+    assert len(sample) == round(0.2 * len(m)) and "cfx slice" in step.command
+    step = by_name["_subset"](ctx)
+    out = read_manifest(tmp_path / "subset" / "manifest.parquet")
+    reals = (
+        m.df.filter(pl.col("label") == 0)
+        .group_by("real_source")
+        .len()
+        .sort(["len", "real_source"], descending=[True, False])
+    )
+    top_source = reals.get_column("real_source")[0]
+    orgs = (
+        m.df.filter(pl.col("label") == 1)
+        .with_columns(pl.col("model_name").str.split("/").list.first().alias("org"))
+        .group_by("org")
+        .len()
+        .sort(["len", "org"], descending=[True, False])
+    )
+    top_org = orgs.get_column("org")[0]
+    got_real = out.df.filter(pl.col("label") == 0)
+    assert set(got_real.get_column("real_source")) == {top_source}
+    assert got_real.height == reals.get_column("len")[0]
+    gens = out.df.filter(pl.col("label") == 1)
+    assert gens.get_column("model_name").str.starts_with(f"{top_org}/").all()
+    assert gens.group_by("model_name").len().get_column("len").max() <= 20
+    assert step.command in (tmp_path / "subset" / "README.md").read_text()
