@@ -10,7 +10,6 @@ import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePosixPath
 from typing import IO
 
 import numpy as np
@@ -20,6 +19,7 @@ from cfx.errors import UsageError
 from cfx.manifest import Manifest
 from cfx.progress import NullReporter, Reporter
 from cfx.select import SelectionStep, raise_empty, random_keys, where_filter
+from cfx.shardspec import parse_shard_spec, shard_number
 
 # --- --rows: the `datasets` split-slicing syntax, without (or with) a split name ---------------------------
 _PART_RE = re.compile(
@@ -122,32 +122,6 @@ def row_positions(spec: str | Sequence[RowRange], n: int) -> np.ndarray:
     allpos = np.concatenate(pieces) if pieces else np.empty(0, np.int64)
     _, first = np.unique(allpos, return_index=True)
     return allpos[np.sort(first)]
-
-
-# --- --shards ------------------------------------------------------------------------------------------
-# A minimal parser; cfx.shardspec (download branch) is the shared one: unify when both are in main.
-_TRAILING_INT = re.compile(r"(\d+)$")
-
-
-def parse_shard_spec(spec: str, option: str = "--shards") -> list[int]:
-    """``"0-9,93"`` → ``[0, 1, …, 9, 93]``."""
-    numbers: set[int] = set()
-    for raw in spec.split(","):
-        token = raw.strip()
-        m = re.fullmatch(r"(\d+)(?:\s*-\s*(\d+))?", token)
-        if not m or (m[2] is not None and int(m[2]) < int(m[1])):
-            raise UsageError(
-                f"{option} {spec!r}: {token!r} is not a shard number or START-END range",
-                "write e.g. 0-9,93",
-            )
-        numbers.update(range(int(m[1]), int(m[2] or m[1]) + 1))
-    return sorted(numbers)
-
-
-def shard_number(path: str) -> int | None:
-    """``data/HFCF_small_12.parquet`` → 12."""
-    m = _TRAILING_INT.search(PurePosixPath(path).name.split(".", 1)[0])
-    return int(m.group(1)) if m else None
 
 
 # --- --sample -----------------------------------------------------------------------------------------

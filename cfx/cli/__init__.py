@@ -39,9 +39,9 @@ def _root(
 
 
 def _register() -> None:
-    from cfx.cli import demo, index, slice, stats, subset
+    from cfx.cli import demo, download, index, slice, stats, subset, synth
 
-    for module in (index, stats, slice, subset, demo):
+    for module in (index, stats, slice, subset, download, synth, demo):
         module.register(app)
 
 
