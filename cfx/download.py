@@ -902,7 +902,9 @@ def run_plan(
     try:
         pending = set(futures)
         while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            # a timeout, so the main thread wakes up to run Python's SIGINT handler: a signal delivered to a
+            # worker blocked in recv() would otherwise leave Ctrl-C unnoticed until the downloads end
+            done, pending = wait(pending, timeout=0.25, return_when=FIRST_EXCEPTION)
             for fut in done:
                 path = futures[fut].remote.path
                 exc = fut.exception()

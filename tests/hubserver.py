@@ -103,7 +103,7 @@ class LocalHub:
     """
 
     def __init__(
-        self, root: Path | None = None, *, throttle: str = "20m", files_from_nginx: bool = False
+        self, root: Path | None = None, *, throttle: str = "4m", files_from_nginx: bool = False
     ) -> None:
         """``files_from_nginx``: nginx answers every resolve GET/HEAD itself (like the Hub's CDN), with the
         Hub's ``ETag`` and ``X-Repo-Commit`` headers; olah then only serves the API. Default: only Range
@@ -367,7 +367,7 @@ http {{
         keepalive 16;
     }}
 {server(self.port, "")}
-{server(self.slow_port, f"limit_rate {self.throttle};")}
+{server(self.slow_port, f"limit_rate {self.throttle}; proxy_buffering on;  # limit_rate needs buffering")}
 }}
 """
         )

@@ -340,6 +340,11 @@ def test_kill_mid_file_then_resume(local_hub: HubDataset, tmp_path: Path, run_cf
     assert not final.exists()  # never under the final name before it is complete and verified
     kept = part.stat().st_size
     assert 0 < kept < size
+    # nginx logs the aborted request when it notices the closed connection: wait for that line first
+    deadline = time.monotonic() + 20
+    while not [e for e in local_hub.hub.entries_since(0, path) if e.method == "GET" and e.range == "-"]:
+        assert time.monotonic() < deadline, "nginx never logged the killed download"
+        time.sleep(0.05)
 
     mark = local_hub.hub.log_mark()
     summary = ok_json(run_cfx("download", BIG_REPO, "--out", str(out), "--shards", "0", "--json"))
