@@ -5,9 +5,9 @@ row groups, so memory stays at a row group or two whatever the size of the sourc
 The dataset is built in ``DIR.tmp-<random>`` beside ``DIR`` and renamed into place at the end, so a crash
 or a kill never leaves a partial ``DIR``.
 
-``order="shuffle"`` needs a global permutation while reading shards in order: rows are first spread into
-bucket files (Arrow IPC, ~128 MB each) by their output position, then each bucket is memory-mapped, put in
-order and written. That costs one extra write of the selected bytes to a temp folder inside ``DIR.tmp-*``.
+``order="shuffle"`` needs a global permutation while shards are read in order: rows are first spilled, in
+source order, into an Arrow IPC file inside ``DIR.tmp-*`` (one record batch per row), then read back one row
+at a time in the shuffled order. That costs one extra write and read of the selected bytes, not memory.
 """
 
 from __future__ import annotations
@@ -46,7 +46,6 @@ from cfx.stream import ROW_COLUMN, iter_shard_batches, shard_ref
 DEFAULT_ROW_GROUP_ROWS = 100
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
 ROW_GROUP_MAX_BYTES = 64 << 20  # a row group never buffers more than this, however large the images
-SHUFFLE_BUCKET_BYTES = 64 << 20
 READ_BATCH_ROWS = 16
 READ_BATCH_BYTES = 4 << 20  # source rows read at once: about this many bytes (at least one row)
 SPLIT = "train"
@@ -107,6 +106,7 @@ class SubsetPlan:
     duplicates: int  # (shard, row) pairs listed more than once, written once
     order: str
     seed: int
+    source_index: np.ndarray | None = None  # shuffle: output row j is the source-order row source_index[j]
 
     @property
     def rows(self) -> int:
@@ -177,6 +177,7 @@ def plan_subset(
     duplicates = manifest.df.height - df.height
     if duplicates:
         reporter.warn(f"{duplicates:,} rows are listed more than once; each is written once")
+    perm = None
     if order == "shuffle":
         perm = np.random.Generator(np.random.PCG64(seed)).permutation(df.height)
         df = df[perm]
@@ -240,6 +241,7 @@ def plan_subset(
         duplicates=duplicates,
         order=order,
         seed=seed,
+        source_index=perm,
     )
 
 
@@ -429,13 +431,9 @@ class _RowGroups:
 
 
 def _source_batches(
-    plan: SubsetPlan,
-    source: Manifest,
-    schema: pa.Schema,
-    provenance: bool,
-    positions: dict[str, np.ndarray] | None,
-) -> Iterator[tuple[pa.RecordBatch, np.ndarray | None]]:
-    """Selected rows shard by shard (source order), as batches in the output schema (+ output positions)."""
+    plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool
+) -> Iterator[pa.RecordBatch]:
+    """Selected rows shard by shard, in source order, as record batches in the output schema."""
     df = plan.manifest.df
     base = plan.schema.remove_metadata()
     for sp in plan.shards:
@@ -453,11 +451,7 @@ def _source_batches(
             arrays = list(data.columns)
             if provenance:
                 arrays += [pa.array([sp.shard] * data.num_rows, pa.string()), src_rows]
-            out = pa.RecordBatch.from_arrays(arrays, schema=schema)
-            pos = None
-            if positions is not None:
-                pos = positions[sp.shard][np.searchsorted(rows, src_rows.to_numpy())]
-            yield out, pos
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
 def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
@@ -601,9 +595,9 @@ def write_subset(
         try:
             groups = _RowGroups(writer, row_group_rows, schema, task)
             if order == "shuffle":
-                _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp, row_group_rows)
+                _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp)
             else:
-                for batch, _ in _prefetch(_source_batches(plan, manifest, schema, with_provenance, None)):
+                for batch in _prefetch(_source_batches(plan, manifest, schema, with_provenance)):
                     groups.add(batch)
             groups.flush()
             writer.close()
@@ -654,60 +648,29 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _write_shuffled(
-    plan: SubsetPlan,
-    source: Manifest,
-    schema: pa.Schema,
-    provenance: bool,
-    groups: _RowGroups,
-    tmp: Path,
-    row_group_rows: int,
+    plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool, groups: _RowGroups, tmp: Path
 ) -> None:
-    """Spread rows into position-ordered bucket files, then write each bucket in position order."""
-    df = plan.manifest.df.with_row_index("__pos")
-    avg = max(1, plan.est_bytes // max(plan.rows, 1))
-    bucket_rows = max(row_group_rows, (SHUFFLE_BUCKET_BYTES // avg) // row_group_rows * row_group_rows)
-    n_buckets = -(-plan.rows // bucket_rows)
-    positions: dict[str, np.ndarray] = {}
-    for sp in plan.shards:
-        part = df.filter(pl.col("shard") == sp.shard).sort("row")
-        positions[sp.shard] = part.get_column("__pos").to_numpy().astype(np.int64)
-    folder = tmp / ".shuffle"
-    folder.mkdir()
-    bucket_schema = schema.append(pa.field("__pos", pa.int64()))
-    sinks: dict[int, tuple[pa.NativeFile, ipc.RecordBatchStreamWriter]] = {}
-    try:
-        for batch, pos in _prefetch(_source_batches(plan, source, schema, provenance, positions)):
-            assert pos is not None
-            with_pos = pa.RecordBatch.from_arrays(
-                [*batch.columns, pa.array(pos, pa.int64())], schema=bucket_schema
+    """Spill the rows in source order, one record batch per row, then write them in the shuffled order.
+
+    The spill is an Arrow IPC file read back with positioned reads (no memory map), one row at a time, so
+    memory stays at a row group whatever the selection; it costs one extra write and read of the bytes.
+    """
+    assert plan.source_index is not None
+    spill = tmp / ".shuffle.arrow"
+    with pa.OSFile(str(spill), "wb") as sink, ipc.new_file(sink, schema) as writer:
+        for batch in _prefetch(_source_batches(plan, source, schema, provenance)):
+            for i in range(batch.num_rows):
+                writer.write_batch(batch.slice(i, 1))
+    with pa.OSFile(str(spill), "rb") as src:
+        reader = ipc.open_file(src)
+        if reader.num_record_batches != plan.rows:
+            raise OutputError(
+                f"the shuffle spill holds {reader.num_record_batches:,} rows, not {plan.rows:,}",
+                "this is a bug in cfx; please report it with CFX_DEBUG=1",
             )
-            buckets = pos // bucket_rows
-            for b in np.unique(buckets):
-                if int(b) not in sinks:
-                    sink = pa.OSFile(str(folder / f"{int(b):06d}.arrow"), "wb")
-                    sinks[int(b)] = (sink, ipc.new_stream(sink, bucket_schema))
-                idx = np.flatnonzero(buckets == b)
-                sinks[int(b)][1].write_batch(
-                    with_pos if idx.size == with_pos.num_rows else with_pos.take(pa.array(idx))
-                )
-    finally:
-        for sink, w in sinks.values():
-            with contextlib.suppress(Exception):
-                w.close()
-            sink.close()
-    for b in range(n_buckets):
-        path = folder / f"{b:06d}.arrow"
-        with pa.memory_map(str(path)) as src:
-            table = ipc.open_stream(src).read_all()
-            order = pc.sort_indices(table.column("__pos")).to_numpy()
-            table = table.drop_columns(["__pos"])
-            for start in range(0, len(order), row_group_rows):
-                chunk = table.take(pa.array(order[start : start + row_group_rows]))
-                for rb in chunk.to_batches():
-                    groups.add(rb)
-            del table
-        path.unlink()
-    folder.rmdir()
+        for i in plan.source_index:
+            groups.add(reader.get_batch(int(i)))
+    spill.unlink()
 
 
 def _finalize_files(tmp: Path, parts: list[tuple[Path, int]]) -> list[WrittenFile]:
