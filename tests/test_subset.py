@@ -822,3 +822,29 @@ def test_synth_dataset_round_trip(cf_small: Path, tmp_path: Path) -> None:
     schema = pq.read_schema(result.out / result.files[0].name)
     assert schema.equals(pq.read_schema(cf_small / "data" / "HFCF_small_0.parquet"), check_metadata=False)
     assert read_front_matter((result.out / "README.md").read_text())["license"] == "cc-by-nc-sa-4.0"
+
+
+@pytest.mark.hub
+def test_subset_from_the_hub(local_hub: Any, run_cfx: Any, tmp_path: Path) -> None:
+    """hf:// source: only touched shards are streamed, bytes match the Hub's files, the card names repo@commit."""
+    from tests.conftest import REPO
+
+    out = tmp_path / "hub-real"
+    r = run_cfx("subset", f"hf://datasets/{REPO}", "--out", str(out), "--labels", "real")
+    assert r.returncode == 0, r.stderr
+    m = read_manifest(out / "manifest.parquet")
+    shards = sorted(set(m.df.get_column("source_shard")))
+    assert shards == ["data/HFCF_small_4.parquet", "data/HFCF_small_5.parquet"]  # the real-only shards
+    for shard in shards:
+        want = [
+            hashlib.sha256(b).hexdigest()
+            for b in pq.read_table(local_hub.file(shard)).column("image_data").to_pylist()
+        ]
+        got = {r: h for s, r, h in _output_rows(out) if s == shard}
+        assert got == dict(enumerate(want))
+    card = (out / "README.md").read_text()
+    assert read_front_matter(card)["license"] == "cc-by-nc-sa-4.0"
+    assert (
+        f"Hub dataset [`{REPO}`](https://huggingface.co/datasets/{REPO}) at revision `{local_hub.commit}`"
+        in card
+    )
