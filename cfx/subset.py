@@ -171,7 +171,10 @@ def plan_subset(
         raise UsageError(f"--order {order!r}: unknown order", "use source or shuffle")
     if not len(manifest):
         raise EmptySelectionError("the selection is empty: nothing to write", "loosen the filters")
-    df = _source_order(manifest.df)
+    df = manifest.df
+    if "num_bytes" not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias("num_bytes"))
+    df = _source_order(df)
     duplicates = manifest.df.height - df.height
     if duplicates:
         reporter.warn(f"{duplicates:,} rows are listed more than once; each is written once")
