@@ -140,6 +140,29 @@ print(time.perf_counter() - t)
 """
 
 
+_RAW = """
+import os, sys, time
+size = int(sys.argv[2])
+buf = os.urandom(1 << 20)
+os.sync()
+t = time.perf_counter()
+with open(sys.argv[1], "wb") as f:
+    for _ in range(size >> 20):
+        f.write(buf)
+os.sync()
+print(time.perf_counter() - t)
+"""
+
+
+def raw_write_seconds(dst: Path, size: int) -> float:
+    """The floor for any user-space writer: plain 1 MB write() calls of ``size`` bytes (+ sync)."""
+    proc = subprocess.run([sys.executable, "-c", _RAW, str(dst), str(size)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(proc.stderr)
+    dst.unlink()
+    return float(proc.stdout.strip().splitlines()[-1])
+
+
 def writer_seconds(root: Path, out: Path, env: dict[str, str]) -> float:
     """write_subset() + sync in a fresh interpreter, timed without its start-up and imports."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
@@ -157,11 +180,12 @@ def bench_throughput(work: Path, reps: int, target: int) -> tuple[list[list[obje
     size = path.stat().st_size
     cache = {"CFX_CACHE_DIR": str(work / "cache-large")}
     timed(cfx("index", str(root), "-o", str(work / "large-m.parquet")), env=cache)  # warm the index cache
-    cp_t, lib_t, cli_t = [], [], []
-    for i in range(reps):  # interleaved, so load changes on a shared machine hit all three alike
+    cp_t, raw_t, lib_t, cli_t = [], [], [], []
+    for i in range(reps):  # interleaved, so load changes on a shared machine hit all of them alike
         dst = work / f"cp-{i}.parquet"
         cp_t.append(timed(["cp", str(path), str(dst)]))
         dst.unlink()
+        raw_t.append(raw_write_seconds(work / f"raw-{i}.bin", size))
         out = work / f"lib-{i}"
         lib_t.append(writer_seconds(root, out, cache))
         shutil.rmtree(out)
@@ -180,8 +204,10 @@ def bench_throughput(work: Path, reps: int, target: int) -> tuple[list[list[obje
     rows = [
         [f"source: one single-row-group shard, {size / 1e9:.2f} GB", made, ""],
         ["`cp` of the shard (+ sync), median s", rate(cp_t), ""],
+        ["plain `write()` of as many bytes from Python (+ sync), median s", rate(raw_t), ""],
         ["cfx writer: `write_subset()` of every row (+ sync), median s", rate(lib_t), ""],
         ["**writer throughput ratio cfx / cp**", f"**{median(cp_t) / median(lib_t):.2f}×**", "goal ≥ 0.5×"],
+        ["writer throughput ratio cfx / plain write()", f"{median(raw_t) / median(lib_t):.2f}×", ""],
         ["`cfx subset` CLI incl. interpreter start + index load (+ sync), median s", rate(cli_t), ""],
         ["CLI ratio cfx / cp", f"{median(cp_t) / median(cli_t):.2f}×", ""],
         ["peak RSS, `--order source`", f"**{peaks['source']:,.0f} MB**", "goal < 1 GB"],
