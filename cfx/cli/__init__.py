@@ -39,9 +39,9 @@ def _root(
 
 
 def _register() -> None:
-    from cfx.cli import demo, index, stats
+    from cfx.cli import audit, balance, demo, index, licenses, stats
 
-    for module in (index, stats, demo):
+    for module in (index, stats, licenses, balance, audit, demo):
         module.register(app)
 
 

@@ -43,3 +43,47 @@ WhereOpt = Annotated[
         "--where", help="SQL filter over manifest columns, e.g. \"architecture = 'GAN' AND width >= 512\"."
     ),
 ]
+
+# Licence options: every selecting command accepts them (see docs/licenses.md).
+LicensesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--licenses",
+        help="Keep only rows whose licence id matches one of these globs (repeatable or comma-separated), "
+        "e.g. 'creativeml-openrail-m,cc-by-*'.",
+    ),
+]
+ExcludeLicensesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude-licenses", help="Drop rows whose licence id matches one of these globs, e.g. '*-nc-*'."
+    ),
+]
+CommercialOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--commercial-only", help="Keep only rows under licences known to allow commercial use (not unknown)."
+    ),
+]
+LicenseTableOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--license-table",
+        help="Generator licence table (CSV/TSV/JSON/JSONL/parquet). Default: the dataset's data/metadata.",
+    ),
+]
+ModelColumnOpt = Annotated[
+    str | None,
+    typer.Option("--model-column", help="Model-name column of --license-table (default: found by name)."),
+]
+LicenseColumnOpt = Annotated[
+    str | None,
+    typer.Option("--license-column", help="Licence column of --license-table (default: found by name)."),
+]
+RealLicenseTableOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--real-license-table",
+        help="Table (real_source, license) extending/overriding the built-in real-source licences.",
+    ),
+]
