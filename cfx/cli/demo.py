@@ -22,8 +22,8 @@ def demo(
 
     Examples:
 
+    \b
       cfx demo
-
       cfx demo /tmp/cfx-demo --overwrite
     """
     console = out_console()

@@ -35,10 +35,9 @@ def index(
 
     Examples:
 
+    \b
       cfx index data/ -o manifest.parquet
-
       cfx index hf://datasets/OwensLab/CommunityForensics-Small -o cf-small.parquet
-
       cfx index data/ | cfx stats -
     """
     with CliReporter() as reporter:

@@ -83,10 +83,9 @@ def stats(
 
     Examples:
 
+    \b
       cfx stats data/
-
       cfx stats manifest.parquet --by architecture --by format --json
-
       cfx stats hf://datasets/OwensLab/CommunityForensics-Small --plot cf-small.png
     """
     with CliReporter() as reporter:
