@@ -300,17 +300,12 @@ class BalanceResult:
 
 
 def _empty_error(steps: list[Step], step: Step) -> EmptySelectionError:
-    which = (
-        "real"
-        if step.real == 0 and step.generated > 0
-        else "generated"
-        if step.real > 0
-        else "real or generated"
-    )
+    emptied = [side for side, n in (("real", step.real), ("generated", step.generated)) if n == 0]
+    which = f"{emptied[0]} " if len(emptied) == 1 else ""
     trail = " → ".join(s.short() for s in steps)
     err = EmptySelectionError(
-        f"'{step.name}{' ' + step.detail if step.detail else ''}' left no {which} rows to balance. Counts per step: "
-        f"{trail}",
+        f"'{step.name}'{f' ({step.detail})' if step.detail else ''} left no {which}rows to balance. "
+        f"Counts per step: {trail}",
         "relax that constraint (e.g. a coarser --match bin, fewer --match features, other licence options)",
     )
     err.steps = [s.to_json() for s in steps]  # type: ignore[attr-defined]
@@ -567,7 +562,7 @@ def balance(
 
     out = (
         df.with_row_index("__i")
-        .drop([c for c in (PAIR_COLUMN,) if c in df.columns and options.pair])
+        .drop([PAIR_COLUMN] if PAIR_COLUMN in df.columns else [])  # old pairs do not survive
         .join(selected.select(keep_cols), on="__i", how="semi" if not options.pair else "inner")
     )
     out = _sort_rows(out).drop("__i")
