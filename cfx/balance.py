@@ -42,7 +42,8 @@ from cfx.sources import natural_key
 
 UNNAMED = "(unnamed)"
 PAIR_COLUMN = "pair_id"
-MAX_FLOOR_ROUNDS = 64
+MAX_FLOOR_ROUNDS = 64  # never reached: eager rounds halve the generators below the floor
+EXACT_FLOOR_ROUNDS = 3
 
 # Named match features: (description, default bin width or None for exact/categorical).
 MATCH_FEATURES: dict[str, tuple[str, float | None]] = {
@@ -358,35 +359,42 @@ def _round_robin(frame: pl.DataFrame, levels: Sequence[tuple[str, str]]) -> pl.D
     return frame
 
 
-def _allocate(
-    gen: pl.DataFrame, real: pl.DataFrame, ratio: tuple[int, int], stratified: bool
-) -> tuple[pl.DataFrame, pl.DataFrame]:
+def _rank_generated(gen: pl.DataFrame, stratified: bool) -> pl.DataFrame:
+    levels = [("__strat", "__strat_h"), ("__gen", "__gen_h")] if stratified else [("__gen", "__gen_h")]
+    return _round_robin(gen.sort(["__h", "shard", "row"]), levels)
+
+
+def _rank_real(real: pl.DataFrame) -> pl.DataFrame:
+    return _round_robin(real.sort(["__h", "shard", "row"]), [("__src", "__src_h")])
+
+
+def _take(gen: pl.DataFrame, real: pl.DataFrame, ratio: tuple[int, int]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The first ``units*g`` generated and ``units*r`` real rows (round-robin order) of every bin."""
     r, g = ratio
-    gb = gen.group_by("__bin").len("__g")
-    rb = real.group_by("__bin").len("__r")
-    budget = gb.join(rb, on="__bin", how="inner").with_columns(
-        pl.min_horizontal(pl.col("__r") // r, pl.col("__g") // g).alias("__units")
+    budget = (
+        gen.group_by("__bin")
+        .len("__g")
+        .join(real.group_by("__bin").len("__r"), on="__bin", how="inner")
+        .with_columns(pl.min_horizontal(pl.col("__r") // r, pl.col("__g") // g).alias("__units"))
+        .filter(pl.col("__units") > 0)
+        .select("__bin", "__units")
     )
-    budget = budget.filter(pl.col("__units") > 0).select("__bin", "__units")
-    gen = gen.join(budget, on="__bin", how="inner")
-    real = real.join(budget, on="__bin", how="inner")
-    gen_levels = [("__strat", "__strat_h"), ("__gen", "__gen_h")] if stratified else [("__gen", "__gen_h")]
-    gen = _round_robin(gen.sort(["__h", "shard", "row"]), gen_levels)
-    real = _round_robin(real.sort(["__h", "shard", "row"]), [("__src", "__src_h")])
-    gen = gen.filter(pl.col("__pos") < pl.col("__units") * g)
-    real = real.filter(pl.col("__pos") < pl.col("__units") * r)
-    return gen, real
+    gen = gen.join(budget, on="__bin", how="inner").filter(pl.col("__pos") < pl.col("__units") * g)
+    real = real.join(budget, on="__bin", how="inner").filter(pl.col("__pos") < pl.col("__units") * r)
+    return gen.drop("__units"), real.drop("__units")
 
 
-def _floor_drops(gen_sel: pl.DataFrame, floor: int) -> list[str]:
+def _floor_drops(gen_sel: pl.DataFrame, floor: int, eager: bool) -> list[str]:
     """Generators to drop so the ones left can reach ``floor`` rows: among those below it, keep as many as
-    the rows they hold could fill (the biggest), drop the rest (fewest rows first, ties by seeded hash)."""
+    the rows they hold could fill (the biggest), drop the rest (fewest rows first, ties by seeded hash).
+    ``eager`` drops at least half of them: the freed rows are shared with every generator of their bins,
+    so the estimate above is optimistic and would otherwise take many rounds."""
     counts = gen_sel.group_by("__gen", "__gen_h").len("n")
     below = counts.filter(pl.col("n") < floor).sort(["n", "__gen_h"])
     if below.height == 0:
         return []
     keep = int(below.get_column("n").sum()) // floor
-    n_drop = max(1, below.height - keep)
+    n_drop = max(1, below.height - keep, (below.height + 1) // 2 if eager else 0)
     return below.get_column("__gen").head(n_drop).to_list()
 
 
@@ -526,21 +534,19 @@ def balance(
 
     # 4./5. allocate, then enforce the floor on the result
     floor_dropped: list[str] = []
-    for _ in range(MAX_FLOOR_ROUNDS):
-        gen_sel, real_sel = _allocate(gen, real, (r, g), stratified=bool(options.stratify))
+    stratified = bool(options.stratify)
+    real_ranked = _rank_real(real)  # the real order does not depend on which generators are kept
+    for round_no in range(MAX_FLOOR_ROUNDS):
+        gen_sel, real_sel = _take(_rank_generated(gen, stratified), real_ranked, (r, g))
         if not floor or gen_sel.height == 0:
             break
-        drops = _floor_drops(gen_sel, floor)
+        drops = _floor_drops(gen_sel, floor, eager=round_no >= EXACT_FLOOR_ROUNDS)
         if not drops:
             break
         floor_dropped.extend(drops)
         gen = gen.filter(~pl.col("__gen").is_in(drops))
-    else:  # pragma: no cover - each round drops at least one generator, so this needs > 64 rounds
-        counts = gen_sel.group_by("__gen").len("n")
-        low = counts.filter(pl.col("n") < floor).get_column("__gen").to_list()
-        floor_dropped.extend(low)
-        gen = gen.filter(~pl.col("__gen").is_in(low))
-        gen_sel, real_sel = _allocate(gen, real, (r, g), stratified=bool(options.stratify))
+    else:  # pragma: no cover - eager rounds end this long before MAX_FLOOR_ROUNDS
+        raise AssertionError("min-per-generator did not converge")
     if floor_dropped:
         reporter.info(
             f"min-per-generator {floor}: {len(floor_dropped)} generator(s) could not reach {floor} rows"

@@ -133,7 +133,7 @@ def _balance(ctx: DemoContext) -> DemoStep:
 
     manifest = ctx.state.get("licensed", ctx.state["manifest"])
     specs = [parse_match(s, manifest.df.columns) for s in ("min-side", "format")]
-    result = balance(manifest, BalanceOptions(match=specs, pair=True, seed=0), reporter=ctx.reporter)
+    result = balance(manifest, BalanceOptions(match=specs, pair=True, seed=0))
     path = ctx.out / "balanced.parquet"
     result.manifest.write(path)
     report = ctx.out / "balance.json"
