@@ -82,10 +82,9 @@ def audit_cmd(
 
     Examples:
 
+    \b
       cfx audit data/
-
       cfx audit balanced.parquet --json
-
       cfx balance data/ --match min-side:64 --match format | cfx audit -
     """
     if not 0.5 <= threshold <= 1.0:

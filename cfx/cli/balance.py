@@ -129,18 +129,15 @@ def balance_cmd(
     Licence options apply first; --match keeps real:generated at the ratio inside every bin of the matched
     features, so size and format stop predicting the label; --pair links the rows one to one. The selection
     is as large as the constraints allow and depends only on --seed and the rows. The report (rows and
-    generators left after each step) goes to stderr, or to stdout as JSON with --json.
+    generators left after each step) goes to stderr, or as JSON to stdout with the --json option.
 
     Examples:
 
+    \b
       cfx balance data/ -o balanced.parquet
-
       cfx balance manifest.parquet --match min-side:64 --match format --pair -o pairs.parquet
-
       cfx balance data/ --per-generator 500 --min-per-generator 50 --stratify architecture --commercial-only -o b.parquet
-
       cfx balance data/ --match resolution --json
-
       cfx balance data/ --ratio 2:1 | cfx stats -
     """
     r = parse_ratio(ratio)

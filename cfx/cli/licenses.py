@@ -121,12 +121,10 @@ def licenses(
 
     Examples:
 
+    \b
       cfx licenses data/
-
       cfx licenses data/ --json
-
       cfx licenses manifest.parquet --license-table models.csv --model-column repo --license-column spdx
-
       cfx licenses data/ -o licensed.parquet
     """
     with CliReporter() as reporter:
