@@ -518,3 +518,28 @@ def test_cli_balance_on_dataset_with_licences(
     assert "license" in df.columns
     assert not df.get_column("license").is_in(["unknown"]).any()
     assert not df.get_column("license").str.contains("-nc-").any()
+
+
+def test_demo_runs_licences_audit_and_balance(tmp_path: Path) -> None:
+    from cfx.audit import audit
+    from cfx.demo import run_demo
+
+    steps = list(run_demo(tmp_path / "demo"))
+    titles = [s.title for s in steps]
+    for word in ("Licences", "Audit shortcuts", "Balance real against generated", "Audit the balanced"):
+        assert any(t.startswith(word) for t in titles), titles
+    out = tmp_path / "demo"
+    for name in (
+        "licenses.json",
+        "licensed.parquet",
+        "audit-raw.json",
+        "balanced.parquet",
+        "audit-balanced.json",
+    ):
+        assert (out / name).is_file(), name
+    raw = json.loads((out / "audit-raw.json").read_text())
+    assert "format" in raw["flagged"]
+    balanced = read_manifest(out / "balanced.parquet")
+    assert {"license", PAIR_COLUMN} <= set(balanced.df.columns)
+    assert audit(balanced).flagged == []
+    assert json.loads((out / "audit-balanced.json").read_text())["flagged"] == []
