@@ -6,6 +6,7 @@ is moved with it (pass the new root) and so local and Hub copies of the same rep
 
 from __future__ import annotations
 
+import fnmatch
 import glob as globlib
 import os
 import re
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cfx.errors import InputError, NetworkError, UsageError
+from cfx.errors import InputError, UsageError
 from cfx.manifest import ShardInfo
 
 HF_PREFIX = "hf://"
@@ -127,83 +128,40 @@ class HubSpec:
         return cls(repo_id=f"{m['org']}/{m['repo']}", revision=m["rev"], path=path)
 
 
-def hub_error(exc: Exception, repo_id: str, revision: str | None) -> Exception:
-    """Translate huggingface_hub / network exceptions into a CfxError with a hint."""
-    from huggingface_hub import constants
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        HfHubHTTPError,
-        OfflineModeIsEnabled,
-        RepositoryNotFoundError,
-        RevisionNotFoundError,
-    )
-
-    endpoint = constants.ENDPOINT
-    if isinstance(exc, OfflineModeIsEnabled):
-        return NetworkError(
-            f"cannot reach the Hub for {repo_id}: HF_HUB_OFFLINE is set",
-            "unset HF_HUB_OFFLINE, or work on a local copy (`cfx download` it first)",
-        )
-    if isinstance(exc, RevisionNotFoundError):
-        return NetworkError(
-            f"revision {revision!r} not found in dataset {repo_id} at {endpoint}",
-            "check --revision / @REV (a branch, tag or commit of the repo)",
-        )
-    if isinstance(exc, GatedRepoError):
-        return NetworkError(f"dataset {repo_id} is gated", "accept its terms on the Hub and set HF_TOKEN")
-    if isinstance(exc, RepositoryNotFoundError):
-        return NetworkError(
-            f"dataset {repo_id} not found at {endpoint}",
-            "check the ORG/REPO spelling; for a private repo set HF_TOKEN; for a mirror set HF_ENDPOINT",
-        )
-    if isinstance(exc, HfHubHTTPError):
-        return NetworkError(
-            f"the Hub at {endpoint} answered an error for {repo_id}: {exc}", "try again later"
-        )
-    return NetworkError(
-        f"cannot reach the Hub at {endpoint} ({type(exc).__name__}: {exc})",
-        "check the network; for a mirror set HF_ENDPOINT; to work offline set HF_HUB_OFFLINE=1 and use a local copy",
-    )
-
-
 def resolve_remote(spec: str, token: str | None = None) -> DatasetSource:
-    """List the parquet shards of a Hub dataset at one commit, through HfFileSystem (honours HF_ENDPOINT)."""
-    from huggingface_hub import HfApi, HfFileSystem
+    """List the parquet shards of a Hub dataset at one commit; read them through HfFileSystem.
+
+    Listing, retries and error messages are shared with ``cfx download`` (``cfx.download.resolve_repo``);
+    HfFileSystem honours ``HF_ENDPOINT`` and ``HF_TOKEN``, unlike polars' native hf:// reader.
+    """
+    from huggingface_hub import HfFileSystem
+
+    from cfx.download import resolve_repo
 
     hub = HubSpec.parse(spec)
-    api = HfApi(token=token)
-    try:
-        info = api.dataset_info(hub.repo_id, revision=hub.revision or "main")
-        sha = info.sha or hub.revision or "main"
-        fs = HfFileSystem(token=token, block_size=1 << 20)
-        base = f"datasets/{hub.repo_id}@{sha}"
-        pattern = f"{base}/{hub.path}" if hub.path else f"{base}/**/*.parquet"
-        found: dict[str, Any] = (
-            dict(fs.glob(pattern, detail=True)) if any(c in pattern for c in "*?[") else {}  # type: ignore[arg-type]
-        )
-        if not found and hub.path and not any(c in hub.path for c in "*?["):
-            found = {f"{base}/{hub.path}": fs.info(f"{base}/{hub.path}")}
-    except Exception as exc:
-        if isinstance(exc, FileNotFoundError):
+    commit, files = resolve_repo(hub.repo_id, hub.revision, token=token)
+    if hub.path:
+        pattern = hub.path
+        chosen = [f for f in files if fnmatch.fnmatchcase(f.path, pattern) or f.path == pattern]
+        if not chosen:
             raise InputError(
-                f"{spec}: no such file in the repo", "check the path after the repo name"
-            ) from None
-        raise hub_error(exc, hub.repo_id, hub.revision) from None
-    refs = []
-    for full, meta in found.items():
-        rel = full[len(base) + 1 :]
-        if meta.get("type") == "directory" or not _is_shard_rel(rel) and not hub.path:
-            continue
-        lfs = meta.get("lfs") or {}
-        etag = lfs.get("sha256") if isinstance(lfs, dict) else None
-        etag = etag or meta.get("blob_id")
-        refs.append(
-            ShardRef(rel=rel, path=f"{base}/{rel}", info=ShardInfo(size=int(meta["size"]), etag=etag))
+                f"{spec}: no file matches {pattern!r} at revision {commit[:12]}",
+                "check the path after the repo name, e.g. data/HFCF_small_0.parquet or 'data/*.parquet'",
+            )
+    else:
+        chosen = [f for f in files if _is_shard_rel(f.path)]
+    chosen = [f for f in chosen if f.path.endswith(".parquet")]
+    if not chosen:
+        raise InputError(
+            f"{spec} holds no parquet shards at revision {commit[:12]}", "check the repo and path"
         )
-    refs.sort(key=lambda r: natural_key(r.rel))
-    if not refs:
-        raise InputError(f"{spec} holds no parquet shards at revision {sha[:12]}", "check the repo and path")
-    return DatasetSource(root=f"hf://datasets/{hub.repo_id}@{sha}", shards=refs, fs=fs)
+    base = f"datasets/{hub.repo_id}@{commit}"
+    refs = [
+        ShardRef(rel=f.path, path=f"{base}/{f.path}", info=ShardInfo(size=f.size, etag=f.sha256 or f.blob_id))
+        for f in sorted(chosen, key=lambda f: natural_key(f.path))
+    ]
+    fs = HfFileSystem(token=token, block_size=1 << 20)
+    return DatasetSource(root=f"hf://datasets/{hub.repo_id}@{commit}", shards=refs, fs=fs)
 
 
 def resolve(spec: str, token: str | None = None) -> DatasetSource:

@@ -58,8 +58,11 @@ def test_num_bytes_streams_image_lengths(cf_small: Path) -> None:
         .to_list()
     )
     assert got == lengths
-    # default index leaves it unknown rather than guessing
-    assert build_manifest(resolve_local(str(cf_small))).manifest.df.get_column("num_bytes").null_count() > 0
+    # a default (cold) index leaves it unknown rather than guessing ...
+    cold = build_manifest(resolve_local(str(cf_small)), use_cache=False).manifest
+    assert cold.df.get_column("num_bytes").null_count() == cold.df.height
+    # ... and a cached index keeps what was measured before
+    assert build_manifest(resolve_local(str(cf_small))).manifest.df.get_column("num_bytes").null_count() == 0
 
 
 def test_cache_hit_and_invalidation(tmp_path: Path) -> None:

@@ -39,9 +39,9 @@ def _root(
 
 
 def _register() -> None:
-    from cfx.cli import audit, balance, demo, index, licenses, stats
+    from cfx.cli import audit, balance, demo, download, index, licenses, stats, synth
 
-    for module in (index, stats, licenses, balance, audit, demo):
+    for module in (index, stats, download, synth, licenses, balance, audit, demo):
         module.register(app)
 
 

@@ -1,0 +1,166 @@
+"""`cfx synth`: write a synthetic CF-shaped dataset (demo set, scale replica or one large shard)."""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import pyarrow.parquet as pq
+import typer
+
+from cfx import synth as lib
+from cfx.cli import _output
+from cfx.cli._errors import handle_errors
+from cfx.cli._options import JsonOpt, SeedOpt
+from cfx.errors import OutputError, UsageError
+
+
+class Mode(str, Enum):
+    small = "small"
+    scale = "scale"
+    large = "large"
+
+
+_UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "KI": 2**10, "MI": 2**20, "GI": 2**30}
+
+
+def parse_size(text: str) -> int:
+    """'1.1GB', '30MB', '512MiB' or a plain byte count -> bytes (decimal units unless 'i')."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMG]I?)?B?\s*", text.upper())
+    if not m:
+        raise UsageError(f"cannot read size {text!r}", "use a byte count or e.g. 30MB, 1.1GB, 512MiB")
+    return int(float(m.group(1)) * _UNITS[m.group(2) or ""])
+
+
+def _human(n: int) -> str:
+    return f"{n / 1e9:.2f} GB" if n >= 10**9 else f"{n / 1e6:.1f} MB"
+
+
+def _check_output(directory: Path, overwrite: bool) -> None:
+    data = directory / "data"
+    if directory.exists() and not directory.is_dir():
+        raise OutputError(f"{directory} exists and is not a folder", "choose another DIR")
+    if data.is_dir() and any(data.iterdir()) and not overwrite:
+        raise OutputError(
+            f"{data} is not empty", "pass --overwrite to replace the generated files, or choose another DIR"
+        )
+
+
+@handle_errors
+def synth(
+    directory: Annotated[
+        Path,
+        typer.Argument(metavar="DIR", help="Folder to write into (created if missing).", show_default=False),
+    ],
+    mode: Annotated[
+        Mode,
+        typer.Option(
+            "--mode",
+            help="small: realistic demo set with injected duplicates; scale: the real 186-shard layout "
+            "(556,541 rows, tiny images); large: one shard above --large-bytes in one row group.",
+        ),
+    ] = Mode.small,
+    shards: Annotated[
+        int | None, typer.Option("--shards", min=1, help="Number of shards (small: 6, scale: 186).")
+    ] = None,
+    rows_per_shard: Annotated[
+        int | None, typer.Option("--rows-per-shard", min=1, help="Rows per shard (small only; default 60).")
+    ] = None,
+    scale: Annotated[
+        float | None,
+        typer.Option(
+            "--scale", help="Multiply all image sizes, e.g. 0.25 for quick tests (small only; default 1)."
+        ),
+    ] = None,
+    seed: SeedOpt = 0,
+    no_duplicates: Annotated[
+        bool, typer.Option("--no-duplicates", help="Do not inject duplicates (small only).")
+    ] = False,
+    large_bytes: Annotated[
+        str | None,
+        typer.Option(
+            "--large-bytes",
+            metavar="SIZE",
+            help="Minimum shard size for --mode large, e.g. 30MB (default 1.1GB).",
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the shards of an existing DIR/data.")
+    ] = False,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write a synthetic dataset shaped like CommunityForensics-Small (offline demo, tests, benchmarks).
+
+    Same schema and shard names as the real set; deterministic for a given --seed. The small set also
+    gets data/metadata/generators.csv, README.md and ground_truth/duplicates.parquet.
+
+    Examples:
+
+    \b
+      cfx synth ./cf-demo
+      cfx synth ./cf-tiny --shards 4 --rows-per-shard 20 --scale 0.25 --overwrite
+      cfx synth ./cf-replica --mode scale --json
+      cfx synth ./cf-large --mode large --large-bytes 1.1GB
+    """
+    if seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {seed}", "pass a non-negative --seed")
+    given = {
+        "--shards": (shards is not None, (Mode.small, Mode.scale)),
+        "--rows-per-shard": (rows_per_shard is not None, (Mode.small,)),
+        "--scale": (scale is not None, (Mode.small,)),
+        "--no-duplicates": (no_duplicates, (Mode.small,)),
+        "--large-bytes": (large_bytes is not None, (Mode.large,)),
+    }
+    for name, (is_given, modes) in given.items():
+        if is_given and mode not in modes:
+            raise UsageError(
+                f"{name} does not apply to --mode {mode.value}", f"drop {name} or pick another --mode"
+            )
+    target = parse_size(large_bytes) if large_bytes is not None else 1_100_000_000
+    _check_output(directory, overwrite)
+
+    with _output.CliReporter() as reporter:
+        if mode is Mode.large:
+            path = lib.make_large_shard(directory, target_bytes=target, seed=seed, reporter=reporter)
+            meta = pq.ParquetFile(path).metadata
+            summary: dict[str, Any] = {
+                "mode": mode.value,
+                "root": str(directory),
+                "shards": [str(path)],
+                "n_rows": meta.num_rows,
+                "n_row_groups": meta.num_row_groups,
+                "n_bytes": path.stat().st_size,
+            }
+            line = f"Wrote {path}: {meta.num_rows:,} rows, {_human(path.stat().st_size)}, one row group"
+        else:
+            if mode is Mode.small:
+                info = lib.make_dataset(
+                    directory,
+                    shards=6 if shards is None else shards,
+                    rows_per_shard=60 if rows_per_shard is None else rows_per_shard,
+                    seed=seed,
+                    scale=1.0 if scale is None else scale,
+                    duplicates=not no_duplicates,
+                    reporter=reporter,
+                )
+            else:
+                info = lib.make_scale_replica(
+                    directory, seed=seed, shards=186 if shards is None else shards, reporter=reporter
+                )
+            summary = {"mode": mode.value, **info.to_dict()}
+            line = (
+                f"Wrote {len(info.shards)} shards to {directory / 'data'}: {info.n_rows:,} rows "
+                f"({info.n_generated:,} generated, {info.n_real:,} real)"
+            )
+            if info.ground_truth is not None:
+                line += f"; {info.n_pairs} duplicate pairs in {info.ground_truth}"
+    if json_out:
+        _output.print_json(summary)
+    else:
+        print(line)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("synth")(synth)
