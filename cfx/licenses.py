@@ -429,46 +429,41 @@ def find_metadata_tables(root: str, token: str | None = None) -> list[str]:
 
 
 def _hub_metadata_files(root: str, token: str | None) -> list[str]:
-    from huggingface_hub import HfFileSystem
-
-    from cfx.sources import HubSpec, hub_error
+    from cfx.download import resolve_repo
+    from cfx.sources import HubSpec
 
     hub = HubSpec.parse(root)
-    fs = HfFileSystem(token=token)
-    base = f"datasets/{hub.repo_id}@{hub.revision or 'main'}"
-    found: list[str] = []
-    try:
-        for folder in (f"{base}/data/metadata", f"{base}/metadata"):
-            if fs.exists(folder):
-                found.extend(p for p in sorted(fs.find(folder)) if Path(p).suffix.lower() in TABLE_SUFFIXES)
-    except Exception as exc:
-        raise hub_error(exc, hub.repo_id, hub.revision) from None
-    return [f"hf://{p}" for p in found]
+    commit, files = resolve_repo(hub.repo_id, hub.revision, token=token)
+    return [
+        f"hf://datasets/{hub.repo_id}@{commit}/{f.path}"
+        for f in files
+        if f.path.startswith(("data/metadata/", "metadata/"))
+        and Path(f.path).suffix.lower() in TABLE_SUFFIXES
+    ]
 
 
 def _fetch(path: str, token: str | None) -> Path:
-    """A local path for a table: itself, or a Hub file downloaded into the cfx cache."""
+    """A local path for a table: itself, or a Hub file downloaded into the Hugging Face cache."""
     if not path.startswith("hf://"):
         return Path(path)
-    from huggingface_hub import HfFileSystem
+    from huggingface_hub import hf_hub_download
 
-    from cfx.index import cache_dir
-    from cfx.manifest import write_atomic
-    from cfx.sources import HubSpec, hub_error
+    from cfx.errors import NetworkError
+    from cfx.sources import HubSpec
 
-    inner = path[len("hf://") :]
-    fs = HfFileSystem(token=token)
-    target = cache_dir() / "metadata" / inner.replace("@", "/").replace(":", "_")
-    if target.exists():
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    root, _, rel = path.partition("@")
+    revision, _, filename = rel.partition("/")
+    hub = HubSpec.parse(root)
     try:
-        data = fs.cat_file(inner)
+        return Path(
+            hf_hub_download(hub.repo_id, filename, repo_type="dataset", revision=revision, token=token)
+        )
     except Exception as exc:
-        hub = HubSpec.parse("hf://" + "/".join(inner.split("/")[:3]))
-        raise hub_error(exc, hub.repo_id, hub.revision) from None
-    write_atomic(target, lambda tmp: Path(tmp).write_bytes(data))
-    return target
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NetworkError(
+            f"cannot download the licence table {filename} of {hub.repo_id}: {first}",
+            "check the network and HF_ENDPOINT, or pass a local copy with --license-table FILE",
+        ) from None
 
 
 def dataset_license_table(

@@ -6,6 +6,7 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 import pyarrow.ipc as ipc
@@ -424,3 +425,19 @@ def test_cli_licenses_bad_table(cfx: Callable[..., object], cf_small: Path, tmp_
     assert run.returncode == 0, run.stderr  # type: ignore[attr-defined]
     # every generator of the dataset is now missing from that table
     assert len(json.loads(run.out)["missing_generators"]) > 5  # type: ignore[attr-defined]
+
+
+@pytest.mark.hub
+def test_cli_licenses_reads_the_table_from_the_hub(local_hub: Any, run_cfx: Any) -> None:
+    from tests.conftest import REPO
+
+    r = run_cfx("licenses", f"hf://datasets/{REPO}", "--json")
+    assert r.returncode == 0, r.stderr
+    report = json.loads(r.stdout)
+    assert report["table"]["files"] == [
+        f"hf://datasets/{REPO}@{local_hub.commit}/data/metadata/generators.csv"
+    ]
+    by = {e["license"]: e for e in report["licenses"]}
+    assert by["creativeml-openrail-m"]["generated"] > 0  # stabilityai/stable-diffusion-2 in generators.csv
+    assert by["cc-by-nc-sa-4.0"]["real_sources"] == ["FFHQ"]
+    assert report["missing_generators"] == []
