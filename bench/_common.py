@@ -13,22 +13,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
+_WRAPPER = (
+    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL); "
+    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
+)
+
+
 def run(
     cmd: Sequence[str], env: dict[str, str] | None = None, cwd: Path | None = None
 ) -> tuple[float, float]:
-    """Run a command; return (wall seconds, peak RSS in MB of the process tree's largest member)."""
+    """Run a command; return (wall seconds, its peak RSS in MB).
+
+    The command is started from a small wrapper interpreter: ru_maxrss of a forked child would otherwise
+    include the pages of this (possibly large) benchmark process copied at fork time.
+    """
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
     start = time.perf_counter()
-    proc = subprocess.Popen(
-        list(cmd), env=full_env, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *cmd], env=full_env, cwd=cwd, capture_output=True, text=True
     )
-    _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
-        err = proc.stderr.read().decode() if proc.stderr else ""
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{err}")
-    return wall, usage.ru_maxrss / 1024
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
+    return wall, int(proc.stdout.strip().splitlines()[-1]) / 1024
 
 
 def cfx_cmd(*args: str) -> list[str]:

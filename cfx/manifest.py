@@ -172,7 +172,7 @@ def is_manifest_file(path: Path) -> bool:
 
 def read_manifest(path: Path) -> Manifest:
     try:
-        table = pq.read_table(path)
+        table = pq.ParquetFile(path).read()  # not pq.read_table: pyarrow.dataset costs ~0.4 s to import
     except FileNotFoundError:
         raise InputError(f"{path} does not exist", "check the path") from None
     except (pa.ArrowInvalid, OSError) as exc:
@@ -195,7 +195,7 @@ def read_manifest_stream(stream: IO[bytes], origin: str = "stdin") -> Manifest:
     buf = pa.BufferReader(data)
     if data[:4] == b"PAR1":
         try:
-            return _from_arrow(pq.read_table(buf), origin)
+            return _from_arrow(pq.ParquetFile(buf).read(), origin)
         except pa.ArrowInvalid as exc:
             raise InputError(
                 f"{origin}: not a readable parquet manifest ({exc})", "pipe a cfx manifest"
