@@ -12,9 +12,9 @@ import polars as pl
 import pyarrow as pa
 import yaml
 
+from cfx.licenses import LICENSE_COLUMN, UNKNOWN
 from cfx.manifest import Manifest
 from cfx.schema import GENERATED, LABEL_NAMES, REAL
-from cfx.select import LICENSE_COLUMN
 
 SOURCE_CARD = "README.md"
 _FRONT_RE = re.compile(r"^---\s*\n(.*?)\n---\s*(\n|$)", re.S)
@@ -83,7 +83,7 @@ def source_licenses(source: Manifest, selected: pl.DataFrame) -> list[str]:
         out.extend(normalize_license(str(v)) for v in values)
     if LICENSE_COLUMN in selected.columns:
         found = selected.get_column(LICENSE_COLUMN).drop_nulls().cast(pl.String).unique().sort().to_list()
-        out.extend(normalize_license(v) for v in found if v.strip())
+        out.extend(normalize_license(v) for v in found if v.strip() and v != UNKNOWN)
     return list(dict.fromkeys(out))
 
 

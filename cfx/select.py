@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
-import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +21,11 @@ import numpy as np
 import polars as pl
 
 from cfx.errors import EmptySelectionError, UsageError
+from cfx.licenses import LICENSE_COLUMN, filter_licenses
 from cfx.manifest import Manifest
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, LABEL_NAMES, REAL
 
-LICENSE_COLUMN = "license"
 _GLOB_CHARS = set("*?[")
 _LABEL_WORDS = {
     "real": REAL,
@@ -244,29 +243,6 @@ def _glob_mask(df: pl.DataFrame, column: str, patterns: Sequence[str]) -> pl.Exp
 
 
 # --- licences -----------------------------------------------------------------------------------------
-# Conservative fallback when cfx.licenses is not available: only these allow commercial use.
-_COMMERCIAL_OK = re.compile(
-    r"^(apache-2\.0|mit|bsd(-[23]-clause)?|cc0-1\.0|cc-by-(sa-)?[234]\.0|unlicense|openrail(\+\+)?|"
-    r"creativeml-openrail-m|bigscience-openrail-m|openrail-m)$"
-)
-
-
-def allows_commercial(license: str | None) -> bool:
-    """True when ``license`` is known to allow commercial use; unknown or missing licences do not."""
-    try:
-        import importlib
-
-        # cfx.licenses (another branch) is the authority on licences when it is there.
-        fn = getattr(importlib.import_module("cfx.licenses"), "allows_commercial", None)
-        if fn is not None:
-            return bool(fn(license))
-    except ImportError:
-        pass
-    if not license:
-        return False
-    return bool(_COMMERCIAL_OK.match(license.strip().lower()))
-
-
 def _need_license_column(df: pl.DataFrame, option: str) -> None:
     if LICENSE_COLUMN not in df.columns:
         raise UsageError(
@@ -336,21 +312,16 @@ def apply_selection(
         step("--exclude-nsfw", df.filter(~pl.col("nsfw_flag").fill_null(False)))
     if selection.licenses:
         _need_license_column(df, "--licenses")
-        step(
-            f"--licenses {','.join(selection.licenses)}",
-            df.filter(_glob_mask(df, LICENSE_COLUMN, selection.licenses)),
-        )
+        step(f"--licenses {','.join(selection.licenses)}", filter_licenses(df, include=selection.licenses))
     if selection.exclude_licenses:
         _need_license_column(df, "--exclude-licenses")
         step(
             f"--exclude-licenses {','.join(selection.exclude_licenses)}",
-            df.filter(~_glob_mask(df, LICENSE_COLUMN, selection.exclude_licenses)),
+            filter_licenses(df, exclude=selection.exclude_licenses),
         )
     if selection.commercial_only:
         _need_license_column(df, "--commercial-only")
-        values = df.get_column(LICENSE_COLUMN).cast(pl.String).unique().to_list()
-        ok = [v for v in values if allows_commercial(v)]
-        step("--commercial-only", df.filter(pl.col(LICENSE_COLUMN).cast(pl.String).is_in(ok)))
+        step("--commercial-only", filter_licenses(df, commercial_only=True))
     if selection.where:
         step(f"--where {selection.where}", where_filter(df, selection.where))
     if selection.max_per_generator is not None:

@@ -333,15 +333,18 @@ def test_license_filters(manifest: Manifest, tmp_path: Path) -> None:
     with pytest.raises(UsageError) as err:
         apply_selection(manifest, Selection(commercial_only=True))
     assert "cfx licenses SOURCE -o manifest.parquet" in err.value.hint
-    lic = pl.col("model_name").replace_strict(LICENSES, default=None, return_dtype=pl.String)
+    # as `cfx licenses` annotates: normalised ids, "unknown" where no table knows the row
+    lic = pl.col("model_name").replace_strict(LICENSES, default="unknown", return_dtype=pl.String)
     m = manifest.with_df(manifest.df.with_columns(lic.alias("license")))
     keep = apply_selection(m, Selection(licenses=["*openrail*"])).manifest.df
     assert set(keep.get_column("license")) == {"openrail++", "creativeml-openrail-m"}
     drop = apply_selection(m, Selection(exclude_licenses=["*-nc", "proprietary"])).manifest.df
-    assert not set(drop.get_column("license").drop_nulls()) & {"nvidia-source-code-license-nc", "proprietary"}
-    assert drop.filter(pl.col("label") == 0).height == 50  # null licence does not match an exclusion
-    com = apply_selection(m, Selection(commercial_only=True)).manifest.df
-    assert set(com.get_column("license")) == {"openrail++", "creativeml-openrail-m", "mit"}
+    assert not set(drop.get_column("license")) & {"nvidia-source-code-license-nc", "proprietary"}
+    assert drop.filter(pl.col("label") == 0).height == 50  # "unknown" does not match those exclusions
+    r = apply_selection(m, Selection(commercial_only=True))
+    com = r.manifest.df
+    assert set(com.get_column("license")) == {"openrail++", "creativeml-openrail-m", "mit"}  # not unknown
+    assert r.steps[-1].name == "--commercial-only" and r.steps[-1].after == com.height
     # the card inherits the source card's licence and the selected generators' licences
     out = write_subset(
         apply_selection(m, Selection(generators=["gan/*"], labels=["generated"])).manifest, tmp_path / "l"
@@ -848,3 +851,18 @@ def test_subset_from_the_hub(local_hub: Any, run_cfx: Any, tmp_path: Path) -> No
         f"Hub dataset [`{REPO}`](https://huggingface.co/datasets/{REPO}) at revision `{local_hub.commit}`"
         in card
     )
+
+
+def test_cli_licence_options_annotate_first(cf_small: Path, tmp_path: Path) -> None:
+    """Licence options on a bare dataset: rows are annotated from data/metadata (as `cfx licenses` does)."""
+    from cfx.licenses import is_commercial
+
+    out = tmp_path / "open"
+    r = cli("subset", str(cf_small), "--out", str(out), "--commercial-only", "--json")
+    assert r.returncode == 0, r.stderr
+    m = read_manifest(out / "manifest.parquet")
+    lic = m.df.get_column("license")
+    assert lic.null_count() == 0 and all(is_commercial(v) for v in lic.unique())
+    meta = read_front_matter((out / "README.md").read_text())
+    assert meta["license"][0] == "cc-by-nc-sa-4.0" and set(meta["license"][1:]) == set(lic.unique())
+    assert json.loads(r.out)["rows"] == m.df.height < load_manifest(str(cf_small)).df.height

@@ -46,6 +46,50 @@ WhereOpt = Annotated[
     ),
 ]
 
+# Licence options: every selecting command accepts them (see docs/licenses.md).
+LicensesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--licenses",
+        help="Keep only rows whose licence id matches one of these globs (repeatable or comma-separated), "
+        "e.g. 'creativeml-openrail-m,cc-by-*'.",
+    ),
+]
+ExcludeLicensesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude-licenses", help="Drop rows whose licence id matches one of these globs, e.g. '*-nc-*'."
+    ),
+]
+CommercialOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--commercial-only", help="Keep only rows under licences known to allow commercial use (not unknown)."
+    ),
+]
+LicenseTableOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--license-table",
+        help="Generator licence table (CSV/TSV/JSON/JSONL/parquet). Default: the dataset's data/metadata.",
+    ),
+]
+ModelColumnOpt = Annotated[
+    str | None,
+    typer.Option("--model-column", help="Model-name column of --license-table (default: found by name)."),
+]
+LicenseColumnOpt = Annotated[
+    str | None,
+    typer.Option("--license-column", help="Licence column of --license-table (default: found by name)."),
+]
+RealLicenseTableOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--real-license-table",
+        help="Table (real_source, license) extending/overriding the built-in real-source licences.",
+    ),
+]
+
 # --- the row selection shared by subset, balance and download (cfx.select.Selection) ----------------
 GeneratorsOpt = Annotated[
     list[str] | None,
@@ -87,28 +131,6 @@ MaxPerGeneratorOpt = Annotated[
         min=1,
         help="At most N random images per generator (after the other filters; seeded by --seed).",
         show_default=False,
-    ),
-]
-LicensesOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--licenses",
-        help="Keep rows whose licence matches (globs, e.g. 'cc-by*'); needs a `license` column.",
-        show_default=False,
-    ),
-]
-ExcludeLicensesOpt = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--exclude-licenses",
-        help="Drop rows whose licence matches (globs, e.g. '*-nc*'); needs a `license` column.",
-        show_default=False,
-    ),
-]
-CommercialOnlyOpt = Annotated[
-    bool,
-    typer.Option(
-        "--commercial-only", help="Keep rows whose licence allows commercial use (unknown licences do not)."
     ),
 ]
 AllowMissingOpt = Annotated[

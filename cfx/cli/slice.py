@@ -87,12 +87,10 @@ def slice_(
 
     Examples:
 
+    \b
       cfx slice data/ --rows "[:10%]+[-10%:]" -o ends.parquet
-
       cfx slice manifest.parquet --where "architecture = 'GAN' AND width >= 512" | cfx subset - --out gan512
-
       cfx slice data/ --sample 1000 --stratify model_name --seed 1 -o sample.parquet
-
       cfx slice data/ --shards 0-9 --head 5 --format jsonl --columns shard,row,model_name
     """
     spec = SliceSpec(

@@ -19,8 +19,12 @@ from cfx.cli._options import (
     GeneratorsOpt,
     JsonOpt,
     LabelsOpt,
+    LicenseColumnOpt,
     LicensesOpt,
+    LicenseTableOpt,
     MaxPerGeneratorOpt,
+    ModelColumnOpt,
+    RealLicenseTableOpt,
     RealSourcesOpt,
     SeedOpt,
     SkipBadOpt,
@@ -31,6 +35,7 @@ from cfx.cli._options import (
     build_selection,
 )
 from cfx.cli._output import CliReporter, command_line, err_console, is_quiet, out_console, print_json
+from cfx.licenses import ensure_licenses
 from cfx.load import load_manifest
 from cfx.select import apply_selection
 from cfx.subset import (
@@ -101,6 +106,10 @@ def subset(
     licenses: LicensesOpt = None,
     exclude_licenses: ExcludeLicensesOpt = None,
     commercial_only: CommercialOnlyOpt = False,
+    license_table: LicenseTableOpt = None,
+    model_column: ModelColumnOpt = None,
+    license_column: LicenseColumnOpt = None,
+    real_license_table: RealLicenseTableOpt = None,
     allow_missing: AllowMissingOpt = False,
     seed: SeedOpt = 0,
     order: Annotated[
@@ -130,16 +139,16 @@ def subset(
     The output keeps exactly the source schema and byte-identical images; it loads with
     `datasets.load_dataset("parquet", data_dir=DIR)`. Memory stays bounded whatever the shard size, and the
     folder appears only when complete. Generator/architecture filters pick among generated images and
-    --real-sources among real ones; add --labels to keep one side only.
+    --real-sources among real ones; add --labels to keep one side only. Licence options annotate the rows
+    first (as `cfx licenses` does) unless the manifest already has a license column.
 
     Examples:
 
+    \b
       cfx subset data/ --out sd2 --generators "stabilityai/*" --labels generated
-
       cfx subset data/ --out pairs --generators @gens.txt --real-sources COCO,FFHQ --max-per-generator 500
-
+      cfx subset data/ --out open --commercial-only --exclude-nsfw
       cfx slice data/ --sample 10% --seed 1 | cfx subset - --out sample --order shuffle
-
       cfx subset manifest.parquet --out gan --architectures GAN --dry-run
     """
     max_bytes = parse_size(max_shard_size)
@@ -159,6 +168,22 @@ def subset(
     )
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+        if (
+            selection.licenses
+            or selection.exclude_licenses
+            or commercial_only
+            or license_table
+            or real_license_table
+        ):
+            manifest = ensure_licenses(
+                manifest,
+                license_table=license_table,
+                model_column=model_column,
+                license_column=license_column,
+                real_table=real_license_table,
+                token=token,
+                reporter=reporter,
+            )
         selected = apply_selection(manifest, selection, reporter=reporter)
         if not is_quiet():
             for step in selected.steps:
