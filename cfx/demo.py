@@ -190,14 +190,16 @@ def _subset(ctx: DemoContext) -> DemoStep:
     from cfx.subset import write_subset
 
     # the licence-annotated manifest when the licences step ran: the card then lists the generators' licences
-    manifest = ctx.state.get("licensed", ctx.state["manifest"])
+    licensed = "licensed" in ctx.state
+    manifest = ctx.state["licensed"] if licensed else ctx.state["manifest"]
+    source_path = ctx.out / "licensed.parquet" if licensed else ctx.state["manifest_path"]
     gen = manifest.df.filter((pl.col("label") == 1) & pl.col("model_name").str.contains("/"))
     org = gen.get_column("model_name").str.split("/").list.first().mode().sort()[0]
     real = manifest.df.filter(pl.col("label") == 0).get_column("real_source").drop_nulls()
     source = real.mode().sort()[0] if real.len() else "COCO"
     out = ctx.out / "subset"
     command = (
-        f"cfx subset {ctx.state['manifest_path']} --out {out} --generators '{org}/*' "
+        f"cfx subset {source_path} --out {out} --generators '{org}/*' "
         f"--real-sources {source} --max-per-generator 20 --seed 0"
     )
     selection = Selection(generators=[f"{org}/*"], real_sources=[source], max_per_generator=20, seed=0)
