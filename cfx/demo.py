@@ -86,6 +86,143 @@ def _stats(ctx: DemoContext) -> DemoStep:
     )
 
 
+def _licenses(ctx: DemoContext) -> DemoStep:
+    from cfx.licenses import annotate_licenses_info, license_report
+
+    manifest, info = annotate_licenses_info(ctx.state["manifest"], reporter=ctx.reporter)
+    report = license_report(manifest, info)
+    path = ctx.out / "licenses.json"
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
+    licensed = ctx.out / "licensed.parquet"
+    manifest.write(licensed)
+    ctx.state["licensed"] = manifest
+    top = ", ".join(f"{e['license']} {e['rows']}" for e in report["licenses"][:4])
+    missing = [m["model_name"] for m in report["missing_generators"]]
+    return DemoStep(
+        "Licences: generators from data/metadata, real images by source",
+        f"cfx licenses {ctx.state['manifest_path']} -o {licensed} --json",
+        f"{top}; non-commercial {report['flags']['non_commercial']['rows']} rows, "
+        f"share-alike {report['flags']['share_alike']['rows']}; not in the licence table: "
+        f"{', '.join(missing) or 'none'}",
+        [str(path), str(licensed)],
+    )
+
+
+def _audit_summary(result: Any) -> str:
+    worst = ", ".join(f"{f.feature} {f.auroc:.2f}" for f in result.features[:3])
+    flagged = ", ".join(f.feature for f in result.flagged) or "none"
+    return f"worst: {worst}; flagged (> {result.threshold}): {flagged}"
+
+
+def _audit_raw(ctx: DemoContext) -> DemoStep:
+    from cfx.audit import audit
+
+    result = audit(ctx.state["manifest"])
+    path = ctx.out / "audit-raw.json"
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(result.to_json(), indent=2)))
+    return DemoStep(
+        "Audit shortcuts: does size or format alone give the label away?",
+        f"cfx audit {ctx.state['manifest_path']} --json",
+        _audit_summary(result),
+        [str(path)],
+    )
+
+
+def _balance(ctx: DemoContext) -> DemoStep:
+    from cfx.balance import BalanceOptions, balance, parse_match
+
+    manifest = ctx.state.get("licensed", ctx.state["manifest"])
+    specs = [parse_match(s, manifest.df.columns) for s in ("min-side", "format")]
+    result = balance(manifest, BalanceOptions(match=specs, pair=True, seed=0))
+    path = ctx.out / "balanced.parquet"
+    result.manifest.write(path)
+    report = ctx.out / "balance.json"
+    write_atomic(report, lambda tmp: Path(tmp).write_text(json.dumps(result.to_json(), indent=2)))
+    ctx.state["balanced"] = result.manifest
+    ctx.state["balanced_path"] = path
+    trail = " → ".join(f"{s.name} {s.rows}" for s in result.steps)
+    f = result.final
+    return DemoStep(
+        "Balance real against generated, matched on min side and format, paired 1:1",
+        f"cfx balance {ctx.out / 'licensed.parquet'} --match min-side --match format --pair -o {path}",
+        f"{f.real} real + {f.generated} generated from {f.generators} generators in {result.bins} bins "
+        f"({trail})",
+        [str(path), str(report)],
+    )
+
+
+def _audit_balanced(ctx: DemoContext) -> DemoStep:
+    from cfx.audit import audit
+
+    result = audit(ctx.state["balanced"])
+    path = ctx.out / "audit-balanced.json"
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(result.to_json(), indent=2)))
+    return DemoStep(
+        "Audit the balanced manifest again",
+        f"cfx audit {ctx.state['balanced_path']} --json",
+        _audit_summary(result),
+        [str(path)],
+    )
+
+
+def _slice(ctx: DemoContext) -> DemoStep:
+    from cfx.slice import SliceSpec, slice_manifest
+
+    spec = SliceSpec(sample=0.2, seed=0, stratify="model_name")
+    sliced = slice_manifest(ctx.state["manifest"], spec, reporter=ctx.reporter).manifest
+    path = ctx.out / "sample.parquet"
+    sliced.write(path)
+    ends = slice_manifest(ctx.state["manifest"], SliceSpec(rows="[:5%]+[-5%:]")).manifest
+    real = int((sliced.df.get_column("label") == 0).sum())
+    return DemoStep(
+        "Slice: a seeded sample, stratified by generator (no image bytes read)",
+        f"cfx slice {ctx.state['manifest_path']} --sample 20% --stratify model_name --seed 0 -o {path}",
+        f"{len(sliced)} of {len(ctx.state['manifest'])} rows ({real} real, {len(sliced) - real} generated, "
+        f"every generator in proportion); `--rows '[:5%]+[-5%:]'` would pick {len(ends)} rows",
+        [str(path)],
+    )
+
+
+def _subset(ctx: DemoContext) -> DemoStep:
+    import polars as pl
+
+    from cfx.select import Selection, apply_selection
+    from cfx.subset import write_subset
+
+    # the licence-annotated manifest when the licences step ran: the card then lists the generators' licences
+    licensed = "licensed" in ctx.state
+    manifest = ctx.state["licensed"] if licensed else ctx.state["manifest"]
+    source_path = ctx.out / "licensed.parquet" if licensed else ctx.state["manifest_path"]
+    gen = manifest.df.filter((pl.col("label") == 1) & pl.col("model_name").str.contains("/"))
+    org = gen.get_column("model_name").str.split("/").list.first().mode().sort()[0]
+    real = manifest.df.filter(pl.col("label") == 0).get_column("real_source").drop_nulls()
+    source = real.mode().sort()[0] if real.len() else "COCO"
+    out = ctx.out / "subset"
+    command = (
+        f"cfx subset {source_path} --out {out} --generators '{org}/*' "
+        f"--real-sources {source} --max-per-generator 20 --seed 0"
+    )
+    selection = Selection(generators=[f"{org}/*"], real_sources=[source], max_per_generator=20, seed=0)
+    selected = apply_selection(manifest, selection, reporter=ctx.reporter)
+    result = write_subset(
+        selected.manifest,
+        out,
+        seed=0,
+        command=command,
+        selection=selection.describe(),
+        reporter=ctx.reporter,
+    )
+    counts = dict(result.plan.counts("label"))
+    return DemoStep(
+        "Subset: write a new parquet dataset (exact source schema, byte-identical images)",
+        command,
+        f"{result.rows} rows ({counts.get('real', 0)} real {source}, {counts.get('generated', 0)} generated by "
+        f"{len(selected.matched_generators)} {org} generators) in {len(result.files)} file(s), "
+        f"{result.bytes / 1e6:.1f} MB, with README.md (dataset card) and manifest.parquet",
+        [str(out)],
+    )
+
+
 def _dedupe(ctx: DemoContext) -> DemoStep:
     from cfx.dedupe import dedupe, write_report
     from cfx.gallery import write_gallery
@@ -118,7 +255,18 @@ def _dedupe(ctx: DemoContext) -> DemoStep:
     )
 
 
-STEPS: list[Callable[[DemoContext], DemoStep]] = [_synth, _index, _stats, _dedupe]
+STEPS: list[Callable[[DemoContext], DemoStep]] = [
+    _synth,
+    _index,
+    _stats,
+    _slice,
+    _dedupe,
+    _licenses,
+    _audit_raw,
+    _balance,
+    _audit_balanced,
+    _subset,
+]
 
 
 def run_demo(out: Path, *, overwrite: bool = False, reporter: Reporter | None = None) -> Iterator[DemoStep]:

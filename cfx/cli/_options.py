@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from cfx.select import Selection, split_values
+
 SourceArg = Annotated[
     str,
     typer.Argument(
@@ -43,3 +45,129 @@ WhereOpt = Annotated[
         "--where", help="SQL filter over manifest columns, e.g. \"architecture = 'GAN' AND width >= 512\"."
     ),
 ]
+
+# Licence options: every selecting command accepts them (see docs/licenses.md).
+LicensesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--licenses",
+        help="Keep only rows whose licence id matches one of these globs (repeatable or comma-separated), "
+        "e.g. 'creativeml-openrail-m,cc-by-*'.",
+    ),
+]
+ExcludeLicensesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--exclude-licenses", help="Drop rows whose licence id matches one of these globs, e.g. '*-nc-*'."
+    ),
+]
+CommercialOnlyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--commercial-only", help="Keep only rows under licences known to allow commercial use (not unknown)."
+    ),
+]
+LicenseTableOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--license-table",
+        help="Generator licence table (CSV/TSV/JSON/JSONL/parquet). Default: the dataset's data/metadata.",
+    ),
+]
+ModelColumnOpt = Annotated[
+    str | None,
+    typer.Option("--model-column", help="Model-name column of --license-table (default: found by name)."),
+]
+LicenseColumnOpt = Annotated[
+    str | None,
+    typer.Option("--license-column", help="Licence column of --license-table (default: found by name)."),
+]
+RealLicenseTableOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--real-license-table",
+        help="Table (real_source, license) extending/overriding the built-in real-source licences.",
+    ),
+]
+
+# --- the row selection shared by subset, balance and download (cfx.select.Selection) ----------------
+GeneratorsOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--generators",
+        "-g",
+        help="Keep generated images of these generators: names, shell globs ('stabilityai/*') or @file.txt "
+        "(one per line); comma-separated or repeated. Real images are not affected.",
+        show_default=False,
+    ),
+]
+ArchitecturesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--architectures",
+        help="Keep generated images of these architectures (LatDiff, GAN, PixDiff, Other). Real images are "
+        "not affected.",
+        show_default=False,
+    ),
+]
+LabelsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--labels", help="Keep only these labels: real, generated.", show_default=False),
+]
+RealSourcesOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--real-sources",
+        help="Keep real images from these sources (COCO, FFHQ, LAION…; globs allowed). Generated images are "
+        "not affected.",
+        show_default=False,
+    ),
+]
+ExcludeNsfwOpt = Annotated[bool, typer.Option("--exclude-nsfw", help="Drop rows flagged NSFW.")]
+MaxPerGeneratorOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--max-per-generator",
+        min=1,
+        help="At most N random images per generator (after the other filters; seeded by --seed).",
+        show_default=False,
+    ),
+]
+AllowMissingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--allow-missing", help="Unknown generator/architecture names are a warning instead of an error."
+    ),
+]
+
+
+def build_selection(
+    *,
+    generators: list[str] | None = None,
+    architectures: list[str] | None = None,
+    labels: list[str] | None = None,
+    real_sources: list[str] | None = None,
+    exclude_nsfw: bool = False,
+    where: str | None = None,
+    max_per_generator: int | None = None,
+    seed: int = 0,
+    licenses: list[str] | None = None,
+    exclude_licenses: list[str] | None = None,
+    commercial_only: bool = False,
+    allow_missing: bool = False,
+) -> Selection:
+    """A Selection from the parsed options above (comma-separated values are split)."""
+    return Selection(
+        generators=split_values(generators),
+        architectures=split_values(architectures),
+        labels=split_values(labels),
+        real_sources=split_values(real_sources),
+        exclude_nsfw=exclude_nsfw,
+        where=where,
+        max_per_generator=max_per_generator,
+        seed=seed,
+        licenses=split_values(licenses),
+        exclude_licenses=split_values(exclude_licenses),
+        commercial_only=commercial_only,
+        allow_missing=allow_missing,
+    )

@@ -166,3 +166,10 @@ def emit_manifest(manifest: Manifest, output: Path | None, what: str = "manifest
         )
     manifest.write_ipc(sys.stdout.buffer)
     sys.stdout.buffer.flush()
+
+
+def command_line() -> str:
+    """The command line this process was started with, as the user would type it (for provenance)."""
+    import shlex
+
+    return shlex.join(["cfx", *sys.argv[1:]])

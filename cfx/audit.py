@@ -1,0 +1,287 @@
+"""The shortcut canary: how well does one cheap metadata feature alone predict the label?
+
+A detector can cheat when a feature that has nothing to do with generation artefacts (image size, container
+format, file size) separates real from generated images. For each such feature this module measures the
+single-feature AUROC (symmetrised: ``max(auc, 1 - auc)``, so 0.5 = no information, 1.0 = a perfect
+shortcut) and the balanced accuracy of the best single threshold. Numeric features are ranked directly;
+categorical ones (format, mode) are scored by each category's share of generated rows (in-sample, so
+with many rare categories the value is optimistic).
+
+AUROC is the Mann–Whitney U statistic over mid-ranks (tied values share their average rank, so a tie
+counts one half), computed with numpy: no scikit-learn needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from cfx.errors import EmptySelectionError, InputError
+from cfx.manifest import Manifest
+from cfx.schema import GENERATED, REAL
+
+DEFAULT_THRESHOLD = 0.6
+
+
+def average_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks of ``x`` with ties given their average rank (like scipy.stats.rankdata)."""
+    n = x.shape[0]
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    new = np.empty(n, dtype=bool)
+    if n:
+        new[0] = True
+        new[1:] = xs[1:] != xs[:-1]
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], n)
+    avg = (starts + ends + 1) / 2.0  # mean of 1-based ranks starts+1 .. ends
+    ranks = np.empty(n, dtype=np.float64)
+    ranks[order] = np.repeat(avg, ends - starts)
+    return ranks
+
+
+def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
+    """P(score of a random positive > score of a random negative), ties counting 1/2 (Mann–Whitney U).
+
+    ``labels`` are 1 (positive) / 0 (negative); raises ValueError when one class is absent.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    n_pos = int(labels.sum())
+    n_neg = labels.shape[0] - n_pos
+    if n_pos == 0 or n_neg == 0:
+        raise ValueError("AUROC needs both classes")
+    ranks = average_ranks(scores)
+    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
+    return float(u / (n_pos * n_neg))
+
+
+def best_split(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(balanced accuracy, threshold) of the best rule 'score > t' or 'score <= t' for the label."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels).astype(bool)
+    order = np.argsort(scores, kind="mergesort")
+    xs, ys = scores[order], labels[order]
+    n_pos = int(ys.sum())
+    n_neg = ys.shape[0] - n_pos
+    # cut after the last element of each run of equal values
+    last = np.append(xs[1:] != xs[:-1], True)
+    pos_le = np.cumsum(ys)[last]
+    neg_le = np.cumsum(~ys)[last]
+    # 'score <= t' predicts positive: TPR = pos_le/n_pos, FPR = neg_le/n_neg; the opposite rule flips both
+    diff = pos_le / n_pos - neg_le / n_neg
+    i = int(np.argmax(np.abs(diff)))
+    return 0.5 + abs(float(diff[i])) / 2.0, float(xs[last][i])
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: str  # "numeric" or "categorical"
+    description: str
+    expr: Callable[[], pl.Expr]
+    needs: tuple[str, ...]
+
+
+def _w() -> pl.Expr:
+    return pl.col("width").cast(pl.Float64)
+
+
+def _h() -> pl.Expr:
+    return pl.col("height").cast(pl.Float64)
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("width", "numeric", "width in pixels", _w, ("width",)),
+    Feature("height", "numeric", "height in pixels", _h, ("height",)),
+    Feature(
+        "min_side",
+        "numeric",
+        "min(width, height)",
+        lambda: pl.min_horizontal(_w(), _h()),
+        ("width", "height"),
+    ),
+    Feature("aspect_ratio", "numeric", "width / height", lambda: _w() / _h(), ("width", "height")),
+    Feature("pixels", "numeric", "width * height", lambda: _w() * _h(), ("width", "height")),
+    Feature(
+        "format", "categorical", "container format", lambda: pl.col("format").cast(pl.String), ("format",)
+    ),
+    Feature("mode", "categorical", "PIL mode", lambda: pl.col("mode").cast(pl.String), ("mode",)),
+    Feature(
+        "bytes_per_pixel",
+        "numeric",
+        "encoded bytes / (width * height)",
+        lambda: pl.col("num_bytes").cast(pl.Float64) / (_w() * _h()),
+        ("num_bytes", "width", "height"),
+    ),
+    Feature(
+        "file_size", "numeric", "encoded bytes", lambda: pl.col("num_bytes").cast(pl.Float64), ("num_bytes",)
+    ),
+)
+NOT_IN_METADATA = {
+    "jpeg_quality": "not in the metadata: it needs each JPEG's quantisation tables, i.e. reading the image "
+    "bytes (not done by audit)",
+}
+
+
+@dataclass
+class FeatureScore:
+    feature: str
+    kind: str
+    description: str
+    auroc: float
+    raw_auc: float  # before symmetrising: > 0.5 means higher values (or rates) go with generated
+    balanced_accuracy: float
+    threshold: float | None
+    rows: int
+    coverage: float
+    flagged: bool
+    note: str = ""
+    categories: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def direction(self) -> str:
+        if self.kind == "categorical":
+            return "per-category generated rate"
+        if abs(self.raw_auc - 0.5) < 1e-12:
+            return "none"
+        return "higher → generated" if self.raw_auc > 0.5 else "higher → real"
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "feature": self.feature,
+            "kind": self.kind,
+            "description": self.description,
+            "auroc": round(self.auroc, 6),
+            "raw_auc": round(self.raw_auc, 6),
+            "direction": self.direction,
+            "balanced_accuracy": round(self.balanced_accuracy, 6),
+            "threshold": self.threshold,
+            "rows": self.rows,
+            "coverage": round(self.coverage, 6),
+            "flagged": self.flagged,
+            "note": self.note,
+        }
+        if self.kind == "categorical":
+            out["categories"] = self.categories
+        return out
+
+
+@dataclass
+class AuditResult:
+    rows: int
+    real: int
+    generated: int
+    threshold: float
+    features: list[FeatureScore]
+    skipped: list[dict[str, str]]
+
+    @property
+    def flagged(self) -> list[FeatureScore]:
+        return [f for f in self.features if f.flagged]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "real": self.real,
+            "generated": self.generated,
+            "threshold": self.threshold,
+            "flagged": [f.feature for f in self.flagged],
+            "features": [f.to_json() for f in self.features],
+            "skipped": self.skipped,
+        }
+
+
+def audit(manifest: Manifest, threshold: float = DEFAULT_THRESHOLD) -> AuditResult:
+    """Score every cheap metadata feature as a label predictor, worst (most predictive) first."""
+    df = manifest.df
+    if "label" not in df.columns:
+        raise InputError("the manifest has no label column", "re-create it with `cfx index`")
+    labels = df.get_column("label")
+    n_real = int((labels == REAL).sum())
+    n_gen = int((labels == GENERATED).sum())
+    if n_real == 0 or n_gen == 0:
+        raise EmptySelectionError(
+            f"audit needs real and generated rows; SOURCE has {n_real:,} real and {n_gen:,} generated",
+            "audit a manifest that holds both classes (e.g. the output of `cfx balance`)",
+        )
+    scores: list[FeatureScore] = []
+    skipped: list[dict[str, str]] = []
+    for feat in FEATURES:
+        absent = [c for c in feat.needs if c not in df.columns]
+        if absent:
+            skipped.append(
+                {"feature": feat.name, "reason": f"column(s) {', '.join(absent)} not in the manifest"}
+            )
+            continue
+        frame = df.select(feat.expr().alias("x"), pl.col("label")).filter(pl.col("x").is_not_null())
+        if feat.kind == "numeric":
+            frame = frame.filter(pl.col("x").is_finite())
+        if frame.height == 0:
+            reason = "no row has a value"
+            if "num_bytes" in feat.needs:
+                reason = (
+                    "num_bytes is unknown (the index does not read image bytes); "
+                    "re-index with `cfx index SOURCE --num-bytes` to audit file sizes"
+                )
+            skipped.append({"feature": feat.name, "reason": reason})
+            continue
+        y = (frame.get_column("label") == GENERATED).to_numpy()
+        if y.all() or not y.any():
+            skipped.append(
+                {"feature": feat.name, "reason": "only one class has values (the other is all null)"}
+            )
+            continue
+        note = ""
+        cats: list[dict[str, Any]] = []
+        if feat.kind == "categorical":
+            rates = (
+                frame.group_by("x")
+                .agg(pl.len().alias("rows"), (pl.col("label") == GENERATED).mean().alias("generated_rate"))
+                .sort(["rows", "x"], descending=[True, False])
+            )
+            cats = [
+                {"value": v, "rows": n, "generated_rate": round(float(rate), 6)}
+                for v, n, rate in rates.iter_rows()
+            ]
+            rate_of = dict(
+                zip(
+                    rates.get_column("x").to_list(), rates.get_column("generated_rate").to_list(), strict=True
+                )
+            )
+            x_np = frame.get_column("x").replace_strict(rate_of, return_dtype=pl.Float64).to_numpy()
+            note = "scored by each category's generated rate, measured on the same rows (in-sample)"
+        else:
+            x_np = frame.get_column("x").to_numpy().astype(np.float64)
+        raw = auroc(x_np, y)
+        ba, thr = best_split(x_np, y)
+        coverage = frame.height / df.height
+        if coverage < 1:
+            extra = f"{df.height - frame.height:,} row(s) without a value were left out"
+            note = f"{note}; {extra}" if note else extra
+        scores.append(
+            FeatureScore(
+                feature=feat.name,
+                kind=feat.kind,
+                description=feat.description,
+                auroc=max(raw, 1 - raw),
+                raw_auc=raw,
+                balanced_accuracy=ba,
+                threshold=thr if feat.kind == "numeric" else None,
+                rows=frame.height,
+                coverage=coverage,
+                flagged=max(raw, 1 - raw) > threshold,
+                note=note,
+                categories=cats,
+            )
+        )
+    for name, reason in NOT_IN_METADATA.items():
+        skipped.append({"feature": name, "reason": reason})
+    scores.sort(key=lambda s: (-s.auroc, s.feature))
+    return AuditResult(
+        rows=df.height, real=n_real, generated=n_gen, threshold=threshold, features=scores, skipped=skipped
+    )

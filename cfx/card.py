@@ -1,0 +1,285 @@
+"""The dataset card (README.md) of a written subset: Hub YAML header, counts, provenance, how to load it."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+import pyarrow as pa
+import yaml
+
+from cfx.licenses import LICENSE_COLUMN, UNKNOWN
+from cfx.manifest import Manifest
+from cfx.schema import GENERATED, LABEL_NAMES, REAL
+
+SOURCE_CARD = "README.md"
+_FRONT_RE = re.compile(r"^---\s*\n(.*?)\n---\s*(\n|$)", re.S)
+TOP_GENERATORS = 50
+
+
+@dataclass
+class CardInfo:
+    title: str
+    schema: pa.Schema
+    manifest: Manifest  # of the written dataset
+    files: Sequence[Any]  # WrittenFile: name, rows, bytes
+    source_root: str
+    source_history: list[str]
+    licenses: list[str]
+    command: str | None
+    selection: str | None
+    order: str
+    seed: int
+    cfx_version: str
+
+
+# --- licences -----------------------------------------------------------------------------------------
+def normalize_license(name: str) -> str:
+    """``CreativeML OpenRAIL-M`` → ``creativeml-openrail-m`` (the Hub's identifier style)."""
+    return re.sub(r"[\s_]+", "-", name.strip().lower())
+
+
+def read_front_matter(text: str) -> dict[str, Any]:
+    m = _FRONT_RE.match(text)
+    if not m:
+        return {}
+    try:
+        data = yaml.safe_load(m.group(1))
+    except yaml.YAMLError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _source_card_text(root: str) -> str | None:
+    """The source dataset's README.md: a local file, or the Hub repo's at the manifest's revision."""
+    if root.startswith("hf://"):
+        try:
+            from huggingface_hub import HfFileSystem
+
+            from cfx.sources import HubSpec
+
+            hub = HubSpec.parse(root)
+            with HfFileSystem().open(f"datasets/{hub.repo_id}@{hub.revision}/{SOURCE_CARD}", "r") as fh:
+                return str(fh.read())
+        except Exception:
+            return None
+    try:
+        return (Path(root) / SOURCE_CARD).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def source_licenses(source: Manifest, selected: pl.DataFrame) -> list[str]:
+    """The source card's licence(s), then every licence in the selected rows' ``license`` column."""
+    out: list[str] = []
+    text = _source_card_text(source.root)
+    if text:
+        lic = read_front_matter(text).get("license")
+        values = lic if isinstance(lic, list) else [lic] if lic else []
+        out.extend(normalize_license(str(v)) for v in values)
+    if LICENSE_COLUMN in selected.columns:
+        found = selected.get_column(LICENSE_COLUMN).drop_nulls().cast(pl.String).unique().sort().to_list()
+        out.extend(normalize_license(v) for v in found if v.strip() and v != UNKNOWN)
+    return list(dict.fromkeys(out))
+
+
+# --- YAML -------------------------------------------------------------------------------------------
+_DTYPES = {
+    pa.string(): "string",
+    pa.large_string(): "large_string",
+    pa.binary(): "binary",
+    pa.large_binary(): "large_binary",
+    pa.bool_(): "bool",
+    pa.int8(): "int8",
+    pa.int16(): "int16",
+    pa.int32(): "int32",
+    pa.int64(): "int64",
+    pa.uint8(): "uint8",
+    pa.uint16(): "uint16",
+    pa.uint32(): "uint32",
+    pa.uint64(): "uint64",
+    pa.float16(): "float16",
+    pa.float32(): "float32",
+    pa.float64(): "float64",
+}
+
+
+def features(schema: pa.Schema) -> list[dict[str, Any]] | None:
+    """``dataset_info.features`` for flat schemas; None when a column has a type without a plain dtype."""
+    out = []
+    for f in schema:
+        dtype = _DTYPES.get(f.type)
+        if dtype is None:
+            return None
+        out.append({"name": f.name, "dtype": dtype})
+    return out
+
+
+def _size_category(n: int) -> str:
+    for limit, name in (
+        (1_000, "n<1K"),
+        (10_000, "1K<n<10K"),
+        (100_000, "10K<n<100K"),
+        (1_000_000, "100K<n<1M"),
+    ):
+        if n < limit:
+            return name
+    return "1M<n<10M" if n < 10_000_000 else "10M<n<100M"
+
+
+def card_yaml(info: CardInfo) -> dict[str, Any]:
+    rows = len(info.manifest)
+    lic: Any = info.licenses[0] if len(info.licenses) == 1 else info.licenses or "unknown"
+    data: dict[str, Any] = {
+        "license": lic,
+        "pretty_name": info.title,
+        "task_categories": ["image-classification"],
+        "tags": ["image-forensics", "synthetic-image-detection", "community-forensics", "cfx"],
+        "size_categories": [_size_category(rows)],
+        "configs": [
+            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
+        ],
+    }
+    feats = features(info.schema)
+    dataset_info: dict[str, Any] = {}
+    if feats is not None:
+        dataset_info["features"] = feats
+    dataset_info["splits"] = [{"name": "train", "num_examples": rows}]
+    dataset_info["download_size"] = sum(f.bytes for f in info.files)
+    data["dataset_info"] = dataset_info
+    return data
+
+
+# --- body ---------------------------------------------------------------------------------------------
+def _counts(df: pl.DataFrame, column: str) -> list[tuple[str, int, int, int]]:
+    """(value, rows, real, generated), most rows first."""
+    if column not in df.columns:
+        return []
+    expr = (
+        pl.col(column).replace_strict(LABEL_NAMES, default=None, return_dtype=pl.String)
+        if column == "label"
+        else pl.col(column).cast(pl.String)
+    )
+    counts = (
+        df.with_columns(expr.fill_null("(none)").alias("__v"))
+        .group_by("__v")
+        .agg(
+            pl.len().alias("n"),
+            (pl.col("label") == REAL).sum().alias("real"),
+            (pl.col("label") == GENERATED).sum().alias("gen"),
+        )
+        .sort(["n", "__v"], descending=[True, False])
+    )
+    return [(str(v), int(n), int(r), int(g)) for v, n, r, g in counts.iter_rows()]
+
+
+def _table(title: str, rows: list[tuple[str, int, int, int]], limit: int | None = None) -> str:
+    shown = rows[:limit] if limit else rows
+    lines = [f"### By {title}", "", f"| {title} | rows | real | generated |", "|---|---:|---:|---:|"]
+    lines += [f"| {_cell(v)} | {n:,} | {r:,} | {g:,} |" for v, n, r, g in shown]
+    if limit and len(rows) > limit:
+        rest = rows[limit:]
+        lines.append(f"| … {len(rest):,} more | {sum(x[1] for x in rest):,} | | |")
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: str) -> str:
+    return value.replace("|", "\\|") or "(empty)"
+
+
+def _source_text(root: str) -> str:
+    if root.startswith("hf://datasets/"):
+        repo_rev = root[len("hf://datasets/") :]
+        repo, _, rev = repo_rev.partition("@")
+        return f"Hub dataset [`{repo}`](https://huggingface.co/datasets/{repo}) at revision `{rev or 'main'}`"
+    return f"local folder `{root}`"
+
+
+def _extra_columns(schema: pa.Schema) -> str:
+    extra = [n for n in ("source_shard", "source_row") if n in schema.names]
+    return f" (plus {' and '.join(f'`{n}`' for n in extra)}: where each row was copied from)" if extra else ""
+
+
+def render_card(info: CardInfo) -> str:
+    df = info.manifest.df
+    rows = df.height
+    real = int((df.get_column("label") == REAL).sum())
+    gen = int((df.get_column("label") == GENERATED).sum())
+    gens = df.filter(pl.col("label") == GENERATED).get_column("model_name").n_unique() if gen else 0
+    header = yaml.safe_dump(card_yaml(info), sort_keys=False, allow_unicode=True, width=1000)
+    first = info.files[0].name if info.files else "data/train-00000-of-00001.parquet"
+    parts = [
+        f"---\n{header}---\n",
+        f"# {info.title}\n",
+        f"A subset of the Community Forensics dataset written by cfx {info.cfx_version}: "
+        f"{rows:,} images ({real:,} real, {gen:,} generated by {gens:,} generators) in "
+        f"{len(info.files)} parquet file(s) under `data/`. The columns, their types and order are exactly the "
+        f"source's{_extra_columns(info.schema)}, and the encoded images are byte-identical to the source rows.\n",
+        "## Provenance\n",
+        f"- Source: {_source_text(info.source_root)}",
+        f"- Selection: {info.selection or 'all rows of the source manifest'}",
+        f"- Row order: {info.order}" + (f" (seed {info.seed})" if info.order == "shuffle" else ""),
+        f"- Made with: cfx {info.cfx_version}",
+    ]
+    if info.command:
+        parts.append(f"- Command:\n\n  ```\n  {info.command}\n  ```")
+    if info.source_history:
+        parts.append("- Source manifest history: " + "; ".join(f"`{h}`" for h in info.source_history))
+    parts.append(
+        "- `manifest.parquet` lists every row with its metadata and `source_shard` / `source_row`, "
+        "the row it was copied from.\n"
+    )
+    parts.append("## Licence\n")
+    if info.licenses:
+        parts.append(
+            "Inherited from the source collection and from the generators of the selected images: "
+            + ", ".join(f"`{x}`" for x in info.licenses)
+            + ". Each image keeps the licence of the generator (or real source) it comes from.\n"
+        )
+    else:
+        parts.append("Unknown: the source card names no licence. Check the source before redistributing.\n")
+    if LICENSE_COLUMN in df.columns:
+        lic = (
+            df.filter(pl.col("label") == GENERATED)
+            .group_by("model_name", LICENSE_COLUMN)
+            .len()
+            .sort(["len", "model_name"], descending=[True, False])
+        )
+        lines = ["| generator | licence | rows |", "|---|---|---:|"]
+        lines += [
+            f"| {_cell(str(m))} | {_cell(str(x or '(unknown)'))} | {n:,} |" for m, x, n in lic.iter_rows()
+        ]
+        parts.append("\n".join(lines) + "\n")
+    parts.append("## Contents\n")
+    parts.append(_table("label", _counts(df, "label")))
+    parts.append(_table("architecture", _counts(df, "architecture")))
+    parts.append(
+        _table("generator", _counts(df.filter(pl.col("label") == GENERATED), "model_name"), TOP_GENERATORS)
+    )
+    if real:
+        parts.append(_table("real source", _counts(df.filter(pl.col("label") == REAL), "real_source")))
+    files = ["| file | rows | bytes |", "|---|---:|---:|"]
+    files += [f"| `{f.name}` | {f.rows:,} | {f.bytes:,} |" for f in info.files]
+    parts.append("### Files\n\n" + "\n".join(files) + "\n")
+    parts.append(
+        "## Loading\n\n"
+        "```python\n"
+        "from datasets import load_dataset\n\n"
+        'ds = load_dataset("parquet", data_dir="data", split="train")\n'
+        "```\n\n"
+        "Or row group by row group, without loading a whole file:\n\n"
+        "```python\n"
+        "import io\n\n"
+        "import pyarrow.parquet as pq\n"
+        "from PIL import Image\n\n"
+        f'pf = pq.ParquetFile("{first}")\n'
+        "for i in range(pf.num_row_groups):\n"
+        "    for row in pf.read_row_group(i).to_pylist():\n"
+        '        image = Image.open(io.BytesIO(row["image_data"]))\n'
+        "```\n"
+    )
+    return "\n".join(parts)

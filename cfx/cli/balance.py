@@ -1,0 +1,184 @@
+"""`cfx balance`: equal real and generated rows, spread over generators, licence-filtered, matched, paired."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from cfx.balance import MATCH_FEATURES, BalanceOptions, balance, parse_match, parse_ratio
+from cfx.cli._errors import handle_errors
+from cfx.cli._options import (
+    CommercialOnlyOpt,
+    ExcludeLicensesOpt,
+    LicenseColumnOpt,
+    LicensesOpt,
+    LicenseTableOpt,
+    ModelColumnOpt,
+    OutputOpt,
+    RealLicenseTableOpt,
+    SeedOpt,
+    SkipBadOpt,
+    SourceArg,
+    TokenOpt,
+    WorkersOpt,
+)
+from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, print_json
+from cfx.licenses import check_license_patterns, ensure_licenses
+from cfx.load import load_manifest
+
+
+def render(report: dict[str, Any], console: Console) -> None:
+    table = Table(title=f"cfx balance — {report['options']}", title_justify="left")
+    for name, justify in (
+        ("step", "left"),
+        ("rows", "right"),
+        ("real", "right"),
+        ("generated", "right"),
+        ("generators", "right"),
+        ("real sources", "right"),
+    ):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for s in report["steps"]:
+        table.add_row(
+            s["step"],
+            f"{s['rows']:,}",
+            f"{s['real']:,}",
+            f"{s['generated']:,}",
+            f"{s['generators']:,}",
+            f"{s['real_sources']:,}",
+        )
+    console.print(table)
+    r = report["result"]
+    per = r["rows_per_generator"]
+    line = (
+        f"kept {r['real']:,} real + {r['generated']:,} generated from {r['generators']:,} generators "
+        f"(rows per generator: min {per['min']:,}, median {per['median']:,}, max {per['max']:,}); "
+        f"{r['bins']:,} bin(s)"
+    )
+    if r["pairs"] is not None:
+        line += f"; {r['pairs']:,} pairs"
+    console.print(line, markup=False)
+    if report["per_real_source"]:
+        console.print(
+            "real sources: " + ", ".join(f"{k} {v:,}" for k, v in report["per_real_source"].items()),
+            markup=False,
+        )
+    if report["per_stratum"]:
+        console.print(
+            "generated per stratum: " + ", ".join(f"{k} {v:,}" for k, v in report["per_stratum"].items()),
+            markup=False,
+        )
+
+
+@handle_errors
+def balance_cmd(
+    source: SourceArg,
+    output: OutputOpt = None,
+    ratio: Annotated[
+        str, typer.Option("--ratio", help="REAL:GENERATED rows, e.g. 1:1 (default) or 2:1.")
+    ] = "1:1",
+    per_generator: Annotated[
+        int | None, typer.Option("--per-generator", help="At most N rows from each generator.")
+    ] = None,
+    min_per_generator: Annotated[
+        int | None,
+        typer.Option("--min-per-generator", help="Drop generators that cannot contribute at least M rows."),
+    ] = None,
+    stratify: Annotated[
+        str | None,
+        typer.Option(
+            "--stratify",
+            help="Spread generated rows evenly over this column first (e.g. architecture), then over generators.",
+        ),
+    ] = None,
+    match: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--match",
+            help="Pair real and generated rows only within the same bin of this feature (repeatable): "
+            + ", ".join(MATCH_FEATURES)
+            + " or a column; numeric ones take a bin width, e.g. min-side:64.",
+        ),
+    ] = None,
+    pair: Annotated[
+        bool, typer.Option("--pair", help="Add pair_id linking each generated row to one real row (1:1).")
+    ] = False,
+    seed: SeedOpt = 0,
+    licenses: LicensesOpt = None,
+    exclude_licenses: ExcludeLicensesOpt = None,
+    commercial_only: CommercialOnlyOpt = False,
+    license_table: LicenseTableOpt = None,
+    model_column: ModelColumnOpt = None,
+    license_column: LicenseColumnOpt = None,
+    real_license_table: RealLicenseTableOpt = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print the report as JSON on stdout (then the manifest is only written with -o)."
+        ),
+    ] = False,
+    workers: WorkersOpt = 4,
+    skip_bad: SkipBadOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Select equal real and generated rows (or --ratio), spread over generators and real sources.
+
+    Licence options apply first; --match keeps real:generated at the ratio inside every bin of the matched
+    features, so size and format stop predicting the label; --pair links the rows one to one. The selection
+    is as large as the constraints allow and depends only on --seed and the rows. The report (rows and
+    generators left after each step) goes to stderr, or as JSON to stdout with the --json option.
+
+    Examples:
+
+    \b
+      cfx balance data/ -o balanced.parquet
+      cfx balance manifest.parquet --match min-side:64 --match format --pair -o pairs.parquet
+      cfx balance data/ --per-generator 500 --min-per-generator 50 --stratify architecture --commercial-only -o b.parquet
+      cfx balance data/ --match resolution --json
+      cfx balance data/ --ratio 2:1 | cfx stats -
+    """
+    r = parse_ratio(ratio)
+    include = check_license_patterns(licenses, "--licenses")
+    exclude = check_license_patterns(exclude_licenses, "--exclude-licenses")
+    with CliReporter() as reporter:
+        manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+        specs = [parse_match(s, manifest.df.columns) for s in match or []]
+        if include or exclude or commercial_only or license_table or real_license_table:
+            manifest = ensure_licenses(
+                manifest,
+                license_table=license_table,
+                model_column=model_column,
+                license_column=license_column,
+                real_table=real_license_table,
+                token=token,
+                reporter=reporter,
+            )
+        options = BalanceOptions(
+            ratio=r,
+            per_generator=per_generator,
+            min_per_generator=min_per_generator,
+            stratify=stratify,
+            pair=pair,
+            match=specs,
+            seed=seed,
+            licenses=include,
+            exclude_licenses=exclude,
+            commercial_only=commercial_only,
+        )
+        result = balance(manifest, options)
+    report = result.to_json()
+    if as_json:
+        if output is not None:
+            emit_manifest(result.manifest, output)
+        print_json(report)
+        return
+    if not is_quiet():
+        render(report, err_console())
+    emit_manifest(result.manifest, output)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("balance")(balance_cmd)

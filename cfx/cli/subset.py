@@ -1,0 +1,224 @@
+"""`cfx subset`: filter a dataset and write the rows as a new parquet dataset (card + manifest included)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from cfx.cli._errors import handle_errors
+from cfx.cli._options import (
+    AllowMissingOpt,
+    ArchitecturesOpt,
+    CommercialOnlyOpt,
+    ExcludeLicensesOpt,
+    ExcludeNsfwOpt,
+    GeneratorsOpt,
+    JsonOpt,
+    LabelsOpt,
+    LicenseColumnOpt,
+    LicensesOpt,
+    LicenseTableOpt,
+    MaxPerGeneratorOpt,
+    ModelColumnOpt,
+    RealLicenseTableOpt,
+    RealSourcesOpt,
+    SeedOpt,
+    SkipBadOpt,
+    SourceArg,
+    TokenOpt,
+    WhereOpt,
+    WorkersOpt,
+    build_selection,
+)
+from cfx.cli._output import CliReporter, command_line, err_console, is_quiet, out_console, print_json
+from cfx.licenses import ensure_licenses
+from cfx.load import load_manifest
+from cfx.select import apply_selection
+from cfx.subset import (
+    DEFAULT_ROW_GROUP_ROWS,
+    SubsetPlan,
+    check_output,
+    parse_size,
+    plan_subset,
+    write_subset,
+)
+
+
+class Order(str, Enum):
+    source = "source"
+    shuffle = "shuffle"
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if size < 1000 or unit == "TB":
+            return f"{size:,.1f} {unit}" if unit != "B" else f"{int(size)} B"
+        size /= 1000
+    return f"{n} B"
+
+
+def _render_plan(plan: SubsetPlan, out: Path) -> None:
+    console = out_console()
+    approx = "" if plan.exact else "≈ "
+    console.print(
+        f"Would write {plan.rows:,} rows ({approx}{_human(plan.est_bytes)}) from {len(plan.shards)} source "
+        f"shard(s) to {out}/ (order: {plan.order})",
+        markup=False,
+    )
+    for column, title in (("label", "label"), ("architecture", "architecture"), ("model_name", "generator")):
+        counts = plan.counts(column)
+        if not counts:
+            continue
+        table = Table(title=f"by {title} ({len(counts):,} values)", title_justify="left")
+        table.add_column(title)
+        table.add_column("rows", justify="right")
+        for value, n in counts[:20]:
+            table.add_row(value, f"{n:,}")
+        if len(counts) > 20:
+            table.add_row(f"… {len(counts) - 20:,} more", f"{sum(n for _, n in counts[20:]):,}")
+        console.print(table)
+    shards = Table(title="source shards touched", title_justify="left")
+    for name, justify in (("shard", "left"), ("rows", "right"), ("of", "right"), ("bytes", "right")):
+        shards.add_column(name, justify=justify)  # type: ignore[arg-type]
+    for s in plan.shards:
+        shards.add_row(s.shard, f"{s.rows:,}", f"{s.shard_rows:,}", approx + _human(s.est_bytes))
+    console.print(shards)
+
+
+@handle_errors
+def subset(
+    source: SourceArg,
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder to write the new dataset into.", show_default=False)
+    ],
+    generators: GeneratorsOpt = None,
+    architectures: ArchitecturesOpt = None,
+    labels: LabelsOpt = None,
+    real_sources: RealSourcesOpt = None,
+    exclude_nsfw: ExcludeNsfwOpt = False,
+    max_per_generator: MaxPerGeneratorOpt = None,
+    where: WhereOpt = None,
+    licenses: LicensesOpt = None,
+    exclude_licenses: ExcludeLicensesOpt = None,
+    commercial_only: CommercialOnlyOpt = False,
+    license_table: LicenseTableOpt = None,
+    model_column: ModelColumnOpt = None,
+    license_column: LicenseColumnOpt = None,
+    real_license_table: RealLicenseTableOpt = None,
+    allow_missing: AllowMissingOpt = False,
+    seed: SeedOpt = 0,
+    order: Annotated[
+        Order, typer.Option("--order", help="Row order: as in the source, or shuffled with --seed.")
+    ] = Order.source,
+    row_group_size: Annotated[
+        int, typer.Option("--row-group-size", min=1, help="Rows per row group (small: fast random access).")
+    ] = DEFAULT_ROW_GROUP_ROWS,
+    max_shard_size: Annotated[
+        str, typer.Option("--max-shard-size", help="Start a new output shard before one passes this size.")
+    ] = "500MB",
+    with_provenance: Annotated[
+        bool, typer.Option("--with-provenance", help="Add source_shard and source_row columns.")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Print what would be written (rows, shards, bytes); write nothing."),
+    ] = False,
+    as_json: JsonOpt = False,
+    workers: WorkersOpt = 4,
+    skip_bad: SkipBadOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Filter SOURCE and write the rows as a new parquet dataset: data/*.parquet, README.md, manifest.parquet.
+
+    The output keeps exactly the source schema and byte-identical images; it loads with
+    `datasets.load_dataset("parquet", data_dir=DIR)`. Memory stays bounded whatever the shard size, and the
+    folder appears only when complete. Generator/architecture filters pick among generated images and
+    --real-sources among real ones; add --labels to keep one side only. Licence options annotate the rows
+    first (as `cfx licenses` does) unless the manifest already has a license column.
+
+    Examples:
+
+    \b
+      cfx subset data/ --out sd2 --generators "stabilityai/*" --labels generated
+      cfx subset data/ --out pairs --generators @gens.txt --real-sources COCO,FFHQ --max-per-generator 500
+      cfx subset data/ --out open --commercial-only --exclude-nsfw
+      cfx slice data/ --sample 10% --seed 1 | cfx subset - --out sample --order shuffle
+      cfx subset manifest.parquet --out gan --architectures GAN --dry-run
+    """
+    max_bytes = parse_size(max_shard_size)
+    selection = build_selection(
+        generators=generators,
+        architectures=architectures,
+        labels=labels,
+        real_sources=real_sources,
+        exclude_nsfw=exclude_nsfw,
+        where=where,
+        max_per_generator=max_per_generator,
+        seed=seed,
+        licenses=licenses,
+        exclude_licenses=exclude_licenses,
+        commercial_only=commercial_only,
+        allow_missing=allow_missing,
+    )
+    with CliReporter() as reporter:
+        manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+        if (
+            selection.licenses
+            or selection.exclude_licenses
+            or commercial_only
+            or license_table
+            or real_license_table
+        ):
+            manifest = ensure_licenses(
+                manifest,
+                license_table=license_table,
+                model_column=model_column,
+                license_column=license_column,
+                real_table=real_license_table,
+                token=token,
+                reporter=reporter,
+            )
+        selected = apply_selection(manifest, selection, reporter=reporter)
+        if not is_quiet():
+            for step in selected.steps:
+                reporter.info(f"{step.name}: {step.before:,} → {step.after:,} rows")
+        if dry_run:
+            check_output(selected.manifest, out, overwrite)
+            plan = plan_subset(selected.manifest, order=order.value, seed=seed, reporter=reporter)
+        else:
+            result = write_subset(
+                selected.manifest,
+                out,
+                order=order.value,
+                seed=seed,
+                row_group_rows=row_group_size,
+                max_shard_bytes=max_bytes,
+                with_provenance=with_provenance,
+                overwrite=overwrite,
+                command=command_line(),
+                selection=selection.describe(),
+                reporter=reporter,
+            )
+    if dry_run:
+        if as_json:
+            print_json({"dry_run": True, "out": str(out), **plan.to_json()})
+        else:
+            _render_plan(plan, out)
+        return
+    if as_json:
+        print_json(result.to_json())
+    elif not is_quiet():
+        err_console().print(
+            f"Wrote {result.rows:,} rows ({_human(result.bytes)}) in {len(result.files)} file(s) to {out}/",
+            markup=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("subset")(subset)

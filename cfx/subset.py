@@ -1,0 +1,704 @@
+"""Materialize a manifest as a new parquet dataset: exact source schema, byte-identical images, bounded memory.
+
+Rows are streamed out of the source shards a few at a time (``cfx.stream``) and written straight into small
+row groups, so memory stays at a row group or two whatever the size of the source shards. Nothing is decoded.
+The dataset is built in ``DIR.tmp-<random>`` beside ``DIR`` and renamed into place at the end, so a crash
+or a kill never leaves a partial ``DIR``.
+
+``order="shuffle"`` needs a global permutation while shards are read in order: rows are first spilled, in
+source order, into an Arrow IPC file inside ``DIR.tmp-*`` (one record batch per row), then read back one row
+at a time in the shuffled order. That costs one extra write and read of the selected bytes, not memory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import secrets
+import shutil
+import socket
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.ipc as ipc
+import pyarrow.parquet as pq
+
+from cfx import __version__
+from cfx.card import CardInfo, render_card, source_licenses
+from cfx.errors import BadShardError, CfxError, EmptySelectionError, InputError, OutputError, UsageError
+from cfx.index import open_shard
+from cfx.manifest import Manifest, ShardInfo
+from cfx.progress import NullReporter, Reporter
+from cfx.schema import GENERATED, IMAGE_COLUMN, LABEL_NAMES, REAL
+from cfx.sources import natural_key
+from cfx.stream import ROW_COLUMN, iter_shard_batches, shard_ref
+
+DEFAULT_ROW_GROUP_ROWS = 100
+DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
+ROW_GROUP_MAX_BYTES = 64 << 20  # a row group never buffers more than this, however large the images
+READ_BATCH_ROWS = 16
+READ_BATCH_BYTES = 4 << 20  # source rows read at once: about this many bytes (at least one row)
+SPLIT = "train"
+DATA_DIR = "data"
+DATA_GLOB = f"{DATA_DIR}/{SPLIT}-*.parquet"
+PROVENANCE_COLUMNS = ("source_shard", "source_row")
+ORDERS = ("source", "shuffle")
+_WRITER_TAG = ".cfx-writer"
+_SIZE_RE = re.compile(r"^\s*([\d.]+)\s*([kmgt]?i?b?)?\s*$", re.I)
+_CODECS = {"UNCOMPRESSED": "none", "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "LZ4": "lz4"}
+_CODECS.update({"LZ4_RAW": "lz4", "ZSTD": "zstd"})
+
+
+def parse_size(text: str, option: str = "--max-shard-size") -> int:
+    """``500MB`` → 500_000_000, ``2GiB`` → 2 * 2**30, ``123`` → 123 bytes."""
+    m = _SIZE_RE.match(text)
+    if not m:
+        raise UsageError(f"{option} {text!r} is not a size", "write e.g. 500MB, 2GB or 1GiB")
+    unit = (m[2] or "").lower().rstrip("b")
+    base = 1024 if unit.endswith("i") else 1000
+    power = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}[unit.rstrip("i")]
+    try:
+        value = int(float(m[1]) * base**power)
+    except ValueError:
+        raise UsageError(f"{option} {text!r} is not a size", "write e.g. 500MB") from None
+    if value < 1:
+        raise UsageError(f"{option} must be positive", "write e.g. 500MB")
+    return value
+
+
+def supports_cdc() -> bool:
+    """pyarrow >= 21 can cut pages at content-defined boundaries (dedupes well on Xet / the Hub)."""
+    import inspect
+
+    return "use_content_defined_chunking" in inspect.signature(pq.ParquetWriter.__init__).parameters
+
+
+# --- plan ---------------------------------------------------------------------------------------------
+@dataclass
+class ShardPlan:
+    shard: str
+    rows: int  # selected rows
+    shard_rows: int
+    shard_bytes: int
+    est_bytes: int  # bytes of the selected rows (exact image bytes + a share of the rest, or a share)
+
+
+@dataclass
+class SubsetPlan:
+    """What a subset would write: computed from the manifest and the touched shards' footers only."""
+
+    manifest: Manifest  # unique rows, in output order
+    schema: pa.Schema  # the source schema (names, types, order, metadata) — the output schema
+    codecs: dict[str, str]  # per column, as in the source
+    shards: list[ShardPlan]
+    est_bytes: int
+    exact: bool  # est_bytes comes from num_bytes of every row
+    duplicates: int  # (shard, row) pairs listed more than once, written once
+    order: str
+    seed: int
+    source_index: np.ndarray | None = None  # shuffle: output row j is the source-order row source_index[j]
+
+    @property
+    def rows(self) -> int:
+        return len(self.manifest)
+
+    def counts(self, column: str, top: int | None = None) -> list[tuple[str, int]]:
+        df = self.manifest.df
+        if column == "model_name":
+            df = df.filter(pl.col("label") == GENERATED)
+        if column not in df.columns:
+            return []
+        expr = (
+            pl.col(column).replace_strict(LABEL_NAMES, default=None, return_dtype=pl.String)
+            if column == "label"
+            else pl.col(column).cast(pl.String)
+        )
+        counts = (
+            df.select(expr.fill_null("(null)").alias("v"))
+            .group_by("v")
+            .len()
+            .sort(["len", "v"], descending=[True, False])
+        )
+        rows = [(str(v), int(n)) for v, n in counts.iter_rows()]
+        return rows[:top] if top else rows
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "rows": self.rows,
+            "by_label": dict(self.counts("label")),
+            "by_architecture": dict(self.counts("architecture")),
+            "by_generator": dict(self.counts("model_name")),
+            "source_shards": [
+                {"shard": s.shard, "rows": s.rows, "of": s.shard_rows, "est_bytes": s.est_bytes}
+                for s in self.shards
+            ],
+            "est_bytes": self.est_bytes,
+            "bytes_exact": self.exact,
+            "duplicates_dropped": self.duplicates,
+            "order": self.order,
+            "seed": self.seed,
+        }
+
+
+def _source_order(df: pl.DataFrame) -> pl.DataFrame:
+    """Unique (shard, row) in source order: shards in natural order (2 before 10), rows ascending."""
+    shards = sorted(df.get_column("shard").unique().to_list(), key=natural_key)
+    rank = pl.DataFrame(
+        {"shard": shards, "__shard_rank": range(len(shards))}, schema_overrides={"shard": df.schema["shard"]}
+    )
+    return (
+        df.unique(subset=["shard", "row"], keep="first", maintain_order=True)
+        .join(rank, on="shard", how="left")
+        .sort(["__shard_rank", "row"])
+        .drop("__shard_rank")
+    )
+
+
+def plan_subset(
+    manifest: Manifest, *, order: str = "source", seed: int = 0, reporter: Reporter | None = None
+) -> SubsetPlan:
+    """Check the touched shards (fingerprints, schemas) and estimate what would be written. No image bytes."""
+    reporter = reporter or NullReporter()
+    if order not in ORDERS:
+        raise UsageError(f"--order {order!r}: unknown order", "use source or shuffle")
+    if not len(manifest):
+        raise EmptySelectionError("the selection is empty: nothing to write", "loosen the filters")
+    df = manifest.df
+    if "num_bytes" not in df.columns:
+        df = df.with_columns(pl.lit(None, dtype=pl.Int64).alias("num_bytes"))
+    df = _source_order(df)
+    duplicates = manifest.df.height - df.height
+    if duplicates:
+        reporter.warn(f"{duplicates:,} rows are listed more than once; each is written once")
+    perm = None
+    if order == "shuffle":
+        perm = np.random.Generator(np.random.PCG64(seed)).permutation(df.height)
+        df = df[perm]
+    per_shard = df.group_by("shard", maintain_order=True).agg(
+        pl.len().alias("n"),
+        pl.col("num_bytes").sum().alias("b"),
+        pl.col("num_bytes").null_count().alias("nb"),
+    )
+    schema: pa.Schema | None = None
+    codecs: dict[str, str] = {}
+    first = ""
+    shard_plans: list[ShardPlan] = []
+    exact = True
+    for shard, n, nbytes, nulls in sorted(per_shard.iter_rows(), key=lambda r: natural_key(r[0])):
+        ref, fs = shard_ref(manifest, shard)
+        with open_shard(ref, fs) as pf:
+            s = pf.schema_arrow
+            meta = pf.metadata
+            if schema is None:
+                schema, first = s, shard
+                rg = meta.row_group(0) if meta.num_row_groups else None
+                if rg is not None:
+                    for i in range(rg.num_columns):
+                        col = rg.column(i)
+                        codec = _CODECS.get(str(col.compression).upper(), "snappy")
+                        # Encoded images barely compress: when the source's codec saved < 5 %, skip it.
+                        saved = 1 - col.total_compressed_size / max(col.total_uncompressed_size, 1)
+                        if (
+                            col.physical_type == "BYTE_ARRAY"
+                            and col.path_in_schema == IMAGE_COLUMN
+                            and saved < 0.05
+                        ):
+                            codec = "none"
+                        codecs[col.path_in_schema] = codec
+            elif not s.remove_metadata().equals(schema.remove_metadata()):
+                raise InputError(
+                    f"shard {shard} has a different schema from {first} ({_schema_diff(schema, s)})",
+                    "a subset needs shards with one schema: select rows of one dataset (e.g. --where "
+                    "\"shard LIKE 'data/%'\")",
+                )
+            total_rows = meta.num_rows
+            if IMAGE_COLUMN not in s.names:
+                raise BadShardError(
+                    shard, f"no {IMAGE_COLUMN} column", "is this a Community Forensics shard?"
+                )
+        size = ref.info.size
+        share = int(size * n / total_rows) if total_rows else 0
+        if nulls == 0 and nbytes is not None:
+            est = int(nbytes) + int((size / max(total_rows, 1)) * 0.01 * n)  # + metadata columns (~1 %)
+        else:
+            est, exact = share, False
+        shard_plans.append(ShardPlan(shard, int(n), int(total_rows), int(size), est))
+    assert schema is not None
+    return SubsetPlan(
+        manifest=manifest.with_df(df),
+        schema=schema,
+        codecs=codecs,
+        shards=shard_plans,
+        est_bytes=sum(p.est_bytes for p in shard_plans),
+        exact=exact,
+        duplicates=duplicates,
+        order=order,
+        seed=seed,
+        source_index=perm,
+    )
+
+
+def _schema_diff(a: pa.Schema, b: pa.Schema) -> str:
+    if a.names != b.names:
+        return f"columns {', '.join(a.names)} vs {', '.join(b.names)}"
+    for fa, fb in zip(a, b, strict=True):
+        if fa.type != fb.type:
+            return f"column {fa.name}: {fa.type} vs {fb.type}"
+    return "nullability differs"
+
+
+# --- output checks ------------------------------------------------------------------------------------
+def check_output(manifest: Manifest, out: Path, overwrite: bool) -> Path:
+    """The absolute output folder, after refusing the unsafe cases (inside the source, exists, not a folder)."""
+    out_abs = Path(os.path.abspath(Path(out).expanduser()))
+    if not manifest.is_remote:
+        root = Path(os.path.abspath(manifest.root)).resolve()
+        real = out_abs.resolve()
+        if real == root or root in real.parents:
+            raise UsageError(
+                f"--out {out} is inside the source folder {root}",
+                "write the subset somewhere else, so it does not mix with the source shards",
+            )
+        if real in root.parents:
+            raise UsageError(
+                f"--out {out} contains the source folder {root}",
+                "pick a folder outside the source: writing there could replace the source",
+            )
+    if out_abs.exists() or out_abs.is_symlink():
+        if not out_abs.is_dir():
+            raise OutputError(f"{out} exists and is not a folder", "pick another --out")
+        if not overwrite and any(out_abs.iterdir()):
+            raise OutputError(
+                f"{out} already exists", "pass --overwrite to replace it, or pick another --out"
+            )
+    return out_abs
+
+
+def _check_space(parent: Path, need: int) -> None:
+    try:
+        free = shutil.disk_usage(parent).free
+    except OSError:
+        return
+    if need > free:
+        raise OutputError(
+            f"not enough disk space in {parent}: the subset needs about {_human(need)}, {_human(free)} are free",
+            "free some space, pick another --out, or select fewer rows",
+        )
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if n < 1000 or unit == "TB":
+            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1000
+    return f"{n} B"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _clean_stale(out_abs: Path, reporter: Reporter) -> None:
+    """Remove ``DIR.tmp-*`` folders left by a killed cfx on this host (their writer pid is gone)."""
+    for tmp in out_abs.parent.glob(f"{out_abs.name}.tmp-*"):
+        try:
+            tag = json.loads((tmp / _WRITER_TAG).read_text())
+        except (OSError, ValueError):
+            continue
+        if tag.get("host") == socket.gethostname() and not _pid_alive(int(tag.get("pid", 0))):
+            shutil.rmtree(tmp, ignore_errors=True)
+            reporter.info(f"Removed {tmp.name}, left by an interrupted earlier run")
+
+
+# --- writing ------------------------------------------------------------------------------------------
+@dataclass
+class WrittenFile:
+    name: str  # relative to the output folder, e.g. data/train-00000-of-00002.parquet
+    rows: int
+    bytes: int
+
+
+class _ShardWriter:
+    """Row groups into data/part-N.parquet files, starting a new file before one would pass ``max_bytes``."""
+
+    def __init__(self, folder: Path, schema: pa.Schema, codecs: dict[str, str], max_bytes: int) -> None:
+        self.folder = folder
+        self.schema = schema
+        self.max_bytes = max_bytes
+        binary = {f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)}
+        small = [n for n in schema.names if n not in binary]
+        self.kwargs: dict[str, Any] = {
+            "compression": {n: codecs.get(n, "snappy") for n in schema.names},
+            "use_dictionary": small,  # dictionaries of encoded images only waste time
+            "write_statistics": small,
+            "write_page_index": True,
+            "store_schema": True,
+        }
+        if supports_cdc():
+            self.kwargs["use_content_defined_chunking"] = True
+        self.files: list[tuple[Path, int]] = []  # (path, rows)
+        self._sink: pa.NativeFile | None = None
+        self._writer: pq.ParquetWriter | None = None
+        self._rows = 0
+        self._groups = 0
+
+    def _footer_estimate(self, row_groups: int, rows: int) -> int:
+        """Bytes the footer (schema, row group metadata, page indexes) adds when the file is closed."""
+        return 4096 + row_groups * len(self.schema) * 256 + rows * 64
+
+    def write(self, table: pa.Table) -> None:
+        """Write ``table`` as one row group, in a new file when the current one would pass ``max_bytes``."""
+        if self._writer is not None and self._rows and self._sink is not None:
+            after = self._sink.tell() + table.nbytes
+            footer = self._footer_estimate(self._groups + 1, self._rows + table.num_rows)
+            if after + footer > self.max_bytes:
+                self._close_file()
+        if self._writer is None:
+            path = self.folder / f"part-{len(self.files):05d}.parquet"
+            self._sink = pa.OSFile(str(path), "wb")
+            self._writer = pq.ParquetWriter(self._sink, self.schema, **self.kwargs)
+            self.files.append((path, 0))
+            self._rows = 0
+            self._groups = 0
+        self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        self._rows += table.num_rows
+        self._groups += 1
+        path, _ = self.files[-1]
+        self.files[-1] = (path, self._rows)
+
+    def _close_file(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+        if self._sink is not None:
+            self._sink.close()
+            self._sink = None
+
+    def close(self) -> None:
+        self._close_file()
+
+    def abort(self) -> None:
+        with contextlib.suppress(Exception):
+            self._close_file()
+
+
+class _RowGroups:
+    """Collect record batches into row groups of ``rows`` rows (or fewer, past ROW_GROUP_MAX_BYTES)."""
+
+    def __init__(self, writer: _ShardWriter, rows: int, schema: pa.Schema, task: Any) -> None:
+        self.writer = writer
+        self.rows = rows
+        self.schema = schema
+        self.task = task
+        self._buf: list[pa.RecordBatch] = []
+        self._n = 0
+        self._bytes = 0
+        self.lengths: list[pa.Array] = []  # encoded image length per written row, in order
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        start = 0
+        while start < batch.num_rows:
+            take = min(self.rows - self._n, batch.num_rows - start)
+            piece = batch.slice(start, take)
+            self._buf.append(piece)
+            self._n += take
+            self._bytes += piece.nbytes
+            start += take
+            if self._n >= self.rows or self._bytes >= ROW_GROUP_MAX_BYTES:
+                self.flush()
+
+    def flush(self) -> None:
+        if not self._n:
+            return
+        table = pa.Table.from_batches(self._buf, schema=self.schema)
+        self.writer.write(table)
+        self.lengths.append(pc.binary_length(table.column(IMAGE_COLUMN)).cast(pa.int64()).combine_chunks())
+        self.task.advance(table.num_rows)
+        self._buf, self._n, self._bytes = [], 0, 0
+
+
+def _source_batches(
+    plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool
+) -> Iterator[pa.RecordBatch]:
+    """Selected rows shard by shard, in source order, as record batches in the output schema."""
+    df = plan.manifest.df
+    base = plan.schema.remove_metadata()
+    for sp in plan.shards:
+        rows = np.sort(df.filter(pl.col("shard") == sp.shard).get_column("row").to_numpy())
+        per_row = sp.shard_bytes / max(sp.shard_rows, 1)
+        batch_rows = int(min(READ_BATCH_ROWS, max(1, READ_BATCH_BYTES // max(per_row, 1))))
+        for batch in iter_shard_batches(source, sp.shard, rows, columns=None, batch_rows=batch_rows):
+            src_rows = batch.column(ROW_COLUMN)
+            data = batch.drop_columns([ROW_COLUMN])
+            if not data.schema.equals(base):
+                raise InputError(
+                    f"shard {sp.shard} changed its schema while being read ({_schema_diff(base, data.schema)})",
+                    "re-index the dataset",
+                )
+            arrays = list(data.columns)
+            if provenance:
+                arrays += [pa.array([sp.shard] * data.num_rows, pa.string()), src_rows]
+            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+
+
+def _output_schema(source: pa.Schema, provenance: bool) -> pa.Schema:
+    if not provenance:
+        return source
+    schema = source.append(pa.field("source_shard", pa.string())).append(pa.field("source_row", pa.int64()))
+    meta = dict(source.metadata or {})
+    if b"huggingface" in meta:  # keep the datasets features in step with the columns
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            hf = json.loads(meta[b"huggingface"])
+            feats = hf.get("info", {}).get("features")
+            if isinstance(feats, dict):
+                feats["source_shard"] = {"dtype": "string", "_type": "Value"}
+                feats["source_row"] = {"dtype": "int64", "_type": "Value"}
+                meta[b"huggingface"] = json.dumps(hf).encode()
+    return schema.with_metadata(meta) if meta else schema
+
+
+@dataclass
+class SubsetResult:
+    out: Path
+    manifest: Manifest  # of the new dataset (also saved as DIR/manifest.parquet)
+    files: list[WrittenFile]
+    plan: SubsetPlan
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def rows(self) -> int:
+        return len(self.manifest)
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "out": str(self.out),
+            "rows": self.rows,
+            "bytes": self.bytes,
+            "files": [{"name": f.name, "rows": f.rows, "bytes": f.bytes} for f in self.files],
+            "source_shards": len(self.plan.shards),
+            "by_label": dict(self.plan.counts("label")),
+        }
+
+
+def write_subset(
+    manifest: Manifest,
+    out: Path,
+    *,
+    order: str = "source",
+    seed: int = 0,
+    row_group_rows: int = DEFAULT_ROW_GROUP_ROWS,
+    max_shard_bytes: int = DEFAULT_MAX_SHARD_BYTES,
+    with_provenance: bool = False,
+    overwrite: bool = False,
+    command: str | None = None,
+    selection: str | None = None,
+    reporter: Reporter | None = None,
+) -> SubsetResult:
+    """Write the manifest's rows as a parquet dataset in ``out`` (data/, README.md, manifest.parquet).
+
+    The output has exactly the source schema (plus ``source_shard``/``source_row`` with ``with_provenance``)
+    and byte-identical images. ``command`` (the command line) and ``selection`` (the filters, in words) go
+    into the dataset card.
+    """
+    reporter = reporter or NullReporter()
+    if row_group_rows < 1:
+        raise UsageError("--row-group-size must be at least 1", "the default is 100 rows")
+    if max_shard_bytes < 1:
+        raise UsageError("--max-shard-size must be positive", "e.g. 500MB")
+    out_abs = check_output(manifest, out, overwrite)
+    plan = plan_subset(manifest, order=order, seed=seed, reporter=reporter)
+    parent = out_abs.parent
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(
+            f"cannot create {parent}: {exc.strerror or exc}", "check the path and permissions"
+        ) from None
+    _clean_stale(out_abs, reporter)
+    _check_space(parent, int(plan.est_bytes * (2.05 if order == "shuffle" else 1.05)) + (16 << 20))
+    tmp = parent / f"{out_abs.name}.tmp-{secrets.token_hex(4)}"
+    try:
+        tmp.mkdir()
+        (tmp / _WRITER_TAG).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+        (tmp / DATA_DIR).mkdir()
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(
+            f"cannot write into {parent}: {exc.strerror or exc}", "pick a folder you can write to"
+        ) from None
+    schema = _output_schema(plan.schema, with_provenance)
+    writer = _ShardWriter(tmp / DATA_DIR, schema, plan.codecs, max_shard_bytes)
+    task = reporter.task(f"Writing {plan.rows:,} rows", total=plan.rows)
+    try:
+        try:
+            groups = _RowGroups(writer, row_group_rows, schema, task)
+            if order == "shuffle":
+                _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp)
+            else:
+                for batch in _source_batches(plan, manifest, schema, with_provenance):
+                    groups.add(batch)
+            groups.flush()
+            writer.close()
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write the subset into {parent}: {exc.strerror or _first_line(exc)}",
+                "check free disk space and permissions; nothing was left behind",
+            ) from None
+        finally:
+            task.close()
+        files = _finalize_files(tmp, writer.files)
+        new = _new_manifest(plan, manifest, files, groups.lengths, out_abs, tmp, command or "cfx subset")
+        info = CardInfo(
+            title=out_abs.name,
+            schema=schema,
+            manifest=new,
+            files=files,
+            source_root=manifest.root,
+            source_history=list(manifest.history),
+            licenses=source_licenses(manifest, plan.manifest.df),
+            command=command,
+            selection=selection,
+            order=order,
+            seed=seed,
+            cfx_version=__version__,
+        )
+        try:
+            new.write(tmp / "manifest.parquet")
+            (tmp / "README.md").write_text(render_card(info), encoding="utf-8")
+            (tmp / _WRITER_TAG).unlink()
+            _swap_into_place(tmp, out_abs)
+        except CfxError:
+            raise
+        except OSError as exc:
+            raise OutputError(
+                f"cannot finish {out}: {exc.strerror or exc}", "check free disk space and permissions"
+            ) from None
+    except BaseException:
+        writer.abort()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return SubsetResult(out=out_abs, manifest=new, files=files, plan=plan)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def _write_shuffled(
+    plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool, groups: _RowGroups, tmp: Path
+) -> None:
+    """Spill the rows in source order, one record batch per row, then write them in the shuffled order.
+
+    The spill is an Arrow IPC file read back with positioned reads (no memory map), one row at a time, so
+    memory stays at a row group whatever the selection; it costs one extra write and read of the bytes.
+    """
+    assert plan.source_index is not None
+    spill = tmp / ".shuffle.arrow"
+    with pa.OSFile(str(spill), "wb") as sink, ipc.new_file(sink, schema) as writer:
+        for batch in _source_batches(plan, source, schema, provenance):
+            for i in range(batch.num_rows):
+                writer.write_batch(batch.slice(i, 1))
+    with pa.OSFile(str(spill), "rb") as src:
+        reader = ipc.open_file(src)
+        if reader.num_record_batches != plan.rows:
+            raise OutputError(
+                f"the shuffle spill holds {reader.num_record_batches:,} rows, not {plan.rows:,}",
+                "this is a bug in cfx; please report it with CFX_DEBUG=1",
+            )
+        for i in plan.source_index:
+            groups.add(reader.get_batch(int(i)))
+    spill.unlink()
+
+
+def _finalize_files(tmp: Path, parts: list[tuple[Path, int]]) -> list[WrittenFile]:
+    """Rename data/part-N.parquet to the Hub's data/train-0000N-of-0000M.parquet."""
+    n = len(parts)
+    files = []
+    for i, (path, rows) in enumerate(parts):
+        name = f"{DATA_DIR}/{SPLIT}-{i:05d}-of-{n:05d}.parquet"
+        os.replace(path, tmp / name)
+        files.append(WrittenFile(name=name, rows=rows, bytes=(tmp / name).stat().st_size))
+    return files
+
+
+def _new_manifest(
+    plan: SubsetPlan,
+    source: Manifest,
+    files: list[WrittenFile],
+    lengths: list[pa.Array],
+    out_abs: Path,
+    tmp: Path,
+    command: str,
+) -> Manifest:
+    """The manifest of the written dataset: same metadata, pointers into the new shards, provenance columns."""
+    df = plan.manifest.df
+    shard_col = np.repeat(np.array([f.name for f in files], dtype=object), [f.rows for f in files])
+    row_col = (
+        np.concatenate([np.arange(f.rows, dtype=np.int64) for f in files]) if files else np.empty(0, np.int64)
+    )
+    nbytes = pa.concat_arrays(lengths).to_numpy() if lengths else np.empty(0, np.int64)
+    if not (len(shard_col) == len(nbytes) == df.height):
+        raise OutputError(
+            f"wrote {len(nbytes):,} rows but {df.height:,} were selected",
+            "this is a bug in cfx; please report it with CFX_DEBUG=1",
+        )
+    extra = {"source_shard": df.get_column("shard"), "source_row": df.get_column("row")}
+    new_df = df.with_columns(
+        pl.Series("shard", shard_col, dtype=pl.String),
+        pl.Series("row", row_col, dtype=pl.Int64),
+        pl.Series("num_bytes", nbytes, dtype=pl.Int64),
+        *(s.alias(name) for name, s in extra.items()),
+    )
+    shards = {}
+    for f in files:
+        st = (tmp / f.name).stat()
+        shards[f.name] = ShardInfo(size=st.st_size, mtime_ns=st.st_mtime_ns)
+    return Manifest(df=new_df, root=str(out_abs), shards=shards, history=[*source.history, command])
+
+
+def _swap_into_place(tmp: Path, out_abs: Path) -> None:
+    """Rename ``tmp`` to ``out_abs``; an existing ``out_abs`` (allowed by --overwrite) is moved aside first."""
+    if out_abs.exists() or out_abs.is_symlink():
+        old = out_abs.parent / f"{out_abs.name}.old-{secrets.token_hex(4)}"
+        os.rename(out_abs, old)
+        try:
+            os.rename(tmp, out_abs)
+        except OSError:
+            os.rename(old, out_abs)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.rename(tmp, out_abs)
+
+
+__all__ = [
+    "DEFAULT_MAX_SHARD_BYTES",
+    "DEFAULT_ROW_GROUP_ROWS",
+    "PROVENANCE_COLUMNS",
+    "REAL",
+    "SubsetPlan",
+    "SubsetResult",
+    "check_output",
+    "parse_size",
+    "plan_subset",
+    "write_subset",
+]
