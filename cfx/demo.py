@@ -89,7 +89,10 @@ def _stats(ctx: DemoContext) -> DemoStep:
 def _licenses(ctx: DemoContext) -> DemoStep:
     from cfx.licenses import annotate_licenses_info, license_report
 
-    manifest, info = annotate_licenses_info(ctx.state["manifest"], reporter=ctx.reporter)
+    # the deduplicated manifest when the dedupe step ran: later steps curate what survived it
+    source = ctx.state.get("kept", ctx.state["manifest"])
+    source_path = ctx.state.get("kept_path", ctx.state["manifest_path"])
+    manifest, info = annotate_licenses_info(source, reporter=ctx.reporter)
     report = license_report(manifest, info)
     path = ctx.out / "licenses.json"
     write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
@@ -100,7 +103,7 @@ def _licenses(ctx: DemoContext) -> DemoStep:
     missing = [m["model_name"] for m in report["missing_generators"]]
     return DemoStep(
         "Licences: generators from data/metadata, real images by source",
-        f"cfx licenses {ctx.state['manifest_path']} -o {licensed} --json",
+        f"cfx licenses {source_path} -o {licensed} --json",
         f"{top}; non-commercial {report['flags']['non_commercial']['rows']} rows, "
         f"share-alike {report['flags']['share_alike']['rows']}; not in the licence table: "
         f"{', '.join(missing) or 'none'}",
@@ -255,6 +258,25 @@ def _dedupe(ctx: DemoContext) -> DemoStep:
     )
 
 
+def _subset_balanced(ctx: DemoContext) -> DemoStep:
+    from cfx.subset import write_subset
+
+    out = ctx.out / "train-set"
+    command = f"cfx subset {ctx.state['balanced_path']} --out {out} --order shuffle --seed 0"
+    result = write_subset(
+        ctx.state["balanced"], out, order="shuffle", seed=0, command=command, reporter=ctx.reporter
+    )
+    counts = dict(result.plan.counts("label"))
+    return DemoStep(
+        "Write the balanced, deduplicated, matched selection as a training set",
+        command,
+        f"{result.rows} rows ({counts.get('real', 0)} real, {counts.get('generated', 0)} generated, shuffled) in "
+        f"{len(result.files)} file(s), {result.bytes / 1e6:.1f} MB — ready for "
+        f"datasets.load_dataset('parquet', data_dir='{out}')",
+        [str(out)],
+    )
+
+
 STEPS: list[Callable[[DemoContext], DemoStep]] = [
     _synth,
     _index,
@@ -266,6 +288,7 @@ STEPS: list[Callable[[DemoContext], DemoStep]] = [
     _balance,
     _audit_balanced,
     _subset,
+    _subset_balanced,
 ]
 
 
