@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from cfx.manifest import read_manifest
 from cfx.synth import make_large_shard
+from tests.rss import cfx_peak_rss_mb
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-# ru_maxrss of a forked child counts the parent's pages copied at fork time, so the command is started from a
-# small wrapper interpreter whose own footprint is far below what is measured.
-_WRAPPER = (
-    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:]); "
-    "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(rc)"
-)
-
-
-def peak_rss_mb(args: list[str], cwd: Path) -> float:
-    """Peak RSS (MB) of `python -m cfx ARGS`."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", _WRAPPER, sys.executable, "-m", "cfx", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return int(proc.stdout.strip().splitlines()[-1]) / 1024
 
 
 @pytest.mark.parametrize(
@@ -45,8 +21,8 @@ def test_index_memory_is_bounded(tmp_path: Path, target: int) -> None:
     shard = make_large_shard(tmp_path / "ds", target_bytes=target)
     size = shard.stat().st_size
     assert size >= target
-    meta_only = peak_rss_mb(["index", "ds", "--no-cache", "-o", "m.parquet"], tmp_path)
-    with_bytes = peak_rss_mb(["index", "ds", "--no-cache", "--num-bytes", "-o", "m2.parquet"], tmp_path)
+    meta_only = cfx_peak_rss_mb(["index", "ds", "--no-cache", "-o", "m.parquet"], tmp_path)
+    with_bytes = cfx_peak_rss_mb(["index", "ds", "--no-cache", "--num-bytes", "-o", "m2.parquet"], tmp_path)
     m = read_manifest(tmp_path / "m2.parquet")
     assert m.df["num_bytes"].null_count() == 0 and m.df["num_bytes"].sum() < size
     # an interpreter with pyarrow + polars loaded is ~150-250 MB; streaming adds a few batches on top,

@@ -31,6 +31,7 @@ from cfx.manifest import Manifest, read_manifest
 from cfx.schema import SOURCE_SCHEMA
 from cfx.select import Selection, apply_selection
 from cfx.subset import parse_size, plan_subset, write_subset
+from tests.rss import cfx_peak_rss_mb
 from tests.shards import png, write_shard
 
 
@@ -708,34 +709,6 @@ def test_kill_9_leaves_no_partial_dir(tmp_path: Path) -> None:
     )
 
 
-_HWM = """
-import atexit, sys
-def report():
-    for line in open("/proc/self/status"):
-        if line.startswith("VmHWM:"):
-            open(out, "w").write(line.split()[1])
-atexit.register(report)
-out = sys.argv[1]
-sys.argv = ["cfx", *sys.argv[2:]]
-from cfx.cli import main
-main()
-"""
-
-
-def _peak_rss_mb(args: list[str], tmp_path: Path) -> float:
-    """Peak RSS (VmHWM) of `cfx ARGS` in a fresh process.
-
-    Not wait4's ru_maxrss: the kernel carries the forking (pytest) process's peak into the child's at exec.
-    """
-    report = tmp_path / "hwm.txt"
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", _HWM, str(report), "--quiet", *args], env=env, capture_output=True, text=True
-    )
-    assert proc.returncode == 0, proc.stderr
-    return int(report.read_text()) / 1024
-
-
 def test_memory_does_not_grow_with_the_row_group(tmp_path: Path) -> None:
     """Peak RSS copying a 300 MB single-row-group shard is about that of a 60 MB one, in both orders."""
     small = _large(tmp_path / "small", 60_000_000)
@@ -748,7 +721,7 @@ def test_memory_does_not_grow_with_the_row_group(tmp_path: Path) -> None:
         peaks = []
         for src in (small, big):
             out = tmp_path / f"out-{src.name}-{order}"
-            peaks.append(_peak_rss_mb(["subset", str(src), "--out", str(out), "--order", order], tmp_path))
+            peaks.append(cfx_peak_rss_mb(["subset", str(src), "--out", str(out), "--order", order], tmp_path))
             assert pq.read_metadata(next((out / "data").glob("*.parquet"))).num_rows > 0
         # reading the row group whole would add its 240 MB; streaming adds allocator noise only
         assert peaks[1] - peaks[0] < 0.6 * grow / 2**20, f"{order}: {peaks[0]:.0f} → {peaks[1]:.0f} MB"
@@ -762,7 +735,7 @@ def test_memory_bounded_on_a_1gb_row_group(tmp_path: Path, order: str) -> None:
     assert (big / "data" / "HFCF_small_0.parquet").stat().st_size >= 1_000_000_000
     out = tmp_path / "out"
     args = ["subset", str(big), "--out", str(out), "--where", "row % 3 = 0", "--order", order]
-    rss = _peak_rss_mb(args, tmp_path)
+    rss = cfx_peak_rss_mb(args, tmp_path)
     assert rss < 1000, f"peak RSS {rss:.0f} MB"
     src = pq.ParquetFile(big / "data" / "HFCF_small_0.parquet")
     want = {}

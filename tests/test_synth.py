@@ -7,6 +7,7 @@ import hashlib
 import importlib
 import io
 import json
+import os
 import re
 import subprocess
 import sys
@@ -515,9 +516,8 @@ def test_large_shard_small_target(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_large_shard_full_size_with_bounded_memory(tmp_path: Path) -> None:
     code = (
-        "import resource, sys; from pathlib import Path; from cfx.synth import make_large_shard; "
-        "make_large_shard(Path(sys.argv[1])); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        "import sys; from pathlib import Path; from cfx.synth import make_large_shard; "
+        "make_large_shard(Path(sys.argv[1])); from tests.rss import vmhwm_kb; print(vmhwm_kb())"
     )
     out = subprocess.run(
         [sys.executable, "-c", code, str(tmp_path)],
@@ -525,6 +525,7 @@ def test_large_shard_full_size_with_bounded_memory(tmp_path: Path) -> None:
         capture_output=True,
         text=True,
         cwd=Path.cwd(),
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
     )
     peak_kb = int(out.stdout.split()[-1])
     path = tmp_path / "data" / "HFCF_small_0.parquet"
