@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -191,8 +192,8 @@ def _print_fetch_plan(plan: pf.FetchPlan, dry_run: bool) -> None:
     alt = plan.alternative
     if alt is not None and not budgeted:
         console.print(
-            f"Cheaper: {_shards(len(alt.shards))} ({_size(alt.bytes)}, {alt.rows:,} rows) cover every requested "
-            f"value ({_coverage(alt)}): --budget {_size(alt.bytes).replace(' ', '')} picks them",
+            f"Cheaper: {_shards(len(alt.shards))} ({_size(alt.bytes)}, {alt.rows:,} rows) covering every "
+            f"requested value ({_coverage(alt)}); --budget {_size_up(alt.bytes)} picks them",
             markup=False,
         )
     tail = " (dry run: nothing downloaded)" if dry_run else ""
@@ -201,6 +202,14 @@ def _print_fetch_plan(plan: pf.FetchPlan, dry_run: bool) -> None:
         f"README/metadata){tail}",
         markup=False,
     )
+
+
+def _size_up(n: int) -> str:
+    """A size to type after --budget that is not below ``n`` (three significant digits, rounded up)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{math.ceil((n + 1) / scale * 100) / 100:g}{unit}"  # +1: float round-off
+    return f"{n}B"
 
 
 def _shards(n: int) -> str:
