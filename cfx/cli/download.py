@@ -287,7 +287,7 @@ def download(
     \b
       cfx download --out cf-small --shards 0-9,93
       cfx download --out cf-small --dry-run
-      cfx download OwensLab/CommunityForensics-Small --out cf --revision 6c539a5 --include 'data/metadata/*' --json
+      cfx download OwensLab/CommunityForensics-Small --out cf --revision main --include 'data/metadata/*' --json
       cfx download --out cf --generators 'stabilityai/*' --labels generated --dry-run
       cfx download --out cf --architectures GAN --budget 50GB --subset-out gan
       cfx slice hf://datasets/OwensLab/CommunityForensics-Small --where "width >= 1024" | cfx download --out cf --manifest -
