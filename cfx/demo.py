@@ -89,7 +89,10 @@ def _stats(ctx: DemoContext) -> DemoStep:
 def _licenses(ctx: DemoContext) -> DemoStep:
     from cfx.licenses import annotate_licenses_info, license_report
 
-    manifest, info = annotate_licenses_info(ctx.state["manifest"], reporter=ctx.reporter)
+    # the deduplicated manifest when the dedupe step ran: later steps curate what survived it
+    source = ctx.state.get("kept", ctx.state["manifest"])
+    source_path = ctx.state.get("kept_path", ctx.state["manifest_path"])
+    manifest, info = annotate_licenses_info(source, reporter=ctx.reporter)
     report = license_report(manifest, info)
     path = ctx.out / "licenses.json"
     write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(report, indent=2)))
@@ -100,7 +103,7 @@ def _licenses(ctx: DemoContext) -> DemoStep:
     missing = [m["model_name"] for m in report["missing_generators"]]
     return DemoStep(
         "Licences: generators from data/metadata, real images by source",
-        f"cfx licenses {ctx.state['manifest_path']} -o {licensed} --json",
+        f"cfx licenses {source_path} -o {licensed} --json",
         f"{top}; non-commercial {report['flags']['non_commercial']['rows']} rows, "
         f"share-alike {report['flags']['share_alike']['rows']}; not in the licence table: "
         f"{', '.join(missing) or 'none'}",
@@ -223,16 +226,69 @@ def _subset(ctx: DemoContext) -> DemoStep:
     )
 
 
+def _dedupe(ctx: DemoContext) -> DemoStep:
+    from cfx.dedupe import dedupe, write_report
+    from cfx.gallery import write_gallery
+
+    result = dedupe(ctx.state["manifest"], workers=2, reporter=ctx.reporter)
+    folder = ctx.out / "dedupe"
+    kept_path = ctx.out / "kept.parquet"
+    result.kept.write(kept_path)
+    write_report(result, folder)
+    sheets = write_gallery(
+        result.hashed,
+        result.groups,
+        folder / "gallery",
+        threshold=result.summary["options"]["threshold"],
+        max_sheets=6,
+        reporter=ctx.reporter,
+    )
+    ctx.state["kept"] = result.kept
+    ctx.state["kept_path"] = kept_path
+    s = result.summary
+    c = s["conflicts"]
+    return DemoStep(
+        "Remove duplicates (exact bytes + pHash), report label conflicts",
+        f"cfx dedupe {ctx.state['manifest_path']} -o {kept_path} --report {folder} --gallery {folder / 'gallery'}",
+        f"{s['exact_duplicates']} exact and {s['near_duplicates']} near duplicates in {s['groups']} groups, "
+        f"{c['pairs']} label conflicts (same picture labelled real and generated, dropped); "
+        f"{s['removed']} rows removed, {s['kept']} kept"
+        + (f"; contact sheet: {sheets[0]}" if sheets else ""),
+        [str(kept_path), str(folder), *(str(p) for p in sheets)],
+    )
+
+
+def _subset_balanced(ctx: DemoContext) -> DemoStep:
+    from cfx.subset import write_subset
+
+    out = ctx.out / "train-set"
+    command = f"cfx subset {ctx.state['balanced_path']} --out {out} --order shuffle --seed 0"
+    result = write_subset(
+        ctx.state["balanced"], out, order="shuffle", seed=0, command=command, reporter=ctx.reporter
+    )
+    counts = dict(result.plan.counts("label"))
+    return DemoStep(
+        "Write the balanced, deduplicated, matched selection as a training set",
+        command,
+        f"{result.rows} rows ({counts.get('real', 0)} real, {counts.get('generated', 0)} generated, shuffled) in "
+        f"{len(result.files)} file(s), {result.bytes / 1e6:.1f} MB — ready for "
+        f"datasets.load_dataset('parquet', data_dir='{out}')",
+        [str(out)],
+    )
+
+
 STEPS: list[Callable[[DemoContext], DemoStep]] = [
     _synth,
     _index,
     _stats,
     _slice,
+    _dedupe,
     _licenses,
     _audit_raw,
     _balance,
     _audit_balanced,
     _subset,
+    _subset_balanced,
 ]
 
 

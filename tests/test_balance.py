@@ -518,28 +518,3 @@ def test_cli_balance_on_dataset_with_licences(
     assert "license" in df.columns
     assert not df.get_column("license").is_in(["unknown"]).any()
     assert not df.get_column("license").str.contains("-nc-").any()
-
-
-def test_demo_runs_licences_audit_and_balance(cfx: Callable[..., Any], tmp_path: Path) -> None:
-    from cfx.audit import audit
-
-    # in a subprocess: rendering the demo images would otherwise grow this test process by ~400 MB
-    out = tmp_path / "demo"
-    run = cfx("demo", str(out))
-    assert run.returncode == 0, run.stderr
-    for title in ("Licences", "Audit shortcuts", "Balance real against generated", "Audit the balanced"):
-        assert title in run.out
-    for name in (
-        "licenses.json",
-        "licensed.parquet",
-        "audit-raw.json",
-        "balanced.parquet",
-        "audit-balanced.json",
-    ):
-        assert (out / name).is_file(), name
-    raw = json.loads((out / "audit-raw.json").read_text())
-    assert "format" in raw["flagged"]
-    balanced = read_manifest(out / "balanced.parquet")
-    assert {"license", PAIR_COLUMN} <= set(balanced.df.columns)
-    assert audit(balanced).flagged == []
-    assert json.loads((out / "audit-balanced.json").read_text())["flagged"] == []

@@ -1,0 +1,432 @@
+"""Exact and perceptual hashes of every image of a manifest, cached per shard, computed in a process pool.
+
+- ``sha256``: SHA-256 of the encoded bytes (identical files), as 64 hex characters.
+- ``phash``: 64-bit perceptual hash with the exact definition of ``imagehash.phash`` (grey, 32×32 LANCZOS,
+  2-D DCT-II, top-left 8×8, bit = coefficient > median, first coefficient = most significant bit), so
+  ``int(str(imagehash.phash(img)), 16) == phash``. Stored as ``uint64``.
+- ``dhash`` (only with ``with_dhash=True``): 64-bit difference hash with the definition of
+  ``imagehash.dhash`` (grey, 9×8, left < right). It costs a second full-resolution resize per image and is
+  not used for matching (measured: no better than pHash on crops), so it is off by default.
+- ``near_uniform``: the 32×32 grey image is almost flat (std below ``NEAR_UNIFORM_STD``): its pHash is
+  decided by noise, so it is left out of near-duplicate matching (exact matching still applies).
+- ``hash_error``: why an image could not be decoded (None when it could). Such rows get no perceptual hash.
+
+The pure part (``hash_images``, ``hash_shard_batches``) knows nothing of files, caches or pools, so another
+executor (e.g. Ray ``map_batches``) can run it and write the same caches (``store_cached``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import warnings
+from collections.abc import Iterable, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+import scipy.fft
+from PIL import Image
+
+from cfx.errors import BadShardError, CfxError, PartialError
+from cfx.index import cache_dir
+from cfx.manifest import Manifest, ShardInfo, write_atomic
+from cfx.progress import NullReporter, Reporter
+from cfx.schema import IMAGE_COLUMN
+from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
+
+HASH_VERSION = 1
+NEAR_UNIFORM_STD = 2.0  # grey levels (0-255) of the 32×32 thumbnail; see docs/dedupe.md
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485  # larger images are refused (decompression bombs)
+HASH_BATCH_ROWS = 16
+
+HASH_COLUMNS = ("sha256", "phash", "near_uniform", "hash_error")  # + "dhash" when asked for
+HASH_TABLE_SCHEMA = pa.schema(
+    [
+        ("row", pa.int64()),
+        ("sha256", pa.string()),
+        ("phash", pa.uint64()),
+        ("dhash", pa.uint64()),
+        ("near_uniform", pa.bool_()),
+        ("hash_error", pa.string()),
+        ("num_bytes", pa.int64()),
+        ("img_width", pa.int32()),
+        ("img_height", pa.int32()),
+    ]
+)
+HASH_DTYPES: dict[str, pl.DataType] = {
+    "sha256": pl.String(),
+    "phash": pl.UInt64(),
+    "dhash": pl.UInt64(),
+    "near_uniform": pl.Boolean(),
+    "hash_error": pl.String(),
+}
+
+_LANCZOS = Image.Resampling.LANCZOS
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+_MSB_FIRST = np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64)
+
+
+# --- pure hashing ------------------------------------------------------------------------------------
+@dataclass
+class HashedImages:
+    """Hashes of a list of encoded images, index-aligned with it."""
+
+    sha256: list[str | None]
+    phash: np.ndarray  # uint64, 0 where there is none (see ``ok``)
+    dhash: np.ndarray  # uint64
+    ok: np.ndarray  # bool: decoded, perceptual hashes valid
+    near_uniform: np.ndarray  # bool
+    error: list[str | None]
+    num_bytes: np.ndarray  # int64, -1 for missing bytes
+    width: np.ndarray  # int32, -1 when unknown
+    height: np.ndarray  # int32
+    decoded: int = 0  # images actually decoded (a cache hit decodes nothing)
+    with_dhash: bool = False
+
+
+def bits_to_uint64(bits: np.ndarray) -> np.ndarray:
+    """(n, 64) booleans, first = most significant bit (imagehash's hex order) -> (n,) uint64."""
+    return (bits.reshape(-1, 64).astype(np.uint64) * _MSB_FIRST).sum(axis=1, dtype=np.uint64)
+
+
+def phash_from_thumbs(thumbs: np.ndarray) -> np.ndarray:
+    """pHash of (n, 32, 32) grey thumbnails, as imagehash computes it (DCT-II on both axes, unnormalised)."""
+    if not len(thumbs):
+        return np.zeros(0, np.uint64)
+    coeffs = scipy.fft.dct(scipy.fft.dct(thumbs.astype(np.float64), axis=1), axis=2)[:, :8, :8]
+    low = coeffs.reshape(len(thumbs), 64)
+    med = np.median(low, axis=1, keepdims=True)
+    return bits_to_uint64(low > med)
+
+
+def dhash_from_small(small: np.ndarray) -> np.ndarray:
+    """dHash of (n, 8, 9) grey images: bit = pixel > its left neighbour (imagehash.dhash)."""
+    if not len(small):
+        return np.zeros(0, np.uint64)
+    return bits_to_uint64(small[:, :, 1:] > small[:, :, :-1])
+
+
+def _decode(
+    data: bytes, max_pixels: int, with_dhash: bool
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """The 32×32 (and 9×8) grey thumbnails imagehash would compute, and the image size."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        img = Image.open(io.BytesIO(data))
+        w, h = img.size
+        if w * h > max_pixels:
+            raise Image.DecompressionBombError(
+                f"{w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} (decompression bomb?)"
+            )
+        grey = img.convert("L")  # imagehash: image.convert('L').resize((32, 32), ANTIALIAS)
+    thumb = np.asarray(grey.resize((32, 32), _LANCZOS), dtype=np.uint8)
+    small = np.asarray(grey.resize((9, 8), _LANCZOS), dtype=np.uint8) if with_dhash else None
+    return thumb, small, (w, h)
+
+
+def _describe(exc: BaseException) -> str:
+    """A stable one-line description (no memory addresses, so caches are reproducible)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    text = _ADDRESS.sub("image", text)
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
+def hash_images(
+    images: Sequence[bytes | None],
+    *,
+    max_pixels: int = MAX_PIXELS,
+    near_uniform_std: float = NEAR_UNIFORM_STD,
+    with_dhash: bool = False,
+) -> HashedImages:
+    """Hash encoded images. Never raises for a bad image: it gets ``ok=False`` and an ``error`` text."""
+    n = len(images)
+    sha: list[str | None] = [None] * n
+    error: list[str | None] = [None] * n
+    num_bytes = np.full(n, -1, np.int64)
+    width = np.full(n, -1, np.int32)
+    height = np.full(n, -1, np.int32)
+    ok = np.zeros(n, bool)
+    thumbs = np.zeros((n, 32, 32), np.uint8)
+    smalls = np.zeros((n, 8, 9), np.uint8)
+    decoded = 0
+    for i, data in enumerate(images):
+        if data is None:
+            error[i] = "no image data"
+            continue
+        num_bytes[i] = len(data)
+        sha[i] = hashlib.sha256(data).hexdigest()
+        decoded += 1
+        try:
+            thumbs[i], small, (width[i], height[i]) = _decode(data, max_pixels, with_dhash)
+            if small is not None:
+                smalls[i] = small
+        except Exception as exc:  # any decoder failure is data, not a crash
+            error[i] = _describe(exc)
+            continue
+        ok[i] = True
+    phash = np.zeros(n, np.uint64)
+    dhash = np.zeros(n, np.uint64)
+    phash[ok] = phash_from_thumbs(thumbs[ok])
+    if with_dhash:
+        dhash[ok] = dhash_from_small(smalls[ok])
+    std = thumbs.reshape(n, -1).std(axis=1) if n else np.zeros(0)
+    near_uniform = ok & (std < near_uniform_std)
+    return HashedImages(
+        sha, phash, dhash, ok, near_uniform, error, num_bytes, width, height, decoded, with_dhash
+    )
+
+
+def hashes_to_table(rows: Sequence[int] | np.ndarray, h: HashedImages) -> pa.Table:
+    """One row per image in HASH_TABLE_SCHEMA (nulls where a value does not exist)."""
+    ok = h.ok
+    return pa.table(
+        {
+            "row": pa.array(np.asarray(rows, np.int64)),
+            "sha256": pa.array(h.sha256, pa.string()),
+            "phash": pa.array(h.phash, pa.uint64(), mask=~ok),
+            "dhash": pa.array(h.dhash, pa.uint64(), mask=~ok | (not h.with_dhash)),
+            "near_uniform": pa.array(h.near_uniform, pa.bool_(), mask=~ok),
+            "hash_error": pa.array(h.error, pa.string()),
+            "num_bytes": pa.array(h.num_bytes, pa.int64(), mask=h.num_bytes < 0),
+            "img_width": pa.array(h.width, pa.int32(), mask=h.width < 0),
+            "img_height": pa.array(h.height, pa.int32(), mask=h.height < 0),
+        },
+        schema=HASH_TABLE_SCHEMA,
+    )
+
+
+def hash_shard_batches(batches: Iterable[pa.RecordBatch], **options: Any) -> tuple[pa.Table, int]:
+    """Hash record batches holding ``image_data`` and ``__row`` (as ``cfx.stream.iter_shard_batches`` yields).
+
+    Returns the HASH_TABLE_SCHEMA table sorted by row, and the number of images decoded.
+    """
+    parts = []
+    decoded = 0
+    for batch in batches:
+        h = hash_images(batch.column(IMAGE_COLUMN).to_pylist(), **options)
+        decoded += h.decoded
+        parts.append(hashes_to_table(batch.column(ROW_COLUMN).to_numpy(), h))
+    if not parts:
+        return HASH_TABLE_SCHEMA.empty_table(), decoded
+    return pa.concat_tables(parts).sort_by("row"), decoded
+
+
+# --- per-shard cache -----------------------------------------------------------------------------------
+def _fingerprint(root: str, shard: str, info: ShardInfo, with_dhash: bool = False) -> dict[str, Any]:
+    ident = f"{root}/{shard}" if root.startswith("hf://") else str(Path(root) / shard)
+    return {"v": HASH_VERSION, "shard": ident, **info.to_json(), **({"dhash": True} if with_dhash else {})}
+
+
+def cache_path(root: str, shard: str, info: ShardInfo, with_dhash: bool = False) -> Path:
+    """Where the hashes of one shard (identified by path and fingerprint) are cached."""
+    fp = _fingerprint(root, shard, info, with_dhash)
+    key = hashlib.sha1(json.dumps(fp, sort_keys=True).encode()).hexdigest()
+    return cache_dir() / "hashes" / f"{key}.parquet"
+
+
+def load_cached(root: str, shard: str, info: ShardInfo, with_dhash: bool = False) -> pa.Table | None:
+    """The cached hash table of a shard (all rows hashed so far), or None."""
+    path = cache_path(root, shard, info, with_dhash)
+    try:
+        table = pq.read_table(path)
+    except Exception:
+        return None
+    meta = (table.schema.metadata or {}).get(b"cfx-hashes")
+    if meta is None or json.loads(meta) != _fingerprint(root, shard, info, with_dhash):
+        return None
+    return table.replace_schema_metadata(None).cast(HASH_TABLE_SCHEMA)
+
+
+def store_cached(root: str, shard: str, info: ShardInfo, table: pa.Table, with_dhash: bool = False) -> None:
+    """Save a shard's hash table (sorted by row); a cache that cannot be written is skipped."""
+    path = cache_path(root, shard, info, with_dhash)
+    table = table.cast(HASH_TABLE_SCHEMA).sort_by("row")
+    meta = json.dumps(_fingerprint(root, shard, info, with_dhash)).encode()
+    table = table.replace_schema_metadata({b"cfx-hashes": meta})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: pq.write_table(table, tmp))
+    except (OSError, CfxError):
+        pass
+
+
+# --- a manifest's hashes --------------------------------------------------------------------------------
+def hash_shard(
+    root: str,
+    shard: str,
+    info: ShardInfo | None,
+    rows: np.ndarray,
+    batch_rows: int = HASH_BATCH_ROWS,
+    **options: Any,
+) -> tuple[pa.Table, int]:
+    """Stream the given rows of one shard and hash them (runs in a worker process)."""
+    m = Manifest(df=pl.DataFrame(), root=root, shards={shard: info} if info is not None else {})
+    batches = iter_shard_batches(m, shard, rows, (IMAGE_COLUMN,), batch_rows)
+    return hash_shard_batches(batches, **options)
+
+
+@dataclass
+class HashResult:
+    manifest: Manifest  # the input rows, with hash columns (num_bytes/width/height filled when null)
+    decoded: int = 0
+    cached_rows: int = 0
+    hashed_rows: int = 0
+    shards: int = 0
+    bad: list[BadShardError] = field(default_factory=list)
+
+
+def _has_hashes(df: pl.DataFrame, with_dhash: bool) -> bool:
+    """Every row already has its hashes (or the error that prevented them)."""
+    if not all(c in df.columns for c in (*HASH_COLUMNS, *(("dhash",) if with_dhash else ()))):
+        return False
+    complete = pl.col("hash_error").is_not_null() | (
+        pl.col("phash").is_not_null() & pl.col("sha256").is_not_null()
+    )
+    return bool(df.select(complete.all()).item())
+
+
+def hash_manifest(
+    manifest: Manifest,
+    *,
+    workers: int = 2,
+    use_cache: bool = True,
+    skip_bad: bool = False,
+    reuse_columns: bool = True,
+    with_dhash: bool = False,
+    reporter: Reporter | None = None,
+    **options: Any,
+) -> HashResult:
+    """Add hash columns to every row of ``manifest`` (see module doc), hashing only what no cache holds.
+
+    Each shard is one task of a process pool (``workers``); a worker streams its shard's bytes itself,
+    so only row numbers and small result tables cross process boundaries. With ``reuse_columns`` a
+    manifest that already carries complete hash columns (e.g. the output of an earlier dedupe) is kept
+    as it is and no shard is read. ``with_dhash`` also computes the ``dhash`` column.
+    """
+    reporter = reporter or NullReporter()
+    options["with_dhash"] = with_dhash
+    df = manifest.df
+    if reuse_columns and df.height and _has_hashes(df, with_dhash):
+        return HashResult(manifest=manifest, cached_rows=df.height)
+    parts = rows_by_shard(manifest)
+    tables: dict[str, pa.Table] = {}
+    todo: list[tuple[str, np.ndarray]] = []
+    cached_rows = 0
+    for part in parts:
+        info = manifest.shards.get(part.shard)
+        hit = (
+            load_cached(manifest.root, part.shard, info, with_dhash)
+            if use_cache and info is not None
+            else None
+        )
+        if hit is not None:
+            have = hit.column("row").to_numpy()
+            missing = np.setdiff1d(part.rows, have, assume_unique=True)
+            cached_rows += part.rows.size - missing.size
+            tables[part.shard] = hit
+        else:
+            missing = part.rows
+        if missing.size:
+            todo.append((part.shard, missing))
+    result = HashResult(manifest=manifest, cached_rows=cached_rows, shards=len(parts))
+    task = reporter.task("Hashing images", total=int(sum(r.size for _, r in todo)), unit="images")
+
+    def finish(shard: str, table: pa.Table, decoded: int) -> None:
+        result.decoded += decoded
+        result.hashed_rows += table.num_rows
+        old = tables.get(shard)
+        merged = pa.concat_tables([old, table]) if old is not None else table
+        tables[shard] = merged.sort_by("row")
+        info = manifest.shards.get(shard)
+        if use_cache and info is not None:
+            store_cached(manifest.root, shard, info, tables[shard], with_dhash)
+        task.advance(table.num_rows)
+
+    def failed(shard: str, rows: np.ndarray, exc: BadShardError) -> None:
+        if not skip_bad:
+            raise PartialError(
+                f"cannot hash {shard}: {exc}", "fix or re-download the shard, or add --skip-bad"
+            ) from None
+        reporter.warn(f"{exc} (its {rows.size:,} rows get a hash_error)")
+        result.bad.append(exc)
+        bad = pa.table(
+            {
+                "row": pa.array(rows, pa.int64()),
+                "hash_error": pa.array([f"unreadable shard: {exc.message}"] * rows.size, pa.string()),
+            }
+        )
+        tables[shard] = _align(bad)
+
+    if todo and (workers <= 1 or len(todo) == 1):
+        for shard, rows in todo:
+            try:
+                finish(shard, *hash_shard(manifest.root, shard, manifest.shards.get(shard), rows, **options))
+            except BadShardError as exc:
+                failed(shard, rows, exc)
+    elif todo:
+        with ProcessPoolExecutor(
+            max_workers=min(workers, len(todo)), mp_context=get_context("spawn")
+        ) as pool:
+            pending: dict[Future[tuple[pa.Table, int]], tuple[str, np.ndarray]] = {
+                pool.submit(hash_shard, manifest.root, s, manifest.shards.get(s), r, **options): (s, r)
+                for s, r in todo
+            }
+            while pending:
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    shard, rows = pending.pop(fut)
+                    try:
+                        finish(shard, *fut.result())
+                    except BadShardError as exc:
+                        failed(shard, rows, exc)
+    task.close()
+    joined = _join(df, tables)
+    if not with_dhash:
+        joined = joined.drop("dhash")
+    result.manifest = manifest.with_df(joined)
+    return result
+
+
+def _align(table: pa.Table) -> pa.Table:
+    cols = {
+        name: table.column(name) if name in table.column_names else pa.nulls(table.num_rows, typ)
+        for name, typ in zip(HASH_TABLE_SCHEMA.names, HASH_TABLE_SCHEMA.types, strict=True)
+    }
+    return pa.table(cols, schema=HASH_TABLE_SCHEMA)
+
+
+def _join(df: pl.DataFrame, tables: dict[str, pa.Table]) -> pl.DataFrame:
+    """The manifest rows (order kept) with hash columns; num_bytes/width/height filled where null."""
+    frames = []
+    for shard, table in tables.items():
+        f = pl.from_arrow(_align(table))
+        assert isinstance(f, pl.DataFrame)
+        frames.append(f.with_columns(pl.lit(shard, pl.String).alias("shard")))
+    extra = {"num_bytes": "_num_bytes", "img_width": "_width", "img_height": "_height"}
+    if frames:
+        hashes = pl.concat(frames).rename(extra)
+    else:
+        schema: dict[str, pl.DataType] = {"row": pl.Int64(), "shard": pl.String(), **HASH_DTYPES}
+        schema |= {"_num_bytes": pl.Int64(), "_width": pl.Int32(), "_height": pl.Int32()}
+        hashes = pl.DataFrame(schema=schema)
+    base = df.drop([c for c in (*HASH_COLUMNS, "dhash") if c in df.columns])
+    out = base.join(hashes, on=["shard", "row"], how="left", maintain_order="left")
+    fills = []
+    for col, src, dtype in (
+        ("num_bytes", "_num_bytes", pl.Int64),
+        ("width", "_width", pl.Int32),
+        ("height", "_height", pl.Int32),
+    ):
+        value = pl.col(src).cast(dtype)
+        fills.append((pl.col(col).fill_null(value) if col in base.columns else value).alias(col))
+    out = out.with_columns(fills).drop(list(extra.values()))
+    return out.with_columns([pl.col(c).cast(t) for c, t in HASH_DTYPES.items()])

@@ -1,0 +1,371 @@
+"""All pairs of 64-bit codes within a Hamming distance: exact, sub-quadratic (multi-index hashing).
+
+Pigeonhole: split the 64 bits into blocks ``B_1 … B_m`` with radii ``r_i`` such that ``Σ (r_i + 1) > t``.
+If ``popcount(x ^ y) <= t`` then some block has ``popcount((x ^ y) & B_i) <= r_i`` (otherwise the distance
+would be at least ``Σ (r_i + 1)``). So probing, for every block, the buckets whose key is within ``r_i``
+of a code's key finds every pair; each candidate is then verified with a popcount of the XOR, so the result
+is exactly brute force's. A pair found in several blocks is kept only in the first block that can find it,
+so no global de-duplication is needed.
+
+Identical codes are merged first (``np.unique``): a thousand copies of one image are one code, not a
+million candidate pairs. ``hamming_pairs`` expands them back when asked for row-level pairs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from multiprocessing import get_context
+
+import numpy as np
+
+MAX_THRESHOLD = 32
+BRUTE_FORCE_MAX = 3000  # below this many distinct codes a blocked brute force is cheaper than indexing
+CHUNK_CANDIDATES = 1 << 22  # candidate pairs verified at once (bounds memory: ~100 MB per chunk)
+DENSE_TABLE_BITS = 24  # blocks up to this many bits use a dense bucket table, longer ones a sorted search
+PARALLEL_MIN_COST = 1e9  # estimated work from which a process pool pays for its start-up (~2 s)
+
+_U64 = np.uint64
+
+
+@dataclass(frozen=True)
+class CodePairs:
+    """Pairs ``(a[k], b[k])`` with ``a < b`` (indices into the searched codes) and their distance."""
+
+    a: np.ndarray  # int64
+    b: np.ndarray  # int64
+    distance: np.ndarray  # uint8
+
+    def __len__(self) -> int:
+        return int(self.a.size)
+
+    def sorted(self) -> CodePairs:
+        order = np.lexsort((self.b, self.a))
+        return CodePairs(self.a[order], self.b[order], self.distance[order])
+
+
+def _empty() -> CodePairs:
+    return CodePairs(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8))
+
+
+def _check(codes: np.ndarray, threshold: int) -> np.ndarray:
+    if not 0 <= threshold <= MAX_THRESHOLD:
+        raise ValueError(f"threshold must be in 0..{MAX_THRESHOLD}, got {threshold}")
+    codes = np.asarray(codes)
+    if codes.ndim != 1:
+        raise ValueError("codes must be a 1-D array")
+    return codes.astype(_U64, copy=False)
+
+
+_BYTE_COUNTS = np.array([bin(i).count("1") for i in range(256)], np.uint8)
+
+
+def popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits per uint64 (``np.bitwise_count`` on numpy >= 2, a byte table before)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x)
+    return popcount_table(x)
+
+
+def popcount_table(x: np.ndarray) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.uint64)
+    return _BYTE_COUNTS[x.view(np.uint8)].reshape(*x.shape, 8).sum(axis=-1, dtype=np.uint8)
+
+
+# --- brute force (reference and small inputs) -------------------------------------------------------
+def brute_force_pairs(codes: np.ndarray, threshold: int) -> CodePairs:
+    """All pairs ``i < j`` within ``threshold``, comparing every pair (O(n²); the reference)."""
+    codes = _check(codes, threshold)
+    n = codes.size
+    out_a, out_b, out_d = [], [], []
+    step = max(1, (1 << 22) // max(n, 1))
+    for start in range(0, n, step):
+        block = codes[start : start + step]
+        d = popcount(block[:, None] ^ codes[None, :])
+        i, j = np.nonzero(d <= threshold)
+        i = i + start
+        keep = i < j
+        out_a.append(i[keep])
+        out_b.append(j[keep])
+        out_d.append(d[i[keep] - start, j[keep]])
+    if not out_a:
+        return _empty()
+    return CodePairs(
+        np.concatenate(out_a).astype(np.int64),
+        np.concatenate(out_b).astype(np.int64),
+        np.concatenate(out_d).astype(np.uint8),
+    )
+
+
+# --- multi-index hashing ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class _Plan:
+    blocks: tuple[tuple[int, ...], ...]  # bit positions of each block
+    radii: tuple[int, ...]
+    cost: float = 0.0  # estimated work (about 1e8 units per second on one core)
+
+    @property
+    def masks(self) -> list[int]:
+        return [sum(1 << p for p in block) for block in self.blocks]
+
+
+def _ball(bits: int, radius: int) -> int:
+    from math import comb
+
+    return sum(comb(bits, k) for k in range(radius + 1))
+
+
+def _plan(codes: np.ndarray, threshold: int, blocks: int | None = None) -> _Plan:
+    """Pick blocks and radii minimising (probes x distinct keys + expected candidates) for these codes.
+
+    Bits are dealt round-robin into blocks in order of how balanced they are, so near-constant bits
+    (pHash's DC bit is almost always 1) do not all land in one block and inflate its buckets.
+    """
+    n = codes.size
+    ones = np.array([int(((codes >> _U64(p)) & _U64(1)).sum()) for p in range(64)])
+    balance = np.abs(ones / max(n, 1) - 0.5)
+    order = [int(p) for p in np.argsort(balance, kind="stable")]
+    best: tuple[float, _Plan] | None = None
+    for m in [blocks] if blocks else range(1, min(threshold + 1, 8) + 1):
+        parts = tuple(tuple(sorted(order[i::m])) for i in range(m))
+        # radii: m slots of (r + 1) summing to threshold + 1, spread evenly (larger radii on earlier blocks)
+        base, extra = divmod(threshold + 1, m)
+        radii = tuple(base - 1 + (1 if i < extra else 0) for i in range(m))
+        if min(radii) < 0:
+            continue
+        cost = 0.0
+        for block, r in zip(parts, radii, strict=True):
+            b = len(block)
+            probes = _ball(b, r)
+            keys_seen = min(n, 2**b)
+            cost += probes * keys_seen * 1.0 + probes * n * n / 2**b * 0.5
+        plan = _Plan(parts, radii, cost)
+        if best is None or cost < best[0]:
+            best = (cost, plan)
+    assert best is not None
+    return best[1]
+
+
+def _block_keys(codes: np.ndarray, block: tuple[int, ...]) -> np.ndarray:
+    key = np.zeros(codes.size, np.int64)
+    for k, p in enumerate(block):
+        key |= ((codes >> _U64(p)) & _U64(1)).astype(np.int64) << k
+    return key
+
+
+def _flip_masks(bits: int, radius: int) -> list[int]:
+    out = [0]
+    for r in range(1, radius + 1):
+        for combo in itertools.combinations(range(bits), r):
+            out.append(sum(1 << c for c in combo))
+    return out
+
+
+class _Buckets:
+    """Codes sorted by block key: distinct keys with the (start, count) of their run in ``order``.
+
+    ``find(keys)`` gives, per key, 1 + the index of its distinct key, or 0 when no code has that key.
+    """
+
+    def __init__(self, key: np.ndarray, bits: int) -> None:
+        self.order = np.argsort(key, kind="stable")
+        sk = key[self.order]
+        self.ukeys, self.ustart, self.ucount = np.unique(sk, return_index=True, return_counts=True)
+        self.single = bool(self.ucount.max(initial=1) == 1)
+        self.dense = bits <= DENSE_TABLE_BITS
+        if self.dense:
+            self.table = np.zeros(1 << bits, np.int32)
+            self.table[self.ukeys] = np.arange(1, self.ukeys.size + 1, dtype=np.int32)
+        self._sides: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def find(self, keys: np.ndarray) -> np.ndarray:
+        if self.dense:
+            return self.table[keys]
+        pos = np.minimum(np.searchsorted(self.ukeys, keys), self.ukeys.size - 1)
+        return np.where(self.ukeys[pos] == keys, pos + 1, 0)
+
+    def side(self, top: int) -> tuple[np.ndarray, np.ndarray]:
+        """(indices, keys) of the distinct keys whose bit ``top`` is 0 (cached per bit)."""
+        if top not in self._sides:
+            idx = np.flatnonzero((self.ukeys & top) == 0)
+            self._sides[top] = (idx, self.ukeys[idx])
+        return self._sides[top]
+
+
+def _expand(
+    x: np.ndarray, ystart: np.ndarray, ylen: np.ndarray, order: np.ndarray
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Candidate pairs (x[k], order[ystart[k] + 0 … ylen[k]-1]), in chunks of about CHUNK_CANDIDATES."""
+    keep = ylen > 0
+    x, ystart, ylen = x[keep], ystart[keep], ylen[keep]
+    if not x.size:
+        return
+    if ylen.max() == 1:
+        for lo in range(0, x.size, CHUNK_CANDIDATES):
+            yield x[lo : lo + CHUNK_CANDIDATES], order[ystart[lo : lo + CHUNK_CANDIDATES]]
+        return
+    ends = np.cumsum(ylen)
+    lo = 0
+    while lo < x.size:
+        base = ends[lo - 1] if lo else 0
+        hi = int(np.searchsorted(ends, base + CHUNK_CANDIDATES, side="right"))
+        hi = max(hi, lo + 1)
+        n = ylen[lo:hi]
+        total = int(n.sum())
+        firsts = np.cumsum(n) - n
+        within = np.arange(total, dtype=np.int64) - np.repeat(firsts, n)
+        yield np.repeat(x[lo:hi], n), order[np.repeat(ystart[lo:hi], n) + within]
+        lo = hi
+
+
+def _search_block(
+    codes: np.ndarray,
+    threshold: int,
+    plan: _Plan,
+    block_index: int,
+    flips: list[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Verified pairs of one block for the given flip masks, minus those an earlier block finds."""
+    block = plan.blocks[block_index]
+    key = _block_keys(codes, block)
+    buckets = _Buckets(key, len(block))
+    earlier = [(_U64(plan.masks[j]), plan.radii[j]) for j in range(block_index)]
+    out_a, out_b, out_d = [], [], []
+    ustart, ucount, order = buckets.ustart, buckets.ucount, buckets.order
+    for flip in flips:
+        if flip == 0:
+            # pairs inside a bucket: each member against the members after it
+            multi = ucount > 1
+            s, c = ustart[multi], ucount[multi]
+            members = np.repeat(s, c) + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
+            ends = np.repeat(s + c, c)
+            x = order[members]
+            ystart = members + 1
+            ylen = ends - ystart
+        else:
+            # key -> key ^ flip, taken once per unordered pair of buckets (the side whose top flipped bit is 0)
+            idx, keys = buckets.side(1 << (flip.bit_length() - 1))
+            found = buckets.find(keys ^ flip)
+            hit = np.flatnonzero(found)
+            if not hit.size:
+                continue
+            src, tgt = idx[hit], found[hit].astype(np.int64) - 1
+            if buckets.single:  # every bucket holds one code: the pairs are direct
+                x, ystart, ylen = order[ustart[src]], ustart[tgt], np.ones(hit.size, np.int64)
+            else:
+                src_start, src_count = ustart[src], ucount[src]
+                members = np.repeat(src_start, src_count) + (
+                    np.arange(int(src_count.sum())) - np.repeat(np.cumsum(src_count) - src_count, src_count)
+                )
+                x = order[members]
+                ystart = np.repeat(ustart[tgt], src_count)
+                ylen = np.repeat(ucount[tgt], src_count)
+        for xa, yb in _expand(x, ystart, ylen, order):
+            xor = codes[xa] ^ codes[yb]
+            d = popcount(xor)
+            ok = d <= threshold
+            for mask, r in earlier:
+                ok &= popcount(xor & mask) > r
+            if ok.any():
+                xa, yb, d = xa[ok], yb[ok], d[ok]
+                out_a.append(np.minimum(xa, yb))
+                out_b.append(np.maximum(xa, yb))
+                out_d.append(d.astype(np.uint8))
+    if not out_a:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
+    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_d)
+
+
+def _tasks(plan: _Plan, pieces: int) -> list[tuple[int, list[int]]]:
+    """(block, flip masks) work items; each block's masks are split into ``pieces`` interleaved parts."""
+    out: list[tuple[int, list[int]]] = []
+    for i, (block, r) in enumerate(zip(plan.blocks, plan.radii, strict=True)):
+        flips = _flip_masks(len(block), r)
+        k = max(1, min(pieces, len(flips)))
+        out.extend((i, flips[j::k]) for j in range(k))
+    return out
+
+
+def _run_task(args: tuple[np.ndarray, int, _Plan, int, list[int]]) -> tuple[np.ndarray, ...]:
+    return _search_block(*args)
+
+
+def distinct_code_pairs(
+    codes: np.ndarray,
+    threshold: int,
+    *,
+    workers: int = 1,
+    method: str = "auto",
+    executor_factory: Callable[[int], Executor] | None = None,
+) -> CodePairs:
+    """All pairs ``i < j`` of DISTINCT codes within ``threshold`` (codes must be unique), exact.
+
+    ``method``: "index" (multi-index hashing), "brute" or "auto" (brute force for small inputs).
+    ``workers`` > 1 splits the probes over a process pool (only for large inputs).
+    """
+    codes = _check(codes, threshold)
+    n = codes.size
+    if n < 2 or threshold == 0:
+        return _empty()
+    if method == "brute" or (method == "auto" and n <= BRUTE_FORCE_MAX):
+        return brute_force_pairs(codes, threshold).sorted()
+    plan = _plan(codes, threshold)
+    parallel = workers > 1 and (plan.cost >= PARALLEL_MIN_COST or executor_factory is not None)
+    tasks = _tasks(plan, pieces=workers if parallel else 1)
+    parts: list[tuple[np.ndarray, ...]] = []
+    if parallel:
+        factory = executor_factory or (
+            lambda w: ProcessPoolExecutor(max_workers=w, mp_context=get_context("spawn"))
+        )
+        with factory(workers) as pool:
+            parts = list(pool.map(_run_task, [(codes, threshold, plan, i, f) for i, f in tasks]))
+    else:
+        parts = [_search_block(codes, threshold, plan, i, f) for i, f in tasks]
+    parts = [p for p in parts if p[0].size]
+    if not parts:
+        return _empty()
+    a = np.concatenate([p[0] for p in parts])
+    b = np.concatenate([p[1] for p in parts])
+    d = np.concatenate([p[2] for p in parts])
+    return CodePairs(a.astype(np.int64), b.astype(np.int64), d).sorted()
+
+
+def hamming_pairs(codes: np.ndarray, threshold: int, *, workers: int = 1, method: str = "auto") -> CodePairs:
+    """All pairs ``i < j`` of ``codes`` (duplicates allowed) with ``popcount(codes[i] ^ codes[j]) <= threshold``.
+
+    Identical to ``brute_force_pairs`` (sorted by (a, b)). Note that k copies of one code give k(k-1)/2
+    pairs: callers that only need groups should use ``distinct_code_pairs`` on ``np.unique(codes)``.
+    """
+    codes = _check(codes, threshold)
+    uniq, inverse, counts = np.unique(codes, return_inverse=True, return_counts=True)
+    members = np.argsort(inverse, kind="stable")  # indices grouped by distinct code, ascending within
+    first = np.cumsum(counts) - counts
+    out_a, out_b, out_d = [], [], []
+    # pairs among copies of one code
+    for u in np.flatnonzero(counts > 1):
+        idx = members[first[u] : first[u] + counts[u]]
+        i, j = np.triu_indices(idx.size, 1)
+        out_a.append(idx[i])
+        out_b.append(idx[j])
+        out_d.append(np.zeros(i.size, np.uint8))
+    # pairs across distinct codes: the cross product of their members
+    dp = distinct_code_pairs(uniq, threshold, workers=workers, method=method)
+    if len(dp):
+        ca, cb = counts[dp.a], counts[dp.b]
+        n = ca * cb
+        rep = np.repeat(np.arange(len(dp)), n)
+        within = np.arange(int(n.sum())) - np.repeat(np.cumsum(n) - n, n)
+        ia = members[first[dp.a][rep] + within // cb[rep]]
+        ib = members[first[dp.b][rep] + within % cb[rep]]
+        out_a.append(np.minimum(ia, ib))
+        out_b.append(np.maximum(ia, ib))
+        out_d.append(dp.distance[rep])
+    if not out_a:
+        return _empty()
+    return CodePairs(
+        np.concatenate(out_a).astype(np.int64),
+        np.concatenate(out_b).astype(np.int64),
+        np.concatenate(out_d).astype(np.uint8),
+    ).sorted()

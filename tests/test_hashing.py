@@ -1,0 +1,252 @@
+"""Hashing: imagehash-identical pHash/dHash, errors and bombs as data, per-shard cache, process pool."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import imagehash
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pytest
+from PIL import Image
+
+from cfx.errors import PartialError
+from cfx.hashing import (
+    HASH_COLUMNS,
+    cache_path,
+    hash_images,
+    hash_manifest,
+    hash_shard_batches,
+    load_cached,
+)
+from cfx.load import load_manifest
+from cfx.stream import iter_shard_batches
+from tests.shards import rows, write_shard
+
+
+def _encode(img: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def _texture(seed: int, w: int, h: int, mode: str = "RGB") -> Image.Image:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w] / max(w, h)
+    base = sum(
+        rng.uniform(20, 60)
+        * np.sin(2 * np.pi * (rng.uniform(-4, 4) * x + rng.uniform(-4, 4) * y) + rng.uniform(0, 6))
+        for _ in range(6)
+    )
+    chans = [np.clip(128 + base * rng.uniform(0.5, 1.5) + rng.normal(0, 6, (h, w)), 0, 255) for _ in range(3)]
+    img = Image.fromarray(np.stack(chans, axis=2).astype(np.uint8), "RGB")
+    return img.convert(mode) if mode != "RGB" else img
+
+
+def _variety() -> list[bytes]:
+    out = []
+    for seed, (w, h) in enumerate([(512, 512), (333, 500), (1024, 768), (64, 64), (31, 17), (8, 8)]):
+        img = _texture(seed, w, h)
+        out.append(_encode(img, "PNG"))
+        out.append(_encode(img, "JPEG", quality=85))
+    out.append(_encode(_texture(20, 200, 150, "L"), "PNG"))
+    out.append(_encode(_texture(21, 200, 150, "RGBA"), "PNG"))
+    out.append(_encode(_texture(22, 200, 150, "P"), "PNG"))
+    out.append(_encode(_texture(23, 300, 200, "L"), "JPEG"))
+    out.append(_encode(_texture(24, 300, 200, "CMYK"), "JPEG"))
+    out.append(_encode(_texture(25, 120, 90), "WEBP", quality=80))
+    out.append(_encode(_texture(26, 120, 90), "GIF"))
+    return out
+
+
+def test_phash_and_dhash_match_imagehash_exactly() -> None:
+    images = _variety()
+    h = hash_images(images, with_dhash=True)
+    assert h.ok.all()
+    plain = hash_images(images)  # dHash is opt-in: one more resize per image
+    assert np.array_equal(plain.phash, h.phash) and not plain.dhash.any()
+    for i, data in enumerate(images):
+        img = Image.open(io.BytesIO(data))
+        assert int(h.phash[i]) == int(str(imagehash.phash(img)), 16), i
+        assert int(h.dhash[i]) == int(str(imagehash.dhash(Image.open(io.BytesIO(data)))), 16), i
+        assert h.sha256[i] == __import__("hashlib").sha256(data).hexdigest()
+        assert h.num_bytes[i] == len(data)
+        assert (h.width[i], h.height[i]) == img.size
+    assert h.decoded == len(images)
+
+
+def _bomb_png(width: int, height: int) -> bytes:
+    """A valid PNG header announcing a huge image (the data is tiny and wrong: never decoded)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_bad_images_are_data_not_crashes() -> None:
+    good = _encode(_texture(1, 64, 64), "PNG")
+    truncated = good[: len(good) // 2]
+    images = [
+        good,
+        b"",
+        b"not an image at all",
+        truncated,
+        None,
+        _bomb_png(200_000, 200_000),
+        _bomb_png(12_000, 10_000),
+    ]
+    h = hash_images(images)
+    assert h.ok.tolist() == [True, False, False, False, False, False, False]
+    errors = h.error
+    assert errors[0] is None
+    assert "UnidentifiedImageError" in errors[2]
+    assert errors[3] and ("truncated" in errors[3].lower() or "OSError" in errors[3])
+    assert errors[4] == "no image data"
+    assert "DecompressionBomb" in errors[5]
+    assert "DecompressionBomb" in errors[6]  # 120 Mpx: above the limit, below Pillow's own 2x error
+    # the exact hash of undecodable bytes still exists (identical broken files are still duplicates)
+    assert h.sha256[3] is not None and h.sha256[4] is None
+    assert h.phash[1:].tolist() == [0] * 6
+    # a lower limit refuses an ordinary image too
+    assert "DecompressionBomb" in hash_images([good], max_pixels=1000).error[0]
+
+
+def test_near_uniform_flag() -> None:
+    flat = Image.new("RGB", (256, 256), (12, 12, 14))
+    faint = Image.fromarray(
+        (np.random.default_rng(0).normal(40, 0.6, (256, 256))).clip(0, 255).astype(np.uint8)
+    )
+    images = [_encode(flat, "PNG"), _encode(faint, "PNG"), _encode(_texture(3, 256, 256), "PNG")]
+    h = hash_images(images)
+    assert h.near_uniform.tolist() == [True, True, False]
+
+
+def _dataset(tmp_path: Path) -> Path:
+    root = tmp_path / "ds"
+    recs0 = rows(5)
+    recs1 = rows(4, label=0, start=5)
+    recs1[1]["image_data"] = b"garbage"
+    recs1[2]["image_data"] = recs0[0]["image_data"]
+    write_shard(root / "data" / "HFCF_small_0.parquet", recs0)
+    write_shard(root / "data" / "HFCF_small_1.parquet", recs1)
+    return root
+
+
+def test_hash_manifest_cache_rerun_decodes_nothing(tmp_path: Path) -> None:
+    root = _dataset(tmp_path)
+    m = load_manifest(str(root))
+    first = hash_manifest(m, workers=1)
+    assert first.decoded == 9 and first.cached_rows == 0
+    df = first.manifest.df
+    assert df.select("shard", "row").equals(m.df.select("shard", "row"))
+    assert all(c in df.columns for c in HASH_COLUMNS)
+    assert df.get_column("num_bytes").null_count() == 0  # filled while streaming
+    err = df.filter(pl.col("hash_error").is_not_null())
+    assert err.select("shard", "row").rows() == [("data/HFCF_small_1.parquet", 1)]
+    assert err.get_column("phash").null_count() == 1 and err.get_column("sha256").null_count() == 0
+    assert df.get_column("sha256")[0] == df.get_column("sha256")[7]
+    again = hash_manifest(m, workers=1)
+    assert again.decoded == 0 and again.cached_rows == 9
+    assert again.manifest.df.equals(df)
+    # a changed shard is a new fingerprint: its cache no longer applies
+    shard = root / "data" / "HFCF_small_0.parquet"
+    write_shard(shard, rows(5, start=100))
+    os.utime(shard, ns=(1, 1))
+    changed = hash_manifest(load_manifest(str(root)), workers=1)
+    assert changed.decoded == 5 and changed.cached_rows == 4
+
+
+def test_dhash_column_on_request(tmp_path: Path) -> None:
+    root = _dataset(tmp_path)
+    m = load_manifest(str(root))
+    plain = hash_manifest(m, workers=1).manifest.df
+    assert "dhash" not in plain.columns
+    with_d = hash_manifest(m, workers=1, with_dhash=True)
+    assert with_d.decoded == 9  # its own cache entry: the plain one has no dHash
+    assert with_d.manifest.df.get_column("dhash").null_count() == 1  # the undecodable row
+    assert with_d.manifest.df.drop("dhash").equals(plain)
+    assert hash_manifest(m, workers=1, with_dhash=True).decoded == 0
+
+
+def test_partial_cache_hashes_only_missing_rows(tmp_path: Path) -> None:
+    root = _dataset(tmp_path)
+    m = load_manifest(str(root))
+    some = m.with_df(m.df.filter(pl.col("row") < 2))
+    assert hash_manifest(some, workers=1).decoded == 4
+    full = hash_manifest(m, workers=1)
+    assert full.decoded == 5 and full.cached_rows == 4
+    info = m.shards["data/HFCF_small_0.parquet"]
+    cached = load_cached(m.root, "data/HFCF_small_0.parquet", info)
+    assert cached is not None and cached.column("row").to_pylist() == [0, 1, 2, 3, 4]
+    assert cache_path(m.root, "data/HFCF_small_0.parquet", info).is_file()
+
+
+def test_reuses_hash_columns_without_reading_shards(tmp_path: Path) -> None:
+    root = _dataset(tmp_path)
+    hashed = hash_manifest(load_manifest(str(root)), workers=1).manifest
+    for p in (root / "data").glob("*.parquet"):
+        p.unlink()
+    again = hash_manifest(hashed, workers=1)
+    assert again.decoded == 0 and again.manifest.df.equals(hashed.df)
+
+
+def test_pure_batches_function_matches_manifest_path(tmp_path: Path) -> None:
+    """What a Ray map_batches run would call: same table as the pool path (so the same cache)."""
+    root = _dataset(tmp_path)
+    m = load_manifest(str(root))
+    shard = "data/HFCF_small_1.parquet"
+    table, decoded = hash_shard_batches(iter_shard_batches(m, shard, None, ("image_data",), 3))
+    assert decoded == 4
+    hash_manifest(m, workers=1)
+    cached = load_cached(m.root, shard, m.shards[shard])
+    assert cached is not None and cached.equals(table)
+
+
+def test_process_pool_gives_same_result(tmp_path: Path) -> None:
+    root = _dataset(tmp_path)
+    m = load_manifest(str(root))
+    one = hash_manifest(m, workers=1, use_cache=False)
+    two = hash_manifest(m, workers=2, use_cache=False)
+    assert two.decoded == 9
+    assert two.manifest.df.equals(one.manifest.df)
+
+
+def test_unreadable_shard(tmp_path: Path) -> None:
+    root = _dataset(tmp_path)
+    m = load_manifest(str(root))
+    bad = root / "data" / "HFCF_small_1.parquet"
+    st = bad.stat()
+    data = bad.read_bytes()
+    bad.write_bytes(data[:200] + b"\0" * (len(data) - 200))  # same size, garbage pages
+    os.utime(bad, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with pytest.raises(PartialError, match="HFCF_small_1"):
+        hash_manifest(m, workers=1, use_cache=False)
+    result = hash_manifest(m, workers=1, use_cache=False, skip_bad=True)
+    df = result.manifest.df
+    assert (
+        df.filter(pl.col("shard") == "data/HFCF_small_1.parquet").get_column("hash_error").null_count() == 0
+    )
+    assert df.filter(pl.col("shard") == "data/HFCF_small_0.parquet").get_column("phash").null_count() == 0
+    assert [e.shard for e in result.bad] == ["data/HFCF_small_1.parquet"]
+
+
+def test_hash_table_schema_roundtrip() -> None:
+    h = hash_images([_encode(_texture(1, 40, 40), "PNG"), b"x"])
+    from cfx.hashing import HASH_TABLE_SCHEMA, hashes_to_table
+
+    t = hashes_to_table([3, 9], h)
+    assert t.schema == HASH_TABLE_SCHEMA
+    assert t.column("phash").null_count == 1
+    assert t.column("phash").type == pa.uint64()
