@@ -1,18 +1,47 @@
-"""`cfx download`: parse options, call cfx.download, print the plan or the summary."""
+"""`cfx download`: parse options, call cfx.download (or cfx.plan with a selection), print the plan or the summary."""
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.progress import Progress
+from rich.table import Table
 
 from cfx import download as dl
+from cfx import plan as pf
 from cfx.cli._errors import handle_errors
-from cfx.cli._options import JsonOpt, RevisionOpt, TokenOpt, WorkersOpt
-from cfx.cli._output import CliReporter, byte_progress, print_json
+from cfx.cli._options import (
+    AllowMissingOpt,
+    ArchitecturesOpt,
+    CommercialOnlyOpt,
+    ExcludeLicensesOpt,
+    ExcludeNsfwOpt,
+    GeneratorsOpt,
+    JsonOpt,
+    LabelsOpt,
+    LicenseColumnOpt,
+    LicensesOpt,
+    LicenseTableOpt,
+    MaxPerGeneratorOpt,
+    ModelColumnOpt,
+    RealLicenseTableOpt,
+    RealSourcesOpt,
+    RevisionOpt,
+    SeedOpt,
+    TokenOpt,
+    WhereOpt,
+    WorkersOpt,
+    build_selection,
+)
+from cfx.cli._output import CliReporter, byte_progress, command_line, is_quiet, out_console, print_json
+from cfx.errors import UsageError
+from cfx.load import load_manifest
+from cfx.manifest import is_manifest_file
 from cfx.progress import NullReporter, Task
+from cfx.subset import parse_size
 
 RepoArg = Annotated[
     str, typer.Argument(help="Dataset repo on the Hub (ORG/NAME).", show_default=True, metavar="REPO")
@@ -37,20 +66,32 @@ DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would be f
 VerifyOpt = Annotated[
     bool, typer.Option("--verify", help="Re-hash every local file, even those verified by an earlier run.")
 ]
-
-EPILOG = """Examples:
-
-  cfx download --out cf-small --shards 0-9,93
-
-  cfx download --out cf-small --dry-run
-
-  cfx download OwensLab/CommunityForensics-Small --out cf --revision 6c539a534c07917307c381f5af4053c6091b5278 --include 'data/metadata/*' --json
-
-Files land at their repo paths (DIR/data/HFCF_small_3.parquet) and are verified against the Hub's sha256
-(git blob id for non-LFS files); DIR/.cfx keeps the verification record and partial downloads, so re-running
-skips verified files and resumes interrupted ones. Exit codes: 2 bad option, 4 Hub/network, 5 nothing selected,
-7 cannot write --out, 130 interrupted (re-run to resume).
-"""
+ManifestOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--manifest",
+        help="Fetch the shards of this manifest of REPO (a saved .parquet, or '-' for one piped on stdin), "
+        "at the manifest's commit.",
+        show_default=False,
+    ),
+]
+BudgetOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--budget",
+        help="At most this many shard bytes (e.g. 50GB): shards are picked by greedy coverage of the selected "
+        "generators/architectures/real sources per byte.",
+        show_default=False,
+    ),
+]
+SubsetOutOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--subset-out",
+        help="After the download, write the selected rows as a new dataset here (as `cfx subset` does).",
+        show_default=False,
+    ),
+]
 
 
 class _Bar:
@@ -116,6 +157,71 @@ def _print_plan(plan: dl.DownloadPlan) -> None:
     )
 
 
+def _print_fetch_plan(plan: pf.FetchPlan, dry_run: bool) -> None:
+    console = out_console()
+    source = "the manifest" if plan.from_manifest else "the index"
+    console.print(
+        f"Plan: {plan.repo_id}@{plan.commit[:12]} -> {plan.download.out} (rows from {source}: {plan.selection})",
+        markup=False,
+    )
+    chosen = set(plan.chosen)
+    budgeted = plan.budget_plan is not None
+    statuses = {path: what for path, _, what in dl.iter_plan_lines(plan.download)}
+    table = Table(title_justify="left")
+    for name, justify in (("shard", "left"), ("rows", "right"), ("of", "right"), ("bytes", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    table.add_column("action")
+    for n in plan.needs:
+        of = f"{n.source_rows:,}" if n.source_rows is not None else "?"
+        action = statuses[n.shard] if n.shard in chosen else "skip (over --budget)"
+        table.add_row(n.shard, f"{n.rows:,}", of, _size(n.size), action)
+    for p in plan.extra_files:
+        table.add_row(p.remote.path, "", "", _size(p.remote.size), statuses[p.remote.path])
+    console.print(table)
+    cov = plan.coverage
+    console.print(
+        f"Needed: {_shards(len(plan.needs))}, {_size(plan.needed_bytes)}, {plan.needed_rows:,} rows selected",
+        markup=False,
+    )
+    if budgeted:
+        console.print(
+            f"Budget {_size(plan.budget or 0)}: {len(plan.chosen)} of {len(plan.needs)} shards, "
+            f"{_size(cov.bytes)}, {cov.rows:,} of {plan.needed_rows:,} rows; covers {_coverage(cov)}",
+            markup=False,
+        )
+    alt = plan.alternative
+    if alt is not None and not budgeted:
+        console.print(
+            f"Cheaper: {_shards(len(alt.shards))} ({_size(alt.bytes)}, {alt.rows:,} rows) covering every "
+            f"requested value ({_coverage(alt)}); --budget {_size_up(alt.bytes)} picks them",
+            markup=False,
+        )
+    tail = " (dry run: nothing downloaded)" if dry_run else ""
+    console.print(
+        f"To fetch: {_size(plan.download.bytes_to_fetch)} ({_files(len(plan.download.files))} incl. "
+        f"README/metadata){tail}",
+        markup=False,
+    )
+
+
+def _size_up(n: int) -> str:
+    """A size to type after --budget that is not below ``n`` (three significant digits, rounded up)."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= scale:
+            return f"{math.ceil((n + 1) / scale * 100) / 100:g}{unit}"  # +1: float round-off
+    return f"{n}B"
+
+
+def _shards(n: int) -> str:
+    return "1 shard" if n == 1 else f"{n} shards"
+
+
+def _coverage(cov: pf.Coverage) -> str:
+    words = {"generator": "generators", "architecture": "architectures", "real_source": "real sources"}
+    parts = [f"{words[k]} {c}/{r}" for k, (c, r) in cov.by_kind().items()]
+    return ", ".join(parts) or "no values"
+
+
 def _print_summary(result: dl.DownloadResult) -> None:
     d: dict[str, Any] = result.to_dict()
     print(f"Downloaded {result.repo_id}@{result.commit[:12]} into {result.out}")
@@ -136,13 +242,100 @@ def download(
     revision: RevisionOpt = None,
     shards: ShardsOpt = None,
     include: IncludeOpt = None,
+    generators: GeneratorsOpt = None,
+    architectures: ArchitecturesOpt = None,
+    labels: LabelsOpt = None,
+    real_sources: RealSourcesOpt = None,
+    exclude_nsfw: ExcludeNsfwOpt = False,
+    max_per_generator: MaxPerGeneratorOpt = None,
+    where: WhereOpt = None,
+    licenses: LicensesOpt = None,
+    exclude_licenses: ExcludeLicensesOpt = None,
+    commercial_only: CommercialOnlyOpt = False,
+    license_table: LicenseTableOpt = None,
+    model_column: ModelColumnOpt = None,
+    license_column: LicenseColumnOpt = None,
+    real_license_table: RealLicenseTableOpt = None,
+    allow_missing: AllowMissingOpt = False,
+    seed: SeedOpt = 0,
+    manifest: ManifestOpt = None,
+    budget: BudgetOpt = None,
+    subset_out: SubsetOutOpt = None,
     workers: WorkersOpt = dl.DEFAULT_WORKERS,
     dry_run: DryRunOpt = False,
     verify: VerifyOpt = False,
     json: JsonOpt = False,
     token: TokenOpt = None,
 ) -> None:
-    """Download dataset shards from the Hub, verified by hash and resumable across runs."""
+    """Download dataset shards from the Hub, verified by hash and resumable across runs.
+
+    Files land at their repo paths (DIR/data/HFCF_small_3.parquet) and are verified against the Hub's sha256
+    (git blob id for non-LFS files); DIR/.cfx keeps the verification record and partial downloads, so
+    re-running skips verified files and resumes interrupted ones.
+
+    Plan-first: with any selection option (the same as `cfx subset`), --manifest, --budget or --subset-out,
+    cfx first selects rows from the remote metadata-only index (cached; well under 2% of the bytes), prints
+    the plan (shards, bytes, rows per shard, a cheaper covering alternative), then fetches only those shards
+    at the index's commit and, with --subset-out, writes the subset. See docs/download.md.
+
+    Exit codes: 2 bad option (also: --budget below the smallest needed shard, a manifest of another repo),
+    3 bad manifest, 4 Hub/network, 5 nothing selected, 7 cannot write --out / --subset-out, 130 interrupted
+    (re-run to resume).
+
+    Examples:
+
+    \b
+      cfx download --out cf-small --shards 0-9,93
+      cfx download --out cf-small --dry-run
+      cfx download OwensLab/CommunityForensics-Small --out cf --revision main --include 'data/metadata/*' --json
+      cfx download --out cf --generators 'stabilityai/*' --labels generated --dry-run
+      cfx download --out cf --architectures GAN --budget 50GB --subset-out gan
+      cfx slice hf://datasets/OwensLab/CommunityForensics-Small --where "width >= 1024" | cfx download --out cf --manifest -
+    """
+    selection = build_selection(
+        generators=generators,
+        architectures=architectures,
+        labels=labels,
+        real_sources=real_sources,
+        exclude_nsfw=exclude_nsfw,
+        where=where,
+        max_per_generator=max_per_generator,
+        seed=seed,
+        licenses=licenses,
+        exclude_licenses=exclude_licenses,
+        commercial_only=commercial_only,
+        allow_missing=allow_missing,
+    )
+    plan_first = (
+        not selection.is_empty()
+        or license_table is not None
+        or real_license_table is not None
+        or manifest is not None
+        or budget is not None
+        or subset_out is not None
+    )
+    if plan_first:
+        _download_planned(
+            repo,
+            out,
+            selection=selection,
+            manifest_spec=manifest,
+            budget=budget,
+            subset_out=subset_out,
+            revision=revision,
+            shards=shards,
+            include=include,
+            license_table=license_table,
+            model_column=model_column,
+            license_column=license_column,
+            real_license_table=real_license_table,
+            workers=workers,
+            dry_run=dry_run,
+            verify=verify,
+            as_json=json,
+            token=token,
+        )
+        return
     with _DownloadReporter() as reporter:
         plan = dl.plan_download(
             out, repo, revision=revision, shards=shards, include=include or (), token=token, reporter=reporter
@@ -157,5 +350,91 @@ def download(
         print_json(result.to_dict()) if json else _print_summary(result)
 
 
+def _download_planned(
+    repo: str,
+    out: Path,
+    *,
+    selection: Any,
+    manifest_spec: str | None,
+    budget: str | None,
+    subset_out: Path | None,
+    revision: str | None,
+    shards: str | None,
+    include: list[str] | None,
+    license_table: Path | None,
+    model_column: str | None,
+    license_column: str | None,
+    real_license_table: Path | None,
+    workers: int,
+    dry_run: bool,
+    verify: bool,
+    as_json: bool,
+    token: str | None,
+) -> None:
+    if shards is not None or include:
+        raise UsageError(
+            "--shards / --include pick files by name; they do not combine with a row selection",
+            "drop them: the selection decides which shards to fetch (or drop the selection options)",
+        )
+    if manifest_spec is not None and manifest_spec != "-" and not is_manifest_file(Path(manifest_spec)):
+        raise UsageError(
+            f"--manifest {manifest_spec} is not a cfx manifest",
+            "pass a .parquet written by a cfx command (e.g. `cfx slice hf://datasets/ORG/REPO -o m.parquet`), "
+            "or '-' for a manifest piped on stdin",
+        )
+    max_bytes = parse_size(budget, "--budget") if budget is not None else None
+    with _DownloadReporter() as reporter:
+        source = (
+            load_manifest(manifest_spec, token=token, reporter=reporter)
+            if manifest_spec is not None
+            else None
+        )
+        plan = pf.plan_fetch(
+            out,
+            repo,
+            selection=selection,
+            manifest=source,
+            revision=revision,
+            budget=max_bytes,
+            license_table=license_table,
+            model_column=model_column,
+            license_column=license_column,
+            real_license_table=real_license_table,
+            token=token,
+            workers=workers,
+            reporter=reporter,
+        )
+        if subset_out is not None:
+            pf.check_subset_out(plan, subset_out)
+        if not as_json:
+            _print_fetch_plan(plan, dry_run)
+        if dry_run:
+            if as_json:
+                print_json({"dry_run": True, **plan.to_dict()})
+            return
+        result = pf.run_fetch(plan, workers=workers, verify=verify, token=token, reporter=reporter)
+        written = (
+            pf.write_fetched_subset(plan, subset_out, command=command_line(), reporter=reporter)
+            if subset_out is not None
+            else None
+        )
+    if as_json:
+        print_json(
+            {
+                "dry_run": False,
+                **plan.to_dict(),
+                "result": result.to_dict(),
+                "subset": written.to_json() if written is not None else None,
+            }
+        )
+        return
+    _print_summary(result)
+    if written is not None and not is_quiet():
+        out_console().print(
+            f"Wrote {written.rows:,} rows ({_size(written.bytes)}) in {len(written.files)} file(s) to {subset_out}/",
+            markup=False,
+        )
+
+
 def register(app: typer.Typer) -> None:
-    app.command("download", epilog=EPILOG)(download)
+    app.command("download")(download)
