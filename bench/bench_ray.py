@@ -131,7 +131,7 @@ def main() -> None:
         print(table(["command (cold cache)", "local engine s", "Ray-local s", "Ray / local"], cli_rows))
         print()
         print(table(["hashing only", "seconds", "note"], hash_rows))
-        print()
+        print(f"\n(load average {' '.join(f'{x:.1f}' for x in os.getloadavg())})\n")
         print(
             f"Projected hashing time for {FULL_CF_IMAGES:,} images at {per_image * 1000:.1f} ms/image/core:"
         )
