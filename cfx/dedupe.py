@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -30,6 +30,9 @@ from cfx.pairs import MAX_THRESHOLD, distinct_code_pairs
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, LABEL_NAMES, REAL
 from cfx.sources import natural_key
+
+if TYPE_CHECKING:
+    from cfx.engine_ray import RayEngine
 
 DEFAULT_THRESHOLD = 8  # chosen from the ground-truth sweep in docs/benchmarks.md (## Dedupe)
 KEEP_POLICIES = ("first", "largest", "smallest", "prefer-real", "prefer-generated")
@@ -420,6 +423,7 @@ def dedupe(
     use_cache: bool = True,
     skip_bad: bool = False,
     with_dhash: bool = False,
+    engine: RayEngine | None = None,
     reporter: Reporter | None = None,
 ) -> DedupeResult:
     """Hash, search, group and choose survivors; returns the kept manifest and the report tables."""
@@ -433,6 +437,7 @@ def dedupe(
         use_cache=use_cache,
         skip_bad=skip_bad,
         with_dhash=with_dhash,
+        engine=engine,
         reporter=reporter,
     )
     t1 = time.perf_counter()

@@ -33,6 +33,18 @@ class CfxError(Exception):
     def __str__(self) -> str:
         return f"{self.message} — {self.hint}" if self.hint else self.message
 
+    def __reduce__(self) -> tuple[object, ...]:
+        # Pickle the attributes, not the constructor arguments (subclasses take other arguments):
+        # errors cross process boundaries (process pools, Ray tasks) unchanged.
+        return _restore, (type(self), self.args, self.__dict__)
+
+
+def _restore(cls: type[CfxError], args: tuple[object, ...], state: dict[str, object]) -> CfxError:
+    err = cls.__new__(cls)
+    Exception.__init__(err, *args)
+    err.__dict__.update(state)
+    return err
+
 
 class UsageError(CfxError):
     exit_code = ExitCode.USAGE

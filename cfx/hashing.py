@@ -27,7 +27,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -42,6 +42,9 @@ from cfx.manifest import Manifest, ShardInfo, write_atomic
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import IMAGE_COLUMN
 from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
+
+if TYPE_CHECKING:
+    from cfx.engine_ray import RayEngine
 
 HASH_VERSION = 1
 NEAR_UNIFORM_STD = 2.0  # grey levels (0-255) of the 32×32 thumbnail; see docs/dedupe.md
@@ -302,6 +305,7 @@ def hash_manifest(
     skip_bad: bool = False,
     reuse_columns: bool = True,
     with_dhash: bool = False,
+    engine: RayEngine | None = None,
     reporter: Reporter | None = None,
     **options: Any,
 ) -> HashResult:
@@ -310,7 +314,8 @@ def hash_manifest(
     Each shard is one task of a process pool (``workers``); a worker streams its shard's bytes itself,
     so only row numbers and small result tables cross process boundaries. With ``reuse_columns`` a
     manifest that already carries complete hash columns (e.g. the output of an earlier dedupe) is kept
-    as it is and no shard is read. ``with_dhash`` also computes the ``dhash`` column.
+    as it is and no shard is read. ``with_dhash`` also computes the ``dhash`` column. With ``engine``
+    (cfx.engine_ray) each shard is a Ray task running the same ``hash_shard``; caches are written here.
     """
     reporter = reporter or NullReporter()
     options["with_dhash"] = with_dhash
@@ -366,7 +371,15 @@ def hash_manifest(
         )
         tables[shard] = _align(bad)
 
-    if todo and (workers <= 1 or len(todo) == 1):
+    if todo and engine is not None:
+        infos = [(s, manifest.shards.get(s), r) for s, r in todo]
+        for shard, rows, table, decoded, err in engine.hash_shards(manifest.root, infos, options):
+            if err is not None:
+                failed(shard, rows, err)
+            else:
+                assert table is not None
+                finish(shard, table, decoded)
+    elif todo and (workers <= 1 or len(todo) == 1):
         for shard, rows in todo:
             try:
                 finish(shard, *hash_shard(manifest.root, shard, manifest.shards.get(shard), rows, **options))

@@ -18,7 +18,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
@@ -30,6 +30,9 @@ from cfx.manifest import Manifest, write_atomic
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import CORE_COLUMNS, IMAGE_COLUMN, MANIFEST_SCHEMA, METADATA_COLUMNS, REQUIRED_COLUMNS
 from cfx.sources import DatasetSource, ShardRef
+
+if TYPE_CHECKING:
+    from cfx.engine_ray import RayEngine
 
 INDEX_VERSION = 1
 READ_BUFFER = 1 << 20  # bytes pyarrow buffers per column stream: the memory bound of a read
@@ -256,47 +259,74 @@ def build_manifest(
     with_num_bytes: bool = False,
     workers: int = 4,
     use_cache: bool = True,
+    engine: RayEngine | None = None,
     reporter: Reporter | None = None,
 ) -> IndexResult:
-    """Index every shard of ``source``. Bad shards are collected (not raised) so all of them can be named."""
+    """Index every shard of ``source``. Bad shards are collected (not raised) so all of them can be named.
+
+    Shards are scanned in a thread pool of ``workers``, or on Ray (``engine``, see cfx.engine_ray), which
+    runs the same ``scan_shard``; either way this process reads and writes the per-shard cache.
+    """
     reporter = reporter or NullReporter()
     task = reporter.task("Indexing shards", total=len(source.shards))
     results: dict[int, pl.DataFrame] = {}
-    bad: list[BadShardError] = []
-    warnings: list[str] = []
+    errors: dict[int, BadShardError] = {}
+    warned: dict[int, list[str]] = {}
     cached = 0
+    scan_bytes = with_num_bytes and not source.is_remote
+
+    def cached_frame(ref: ShardRef) -> pl.DataFrame | None:
+        return _cache_load(source.root, ref, with_num_bytes) if use_cache else None
+
+    def done(i: int, df: pl.DataFrame | None, warn: list[str], err: BadShardError | None, hit: bool) -> None:
+        nonlocal cached
+        if err is not None:
+            errors[i] = err
+            reporter.warn(str(err))
+        else:
+            assert df is not None
+            results[i] = df
+            cached += hit
+            if use_cache and not hit and engine is not None:  # local: stored by the thread that scanned
+                _cache_store(source.root, source.shards[i], df, scan_bytes)
+        for w in warn:
+            reporter.warn(w)
+        warned[i] = warn
+        task.advance()
 
     def one(i: int, ref: ShardRef) -> tuple[int, pl.DataFrame | None, list[str], BadShardError | None, bool]:
-        if use_cache:
-            hit = _cache_load(source.root, ref, with_num_bytes)
-            if hit is not None:
-                return i, hit, [], None, True
+        hit = cached_frame(ref)
+        if hit is not None:
+            return i, hit, [], None, True
         try:
-            df, warn = scan_shard(ref, source.fs, with_num_bytes=with_num_bytes and not source.is_remote)
+            df, warn = scan_shard(ref, source.fs, with_num_bytes=scan_bytes)
         except BadShardError as exc:
             return i, None, [], exc, False
         if use_cache:
-            _cache_store(source.root, ref, df, with_num_bytes and not source.is_remote)
+            _cache_store(source.root, ref, df, scan_bytes)
         return i, df, warn, None, False
 
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        for i, df, warn, err, hit in pool.map(lambda a: one(*a), enumerate(source.shards)):
-            if err is not None:
-                bad.append(err)
-                reporter.warn(str(err))
+    if engine is not None:
+        todo = []
+        for i, ref in enumerate(source.shards):
+            hit = cached_frame(ref)
+            if hit is not None:
+                done(i, hit, [], None, True)
             else:
-                assert df is not None
-                results[i] = df
-                cached += hit
-            for w in warn:
-                reporter.warn(w)
-            warnings.extend(warn)
-            task.advance()
+                todo.append((i, ref))
+        for i, df, warn, err in engine.scan_shards(todo, source.fs, scan_bytes):
+            done(i, df, warn, err, False)
+    else:
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            for out in pool.map(lambda a: one(*a), enumerate(source.shards)):
+                done(*out)
     task.close()
     frames = [results[i] for i in sorted(results)]
     df = pl.concat(frames, how="vertical_relaxed") if frames else _empty_frame()
-    good = {source.shards[i].rel: source.shards[i].info for i in results}
+    good = {source.shards[i].rel: source.shards[i].info for i in sorted(results)}
     manifest = Manifest(df=df, root=source.root, shards=good)
+    bad = [errors[i] for i in sorted(errors)]
+    warnings = [w for i in sorted(warned) for w in warned[i]]
     return IndexResult(manifest=manifest, bad=bad, warnings=warnings, cached=cached)
 
 

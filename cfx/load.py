@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cfx.errors import InputError
 from cfx.index import build_manifest, raise_for_bad
@@ -11,6 +12,9 @@ from cfx.manifest import Manifest, is_manifest_file, read_manifest, read_manifes
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import CORE_COLUMNS
 from cfx.sources import resolve
+
+if TYPE_CHECKING:
+    from cfx.engine_ray import RayEngine
 
 
 def load_manifest(
@@ -21,6 +25,7 @@ def load_manifest(
     workers: int = 4,
     with_num_bytes: bool = False,
     use_cache: bool = True,
+    engine: RayEngine | None = None,
     reporter: Reporter | None = None,
 ) -> Manifest:
     """A saved manifest, '-' (a manifest on stdin), or a dataset source indexed on the fly (cached)."""
@@ -35,6 +40,7 @@ def load_manifest(
             with_num_bytes=with_num_bytes,
             workers=workers,
             use_cache=use_cache,
+            engine=engine,
             reporter=reporter,
         )
         raise_for_bad(result, skip_bad)

@@ -30,6 +30,22 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JS
 WorkersOpt = Annotated[
     int, typer.Option("--workers", "-w", min=1, help="Parallel workers (processes or connections).")
 ]
+EngineOpt = Annotated[
+    str,
+    typer.Option(
+        "--engine",
+        help="Where shards are read and hashed: local (this machine's threads/processes) or ray (Ray Data "
+        "on RAY_ADDRESS or --ray-address, else a local Ray; needs cfx[ray]). See docs/scale.md.",
+    ),
+]
+RayAddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--ray-address",
+        help="Ray cluster to use with --engine ray, e.g. 10.0.0.5:6379 (default: RAY_ADDRESS, else a local Ray).",
+        show_default=False,
+    ),
+]
 RevisionOpt = Annotated[
     str | None, typer.Option("--revision", help="Git revision (branch, tag or commit) of the Hub repo.")
 ]

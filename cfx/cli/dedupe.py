@@ -10,7 +10,16 @@ from rich.console import Console
 from rich.table import Table
 
 from cfx.cli._errors import handle_errors
-from cfx.cli._options import JsonOpt, OutputOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
+from cfx.cli._options import (
+    EngineOpt,
+    JsonOpt,
+    OutputOpt,
+    RayAddressOpt,
+    SkipBadOpt,
+    SourceArg,
+    TokenOpt,
+    WorkersOpt,
+)
 from cfx.cli._output import (
     CliReporter,
     emit_manifest,
@@ -28,6 +37,7 @@ from cfx.dedupe import (
     dedupe,
     write_report,
 )
+from cfx.engine_ray import open_engine
 from cfx.gallery import write_gallery
 from cfx.load import load_manifest
 
@@ -124,6 +134,8 @@ def dedupe_cmd(
         bool, typer.Option("--no-cache", help="Ignore and do not update the hash cache.")
     ] = False,
     workers: WorkersOpt = 2,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
     skip_bad: SkipBadOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -139,6 +151,7 @@ def dedupe_cmd(
       cfx dedupe data/ -o kept.parquet --report dedupe-report/
       cfx dedupe manifest.parquet --threshold 6 --keep largest --scope within-label --json
       cfx dedupe data/ --gallery sheets/ | cfx stats -
+      RAY_ADDRESS=10.0.0.5:6379 cfx dedupe /shared/cf/ --engine ray -o kept.parquet
     """
     both = not (exact or near)
     options = DedupeOptions(
@@ -150,8 +163,10 @@ def dedupe_cmd(
         conflicts=conflicts,
     )
     options.check()
-    with CliReporter() as reporter:
-        manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+    with open_engine(engine, ray_address) as eng, CliReporter() as reporter:
+        manifest = load_manifest(
+            source, token=token, skip_bad=skip_bad, workers=workers, engine=eng, reporter=reporter
+        )
         result = dedupe(
             manifest,
             options,
@@ -159,6 +174,7 @@ def dedupe_cmd(
             use_cache=not no_cache,
             skip_bad=skip_bad,
             with_dhash=dhash,
+            engine=eng,
             reporter=reporter,
         )
         if report is not None:

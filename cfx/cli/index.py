@@ -7,8 +7,17 @@ from typing import Annotated
 import typer
 
 from cfx.cli._errors import handle_errors
-from cfx.cli._options import OutputOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
+from cfx.cli._options import (
+    EngineOpt,
+    OutputOpt,
+    RayAddressOpt,
+    SkipBadOpt,
+    SourceArg,
+    TokenOpt,
+    WorkersOpt,
+)
 from cfx.cli._output import CliReporter, emit_manifest
+from cfx.engine_ray import open_engine
 from cfx.index import build_manifest, raise_for_bad
 from cfx.sources import resolve
 
@@ -28,6 +37,8 @@ def index(
         bool, typer.Option("--no-cache", help="Ignore and do not update the index cache.")
     ] = False,
     workers: WorkersOpt = 4,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
     skip_bad: SkipBadOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -39,13 +50,16 @@ def index(
       cfx index data/ -o manifest.parquet
       cfx index hf://datasets/OwensLab/CommunityForensics-Small -o cf-small.parquet
       cfx index data/ | cfx stats -
+      cfx index /shared/cf/ --engine ray --ray-address 10.0.0.5:6379 -o cf.parquet
     """
-    with CliReporter() as reporter:
+    src = resolve(source, token=token)
+    with open_engine(engine, ray_address) as eng, CliReporter() as reporter:
         result = build_manifest(
-            resolve(source, token=token),
+            src,
             with_num_bytes=num_bytes,
             workers=workers,
             use_cache=not no_cache,
+            engine=eng,
             reporter=reporter,
         )
     raise_for_bad(result, skip_bad)

@@ -1,0 +1,220 @@
+"""Index and hash on Ray Data (``--engine ray``): the only module that imports ray, and only when used.
+
+Each shard is one Ray Data row (``ray.data.from_items``, one block per shard) mapped by a task that runs the
+very functions the local engine runs (``cfx.index.scan_shard``, ``cfx.hashing.hash_shard`` →
+``hash_shard_batches``), so results are identical by construction. Workers read the shard bytes themselves
+(local paths must be visible to every node, e.g. a shared file system; ``hf://`` shards are read through
+HfFileSystem on each worker); only small result tables travel back. The driver writes the per-shard caches,
+so caches live where the command runs, exactly as with the local engine.
+
+A worker that dies mid-task (OOM, lost node) is a system failure: Ray retries the task (``MAX_RETRIES``).
+Test hook: when ``CFX_TEST_RAY_KILL_ONCE`` names a file that does not exist yet, the first task to start
+creates it and kills its worker (``os._exit``), so tests can prove the retry gives the same result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pickle
+import socket
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from cfx.errors import BadShardError, CfxError, NetworkError, UsageError
+from cfx.manifest import ShardInfo
+from cfx.sources import ShardRef
+
+ENGINES = ("local", "ray")
+MAX_RETRIES = 3  # retries of a task whose worker died (Ray's system-failure retries)
+LOCAL_OBJECT_STORE = 512 * 1024**2  # bytes; results are small tables (a shard's index is ~1 MB)
+CONNECT_TIMEOUT = 5.0  # seconds to reach the head node before giving up
+KILL_ONCE_ENV = "CFX_TEST_RAY_KILL_ONCE"
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+        import ray.data
+    except ImportError:
+        raise UsageError("--engine ray needs Ray, which is not installed", "pip install 'cfx[ray]'") from None
+    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on an unreachable head node (ray.init itself retries for minutes)."""
+    if address in ("auto", "local"):
+        return
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # let Ray interpret it
+    try:
+        with socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT):
+            pass
+    except OSError as exc:
+        raise NetworkError(
+            f"cannot reach the Ray cluster at {address} ({exc.strerror or exc})",
+            "start it (`ray start --head`) or fix --ray-address / RAY_ADDRESS; leave both unset for a local Ray",
+        ) from None
+
+
+class RayEngine:
+    """A connection to a Ray cluster (``address``, else ``RAY_ADDRESS``, else a local Ray), made on first use."""
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+        self._started = False
+
+    def connect(self) -> Any:
+        ray = _import_ray()
+        if not ray.is_initialized():
+            address = self.address or os.environ.get("RAY_ADDRESS") or None
+            quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+            try:
+                if address and address != "local":
+                    _check_reachable(address)
+                    ray.init(address=address, **quiet)
+                else:
+                    ray.init(
+                        address="local",
+                        num_cpus=self.num_cpus,
+                        include_dashboard=False,
+                        object_store_memory=LOCAL_OBJECT_STORE,
+                        **quiet,
+                    )
+            except CfxError:
+                raise
+            except (ConnectionError, TimeoutError, RuntimeError) as exc:
+                raise NetworkError(
+                    f"cannot start or join Ray at {address or 'a local Ray'}: {str(exc).splitlines()[0][:200]}",
+                    "check the address and that the cluster runs the same Ray and Python versions",
+                ) from None
+            self._started = True
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # cfx reports progress itself, on stderr
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
+        return ray
+
+    def close(self) -> None:
+        if self._started:
+            _import_ray().shutdown()
+            self._started = False
+
+    def _map(self, items: list[dict[str, Any]], fn: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
+        ray = self.connect()
+        kwargs["kill_once"] = os.environ.get(KILL_ONCE_ENV) or None
+        with warnings.catch_warnings():
+            # Ray >= 2.60 deprecates passing task options as **ray_remote_args but has no named
+            # max_retries yet; Ray Data's own default retries a dead worker's task forever.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ray.data.from_items(items, override_num_blocks=max(1, len(items))).map(
+                fn, fn_kwargs=kwargs, num_cpus=1, max_retries=MAX_RETRIES
+            )
+        yield from ds.iter_rows()
+
+    def scan_shards(
+        self, shards: list[tuple[int, ShardRef]], fs: Any, with_num_bytes: bool
+    ) -> Iterator[tuple[int, Any, list[str], BadShardError | None]]:
+        """``cfx.index.scan_shard`` of each shard on the cluster: (key, frame or None, warnings, error)."""
+        if not shards:
+            return
+        items = [
+            {"key": key, "rel": ref.rel, "path": ref.path, "info": json.dumps(ref.info.to_json())}
+            for key, ref in shards
+        ]
+        for row in self._map(items, _scan_task, fs=fs, with_num_bytes=with_num_bytes):
+            df, warn, err = pickle.loads(row["result"])
+            if err is not None and not isinstance(err, BadShardError):
+                raise err
+            yield int(row["key"]), df, warn, err
+
+    def hash_shards(
+        self, root: str, todo: list[tuple[str, ShardInfo | None, np.ndarray]], options: dict[str, Any]
+    ) -> Iterator[tuple[str, np.ndarray, pa.Table | None, int, BadShardError | None]]:
+        """``cfx.hashing.hash_shard`` of the given rows of each shard: (shard, rows, table, decoded, error)."""
+        if not todo:
+            return
+        items = [
+            {
+                "shard": shard,
+                "info": json.dumps(info.to_json()) if info is not None else "",
+                "rows": np.asarray(rows, np.int64).tobytes(),
+            }
+            for shard, info, rows in todo
+        ]
+        rows_of = {shard: rows for shard, _, rows in todo}
+        for row in self._map(items, _hash_task, root=root, options=options):
+            table, decoded, err = pickle.loads(row["result"])
+            if err is not None and not isinstance(err, BadShardError):
+                raise err
+            yield row["shard"], rows_of[row["shard"]], table, decoded, err
+
+
+@contextmanager
+def open_engine(name: str, address: str | None = None) -> Iterator[RayEngine | None]:
+    """``None`` for the local engine, else a RayEngine shut down on exit (if it started a local Ray)."""
+    if name not in ENGINES:
+        raise UsageError(f"--engine {name!r}: unknown", f"pick one of: {', '.join(ENGINES)}")
+    if name == "local":
+        if address:
+            raise UsageError("--ray-address needs --engine ray", "add --engine ray, or drop --ray-address")
+        yield None
+        return
+    engine = RayEngine(address)
+    engine.connect()  # fail before any work when Ray is missing or the cluster unreachable
+    try:
+        yield engine
+    finally:
+        engine.close()
+
+
+# --- worker side (runs inside Ray tasks) -----------------------------------------------------------------
+def _maybe_die(kill_once: str | None) -> None:
+    if not kill_once:
+        return
+    try:
+        fd = os.open(kill_once, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os._exit(1)  # the first attempt of one task dies like an OOM-killed worker
+
+
+def _scan_task(
+    row: dict[str, Any], *, fs: Any, with_num_bytes: bool, kill_once: str | None
+) -> dict[str, Any]:
+    from cfx.index import scan_shard
+
+    _maybe_die(kill_once)
+    ref = ShardRef(rel=row["rel"], path=row["path"], info=ShardInfo.from_json(json.loads(row["info"])))
+    try:
+        df, warn = scan_shard(ref, fs, with_num_bytes=with_num_bytes)
+        out: tuple[Any, ...] = (df, warn, None)
+    except CfxError as exc:
+        out = (None, [], exc)
+    return {"key": row["key"], "result": pickle.dumps(out)}
+
+
+def _hash_task(
+    row: dict[str, Any], *, root: str, options: dict[str, Any], kill_once: str | None
+) -> dict[str, Any]:
+    from cfx.hashing import hash_shard
+
+    _maybe_die(kill_once)
+    info = ShardInfo.from_json(json.loads(row["info"])) if row["info"] else None
+    rows = np.frombuffer(row["rows"], np.int64)
+    try:
+        table, decoded = hash_shard(root, row["shard"], info, rows, **options)
+        out: tuple[Any, ...] = (table, decoded, None)
+    except CfxError as exc:
+        out = (None, 0, exc)
+    return {"shard": row["shard"], "result": pickle.dumps(out)}
