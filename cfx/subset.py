@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import secrets
 import shutil
 import socket
@@ -40,6 +39,7 @@ from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, IMAGE_COLUMN, LABEL_NAMES, REAL
 from cfx.sources import natural_key
 from cfx.stream import ROW_COLUMN, iter_shard_batches, shard_ref
+from cfx.units import human_bytes
 
 DEFAULT_ROW_GROUP_ROWS = 100
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
@@ -52,26 +52,8 @@ DATA_GLOB = f"{DATA_DIR}/{SPLIT}-*.parquet"
 PROVENANCE_COLUMNS = ("source_shard", "source_row")
 ORDERS = ("source", "shuffle")
 _WRITER_TAG = ".cfx-writer"
-_SIZE_RE = re.compile(r"^\s*([\d.]+)\s*([kmgt]?i?b?)?\s*$", re.I)
 _CODECS = {"UNCOMPRESSED": "none", "SNAPPY": "snappy", "GZIP": "gzip", "BROTLI": "brotli", "LZ4": "lz4"}
 _CODECS.update({"LZ4_RAW": "lz4", "ZSTD": "zstd"})
-
-
-def parse_size(text: str, option: str = "--max-shard-size") -> int:
-    """``500MB`` → 500_000_000, ``2GiB`` → 2 * 2**30, ``123`` → 123 bytes."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise UsageError(f"{option} {text!r} is not a size", "write e.g. 500MB, 2GB or 1GiB")
-    unit = (m[2] or "").lower().rstrip("b")
-    base = 1024 if unit.endswith("i") else 1000
-    power = {"": 0, "k": 1, "m": 2, "g": 3, "t": 4}[unit.rstrip("i")]
-    try:
-        value = int(float(m[1]) * base**power)
-    except ValueError:
-        raise UsageError(f"{option} {text!r} is not a size", "write e.g. 500MB") from None
-    if value < 1:
-        raise UsageError(f"{option} must be positive", "write e.g. 500MB")
-    return value
 
 
 def supports_cdc() -> bool:
@@ -289,17 +271,9 @@ def _check_space(parent: Path, need: int) -> None:
         return
     if need > free:
         raise OutputError(
-            f"not enough disk space in {parent}: the subset needs about {_human(need)}, {_human(free)} are free",
+            f"not enough disk space in {parent}: the subset needs about {human_bytes(need)}, {human_bytes(free)} are free",
             "free some space, pick another --out, or select fewer rows",
         )
-
-
-def _human(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if n < 1000 or unit == "TB":
-            return f"{n:,.1f} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n} B"
 
 
 def _pid_alive(pid: int) -> bool:
@@ -698,7 +672,6 @@ __all__ = [
     "SubsetPlan",
     "SubsetResult",
     "check_output",
-    "parse_size",
     "plan_subset",
     "write_subset",
 ]

@@ -30,7 +30,8 @@ from cfx.load import load_manifest
 from cfx.manifest import Manifest, read_manifest
 from cfx.schema import SOURCE_SCHEMA
 from cfx.select import Selection, apply_selection
-from cfx.subset import parse_size, plan_subset, write_subset
+from cfx.subset import plan_subset, write_subset
+from cfx.units import parse_size
 from tests.rss import cfx_peak_rss_mb
 from tests.shards import png, write_shard
 
@@ -519,6 +520,21 @@ def test_parse_size() -> None:
     assert parse_size("2GiB") == 2 * 2**30
     assert parse_size("123") == 123
     assert parse_size("64k") == 64_000
+    for bad in ("1.1XB", "", "-5MB", "0"):
+        with pytest.raises(UsageError):
+            parse_size(bad, "--max-shard-size")
+
+
+def test_human_bytes() -> None:
+    from cfx.units import human_bytes
+
+    assert [human_bytes(n) for n in (None, 999, 1000, 1_234_567, 2_500_000_000_000_000)] == [
+        "unknown",
+        "999 B",
+        "1.0 KB",
+        "1.2 MB",
+        "2,500.0 TB",
+    ]
 
 
 def _copy(mixed: Path, dst: Path) -> Path:

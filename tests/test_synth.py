@@ -612,7 +612,8 @@ def test_cli_help_has_an_example(cli: typer.Typer) -> None:
 
 
 def test_parse_size() -> None:
-    parse_size = _synth_cli().parse_size
+    from cfx.units import parse_size
+
     assert parse_size("1.1GB") == 1_100_000_000
     assert parse_size("30MB") == 30_000_000
     assert parse_size("512MiB") == 512 * 2**20

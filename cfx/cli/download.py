@@ -41,7 +41,7 @@ from cfx.errors import UsageError
 from cfx.load import load_manifest
 from cfx.manifest import is_manifest_file
 from cfx.progress import NullReporter, Task
-from cfx.subset import parse_size
+from cfx.units import parse_size
 
 RepoArg = Annotated[
     str, typer.Argument(help="Dataset repo on the Hub (ORG/NAME).", show_default=True, metavar="REPO")

@@ -14,17 +14,7 @@ from cfx.cli._output import CliReporter, err_console, out_console, print_json
 from cfx.errors import UsageError
 from cfx.load import load_manifest
 from cfx.stats import compute_stats, plot_stats
-
-
-def _human_bytes(n: int | None) -> str:
-    if n is None:
-        return "unknown"
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:,.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1000
-    return f"{n} B"
+from cfx.units import human_bytes
 
 
 def _render(stats: dict[str, Any]) -> None:
@@ -35,8 +25,8 @@ def _render(stats: dict[str, Any]) -> None:
     head.add_column("value", justify="right")
     for key in ("rows", "real", "generated", "generators", "shards"):
         head.add_row(key, f"{t[key]:,}")
-    head.add_row("shard bytes", _human_bytes(t["shard_bytes"]))
-    head.add_row("image bytes", _human_bytes(t["image_bytes"]))
+    head.add_row("shard bytes", human_bytes(t["shard_bytes"]))
+    head.add_row("image bytes", human_bytes(t["image_bytes"]))
     console.print(head)
     for column, b in stats["breakdowns"].items():
         table = Table(title=f"by {column} ({b['distinct']:,} values)", title_justify="left")

@@ -42,10 +42,10 @@ from cfx.subset import (
     DEFAULT_ROW_GROUP_ROWS,
     SubsetPlan,
     check_output,
-    parse_size,
     plan_subset,
     write_subset,
 )
+from cfx.units import human_bytes, parse_size
 
 
 class Order(str, Enum):
@@ -53,20 +53,11 @@ class Order(str, Enum):
     shuffle = "shuffle"
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:,.1f} {unit}" if unit != "B" else f"{int(size)} B"
-        size /= 1000
-    return f"{n} B"
-
-
 def _render_plan(plan: SubsetPlan, out: Path) -> None:
     console = out_console()
     approx = "" if plan.exact else "≈ "
     console.print(
-        f"Would write {plan.rows:,} rows ({approx}{_human(plan.est_bytes)}) from {len(plan.shards)} source "
+        f"Would write {plan.rows:,} rows ({approx}{human_bytes(plan.est_bytes)}) from {len(plan.shards)} source "
         f"shard(s) to {out}/ (order: {plan.order})",
         markup=False,
     )
@@ -86,7 +77,7 @@ def _render_plan(plan: SubsetPlan, out: Path) -> None:
     for name, justify in (("shard", "left"), ("rows", "right"), ("of", "right"), ("bytes", "right")):
         shards.add_column(name, justify=justify)  # type: ignore[arg-type]
     for s in plan.shards:
-        shards.add_row(s.shard, f"{s.rows:,}", f"{s.shard_rows:,}", approx + _human(s.est_bytes))
+        shards.add_row(s.shard, f"{s.rows:,}", f"{s.shard_rows:,}", approx + human_bytes(s.est_bytes))
     console.print(shards)
 
 
@@ -151,7 +142,7 @@ def subset(
       cfx slice data/ --sample 10% --seed 1 | cfx subset - --out sample --order shuffle
       cfx subset manifest.parquet --out gan --architectures GAN --dry-run
     """
-    max_bytes = parse_size(max_shard_size)
+    max_bytes = parse_size(max_shard_size, "--max-shard-size")
     selection = build_selection(
         generators=generators,
         architectures=architectures,
@@ -215,7 +206,7 @@ def subset(
         print_json(result.to_json())
     elif not is_quiet():
         err_console().print(
-            f"Wrote {result.rows:,} rows ({_human(result.bytes)}) in {len(result.files)} file(s) to {out}/",
+            f"Wrote {result.rows:,} rows ({human_bytes(result.bytes)}) in {len(result.files)} file(s) to {out}/",
             markup=False,
         )
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
@@ -15,27 +14,13 @@ from cfx.cli import _output
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import JsonOpt, SeedOpt
 from cfx.errors import OutputError, UsageError
+from cfx.units import human_bytes, parse_size
 
 
 class Mode(str, Enum):
     small = "small"
     scale = "scale"
     large = "large"
-
-
-_UNITS = {"": 1, "B": 1, "K": 10**3, "M": 10**6, "G": 10**9, "KI": 2**10, "MI": 2**20, "GI": 2**30}
-
-
-def parse_size(text: str) -> int:
-    """'1.1GB', '30MB', '512MiB' or a plain byte count -> bytes (decimal units unless 'i')."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMG]I?)?B?\s*", text.upper())
-    if not m:
-        raise UsageError(f"cannot read size {text!r}", "use a byte count or e.g. 30MB, 1.1GB, 512MiB")
-    return int(float(m.group(1)) * _UNITS[m.group(2) or ""])
-
-
-def _human(n: int) -> str:
-    return f"{n / 1e9:.2f} GB" if n >= 10**9 else f"{n / 1e6:.1f} MB"
 
 
 def _check_output(directory: Path, overwrite: bool) -> None:
@@ -118,7 +103,7 @@ def synth(
             raise UsageError(
                 f"{name} does not apply to --mode {mode.value}", f"drop {name} or pick another --mode"
             )
-    target = parse_size(large_bytes) if large_bytes is not None else 1_100_000_000
+    target = parse_size(large_bytes, "--large-bytes") if large_bytes is not None else 1_100_000_000
     _check_output(directory, overwrite)
 
     with _output.CliReporter() as reporter:
@@ -133,7 +118,7 @@ def synth(
                 "n_row_groups": meta.num_row_groups,
                 "n_bytes": path.stat().st_size,
             }
-            line = f"Wrote {path}: {meta.num_rows:,} rows, {_human(path.stat().st_size)}, one row group"
+            line = f"Wrote {path}: {meta.num_rows:,} rows, {human_bytes(path.stat().st_size)}, one row group"
         else:
             if mode is Mode.small:
                 info = lib.make_dataset(
