@@ -23,9 +23,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-from cfx.errors import OutputError, UsageError
+from cfx.errors import UsageError
 from cfx.hashing import hash_manifest
-from cfx.manifest import Manifest, write_atomic
+from cfx.manifest import Manifest, ensure_folder, write_atomic
 from cfx.pairs import MAX_THRESHOLD, distinct_code_pairs
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, LABEL_NAMES, REAL
@@ -475,12 +475,7 @@ def dedupe(
 def write_report(result: DedupeResult, folder: Path) -> list[Path]:
     """pairs.parquet, groups.parquet and summary.json into ``folder`` (created), each written atomically."""
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot create {folder}: {exc.strerror or exc}", "pick a folder you can write to"
-        ) from None
+    ensure_folder(folder)
     paths = [folder / "pairs.parquet", folder / "groups.parquet", folder / "summary.json"]
     write_atomic(paths[0], lambda tmp: result.pairs.write_parquet(tmp))
     write_atomic(paths[1], lambda tmp: result.groups.write_parquet(tmp))

@@ -14,8 +14,7 @@ from typing import Any
 import polars as pl
 from PIL import Image, ImageDraw, ImageFont
 
-from cfx.errors import OutputError
-from cfx.manifest import Manifest, write_atomic
+from cfx.manifest import Manifest, ensure_folder, write_atomic
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import LABEL_NAMES
 from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
@@ -154,12 +153,7 @@ def write_gallery(
     """Write one contact sheet per chosen group into ``folder`` (created); returns the paths, best first."""
     reporter = reporter or NullReporter()
     folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot create {folder}: {exc.strerror or exc}", "pick a folder you can write to"
-        ) from None
+    ensure_folder(folder)
     picks = choose_groups(groups, threshold, max_sheets)
     if not picks:
         return []

@@ -108,6 +108,16 @@ class Manifest:
             writer.write_table(table)
 
 
+def ensure_folder(folder: Path, hint: str = "pick a folder you can write to") -> Path:
+    """Create ``folder`` (and parents); an OSError becomes an OutputError naming it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"cannot create {folder}: {exc.strerror or exc}", hint) from None
+    return folder
+
+
 def write_atomic(path: Path, write: Any) -> None:
     """Call ``write(tmp_path)`` for a temp file beside ``path``, then rename it into place."""
     path = Path(path)

@@ -34,7 +34,7 @@ from cfx import __version__
 from cfx.card import CardInfo, render_card, source_licenses
 from cfx.errors import BadShardError, CfxError, EmptySelectionError, InputError, OutputError, UsageError
 from cfx.index import open_shard
-from cfx.manifest import Manifest, ShardInfo
+from cfx.manifest import Manifest, ShardInfo, ensure_folder
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, IMAGE_COLUMN, LABEL_NAMES, REAL
 from cfx.sources import natural_key
@@ -500,12 +500,7 @@ def write_subset(
     out_abs = check_output(manifest, out, overwrite)
     plan = plan_subset(manifest, order=order, seed=seed, reporter=reporter)
     parent = out_abs.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(
-            f"cannot create {parent}: {exc.strerror or exc}", "check the path and permissions"
-        ) from None
+    ensure_folder(parent, "check the path and permissions")
     _clean_stale(out_abs, reporter)
     _check_space(parent, int(plan.est_bytes * (2.05 if order == "shuffle" else 1.05)) + (16 << 20))
     tmp = parent / f"{out_abs.name}.tmp-{secrets.token_hex(4)}"
