@@ -658,6 +658,7 @@ def annotate_licenses_info(
 def ensure_licenses(
     manifest: Manifest,
     *,
+    needed: bool = True,
     license_table: Path | str | None = None,
     model_column: str | None = None,
     license_column: str | None = None,
@@ -665,9 +666,12 @@ def ensure_licenses(
     token: str | None = None,
     reporter: Reporter | None = None,
 ) -> Manifest:
-    """The manifest with a ``license`` column: kept as is when present and no table is given, else annotated."""
+    """The manifest with a ``license`` column: kept as is when present and no table is given, else annotated.
+
+    ``needed=False`` (no licence filter in use) leaves the manifest alone unless a table is given.
+    """
     given = license_table is not None or real_table is not None
-    if LICENSE_COLUMN in manifest.df.columns and not given:
+    if not given and (not needed or LICENSE_COLUMN in manifest.df.columns):
         return manifest
     table = (
         load_license_table(license_table, model_column, license_column) if license_table is not None else None

@@ -301,22 +301,16 @@ def plan_fetch(
                 "leave out --revision: the shards are fetched at the manifest's commit",
             )
     commit = str(hub.revision)
-    if (
-        selection.licenses
-        or selection.exclude_licenses
-        or selection.commercial_only
-        or license_table
-        or real_license_table
-    ):
-        source = ensure_licenses(
-            source,
-            license_table=license_table,
-            model_column=model_column,
-            license_column=license_column,
-            real_table=real_license_table,
-            token=token,
-            reporter=reporter,
-        )
+    source = ensure_licenses(
+        source,
+        needed=bool(selection.licenses or selection.exclude_licenses or selection.commercial_only),
+        license_table=license_table,
+        model_column=model_column,
+        license_column=license_column,
+        real_table=real_license_table,
+        token=token,
+        reporter=reporter,
+    )
     selected = apply_selection(source, selection, reporter=reporter)
     needs = shard_needs(selected.manifest, source if manifest is None else None, coverage_kinds(selection))
     full = greedy_cover(needs)

@@ -146,16 +146,16 @@ def balance_cmd(
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
         specs = [parse_match(s, manifest.df.columns) for s in match or []]
-        if include or exclude or commercial_only or license_table or real_license_table:
-            manifest = ensure_licenses(
-                manifest,
-                license_table=license_table,
-                model_column=model_column,
-                license_column=license_column,
-                real_table=real_license_table,
-                token=token,
-                reporter=reporter,
-            )
+        manifest = ensure_licenses(
+            manifest,
+            needed=bool(include or exclude or commercial_only),
+            license_table=license_table,
+            model_column=model_column,
+            license_column=license_column,
+            real_table=real_license_table,
+            token=token,
+            reporter=reporter,
+        )
         options = BalanceOptions(
             ratio=r,
             per_generator=per_generator,

@@ -159,22 +159,16 @@ def subset(
     )
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
-        if (
-            selection.licenses
-            or selection.exclude_licenses
-            or commercial_only
-            or license_table
-            or real_license_table
-        ):
-            manifest = ensure_licenses(
-                manifest,
-                license_table=license_table,
-                model_column=model_column,
-                license_column=license_column,
-                real_table=real_license_table,
-                token=token,
-                reporter=reporter,
-            )
+        manifest = ensure_licenses(
+            manifest,
+            needed=bool(selection.licenses or selection.exclude_licenses or commercial_only),
+            license_table=license_table,
+            model_column=model_column,
+            license_column=license_column,
+            real_table=real_license_table,
+            token=token,
+            reporter=reporter,
+        )
         selected = apply_selection(manifest, selection, reporter=reporter)
         if not is_quiet():
             for step in selected.steps:
