@@ -134,7 +134,7 @@ from cfx.subset import write_subset
 m = load_manifest(sys.argv[1])
 os.sync()
 t = time.perf_counter()
-write_subset(m, Path(sys.argv[2]))
+write_subset(m, Path(sys.argv[2]), cdc=sys.argv[3] == "cdc")
 os.sync()
 print(time.perf_counter() - t)
 """
@@ -163,11 +163,15 @@ def raw_write_seconds(dst: Path, size: int) -> float:
     return float(proc.stdout.strip().splitlines()[-1])
 
 
-def writer_seconds(root: Path, out: Path, env: dict[str, str]) -> float:
+def writer_seconds(root: Path, out: Path, env: dict[str, str], cdc: bool = True) -> float:
     """write_subset() + sync in a fresh interpreter, timed without its start-up and imports."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    mode = "cdc" if cdc else "no-cdc"
     proc = subprocess.run(
-        [sys.executable, "-c", _WRITER, str(root), str(out)], env=full_env, capture_output=True, text=True
+        [sys.executable, "-c", _WRITER, str(root), str(out), mode],
+        env=full_env,
+        capture_output=True,
+        text=True,
     )
     if proc.returncode != 0:
         raise SystemExit(proc.stderr)
@@ -180,7 +184,7 @@ def bench_throughput(work: Path, reps: int, target: int) -> tuple[list[list[obje
     size = path.stat().st_size
     cache = {"CFX_CACHE_DIR": str(work / "cache-large")}
     timed(cfx("index", str(root), "-o", str(work / "large-m.parquet")), env=cache)  # warm the index cache
-    cp_t, raw_t, lib_t, cli_t = [], [], [], []
+    cp_t, raw_t, lib_t, nocdc_t, cli_t = [], [], [], [], []
     for i in range(reps):  # interleaved, so load changes on a shared machine hit all of them alike
         dst = work / f"cp-{i}.parquet"
         cp_t.append(timed(["cp", str(path), str(dst)]))
@@ -188,6 +192,8 @@ def bench_throughput(work: Path, reps: int, target: int) -> tuple[list[list[obje
         raw_t.append(raw_write_seconds(work / f"raw-{i}.bin", size))
         out = work / f"lib-{i}"
         lib_t.append(writer_seconds(root, out, cache))
+        shutil.rmtree(out)
+        nocdc_t.append(writer_seconds(root, out, cache, cdc=False))
         shutil.rmtree(out)
         out = work / f"cli-{i}"
         cli_t.append(timed(cfx("subset", str(root), "--out", str(out)), env=cache))
@@ -208,6 +214,12 @@ def bench_throughput(work: Path, reps: int, target: int) -> tuple[list[list[obje
         ["cfx writer: `write_subset()` of every row (+ sync), median s", rate(lib_t), ""],
         ["**writer throughput ratio cfx / cp**", f"**{median(cp_t) / median(lib_t):.2f}×**", "goal ≥ 0.5×"],
         ["writer throughput ratio cfx / plain write()", f"{median(raw_t) / median(lib_t):.2f}×", ""],
+        ["cfx writer with `--no-cdc` (+ sync), median s", rate(nocdc_t), ""],
+        [
+            "**writer throughput ratio cfx `--no-cdc` / cp**",
+            f"**{median(cp_t) / median(nocdc_t):.2f}×**",
+            "goal ≥ 0.5×",
+        ],
         ["`cfx subset` CLI incl. interpreter start + index load (+ sync), median s", rate(cli_t), ""],
         ["CLI ratio cfx / cp", f"{median(cp_t) / median(cli_t):.2f}×", ""],
         ["peak RSS, `--order source`", f"**{peaks['source']:,.0f} MB**", "goal < 1 GB"],

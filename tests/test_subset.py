@@ -855,3 +855,19 @@ def test_cli_licence_options_annotate_first(cf_small: Path, tmp_path: Path) -> N
     meta = read_front_matter((out / "README.md").read_text())
     assert meta["license"][0] == "cc-by-nc-sa-4.0" and set(meta["license"][1:]) == set(lic.unique())
     assert json.loads(r.out)["rows"] == m.df.height < load_manifest(str(cf_small)).df.height
+
+
+def test_no_cdc_writes_the_same_rows(mixed: Path, tmp_path: Path) -> None:
+    from cfx.subset import _ShardWriter, supports_cdc
+
+    schema = pq.read_schema(next((mixed / "data").glob("*.parquet")))
+    on = _ShardWriter(tmp_path, schema, {}, 10**9)
+    off = _ShardWriter(tmp_path, schema, {}, 10**9, cdc=False)
+    assert on.kwargs.get("use_content_defined_chunking") is (True if supports_cdc() else None)
+    assert "use_content_defined_chunking" not in off.kwargs
+    m = load_manifest(str(mixed))
+    a = write_subset(m, tmp_path / "a")
+    b = write_subset(m, tmp_path / "b", cdc=False)
+    ta = pq.ParquetFile(tmp_path / "a" / a.files[0].name).read()
+    tb = pq.ParquetFile(tmp_path / "b" / b.files[0].name).read()
+    assert a.rows == b.rows and ta.equals(tb)
