@@ -325,7 +325,7 @@ class _ShardWriter:
             "store_schema": True,
         }
         # content-defined pages let the Hub's Xet storage dedupe re-uploaded images; the rolling hash over
-        # every byte costs ~50% of the writer's time, hence the opt-out
+        # every byte costs 10-35% of the writer's time (docs/benchmarks.md), hence the opt-out
         if cdc and supports_cdc():
             self.kwargs["use_content_defined_chunking"] = True
         self.files: list[tuple[Path, int]] = []  # (path, rows)
