@@ -117,17 +117,22 @@ def _audit_summary(result: Any) -> str:
     return f"worst: {worst}; flagged (> {result.threshold}): {flagged}"
 
 
-def _audit_raw(ctx: DemoContext) -> DemoStep:
+def _audit(ctx: DemoContext, key: str, path_key: str, name: str, title: str) -> DemoStep:
     from cfx.audit import audit
 
-    result = audit(ctx.state["manifest"])
-    path = ctx.out / "audit-raw.json"
+    result = audit(ctx.state[key])
+    path = ctx.out / name
     write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(result.to_json(), indent=2)))
-    return DemoStep(
+    return DemoStep(title, f"cfx audit {ctx.state[path_key]} --json", _audit_summary(result), [str(path)])
+
+
+def _audit_raw(ctx: DemoContext) -> DemoStep:
+    return _audit(
+        ctx,
+        "manifest",
+        "manifest_path",
+        "audit-raw.json",
         "Audit shortcuts: does size or format alone give the label away?",
-        f"cfx audit {ctx.state['manifest_path']} --json",
-        _audit_summary(result),
-        [str(path)],
     )
 
 
@@ -155,16 +160,8 @@ def _balance(ctx: DemoContext) -> DemoStep:
 
 
 def _audit_balanced(ctx: DemoContext) -> DemoStep:
-    from cfx.audit import audit
-
-    result = audit(ctx.state["balanced"])
-    path = ctx.out / "audit-balanced.json"
-    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(result.to_json(), indent=2)))
-    return DemoStep(
-        "Audit the balanced manifest again",
-        f"cfx audit {ctx.state['balanced_path']} --json",
-        _audit_summary(result),
-        [str(path)],
+    return _audit(
+        ctx, "balanced", "balanced_path", "audit-balanced.json", "Audit the balanced manifest again"
     )
 
 

@@ -110,15 +110,6 @@ def normalize_labels(values: pa.ChunkedArray | pa.Array, shard: str, row_offset:
             .to_series()
             .cast(pl.Int64)
         )
-        bad = out.is_null()
-        if bad.any():
-            row = int(bad.arg_true()[0])
-            raise BadShardError(
-                shard,
-                f"row {row + row_offset}: unknown label {s[row]!r}",
-                "labels must be 0/1, true/false, or real/generated",
-            )
-        return out.cast(pl.Int8).alias("label")
     else:
         raise BadShardError(
             shard, f"label column has type {s.dtype}", "labels must be integers, booleans or strings"
@@ -129,7 +120,7 @@ def normalize_labels(values: pa.ChunkedArray | pa.Array, shard: str, row_offset:
         raise BadShardError(
             shard,
             f"row {row + row_offset}: unknown label {s[row]!r}",
-            "labels must be 0 (real) or 1 (generated); fix the shard or drop the row",
+            "labels must be 0/1, true/false or real/generated (0 = real, 1 = generated); fix the shard",
         )
     return out.cast(pl.Int8).alias("label")
 
