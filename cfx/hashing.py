@@ -3,7 +3,11 @@
 - ``sha256``: SHA-256 of the encoded bytes (identical files), as 64 hex characters.
 - ``phash``: 64-bit perceptual hash with the exact definition of ``imagehash.phash`` (grey, 32×32 LANCZOS,
   2-D DCT-II, top-left 8×8, bit = coefficient > median, first coefficient = most significant bit), so
-  ``int(str(imagehash.phash(img)), 16) == phash``. Stored as ``uint64``.
+  ``int(str(imagehash.phash(img)), 16) == phash``. Stored as ``uint64``. Bit-exact, only faster: 8-bit
+  PNGs are decoded by libspng (lossless: Pillow's pixels) and the resize is cfx.resample's exact copy of
+  Pillow's fixed-point LANCZOS. Exactness matters: for ~1 image in 5 the two middle DCT coefficients lie
+  closer than the thumbnail's rounding noise, so any approximate pipeline changes those hashes
+  (docs/benchmarks.md, "pHash agreement").
 - ``dhash`` (only with ``with_dhash=True``): 64-bit difference hash with the definition of
   ``imagehash.dhash`` (grey, 9×8, left < right). It costs a second full-resolution resize per image and is
   not used for matching (measured: no better than pHash on crops), so it is off by default.
@@ -21,6 +25,7 @@ import hashlib
 import io
 import json
 import re
+import struct
 import warnings
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -40,11 +45,17 @@ from cfx.errors import BadShardError, CfxError, PartialError
 from cfx.index import cache_dir
 from cfx.manifest import Manifest, ShardInfo, write_atomic
 from cfx.progress import NullReporter, Reporter
+from cfx.resample import lanczos_resize, one_blas_thread
 from cfx.schema import IMAGE_COLUMN
 from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
 
 if TYPE_CHECKING:
     from cfx.engine_ray import RayEngine
+
+try:  # a required dependency; without its wheel Pillow decodes every PNG (same pixels, slower)
+    import pyspng as _spng
+except ImportError:  # pragma: no cover
+    _spng = None
 
 HASH_VERSION = 1
 NEAR_UNIFORM_STD = 2.0  # grey levels (0-255) of the 32×32 thumbnail; see docs/dedupe.md
@@ -73,7 +84,8 @@ HASH_DTYPES: dict[str, pl.DataType] = {
     "hash_error": pl.String(),
 }
 
-_LANCZOS = Image.Resampling.LANCZOS
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_SPNG_FORMATS = {0: "L", 2: "RGB", 6: "RGBA"}  # PNG colour type -> pyspng output format
 _ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 _MSB_FIRST = np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64)
 
@@ -118,22 +130,60 @@ def dhash_from_small(small: np.ndarray) -> np.ndarray:
     return bits_to_uint64(small[:, :, 1:] > small[:, :, :-1])
 
 
-def _decode(
-    data: bytes, max_pixels: int, with_dhash: bool
-) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
-    """The 32×32 (and 9×8) grey thumbnails imagehash would compute, and the image size."""
+def _png_header(data: bytes) -> tuple[int, int, str] | None:
+    """Width, height and pyspng format of an 8-bit grey/RGB/RGBA PNG, else None (Pillow decodes it).
+
+    PNG is lossless: any correct decoder gives Pillow's pixels; libspng (pyspng) does it in about 60% of
+    Pillow's time (docs/benchmarks.md). Other PNG kinds (palette, 16-bit, grey+alpha) stay with Pillow.
+    """
+    if _spng is None or len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    fmt = _SPNG_FORMATS.get(colour)
+    return (width, height, fmt) if depth == 8 and fmt is not None else None
+
+
+def _check_pixels(w: int, h: int, max_pixels: int) -> None:
+    if w * h > max_pixels:
+        raise Image.DecompressionBombError(
+            f"{w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} (decompression bomb?)"
+        )
+
+
+def _grey(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """The image as imagehash sees it, ``convert('L')``, as a (height, width) uint8 array, and its size."""
+    head = _png_header(data)
+    if head is not None:
+        w, h, fmt = head
+        _check_pixels(w, h, max_pixels)
+        try:
+            pixels = _spng.load(data, fmt)
+        except Exception:  # let Pillow decode it, or say in its words why it cannot
+            pass
+        else:
+            if fmt == "L":
+                return pixels, (w, h)
+            return np.asarray(Image.fromarray(pixels, fmt).convert("L")), (w, h)
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = Image.open(io.BytesIO(data))
         w, h = img.size
-        if w * h > max_pixels:
-            raise Image.DecompressionBombError(
-                f"{w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,} (decompression bomb?)"
-            )
-        grey = img.convert("L")  # imagehash: image.convert('L').resize((32, 32), ANTIALIAS)
-    thumb = np.asarray(grey.resize((32, 32), _LANCZOS), dtype=np.uint8)
-    small = np.asarray(grey.resize((9, 8), _LANCZOS), dtype=np.uint8) if with_dhash else None
-    return thumb, small, (w, h)
+        _check_pixels(w, h, max_pixels)
+        return np.asarray(img.convert("L")), (w, h)
+
+
+def _decode(
+    data: bytes, max_pixels: int, with_dhash: bool
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
+    """The 32×32 (and 9×8) grey thumbnails imagehash would compute, and the image size.
+
+    imagehash: ``image.convert('L').resize((32, 32), LANCZOS)``; the resize is cfx.resample's
+    bit-exact copy of Pillow's.
+    """
+    grey, size = _grey(data, max_pixels)
+    thumb = lanczos_resize(grey, 32, 32)
+    small = lanczos_resize(grey, 9, 8) if with_dhash else None
+    return thumb, small, size
 
 
 def _describe(exc: BaseException) -> str:
@@ -161,21 +211,22 @@ def hash_images(
     thumbs = np.zeros((n, 32, 32), np.uint8)
     smalls = np.zeros((n, 8, 9), np.uint8)
     decoded = 0
-    for i, data in enumerate(images):
-        if data is None:
-            error[i] = "no image data"
-            continue
-        num_bytes[i] = len(data)
-        sha[i] = hashlib.sha256(data).hexdigest()
-        decoded += 1
-        try:
-            thumbs[i], small, (width[i], height[i]) = _decode(data, max_pixels, with_dhash)
-            if small is not None:
-                smalls[i] = small
-        except Exception as exc:  # any decoder failure is data, not a crash
-            error[i] = _describe(exc)
-            continue
-        ok[i] = True
+    with one_blas_thread():  # the resize's matrix products are small: threads only add waiting
+        for i, data in enumerate(images):
+            if data is None:
+                error[i] = "no image data"
+                continue
+            num_bytes[i] = len(data)
+            sha[i] = hashlib.sha256(data).hexdigest()
+            decoded += 1
+            try:
+                thumbs[i], small, (width[i], height[i]) = _decode(data, max_pixels, with_dhash)
+                if small is not None:
+                    smalls[i] = small
+            except Exception as exc:  # any decoder failure is data, not a crash
+                error[i] = _describe(exc)
+                continue
+            ok[i] = True
     phash = np.zeros(n, np.uint64)
     dhash = np.zeros(n, np.uint64)
     phash[ok] = phash_from_thumbs(thumbs[ok])

@@ -15,9 +15,12 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
+from cfx import resample
 from cfx.errors import PartialError
 from cfx.hashing import (
     HASH_COLUMNS,
+    _grey,
+    _png_header,
     cache_path,
     hash_images,
     hash_manifest,
@@ -25,6 +28,7 @@ from cfx.hashing import (
     load_cached,
 )
 from cfx.load import load_manifest
+from cfx.resample import lanczos_resize
 from cfx.stream import iter_shard_batches
 from tests.shards import rows, write_shard
 
@@ -250,3 +254,95 @@ def test_hash_table_schema_roundtrip() -> None:
     assert t.schema == HASH_TABLE_SCHEMA
     assert t.column("phash").null_count == 1
     assert t.column("phash").type == pa.uint64()
+
+
+# --- the fast paths reproduce Pillow exactly --------------------------------------------------------------
+@pytest.mark.parametrize(
+    "shape", [(512, 512), (480, 640), (768, 1024), (17, 31), (8, 8), (32, 32), (32, 700), (1, 1), (2000, 33)]
+)
+def test_lanczos_resize_equals_pillow(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[0] * 7919 + shape[1])
+    smooth = _texture(shape[0] + shape[1], shape[1], shape[0], "L")  # photo-like, then hard noise
+    for grey in (np.asarray(smooth), rng.integers(0, 256, shape, dtype=np.uint8)):
+        img = Image.fromarray(grey, "L")
+        for size in ((32, 32), (9, 8)):
+            want = np.asarray(img.resize(size, Image.Resampling.LANCZOS))
+            assert np.array_equal(lanczos_resize(grey, *size), want), (shape, size)
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def _insert_chunk(png: bytes, kind: bytes, data: bytes) -> bytes:
+    """Put a chunk right after IHDR (8-byte signature + 25-byte IHDR chunk)."""
+    return png[:33] + _chunk(kind, data) + png[33:]
+
+
+def _interlaced_png(rgb: np.ndarray) -> bytes:
+    """An Adam7-interlaced 8-bit RGB PNG (Pillow cannot write one)."""
+    h, w, _ = rgb.shape
+    raw = b""
+    for y0, x0, dy, dx in (
+        (0, 0, 8, 8),
+        (0, 4, 8, 8),
+        (4, 0, 8, 4),
+        (0, 2, 4, 4),
+        (2, 0, 4, 2),
+        (0, 1, 2, 2),
+        (1, 0, 2, 1),
+    ):
+        sub = rgb[y0::dy, x0::dx]
+        if sub.size:
+            raw += b"".join(b"\0" + row.tobytes() for row in sub)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 1)
+    idat = zlib.compress(raw)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def test_png_fast_path_gives_pillows_pixels() -> None:
+    rgb = _texture(30, 77, 45)
+    plain = _encode(rgb, "PNG")
+    cases = {
+        "rgb": plain,
+        "rgb+gAMA": _insert_chunk(plain, b"gAMA", struct.pack(">I", 45455)),
+        "rgb+tRNS": _insert_chunk(plain, b"tRNS", struct.pack(">HHH", 10, 20, 30)),
+        "interlaced": _interlaced_png(np.asarray(rgb)),
+        "grey": _encode(rgb.convert("L"), "PNG"),
+        "rgba": _encode(rgb.convert("RGBA"), "PNG"),
+        "grey+alpha": _encode(rgb.convert("LA"), "PNG"),
+        "palette": _encode(rgb.convert("P"), "PNG"),
+        "16-bit grey": _encode(Image.fromarray(np.asarray(rgb.convert("L")).astype(np.uint16) * 257), "PNG"),
+    }
+    for name, data in cases.items():
+        fast = _png_header(data) is not None
+        assert fast == (name not in ("grey+alpha", "palette", "16-bit grey")), name
+        grey, size = _grey(data, 10**8)
+        img = Image.open(io.BytesIO(data))
+        assert size == img.size, name
+        assert np.array_equal(grey, np.asarray(img.convert("L"))), name
+        assert hash_images([data]).phash[0] == int(str(imagehash.phash(img)), 16), name
+
+
+def test_png_fast_path_errors_read_as_pillows() -> None:
+    data = _encode(_texture(31, 300, 200), "PNG")
+    cut = data[: len(data) // 2]
+    h = hash_images([cut])
+    with pytest.raises(OSError) as pillow:
+        Image.open(io.BytesIO(cut)).load()
+    assert not h.ok[0] and h.error[0] == f"OSError: {pillow.value}"
+    bomb = hash_images([_bomb_png(20_000, 20_000)], max_pixels=10**8)
+    assert not bomb.ok[0] and "exceeds the limit" in (bomb.error[0] or "")
+
+
+def test_resize_falls_back_to_pillow_when_its_pass_order_differs(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert resample.exact()  # the installed Pillow is reproduced (else hashing silently runs slower)
+    monkeypatch.setattr(resample, "_vertical_first", lambda *shape: False)  # a Pillow with another rule
+    resample.exact.cache_clear()
+    try:
+        assert not resample.exact()
+        grey = np.random.default_rng(3).integers(0, 256, (300, 100), dtype=np.uint8)
+        want = np.asarray(Image.fromarray(grey).resize((32, 32), Image.Resampling.LANCZOS))
+        assert np.array_equal(lanczos_resize(grey), want)
+    finally:
+        resample.exact.cache_clear()
