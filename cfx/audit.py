@@ -20,11 +20,10 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from cfx.defaults import AUDIT_THRESHOLD as DEFAULT_THRESHOLD
 from cfx.errors import EmptySelectionError, InputError
 from cfx.manifest import Manifest
 from cfx.schema import GENERATED, REAL
-
-DEFAULT_THRESHOLD = 0.6
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from cfx.defaults import MATCH_FEATURES
 from cfx.errors import EmptySelectionError, InputError, UsageError
 from cfx.licenses import LICENSE_COLUMN, describe_filter, filter_licenses
 from cfx.manifest import Manifest
@@ -45,19 +46,6 @@ PAIR_COLUMN = "pair_id"
 MAX_FLOOR_ROUNDS = 64  # never reached: eager rounds halve the generators below the floor
 EXACT_FLOOR_ROUNDS = 3
 
-# Named match features: (description, default bin width or None for exact/categorical).
-MATCH_FEATURES: dict[str, tuple[str, float | None]] = {
-    "min-side": ("min(width, height) in pixels", None),
-    "max-side": ("max(width, height) in pixels", None),
-    "width": ("width in pixels", None),
-    "height": ("height in pixels", None),
-    "resolution": ("exact width x height", None),
-    "aspect": ("width / height", 0.05),
-    "pixels": ("width * height", None),
-    "format": ("container format (PNG, JPEG, …)", None),
-    "mode": ("PIL mode (RGB, L, …)", None),
-    "num-bytes": ("encoded file size in bytes (needs `cfx index --num-bytes`)", None),
-}
 _ALIASES = {
     "min_side": "min-side",
     "minside": "min-side",

@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
+from cfx.defaults import DEDUPE_THRESHOLD as DEFAULT_THRESHOLD
+from cfx.defaults import KEEP_POLICIES, SCOPES
 from cfx.errors import UsageError
 from cfx.hashing import hash_manifest
 from cfx.manifest import Manifest, ensure_folder, write_atomic
@@ -34,9 +36,6 @@ from cfx.sources import natural_key
 if TYPE_CHECKING:
     from cfx.engine_ray import RayEngine
 
-DEFAULT_THRESHOLD = 8  # chosen from the ground-truth sweep in docs/benchmarks.md (## Dedupe)
-KEEP_POLICIES = ("first", "largest", "smallest", "prefer-real", "prefer-generated")
-SCOPES = ("all", "within-label", "within-generator")
 CONFLICT_MODES = ("drop", "keep", "report")
 STAR_LIMIT = 200  # identical-code groups larger than this are listed as a star in pairs.parquet
 

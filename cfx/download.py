@@ -43,17 +43,17 @@ from huggingface_hub.errors import (
 from huggingface_hub.hf_api import RepoFile
 from huggingface_hub.utils import build_hf_headers, get_session
 
+from cfx.defaults import DEFAULT_REPO
+from cfx.defaults import DOWNLOAD_WORKERS as DEFAULT_WORKERS
 from cfx.errors import CfxError, EmptySelectionError, NetworkError, OutputError, UsageError
 from cfx.progress import NullReporter, Reporter, Task
 from cfx.shardspec import format_shard_spec, parse_shard_spec, shard_number
 
-DEFAULT_REPO = "OwensLab/CommunityForensics-Small"
 REPO_TYPE = "dataset"
 STATE_DIR = ".cfx"
 STATE_FILE = "download-state.json"
 PARTIAL_DIR = "partial"
 PARTIAL_SUFFIX = ".part"
-DEFAULT_WORKERS = 4
 
 _REPORT_EVERY = 4 << 20  # progress, cancellation and size checks every this many bytes received
 _DISK_CHUNK = 8 << 20  # bytes per read when hashing a local file

@@ -32,6 +32,7 @@ import pyarrow.parquet as pq
 
 from cfx import __version__
 from cfx.card import CardInfo, render_card, source_licenses
+from cfx.defaults import DEFAULT_ROW_GROUP_ROWS
 from cfx.errors import BadShardError, CfxError, EmptySelectionError, InputError, OutputError, UsageError
 from cfx.index import open_shard
 from cfx.manifest import Manifest, ShardInfo, ensure_folder
@@ -41,7 +42,6 @@ from cfx.sources import natural_key
 from cfx.stream import ROW_COLUMN, iter_shard_batches, shard_ref
 from cfx.units import human_bytes
 
-DEFAULT_ROW_GROUP_ROWS = 100
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
 ROW_GROUP_MAX_BYTES = 64 << 20  # a row group never buffers more than this, however large the images
 READ_BATCH_ROWS = 16

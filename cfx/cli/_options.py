@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from cfx.select import Selection, split_values
+if TYPE_CHECKING:
+    from cfx.select import Selection
 
 SourceArg = Annotated[
     str,
@@ -173,6 +174,8 @@ def build_selection(
     allow_missing: bool = False,
 ) -> Selection:
     """A Selection from the parsed options above (comma-separated values are split)."""
+    from cfx.select import Selection, split_values
+
     return Selection(
         generators=split_values(generators),
         architectures=split_values(architectures),

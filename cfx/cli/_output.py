@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.progress import (
@@ -22,8 +22,10 @@ from rich.progress import (
 )
 
 from cfx.errors import UsageError
-from cfx.manifest import Manifest
 from cfx.progress import Task
+
+if TYPE_CHECKING:
+    from cfx.manifest import Manifest
 
 _state = {"quiet": False}
 

@@ -8,12 +8,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cfx.audit import DEFAULT_THRESHOLD, audit
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import JsonOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
 from cfx.cli._output import CliReporter, out_console, print_json
+from cfx.defaults import AUDIT_THRESHOLD
 from cfx.errors import UsageError
-from cfx.load import load_manifest
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -68,7 +67,7 @@ def audit_cmd(
     as_json: JsonOpt = False,
     threshold: Annotated[
         float, typer.Option("--threshold", help="Flag features whose AUROC is above this.")
-    ] = DEFAULT_THRESHOLD,
+    ] = AUDIT_THRESHOLD,
     workers: WorkersOpt = 4,
     skip_bad: SkipBadOpt = False,
     token: TokenOpt = None,
@@ -87,6 +86,9 @@ def audit_cmd(
       cfx audit balanced.parquet --json
       cfx balance data/ --match min-side:64 --match format | cfx audit -
     """
+    from cfx.audit import audit
+    from cfx.load import load_manifest
+
     if not 0.5 <= threshold <= 1.0:
         raise UsageError(f"--threshold {threshold}: must be between 0.5 and 1.0", "e.g. --threshold 0.6")
     with CliReporter() as reporter:

@@ -8,7 +8,6 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from cfx.balance import MATCH_FEATURES, BalanceOptions, balance, parse_match, parse_ratio
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
     CommercialOnlyOpt,
@@ -26,8 +25,7 @@ from cfx.cli._options import (
     WorkersOpt,
 )
 from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, print_json
-from cfx.licenses import check_license_patterns, ensure_licenses
-from cfx.load import load_manifest
+from cfx.defaults import MATCH_FEATURES
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -140,6 +138,10 @@ def balance_cmd(
       cfx balance data/ --match resolution --json
       cfx balance data/ --ratio 2:1 | cfx stats -
     """
+    from cfx.balance import BalanceOptions, balance, parse_match, parse_ratio
+    from cfx.licenses import check_license_patterns, ensure_licenses
+    from cfx.load import load_manifest
+
     r = parse_ratio(ratio)
     include = check_license_patterns(licenses, "--licenses")
     exclude = check_license_patterns(exclude_licenses, "--exclude-licenses")

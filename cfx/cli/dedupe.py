@@ -29,17 +29,7 @@ from cfx.cli._output import (
     print_json,
     stdout_is_pipe,
 )
-from cfx.dedupe import (
-    DEFAULT_THRESHOLD,
-    KEEP_POLICIES,
-    SCOPES,
-    DedupeOptions,
-    dedupe,
-    write_report,
-)
-from cfx.engine_ray import open_engine
-from cfx.gallery import write_gallery
-from cfx.load import load_manifest
+from cfx.defaults import DEDUPE_THRESHOLD, KEEP_POLICIES, SCOPES
 
 
 def _render(summary: dict[str, Any], console: Console) -> None:
@@ -94,7 +84,7 @@ def dedupe_cmd(
         typer.Option(
             "--threshold", "-t", help="Max pHash Hamming distance (bits of 64) for a near-duplicate."
         ),
-    ] = DEFAULT_THRESHOLD,
+    ] = DEDUPE_THRESHOLD,
     keep: Annotated[
         str,
         typer.Option(
@@ -153,6 +143,11 @@ def dedupe_cmd(
       cfx dedupe data/ --gallery sheets/ | cfx stats -
       RAY_ADDRESS=10.0.0.5:6379 cfx dedupe /shared/cf/ --engine ray -o kept.parquet
     """
+    from cfx.dedupe import DedupeOptions, dedupe, write_report
+    from cfx.engine_ray import open_engine
+    from cfx.gallery import write_gallery
+    from cfx.load import load_manifest
+
     both = not (exact or near)
     options = DedupeOptions(
         exact=exact or both,

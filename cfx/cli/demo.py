@@ -10,7 +10,6 @@ import typer
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._output import CliReporter, out_console
-from cfx.demo import run_demo
 
 
 @handle_errors
@@ -26,6 +25,8 @@ def demo(
       cfx demo
       cfx demo /tmp/cfx-demo --overwrite
     """
+    from cfx.demo import run_demo
+
     console = out_console()
     start = time.perf_counter()
     with CliReporter() as reporter:

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.progress import Progress
 from rich.table import Table
 
-from cfx import download as dl
-from cfx import plan as pf
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
     AllowMissingOpt,
@@ -37,11 +35,14 @@ from cfx.cli._options import (
     build_selection,
 )
 from cfx.cli._output import CliReporter, byte_progress, command_line, is_quiet, out_console, print_json
+from cfx.defaults import DEFAULT_REPO, DOWNLOAD_WORKERS
 from cfx.errors import UsageError
-from cfx.load import load_manifest
-from cfx.manifest import is_manifest_file
 from cfx.progress import NullReporter, Task
 from cfx.units import parse_size
+
+if TYPE_CHECKING:
+    from cfx.download import DownloadPlan, DownloadResult
+    from cfx.plan import Coverage, FetchPlan
 
 RepoArg = Annotated[
     str, typer.Argument(help="Dataset repo on the Hub (ORG/NAME).", show_default=True, metavar="REPO")
@@ -143,10 +144,12 @@ def _files(n: int) -> str:
     return f"{n} file" if n == 1 else f"{n} files"
 
 
-def _print_plan(plan: dl.DownloadPlan) -> None:
+def _print_plan(plan: DownloadPlan) -> None:
+    from cfx.download import iter_plan_lines
+
     rev = f" (revision {plan.revision})" if plan.revision else ""
     print(f"Plan: {plan.repo_id}@{plan.commit[:12]}{rev} -> {plan.out}")
-    lines = list(dl.iter_plan_lines(plan))
+    lines = list(iter_plan_lines(plan))
     width = max(len(path) for path, _, _ in lines)
     for path, size, what in lines:
         print(f"  {path:<{width}}  {_size(size):>12}  {what}")
@@ -157,7 +160,9 @@ def _print_plan(plan: dl.DownloadPlan) -> None:
     )
 
 
-def _print_fetch_plan(plan: pf.FetchPlan, dry_run: bool) -> None:
+def _print_fetch_plan(plan: FetchPlan, dry_run: bool) -> None:
+    from cfx.download import iter_plan_lines
+
     console = out_console()
     source = "the manifest" if plan.from_manifest else "the index"
     console.print(
@@ -166,7 +171,7 @@ def _print_fetch_plan(plan: pf.FetchPlan, dry_run: bool) -> None:
     )
     chosen = set(plan.chosen)
     budgeted = plan.budget_plan is not None
-    statuses = {path: what for path, _, what in dl.iter_plan_lines(plan.download)}
+    statuses = {path: what for path, _, what in iter_plan_lines(plan.download)}
     table = Table(title_justify="left")
     for name, justify in (("shard", "left"), ("rows", "right"), ("of", "right"), ("bytes", "right")):
         table.add_column(name, justify=justify)  # type: ignore[arg-type]
@@ -216,13 +221,13 @@ def _shards(n: int) -> str:
     return "1 shard" if n == 1 else f"{n} shards"
 
 
-def _coverage(cov: pf.Coverage) -> str:
+def _coverage(cov: Coverage) -> str:
     words = {"generator": "generators", "architecture": "architectures", "real_source": "real sources"}
     parts = [f"{words[k]} {c}/{r}" for k, (c, r) in cov.by_kind().items()]
     return ", ".join(parts) or "no values"
 
 
-def _print_summary(result: dl.DownloadResult) -> None:
+def _print_summary(result: DownloadResult) -> None:
     d: dict[str, Any] = result.to_dict()
     print(f"Downloaded {result.repo_id}@{result.commit[:12]} into {result.out}")
     resumed = f" ({d['files_resumed']} resumed)" if d["files_resumed"] else ""
@@ -237,7 +242,7 @@ def _print_summary(result: dl.DownloadResult) -> None:
 
 @handle_errors
 def download(
-    repo: RepoArg = dl.DEFAULT_REPO,
+    repo: RepoArg = DEFAULT_REPO,
     out: OutDirOpt = ...,  # type: ignore[assignment]
     revision: RevisionOpt = None,
     shards: ShardsOpt = None,
@@ -261,7 +266,7 @@ def download(
     manifest: ManifestOpt = None,
     budget: BudgetOpt = None,
     subset_out: SubsetOutOpt = None,
-    workers: WorkersOpt = dl.DEFAULT_WORKERS,
+    workers: WorkersOpt = DOWNLOAD_WORKERS,
     dry_run: DryRunOpt = False,
     verify: VerifyOpt = False,
     json: JsonOpt = False,
@@ -336,14 +341,16 @@ def download(
             token=token,
         )
         return
+    from cfx.download import plan_download, run_plan
+
     with _DownloadReporter() as reporter:
-        plan = dl.plan_download(
+        plan = plan_download(
             out, repo, revision=revision, shards=shards, include=include or (), token=token, reporter=reporter
         )
         if dry_run:
             result = None
         else:
-            result = dl.run_plan(plan, workers=workers, verify=verify, token=token, reporter=reporter)
+            result = run_plan(plan, workers=workers, verify=verify, token=token, reporter=reporter)
     if result is None:
         print_json(plan.to_dict()) if json else _print_plan(plan)
     else:
@@ -371,6 +378,10 @@ def _download_planned(
     as_json: bool,
     token: str | None,
 ) -> None:
+    from cfx import plan as pf
+    from cfx.load import load_manifest
+    from cfx.manifest import is_manifest_file
+
     if shards is not None or include:
         raise UsageError(
             "--shards / --include pick files by name; they do not combine with a row selection",

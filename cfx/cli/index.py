@@ -17,9 +17,6 @@ from cfx.cli._options import (
     WorkersOpt,
 )
 from cfx.cli._output import CliReporter, emit_manifest
-from cfx.engine_ray import open_engine
-from cfx.index import build_manifest, raise_for_bad
-from cfx.sources import resolve
 
 
 @handle_errors
@@ -52,6 +49,10 @@ def index(
       cfx index data/ | cfx stats -
       cfx index /shared/cf/ --engine ray --ray-address 10.0.0.5:6379 -o cf.parquet
     """
+    from cfx.engine_ray import open_engine
+    from cfx.index import build_manifest, raise_for_bad
+    from cfx.sources import resolve
+
     src = resolve(source, token=token)
     with open_engine(engine, ray_address) as eng, CliReporter() as reporter:
         result = build_manifest(

@@ -22,8 +22,6 @@ from cfx.cli._options import (
     WorkersOpt,
 )
 from cfx.cli._output import CliReporter, emit_manifest, err_console, out_console, print_json, stdout_is_pipe
-from cfx.licenses import annotate_licenses_info, license_report, load_license_table, real_license_table
-from cfx.load import load_manifest
 
 SHOW_MISSING = 20
 
@@ -127,6 +125,9 @@ def licenses(
       cfx licenses manifest.parquet --license-table models.csv --model-column repo --license-column spdx
       cfx licenses data/ -o licensed.parquet
     """
+    from cfx.licenses import annotate_licenses_info, license_report, load_license_table, real_license_table
+    from cfx.load import load_manifest
+
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
         table = (

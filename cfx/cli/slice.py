@@ -5,17 +5,16 @@ from __future__ import annotations
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import polars as pl
 import typer
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import OutputOpt, SeedOpt, SkipBadOpt, SourceArg, TokenOpt, WhereOpt, WorkersOpt
 from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet
-from cfx.load import load_manifest
-from cfx.manifest import write_atomic
-from cfx.slice import SliceSpec, parse_sample, slice_manifest, write_rows
+
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class TextFormat(str, Enum):
@@ -93,6 +92,10 @@ def slice_(
       cfx slice data/ --sample 1000 --stratify model_name --seed 1 -o sample.parquet
       cfx slice data/ --shards 0-9 --head 5 --format jsonl --columns shard,row,model_name
     """
+    from cfx.load import load_manifest
+    from cfx.manifest import write_atomic
+    from cfx.slice import SliceSpec, parse_sample, slice_manifest, write_rows
+
     spec = SliceSpec(
         rows=rows,
         shards=shards,
@@ -123,6 +126,8 @@ def slice_(
 
 
 def _write_text(df: pl.DataFrame, path: str, fmt: str, cols: list[str] | None) -> None:
+    from cfx.slice import write_rows
+
     with open(path, "wb") as fh:
         write_rows(df, fh, fmt, cols)
 

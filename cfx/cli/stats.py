@@ -12,8 +12,6 @@ from cfx.cli._errors import handle_errors
 from cfx.cli._options import JsonOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
 from cfx.cli._output import CliReporter, err_console, out_console, print_json
 from cfx.errors import UsageError
-from cfx.load import load_manifest
-from cfx.stats import compute_stats, plot_stats
 from cfx.units import human_bytes
 
 
@@ -78,6 +76,9 @@ def stats(
       cfx stats manifest.parquet --by architecture --by format --json
       cfx stats hf://datasets/OwensLab/CommunityForensics-Small --plot cf-small.png
     """
+    from cfx.load import load_manifest
+    from cfx.stats import compute_stats, plot_stats
+
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
     for column in by or []:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -35,17 +35,11 @@ from cfx.cli._options import (
     build_selection,
 )
 from cfx.cli._output import CliReporter, command_line, err_console, is_quiet, out_console, print_json
-from cfx.licenses import ensure_licenses
-from cfx.load import load_manifest
-from cfx.select import apply_selection
-from cfx.subset import (
-    DEFAULT_ROW_GROUP_ROWS,
-    SubsetPlan,
-    check_output,
-    plan_subset,
-    write_subset,
-)
+from cfx.defaults import DEFAULT_ROW_GROUP_ROWS
 from cfx.units import human_bytes, parse_size
+
+if TYPE_CHECKING:
+    from cfx.subset import SubsetPlan
 
 
 class Order(str, Enum):
@@ -149,6 +143,11 @@ def subset(
       cfx slice data/ --sample 10% --seed 1 | cfx subset - --out sample --order shuffle
       cfx subset manifest.parquet --out gan --architectures GAN --dry-run
     """
+    from cfx.licenses import ensure_licenses
+    from cfx.load import load_manifest
+    from cfx.select import apply_selection
+    from cfx.subset import check_output, plan_subset, write_subset
+
     max_bytes = parse_size(max_shard_size, "--max-shard-size")
     selection = build_selection(
         generators=generators,

@@ -6,10 +6,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any
 
-import pyarrow.parquet as pq
 import typer
 
-from cfx import synth as lib
 from cfx.cli import _output
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import JsonOpt, SeedOpt
@@ -89,6 +87,10 @@ def synth(
       cfx synth ./cf-replica --mode scale --json
       cfx synth ./cf-large --mode large --large-bytes 1.1GB
     """
+    import pyarrow.parquet as pq
+
+    from cfx import synth as lib
+
     if seed < 0:
         raise UsageError(f"--seed must be >= 0, got {seed}", "pass a non-negative --seed")
     given = {

@@ -1,0 +1,37 @@
+"""Defaults and choices that command signatures show in --help, in a module without heavy imports.
+
+Every `cfx` command builds its signature at start-up, so these live here rather than in cfx.download,
+cfx.dedupe, … (which pull in huggingface_hub, scipy, polars): `cfx --help` stays fast. The library
+modules import them from here under their usual names.
+"""
+
+from __future__ import annotations
+
+# cfx.download
+DEFAULT_REPO = "OwensLab/CommunityForensics-Small"
+DOWNLOAD_WORKERS = 4
+
+# cfx.dedupe
+DEDUPE_THRESHOLD = 8  # chosen from the ground-truth sweep in docs/benchmarks.md (## Dedupe)
+KEEP_POLICIES = ("first", "largest", "smallest", "prefer-real", "prefer-generated")
+SCOPES = ("all", "within-label", "within-generator")
+
+# cfx.audit
+AUDIT_THRESHOLD = 0.6
+
+# cfx.subset
+DEFAULT_ROW_GROUP_ROWS = 100
+
+# cfx.balance — named match features: (description, default bin width or None for exact/categorical).
+MATCH_FEATURES: dict[str, tuple[str, float | None]] = {
+    "min-side": ("min(width, height) in pixels", None),
+    "max-side": ("max(width, height) in pixels", None),
+    "width": ("width in pixels", None),
+    "height": ("height in pixels", None),
+    "resolution": ("exact width x height", None),
+    "aspect": ("width / height", 0.05),
+    "pixels": ("width * height", None),
+    "format": ("container format (PNG, JPEG, …)", None),
+    "mode": ("PIL mode (RGB, L, …)", None),
+    "num-bytes": ("encoded file size in bytes (needs `cfx index --num-bytes`)", None),
+}
