@@ -46,6 +46,8 @@ DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
 ROW_GROUP_MAX_BYTES = 64 << 20  # a row group never buffers more than this, however large the images
 READ_BATCH_ROWS = 16
 READ_BATCH_BYTES = 4 << 20  # source rows read at once: about this many bytes (at least one row)
+DATA_PAGE_BYTES = 1 << 20  # pyarrow's default data_page_size
+CDC_UNCOMPRESSED = {"min_chunk_size": 16 << 20, "max_chunk_size": 18 << 20}  # CDC chunks, uncompressed images
 SPLIT = "train"
 DATA_DIR = "data"
 DATA_GLOB = f"{DATA_DIR}/{SPLIT}-*.parquet"
@@ -310,7 +312,13 @@ class _ShardWriter:
     """Row groups into data/part-N.parquet files, starting a new file before one would pass ``max_bytes``."""
 
     def __init__(
-        self, folder: Path, schema: pa.Schema, codecs: dict[str, str], max_bytes: int, cdc: bool = True
+        self,
+        folder: Path,
+        schema: pa.Schema,
+        codecs: dict[str, str],
+        max_bytes: int,
+        cdc: bool = True,
+        row_bytes: int = 0,
     ) -> None:
         self.folder = folder
         self.schema = schema
@@ -323,11 +331,17 @@ class _ShardWriter:
             "write_statistics": small,
             "write_page_index": True,
             "store_schema": True,
+            # pyarrow fills pages write_batch_size values at a time (default 1024), so ~1 MB images made each
+            # read batch one page of several MB; pages near data_page_size are written 2x faster (their
+            # write() calls stay small enough for the kernel's fast path; docs/benchmarks.md)
+            "write_batch_size": min(1024, max(1, DATA_PAGE_BYTES // max(row_bytes, 1))),
         }
-        # content-defined pages let the Hub's Xet storage dedupe re-uploaded images; the rolling hash over
-        # every byte costs 10-35% of the writer's time (docs/benchmarks.md), hence the opt-out
+        # content-defined pages let the Hub's Xet storage dedupe re-uploaded rows. Uncompressed images sit
+        # verbatim in the file, so Xet finds them whatever the page boundaries: there, large chunks dedupe as
+        # well as pyarrow's 256 KiB-1 MiB and hash ~1/7 of the bytes instead of all (docs/benchmarks.md)
         if cdc and supports_cdc():
-            self.kwargs["use_content_defined_chunking"] = True
+            large = codecs.get(IMAGE_COLUMN) == "none"
+            self.kwargs["use_content_defined_chunking"] = dict(CDC_UNCOMPRESSED) if large else True
         self.files: list[tuple[Path, int]] = []  # (path, rows)
         self._sink: pa.NativeFile | None = None
         self._writer: pq.ParquetWriter | None = None
@@ -519,7 +533,8 @@ def write_subset(
             f"cannot write into {parent}: {exc.strerror or exc}", "pick a folder you can write to"
         ) from None
     schema = _output_schema(plan.schema, with_provenance)
-    writer = _ShardWriter(tmp / DATA_DIR, schema, plan.codecs, max_shard_bytes, cdc=cdc)
+    row_bytes = plan.est_bytes // max(plan.rows, 1)
+    writer = _ShardWriter(tmp / DATA_DIR, schema, plan.codecs, max_shard_bytes, cdc=cdc, row_bytes=row_bytes)
     task = reporter.task(f"Writing {plan.rows:,} rows", total=plan.rows)
     try:
         try:

@@ -871,3 +871,38 @@ def test_no_cdc_writes_the_same_rows(mixed: Path, tmp_path: Path) -> None:
     ta = pq.ParquetFile(tmp_path / "a" / a.files[0].name).read()
     tb = pq.ParquetFile(tmp_path / "b" / b.files[0].name).read()
     assert a.rows == b.rows and ta.equals(tb)
+
+
+def test_writer_settings_follow_the_images(tmp_path: Path) -> None:
+    """Uncompressed images get large CDC chunks and ~1 MiB pages; the rows are those of pyarrow's defaults."""
+    from cfx.subset import CDC_UNCOMPRESSED, _ShardWriter, supports_cdc
+
+    src = _large(tmp_path / "src", 30_000_000)
+    schema = pq.read_schema(src / "data" / "HFCF_small_0.parquet")
+    raw = _ShardWriter(tmp_path, schema, {"image_data": "none"}, 10**9, row_bytes=1_000_000)
+    packed = _ShardWriter(tmp_path, schema, {"image_data": "snappy"}, 10**9, row_bytes=20_000)
+    assert raw.kwargs["write_batch_size"] == 1 and packed.kwargs["write_batch_size"] == 52
+    assert _ShardWriter(tmp_path, schema, {}, 10**9).kwargs["write_batch_size"] == 1024
+    if supports_cdc():
+        assert raw.kwargs["use_content_defined_chunking"] == CDC_UNCOMPRESSED
+        assert packed.kwargs["use_content_defined_chunking"] is True
+    m = load_manifest(str(src))
+    new = write_subset(m, tmp_path / "new", row_group_rows=7)
+    # the same rows written with pyarrow's page and CDC defaults (the writer before the tuning)
+    old_init = _ShardWriter.__init__
+
+    def defaults(self: Any, *args: Any, **kwargs: Any) -> None:
+        old_init(self, *args, **kwargs)
+        self.kwargs.pop("write_batch_size")
+        if "use_content_defined_chunking" in self.kwargs:
+            self.kwargs["use_content_defined_chunking"] = True
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(_ShardWriter, "__init__", defaults)
+        old = write_subset(m, tmp_path / "old", row_group_rows=7)
+    want = list(_source_hashes(src).items())
+    assert [(s, r, h) for s, r, h in _output_rows(tmp_path / "new")] == [(s, r, h) for (s, r), h in want]
+    a = pq.ParquetFile(tmp_path / "new" / new.files[0].name)
+    b = pq.ParquetFile(tmp_path / "old" / old.files[0].name)
+    assert a.schema_arrow == b.schema_arrow == schema and a.read().equals(b.read())
+    assert [a.metadata.row_group(i).num_rows for i in range(a.num_row_groups)][:2] == [7, 7]

@@ -113,7 +113,7 @@ def subset(
         bool,
         typer.Option(
             "--cdc/--no-cdc",
-            help="Content-defined chunking of pages (Hub/Xet dedupe of re-uploads); --no-cdc writes 10-35% faster.",
+            help="Content-defined chunking of pages (Hub/Xet dedupe of re-uploads); --no-cdc skips its rolling hash.",
         ),
     ] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
