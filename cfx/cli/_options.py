@@ -16,6 +16,7 @@ SourceArg = Annotated[
         help="Dataset folder, shard file or glob, saved manifest (.parquet), '-' for a manifest on stdin, "
         "or hf://datasets/ORG/REPO[@REV].",
         show_default=False,
+        metavar="SOURCE",
     ),
 ]
 OutputOpt = Annotated[

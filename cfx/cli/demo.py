@@ -14,7 +14,9 @@ from cfx.cli._output import CliReporter, out_console
 
 @handle_errors
 def demo(
-    out: Annotated[Path, typer.Argument(help="Folder for the demo dataset and outputs.")] = Path("cfx-demo"),
+    out: Annotated[
+        Path, typer.Argument(metavar="DIR", help="Folder for the demo dataset and outputs.")
+    ] = Path("cfx-demo"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace the folder if it exists.")] = False,
 ) -> None:
     """Build a small CF-shaped dataset offline and run the curation pipeline on it, printing each step.
