@@ -14,7 +14,8 @@ import yaml
 
 from cfx.licenses import LICENSE_COLUMN, UNKNOWN
 from cfx.manifest import Manifest
-from cfx.schema import GENERATED, LABEL_NAMES, REAL
+from cfx.schema import GENERATED, REAL
+from cfx.stats import value_counts
 
 SOURCE_CARD = "README.md"
 _FRONT_RE = re.compile(r"^---\s*\n(.*?)\n---\s*(\n|$)", re.S)
@@ -155,28 +156,6 @@ def card_yaml(info: CardInfo) -> dict[str, Any]:
 
 
 # --- body ---------------------------------------------------------------------------------------------
-def _counts(df: pl.DataFrame, column: str) -> list[tuple[str, int, int, int]]:
-    """(value, rows, real, generated), most rows first."""
-    if column not in df.columns:
-        return []
-    expr = (
-        pl.col(column).replace_strict(LABEL_NAMES, default=None, return_dtype=pl.String)
-        if column == "label"
-        else pl.col(column).cast(pl.String)
-    )
-    counts = (
-        df.with_columns(expr.fill_null("(none)").alias("__v"))
-        .group_by("__v")
-        .agg(
-            pl.len().alias("n"),
-            (pl.col("label") == REAL).sum().alias("real"),
-            (pl.col("label") == GENERATED).sum().alias("gen"),
-        )
-        .sort(["n", "__v"], descending=[True, False])
-    )
-    return [(str(v), int(n), int(r), int(g)) for v, n, r, g in counts.iter_rows()]
-
-
 def _table(title: str, rows: list[tuple[str, int, int, int]], limit: int | None = None) -> str:
     shown = rows[:limit] if limit else rows
     lines = [f"### By {title}", "", f"| {title} | rows | real | generated |", "|---|---:|---:|---:|"]
@@ -255,13 +234,15 @@ def render_card(info: CardInfo) -> str:
         ]
         parts.append("\n".join(lines) + "\n")
     parts.append("## Contents\n")
-    parts.append(_table("label", _counts(df, "label")))
-    parts.append(_table("architecture", _counts(df, "architecture")))
+    parts.append(_table("label", value_counts(df, "label")))
+    parts.append(_table("architecture", value_counts(df, "architecture")))
     parts.append(
-        _table("generator", _counts(df.filter(pl.col("label") == GENERATED), "model_name"), TOP_GENERATORS)
+        _table(
+            "generator", value_counts(df.filter(pl.col("label") == GENERATED), "model_name"), TOP_GENERATORS
+        )
     )
     if real:
-        parts.append(_table("real source", _counts(df.filter(pl.col("label") == REAL), "real_source")))
+        parts.append(_table("real source", value_counts(df.filter(pl.col("label") == REAL), "real_source")))
     files = ["| file | rows | bytes |", "|---|---:|---:|"]
     files += [f"| `{f.name}` | {f.rows:,} | {f.bytes:,} |" for f in info.files]
     parts.append("### Files\n\n" + "\n".join(files) + "\n")

@@ -32,6 +32,7 @@ from cfx.pairs import MAX_THRESHOLD, distinct_code_pairs
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, LABEL_NAMES, REAL
 from cfx.sources import natural_key
+from cfx.stats import NULL_VALUE
 
 if TYPE_CHECKING:
     from cfx.engine_ray import RayEngine
@@ -581,7 +582,7 @@ def _counts(
     df: pl.DataFrame, removed: np.ndarray, column: str, top: int | None = None
 ) -> list[dict[str, Any]]:
     t = (
-        df.select(pl.col(column).cast(pl.String).fill_null("(none)").alias("value"))
+        df.select(pl.col(column).cast(pl.String).fill_null(NULL_VALUE).alias("value"))
         .with_columns(pl.Series("removed", removed))
         .group_by("value")
         .agg(pl.len().alias("rows"), pl.col("removed").sum().alias("removed"))

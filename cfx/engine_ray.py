@@ -152,6 +152,10 @@ class RayEngine:
             for shard, info, rows in todo
         ]
         rows_of = {shard: rows for shard, _, rows in todo}
+        if root.startswith("hf://"):  # workers use this process's Hub endpoint and token, not their own
+            from cfx.sources import hub_filesystem
+
+            options = {**options, "hub_fs": hub_filesystem()}
         for row in self._map(items, _hash_task, root=root, options=options):
             table, decoded, err = pickle.loads(row["result"])
             if err is not None and not isinstance(err, BadShardError):

@@ -320,11 +320,13 @@ def hash_shard(
     info: ShardInfo | None,
     rows: np.ndarray,
     batch_rows: int = HASH_BATCH_ROWS,
+    hub_fs: Any = None,
     **options: Any,
 ) -> tuple[pa.Table, int]:
-    """Stream the given rows of one shard and hash them (runs in a worker process)."""
+    """Stream the given rows of one shard and hash them (runs in a worker process; ``hub_fs`` see
+    ``cfx.sources.hub_filesystem``)."""
     m = Manifest(df=pl.DataFrame(), root=root, shards={shard: info} if info is not None else {})
-    batches = iter_shard_batches(m, shard, rows, (IMAGE_COLUMN,), batch_rows)
+    batches = iter_shard_batches(m, shard, rows, (IMAGE_COLUMN,), batch_rows, hub_fs)
     return hash_shard_batches(batches, **options)
 
 

@@ -25,11 +25,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from cfx.errors import BadShardError, CfxError, PartialError
+from cfx.errors import BadShardError, CfxError, NetworkError, PartialError
 from cfx.manifest import Manifest, write_atomic
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import CORE_COLUMNS, IMAGE_COLUMN, MANIFEST_SCHEMA, METADATA_COLUMNS, REQUIRED_COLUMNS
-from cfx.sources import DatasetSource, ShardRef
+from cfx.sources import DatasetSource, ShardRef, is_network_error
 
 if TYPE_CHECKING:
     from cfx.engine_ray import RayEngine
@@ -74,12 +74,21 @@ def open_shard(ref: ShardRef, fs: Any = None, *, metadata_only: bool = False) ->
                 ref.rel, "file not found", "it moved or was deleted; re-index the dataset"
             ) from None
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            if fs is not None and is_network_error(exc):
+                raise
             raise BadShardError(
                 ref.rel,
                 f"not a readable parquet file ({_short(exc)})",
                 "it may be truncated or still downloading; re-fetch it with `cfx download`",
             ) from None
         yield pf
+    except Exception as exc:  # also what the caller's reads through this handle raise
+        if fs is None or not is_network_error(exc):
+            raise
+        raise NetworkError(
+            f"cannot reach the Hub at {getattr(fs, 'endpoint', '?')} to read {ref.rel} ({_short(exc)})",
+            "check the connection and HF_ENDPOINT, then re-run: shards already done are cached",
+        ) from None
     finally:
         if handle is not None:
             handle.close()

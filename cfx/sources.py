@@ -134,7 +134,6 @@ def resolve_remote(spec: str, token: str | None = None) -> DatasetSource:
     Listing, retries and error messages are shared with ``cfx download`` (``cfx.download.resolve_repo``);
     HfFileSystem honours ``HF_ENDPOINT`` and ``HF_TOKEN``, unlike polars' native hf:// reader.
     """
-    from huggingface_hub import HfFileSystem
 
     from cfx.download import resolve_repo
 
@@ -160,8 +159,29 @@ def resolve_remote(spec: str, token: str | None = None) -> DatasetSource:
         ShardRef(rel=f.path, path=f"{base}/{f.path}", info=ShardInfo(size=f.size, etag=f.sha256 or f.blob_id))
         for f in sorted(chosen, key=lambda f: natural_key(f.path))
     ]
-    fs = HfFileSystem(token=token, block_size=1 << 20)
+    fs = hub_filesystem(token)
     return DatasetSource(root=f"hf://datasets/{hub.repo_id}@{commit}", shards=refs, fs=fs)
+
+
+def hub_filesystem(token: str | None = None) -> Any:
+    """An HfFileSystem that names its endpoint and token explicitly, so a copy pickled to another process
+    or a Ray worker on another node talks to the same Hub as this one (fsspec pickles the constructor's
+    arguments, and a worker's own HF_ENDPOINT / HF_TOKEN may differ or be unset)."""
+    from huggingface_hub import HfFileSystem, constants, get_token
+
+    return HfFileSystem(endpoint=constants.ENDPOINT, token=token or get_token(), block_size=1 << 20)
+
+
+def is_network_error(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what caused it) is a failure to reach the Hub rather than bad data."""
+    import httpx2
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (httpx2.TransportError, ConnectionError, TimeoutError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def resolve(spec: str, token: str | None = None) -> DatasetSource:

@@ -22,6 +22,7 @@ DEFAULT_BREAKDOWNS = (
     "nsfw_flag",
 )
 # Breakdowns that only make sense on one side of the label.
+NULL_VALUE = "(null)"  # how a missing value is counted and shown
 _ONLY_GENERATED = {"model_name"}
 _ONLY_REAL = {"real_source"}
 
@@ -53,13 +54,14 @@ def _value_names(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.String)
 
 
-def breakdown(m: Manifest, column: str, top: int | None = None) -> dict[str, Any]:
-    """Rows per value of ``column``, with real/generated split, most frequent first (ties by value)."""
-    df = m.df
-    if column in _ONLY_GENERATED:
-        df = df.filter(pl.col("label") == GENERATED)
-    elif column in _ONLY_REAL:
-        df = df.filter(pl.col("label") == REAL)
+def value_counts(df: pl.DataFrame, column: str) -> list[tuple[str, int, int, int]]:
+    """(value, rows, real, generated) per value of ``column``, most rows first (ties by value).
+
+    Labels read "real"/"generated", nulls NULL_VALUE. The one per-value count behind stats, the dataset
+    card and the subset plan.
+    """
+    if column not in df.columns:
+        return []
     counts = (
         df.group_by(column)
         .agg(
@@ -67,13 +69,25 @@ def breakdown(m: Manifest, column: str, top: int | None = None) -> dict[str, Any
             (pl.col("label") == REAL).sum().alias("real"),
             (pl.col("label") == GENERATED).sum().alias("generated"),
         )
-        .with_columns(_value_names(column).fill_null("(null)").alias("value"))
+        .with_columns(_value_names(column).fill_null(NULL_VALUE).alias("value"))
         .sort(["rows", "value"], descending=[True, False])
     )
+    rows = counts.select("value", "rows", "real", "generated").iter_rows()
+    return [(str(v), int(n), int(r), int(g)) for v, n, r, g in rows]
+
+
+def breakdown(m: Manifest, column: str, top: int | None = None) -> dict[str, Any]:
+    """Rows per value of ``column``, with real/generated split, most frequent first (ties by value)."""
+    df = m.df
+    if column in _ONLY_GENERATED:
+        df = df.filter(pl.col("label") == GENERATED)
+    elif column in _ONLY_REAL:
+        df = df.filter(pl.col("label") == REAL)
     total = df.height
-    values = counts.select("value", "rows", "real", "generated").to_dicts()
-    for v in values:
-        v["share"] = round(v["rows"] / total, 6) if total else 0.0
+    values: list[dict[str, Any]] = [
+        {"value": v, "rows": n, "real": r, "generated": g, "share": round(n / total, 6) if total else 0.0}
+        for v, n, r, g in value_counts(df, column)
+    ]
     shown = values[:top] if top else values
     return {
         "column": column,

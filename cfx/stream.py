@@ -19,7 +19,7 @@ import pyarrow as pa
 from cfx.errors import BadShardError, InputError
 from cfx.index import open_shard
 from cfx.manifest import Manifest, ShardInfo
-from cfx.sources import HubSpec, ShardRef
+from cfx.sources import HubSpec, ShardRef, hub_filesystem, is_network_error
 
 ROW_COLUMN = "__row"
 DEFAULT_BATCH_ROWS = 16
@@ -43,17 +43,16 @@ def rows_by_shard(manifest: Manifest) -> list[ShardRows]:
     return out
 
 
-def shard_ref(manifest: Manifest, shard: str) -> tuple[ShardRef, Any]:
-    """Locate a shard of the manifest and check it is the file that was indexed. Returns (ref, fs)."""
+def shard_ref(manifest: Manifest, shard: str, hub_fs: Any = None) -> tuple[ShardRef, Any]:
+    """Locate a shard of the manifest and check it is the file that was indexed. Returns (ref, fs).
+
+    ``hub_fs``: the HfFileSystem for hf:// manifests (default: one for this process's Hub settings).
+    """
     info = manifest.shards.get(shard)
     if manifest.is_remote:
-        from huggingface_hub import HfFileSystem
-
         hub = HubSpec.parse(manifest.root)
         path = f"datasets/{hub.repo_id}@{hub.revision}/{shard}"
-        return ShardRef(rel=shard, path=path, info=info or ShardInfo(size=0)), HfFileSystem(
-            block_size=1 << 20
-        )
+        return ShardRef(rel=shard, path=path, info=info or ShardInfo(size=0)), hub_fs or hub_filesystem()
     local = Path(manifest.root) / shard
     try:
         st = local.stat()
@@ -82,13 +81,14 @@ def iter_shard_batches(
     rows: np.ndarray | None = None,
     columns: Sequence[str] | None = ("image_data",),
     batch_rows: int = DEFAULT_BATCH_ROWS,
+    hub_fs: Any = None,
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of ``columns`` (None: all) for ``rows`` (None: all) of one shard, plus a ``__row`` column.
 
     Batches hold at most ``batch_rows`` source rows, so memory is bounded by the largest images in them.
     A shard that ends early or cannot be decoded raises BadShardError naming it.
     """
-    ref, fs = shard_ref(manifest, shard)
+    ref, fs = shard_ref(manifest, shard, hub_fs)
     wanted = None if rows is None else np.asarray(rows, dtype=np.int64)
     with open_shard(ref, fs) as pf:
         names = pf.schema_arrow.names
@@ -124,6 +124,8 @@ def iter_shard_batches(
                 if wanted is not None and start > last:
                     break
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            if fs is not None and is_network_error(exc):
+                raise  # open_shard reports it as a NetworkError
             raise BadShardError(
                 shard,
                 f"cannot read rows after row {start} ({str(exc).splitlines()[0][:200]})",

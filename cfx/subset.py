@@ -37,8 +37,9 @@ from cfx.errors import BadShardError, CfxError, EmptySelectionError, InputError,
 from cfx.index import open_shard
 from cfx.manifest import Manifest, ShardInfo, ensure_folder
 from cfx.progress import NullReporter, Reporter
-from cfx.schema import GENERATED, IMAGE_COLUMN, LABEL_NAMES, REAL
+from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.sources import natural_key
+from cfx.stats import value_counts
 from cfx.stream import ROW_COLUMN, iter_shard_batches, shard_ref
 from cfx.units import human_bytes
 
@@ -98,20 +99,7 @@ class SubsetPlan:
         df = self.manifest.df
         if column == "model_name":
             df = df.filter(pl.col("label") == GENERATED)
-        if column not in df.columns:
-            return []
-        expr = (
-            pl.col(column).replace_strict(LABEL_NAMES, default=None, return_dtype=pl.String)
-            if column == "label"
-            else pl.col(column).cast(pl.String)
-        )
-        counts = (
-            df.select(expr.fill_null("(null)").alias("v"))
-            .group_by("v")
-            .len()
-            .sort(["len", "v"], descending=[True, False])
-        )
-        rows = [(str(v), int(n)) for v, n in counts.iter_rows()]
+        rows = [(v, n) for v, n, _, _ in value_counts(df, column)]
         return rows[:top] if top else rows
 
     def to_json(self) -> dict[str, Any]:

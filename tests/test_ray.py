@@ -26,6 +26,7 @@ from cfx.hashing import HashResult, hash_manifest
 from cfx.index import IndexResult, build_manifest
 from cfx.manifest import read_manifest
 from cfx.sources import resolve
+from tests.conftest import REPO, HubDataset, RunCfx
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
@@ -238,3 +239,43 @@ def test_open_engine_rejects_address_for_local() -> None:
 
     with pytest.raises(UsageError), open_engine("local", "10.0.0.1:6379"):
         pass
+
+
+@pytest.mark.hub
+def test_hub_source_on_ray_matches_local(
+    ray_address: str, local_hub: HubDataset, run_cfx: RunCfx, tmp_path: Path
+) -> None:
+    """hf:// shards read by Ray workers that do not share the driver's Hub settings (as on a real cluster):
+    this module's Ray was started by pytest, whose environment has no HF_ENDPOINT for the local Hub."""
+    assert "HF_ENDPOINT" not in os.environ
+    source = f"hf://datasets/{REPO}"
+    out: dict[str, Any] = {}
+    for engine in ("local", "ray"):
+        env = {"CFX_CACHE_DIR": str(tmp_path / f"cache-{engine}"), "RAY_ADDRESS": ray_address}
+        r = run_cfx("index", source, "--engine", engine, "-o", f"m-{engine}.parquet", env=env)
+        assert r.returncode == 0, r.stderr
+        r = run_cfx(
+            "dedupe", f"m-{engine}.parquet", "--engine", engine, "-o", f"kept-{engine}.parquet", env=env
+        )
+        assert r.returncode == 0, r.stderr
+        out[engine] = (
+            read_manifest(tmp_path / f"m-{engine}.parquet").df,
+            read_manifest(tmp_path / f"kept-{engine}.parquet").df,
+        )
+    assert out["ray"][0].equals(out["local"][0]) and out["ray"][0].height > 0
+    assert out["ray"][1].equals(out["local"][1])
+
+
+@pytest.mark.hub
+@pytest.mark.parametrize("engine", ["local", "ray"])
+def test_hub_unreachable_while_hashing_is_a_network_error(
+    engine: str, ray_address: str, local_hub: HubDataset, run_cfx: RunCfx, tmp_path: Path
+) -> None:
+    env = {"CFX_CACHE_DIR": str(tmp_path / "cache"), "RAY_ADDRESS": ray_address}
+    r = run_cfx("index", f"hf://datasets/{REPO}", "-o", "m.parquet", env=env)
+    assert r.returncode == 0, r.stderr
+    dead = "http://127.0.0.1:9"  # the Hub goes away after indexing
+    r = run_cfx("dedupe", "m.parquet", "--engine", engine, "-o", "kept.parquet", env=env, endpoint=dead)
+    assert r.returncode == 4, r.stderr
+    assert "internal error" not in r.stderr and "127.0.0.1:9" in r.stderr, r.stderr
+    assert not (tmp_path / "kept.parquet").exists()
