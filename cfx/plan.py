@@ -35,6 +35,7 @@ from cfx.manifest import Manifest, ShardInfo
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, REAL
 from cfx.select import Selection, SelectionStep, apply_selection
+from cfx.shardspec import format_shard_spec, shard_number
 from cfx.sources import HubSpec, natural_key
 from cfx.subset import check_output, write_subset
 
@@ -278,12 +279,17 @@ def plan_fetch(
     model_column: str | None = None,
     license_column: str | None = None,
     real_license_table: Path | str | None = None,
+    shards: Sequence[int] | None = None,
+    include: Sequence[str] = (),
     token: str | None = None,
     workers: int = 4,
     reporter: Reporter | None = None,
 ) -> FetchPlan:
     """Select rows from the remote index of ``repo_id`` (or from ``manifest``, a manifest of that repo) and
-    plan the download of the shards holding them. Reads only metadata; writes nothing but the index cache."""
+    plan the download of the shards holding them. Reads only metadata; writes nothing but the index cache.
+
+    ``shards`` (shard numbers) limits the rows considered to those shards; ``include`` globs name more repo
+    files to fetch along with the planned shards (e.g. ``data/metadata/*``)."""
     reporter = reporter or NullReporter()
     selection = selection or Selection()
     if budget is not None and budget < 1:
@@ -301,6 +307,8 @@ def plan_fetch(
                 "leave out --revision: the shards are fetched at the manifest's commit",
             )
     commit = str(hub.revision)
+    if shards is not None:
+        source = _only_shards(source, shards, f"{repo_id}@{commit[:12]}")
     source = ensure_licenses(
         source,
         needed=bool(selection.licenses or selection.exclude_licenses or selection.commercial_only),
@@ -340,7 +348,7 @@ def plan_fetch(
         out,
         repo_id,
         revision=commit,
-        include=[glob.escape(s) for s in chosen],
+        include=[glob.escape(s) for s in chosen] + list(include),
         token=token,
         reporter=reporter,
     )
@@ -360,6 +368,21 @@ def plan_fetch(
         steps=selected.steps,
         from_manifest=manifest is not None,
     )
+
+
+def _only_shards(source: Manifest, numbers: Sequence[int], where: str) -> Manifest:
+    """The rows of the shards numbered ``numbers`` (``--shards``), or a UsageError naming those that do not exist."""
+    names = list(source.shards) or source.df.get_column("shard").unique().to_list()
+    by_number = {shard_number(s): s for s in names}
+    missing = sorted(set(numbers) - set(by_number))
+    if missing:
+        valid = format_shard_spec(n for n in by_number if n is not None)
+        raise UsageError(
+            f"--shards: {'shard' if len(missing) == 1 else 'shards'} {format_shard_spec(missing)} not in {where}",
+            f"this revision has shards {valid}" if valid else "this revision has no data/*.parquet shards",
+        )
+    keep = [by_number[n] for n in numbers]
+    return source.with_df(source.df.filter(pl.col("shard").is_in(keep)))
 
 
 def _check_files(download: dl.DownloadPlan, manifest: Manifest, chosen: Sequence[str]) -> None:

@@ -24,6 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cfx.plan import Coverage, ShardNeed, greedy_cover
+from cfx.sources import natural_key
 from cfx.synth import make_dataset
 from tests.conftest import _hub_or_skip, hub_env
 from tests.hubserver import HubUnavailable, LocalHub
@@ -187,6 +188,40 @@ SELECTION = ("--architectures", "GAN", "--real-sources", "Forchheim,IMD2020")
 
 
 @pytest.mark.hub
+def test_shards_and_include_narrow_and_extend_a_selection(
+    plan_hub: PlanHub, run: Run, tmp_path: Path
+) -> None:
+    rows = plan_hub.rows()
+    gen = rows.filter((pl.col("label") == 1) & pl.col("model_name").is_in(GENS))
+    everywhere = sorted(set(gen["shard"]), key=natural_key)
+    assert len(everywhere) >= 2
+    numbers = [int(s.rsplit("_", 1)[1].split(".")[0]) for s in everywhere[:1]]
+    numbers += [i for i in range(N) if shard(i) not in everywhere][:1]  # a shard without such rows
+    among = [shard(i) for i in numbers]
+    wanted = gen.filter(pl.col("shard").is_in(among))
+    need = sorted(set(wanted["shard"]), key=natural_key)
+    spec = ",".join(map(str, numbers))
+    extra = next(shard(i) for i in range(N) if i not in numbers)  # fetched only because --include names it
+    out = tmp_path / "out"
+    args = ("download", REPO, "--out", str(out), "--generators", ",".join(GENS), "--labels", "generated")
+    mark = plan_hub.hub.log_mark()
+    result = ok_json(
+        run(*args, "--shards", spec, "--allow-missing", "--include", extra, "--json", "--subset-out", "sub")
+    )
+    assert sorted((s["shard"] for s in result["shards"]), key=natural_key) == need
+    assert sum(s["rows"] for s in result["shards"]) == wanted.height
+    files = set(need) | ALWAYS | {extra}
+    resolve = [
+        e for e in plan_hub.hub.entries_since(mark, "/resolve/") if e.method == "GET" and e.range == "-"
+    ]
+    assert {e.path.split(f"{plan_hub.commit}/", 1)[1] for e in resolve} == files
+    assert downloaded(out) == files
+    sub = pl.from_arrow(pq.read_table(tmp_path / "sub" / "data"))
+    assert isinstance(sub, pl.DataFrame)
+    assert sorted(sub["image_name"].to_list()) == sorted(wanted["image_name"].to_list())
+
+
+@pytest.mark.hub
 def test_subset_out_equals_cfx_subset_of_a_full_copy(plan_hub: PlanHub, run: Run, tmp_path: Path) -> None:
     full, part = tmp_path / "full", tmp_path / "part"
     ok_json(run("download", REPO, "--out", str(full), "--json"))
@@ -330,8 +365,9 @@ def test_bad_manifests_and_option_mixes(plan_hub: PlanHub, run: Run, tmp_path: P
     assert r.returncode == 2 and "conflicts with the manifest" in r.stderr.decode()
     r = run("download", REPO, "--out", str(out), "--manifest", str(plan_hub.data / shard(0)))
     assert r.returncode == 2 and "is not a cfx manifest" in r.stderr.decode()
-    r = run("download", REPO, "--out", str(out), "--generators", "StyleGAN2", "--shards", "0-3")
-    assert r.returncode == 2 and "do not combine with a row selection" in r.stderr.decode()
+    r = run("download", REPO, "--out", str(out), "--generators", "StyleGAN2", "--shards", "0,9-10")
+    assert r.returncode == 2 and "--shards: shards 9-10 not in" in r.stderr.decode()
+    assert f"this revision has shards 0-{N - 1}" in r.stderr.decode()
     r = run("download", REPO, "--out", str(out), "--generators", "NoSuchGAN")
     assert r.returncode == 2 and "'NoSuchGAN' is not a known generator" in r.stderr.decode()
     r = run("download", REPO, "--out", str(out), "--where", "width > 100000")

@@ -53,14 +53,19 @@ OutDirOpt = Annotated[
 ]
 ShardsOpt = Annotated[
     str | None,
-    typer.Option("--shards", help="Shard numbers to fetch among data/*.parquet, e.g. 0-9,93 (default: all)."),
+    typer.Option(
+        "--shards",
+        help="Shard numbers to fetch among data/*.parquet, e.g. 0-9,93 (default: all). With a row selection: "
+        "select only among the rows of these shards.",
+    ),
 ]
 IncludeOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--include",
-        help="Also fetch repo paths matching this glob (repeatable); alone, fetch only matching files. "
-        "README.md and data/metadata/* always come along.",
+        help="Also fetch repo paths matching this glob (repeatable); alone, fetch only matching files; with a "
+        "row selection, fetch them along with the planned shards. README.md and data/metadata/* always "
+        "come along.",
     ),
 ]
 DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="Show what would be fetched; download nothing.")]
@@ -381,12 +386,8 @@ def _download_planned(
     from cfx import plan as pf
     from cfx.load import load_manifest
     from cfx.manifest import is_manifest_file
+    from cfx.shardspec import parse_shard_spec
 
-    if shards is not None or include:
-        raise UsageError(
-            "--shards / --include pick files by name; they do not combine with a row selection",
-            "drop them: the selection decides which shards to fetch (or drop the selection options)",
-        )
     if manifest_spec is not None and manifest_spec != "-" and not is_manifest_file(Path(manifest_spec)):
         raise UsageError(
             f"--manifest {manifest_spec} is not a cfx manifest",
@@ -411,6 +412,8 @@ def _download_planned(
             model_column=model_column,
             license_column=license_column,
             real_license_table=real_license_table,
+            shards=parse_shard_spec(shards) if shards is not None else None,
+            include=include or (),
             token=token,
             workers=workers,
             reporter=reporter,
