@@ -27,6 +27,7 @@ import json
 import re
 import struct
 import warnings
+import zlib
 from collections.abc import Iterable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -143,6 +144,22 @@ def _png_header(data: bytes) -> tuple[int, int, str] | None:
     return (width, height, fmt) if depth == 8 and fmt is not None else None
 
 
+def _png_intact(data: bytes) -> bool:
+    """Every chunk up to IEND is complete and matches its CRC, as Pillow checks. libspng (as pyspng calls it)
+    does not check CRCs, so a file with flipped bits in stored image data would decode there but not in
+    Pillow; such files go to Pillow, which names the damage. Costs ~0.06 ms per 400 KB."""
+    pos, end = 8, len(data)
+    while pos + 12 <= end:
+        (length,) = struct.unpack_from(">I", data, pos)
+        stop = pos + 8 + length
+        if stop + 4 > end or zlib.crc32(data[pos + 4 : stop]) != struct.unpack_from(">I", data, stop)[0]:
+            return False
+        if data[pos + 4 : pos + 8] == b"IEND":
+            return True
+        pos = stop + 4
+    return False
+
+
 def _check_pixels(w: int, h: int, max_pixels: int) -> None:
     if w * h > max_pixels:
         raise Image.DecompressionBombError(
@@ -153,7 +170,7 @@ def _check_pixels(w: int, h: int, max_pixels: int) -> None:
 def _grey(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
     """The image as imagehash sees it, ``convert('L')``, as a (height, width) uint8 array, and its size."""
     head = _png_header(data)
-    if head is not None:
+    if head is not None and _png_intact(data):
         w, h, fmt = head
         _check_pixels(w, h, max_pixels)
         try:

@@ -331,6 +331,15 @@ def test_png_fast_path_errors_read_as_pillows() -> None:
     with pytest.raises(OSError) as pillow:
         Image.open(io.BytesIO(cut)).load()
     assert not h.ok[0] and h.error[0] == f"OSError: {pillow.value}"
+    # a flipped byte in stored (incompressible) image data: the deflate stream still inflates, only the
+    # chunk CRC tells; libspng would decode it, Pillow refuses it, and so does cfx
+    noise = np.random.default_rng(5).integers(0, 256, (60, 70, 3), dtype=np.uint8)
+    rotten = bytearray(_encode(Image.fromarray(noise), "PNG"))
+    rotten[len(rotten) // 2] ^= 0x40
+    h = hash_images([bytes(rotten)])
+    with pytest.raises(OSError) as pillow:
+        Image.open(io.BytesIO(bytes(rotten))).load()
+    assert not h.ok[0] and h.error[0] == f"OSError: {pillow.value}"
     bomb = hash_images([_bomb_png(20_000, 20_000)], max_pixels=10**8)
     assert not bomb.ok[0] and "exceeds the limit" in (bomb.error[0] or "")
 
