@@ -13,12 +13,15 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image
 
 from cfx import resample
 from cfx.errors import PartialError
 from cfx.hashing import (
     HASH_COLUMNS,
+    _describe,
     _grey,
     _png_header,
     cache_path,
@@ -355,3 +358,32 @@ def test_resize_falls_back_to_pillow_when_its_pass_order_differs(monkeypatch: py
         assert np.array_equal(lanczos_resize(grey), want)
     finally:
         resample.exact.cache_clear()
+
+
+_NOISE_PNGS = [
+    _encode(Image.fromarray(np.random.default_rng(6).integers(0, 256, (40, 50, 3), dtype=np.uint8)), "PNG"),
+    _encode(_texture(7, 50, 40, "RGBA"), "PNG"),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    which=st.integers(0, len(_NOISE_PNGS) - 1),
+    flips=st.lists(st.tuples(st.integers(8, 10**6), st.integers(1, 255)), min_size=1, max_size=5),
+    cut=st.one_of(st.none(), st.integers(20, 10**6)),
+)
+def test_damaged_pngs_fail_or_hash_exactly_as_in_pillow(
+    which: int, flips: list[tuple[int, int]], cut: int | None
+) -> None:
+    data = bytearray(_NOISE_PNGS[which])
+    for pos, bits in flips:
+        data[pos % len(data)] ^= bits
+    damaged = bytes(data[:cut] if cut is not None else data)
+    h = hash_images([damaged])
+    try:
+        want = int(str(imagehash.phash(Image.open(io.BytesIO(damaged)))), 16)
+    except Exception as exc:
+        assert not h.ok[0] and h.error[0] is not None
+        assert h.error[0] == _describe(exc)
+    else:
+        assert h.ok[0] and int(h.phash[0]) == want
