@@ -36,6 +36,7 @@ MAX_RETRIES = 3  # retries of a task whose worker died (Ray's system-failure ret
 LOCAL_OBJECT_STORE = 512 * 1024**2  # bytes; results are small tables (a shard's index is ~1 MB)
 CONNECT_TIMEOUT = 5.0  # seconds to reach the head node before giving up
 KILL_ONCE_ENV = "CFX_TEST_RAY_KILL_ONCE"
+_TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
 def _import_ray() -> Any:
@@ -83,6 +84,9 @@ class RayEngine:
                     _check_reachable(address)
                     ray.init(address=address, **quiet)
                 else:
+                    # cfx's own single-machine Ray: the notice that it uses token authentication (Ray's
+                    # default) is not something a user of this command can act on
+                    logging.getLogger(_TOKEN_NOTICE_LOGGER).setLevel(logging.ERROR)
                     ray.init(
                         address="local",
                         num_cpus=self.num_cpus,
