@@ -149,7 +149,9 @@ def shard_needs(
 
 def greedy_cover(needs: Sequence[ShardNeed], budget: int | None = None) -> Coverage:
     """Shards chosen one at a time by newly covered values per byte (ties: more rows per byte, then shard
-    order) until every value is covered or, with ``budget``, no shard adding a value still fits."""
+    order) until every value is covered or, with ``budget``, no shard adding a value still fits. With a
+    budget, what is left of it then goes to the shards with the most selected rows per byte that still fit
+    (more data of what was asked for); without one, only the covering shards are chosen."""
     requested = frozenset().union(*(n.values for n in needs)) if needs else frozenset()
     chosen: list[ShardNeed] = []
     covered: set[str] = set()
@@ -174,6 +176,11 @@ def greedy_cover(needs: Sequence[ShardNeed], budget: int | None = None) -> Cover
         left.remove(best)
         covered |= best.values
         spent += best.size
+    if budget is not None:  # fill: most rows per byte first (ties: shard order)
+        for n in sorted(left, key=lambda n: -n.rows / max(n.size, 1)):
+            if spent + n.size <= budget:
+                chosen.append(n)
+                spent += n.size
     chosen.sort(key=lambda n: natural_key(n.shard))
     return Coverage(
         shards=tuple(n.shard for n in chosen),

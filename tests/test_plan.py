@@ -263,7 +263,7 @@ def test_budget_picks_fewer_shards_and_reports_coverage(plan_hub: PlanHub, run: 
     need = sorted(set(gen["shard"]))
     sizes = {s: plan_hub.file(s).stat().st_size for s in need}
     budget = max(sizes.values())  # room for one shard, not two
-    assert sum(sizes.values()) > budget
+    assert sum(sizes.values()) > budget and 2 * min(sizes.values()) > budget
     out = tmp_path / "out"
     args = ("download", REPO, "--out", str(out), "--architectures", "GAN,PixDiff", "--labels", "generated")
     res = ok_json(run(*args, "--budget", str(budget), "--json"))
@@ -393,6 +393,10 @@ def test_greedy_cover_prefers_new_values_per_byte() -> None:
     )  # 2 values for 80 < 100 bytes
     assert greedy_cover(needs, budget=100).shards == ("b", "c")
     assert greedy_cover(needs, budget=50).shards == ("b",)  # c no longer fits
+    # what is left of a budget after the coverage buys the most rows per byte
+    more = [*needs, need("f", 30, {"g:2"}, rows=9)]
+    assert greedy_cover(more, budget=70).shards == ("b", "f")  # coverage: g:2 cheapest in f, then b
+    assert greedy_cover(more, budget=110).shards == ("b", "c", "f")  # c adds no value, but rows
     cov = greedy_cover(needs, budget=10)
     assert cov.shards == () and cov.missing == ["g:1", "g:2", "g:3"]
     # a tiny shard with g:1 goes first; then b adds nothing new and is left out
@@ -416,7 +420,9 @@ def test_greedy_cover_properties(shards: list[tuple[int, set[str]]], budget: int
     assert cov.covered == frozenset().union(*(n.values for n in chosen)) if chosen else not cov.covered
     if budget is None:
         assert cov.covered == cov.requested  # unbounded: everything is covered
-    # maximal: no shard left out would add a value and still fit
+    # maximal: no shard left out would add a value and still fit; with a budget, none would fit at all
     for n in needs:
         if n.shard not in cov.shards and n.values - cov.covered:
             assert budget is not None and cov.bytes + n.size > budget
+        if n.shard not in cov.shards and budget is not None:
+            assert cov.bytes + n.size > budget
