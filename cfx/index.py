@@ -86,8 +86,8 @@ def open_shard(ref: ShardRef, fs: Any = None, *, metadata_only: bool = False) ->
         if fs is None or not is_network_error(exc):
             raise
         raise NetworkError(
-            f"cannot reach the Hub at {getattr(fs, 'endpoint', '?')} to read {ref.rel} ({_short(exc)})",
-            "check the connection and HF_ENDPOINT, then re-run: shards already done are cached",
+            f"the Hub at {getattr(fs, 'endpoint', '?')} failed while reading {ref.rel} ({_short(exc)})",
+            "check the connection, HF_ENDPOINT and HF_TOKEN, then re-run: shards already done are cached",
         ) from None
     finally:
         if handle is not None:
@@ -162,6 +162,8 @@ def scan_shard(
         try:
             table = pf.read(columns=cols)
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            if fs is not None and is_network_error(exc):
+                raise  # open_shard reports it as a NetworkError
             raise BadShardError(
                 ref.rel, f"cannot read the data ({_short(exc)})", "the file may be truncated; re-fetch it"
             ) from None
@@ -200,6 +202,8 @@ def _image_lengths(ref: ShardRef, fs: Any) -> pa.Array:
                 )
             ]
         except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            if fs is not None and is_network_error(exc):
+                raise  # open_shard reports it as a NetworkError
             raise BadShardError(
                 ref.rel,
                 f"cannot read the image column ({_short(exc)})",

@@ -380,7 +380,17 @@ def plan_fetch(
 def _only_shards(source: Manifest, numbers: Sequence[int], where: str) -> Manifest:
     """The rows of the shards numbered ``numbers`` (``--shards``), or a UsageError naming those that do not exist."""
     names = list(source.shards) or source.df.get_column("shard").unique().to_list()
-    by_number = {shard_number(s): s for s in names}
+    by_number: dict[int | None, str] = {}
+    for name in sorted(names, key=natural_key):
+        if not dl.is_shard(name):
+            continue
+        number = shard_number(name)
+        if number in by_number:  # e.g. train-00000-of-00002 and train-00001-of-00002: both "2"
+            raise UsageError(
+                f"--shards: {by_number[number]} and {name} both end in {number}, so shard numbers are ambiguous here",
+                "select by row instead (`--where \"shard = 'data/...'\"`), or drop --shards",
+            )
+        by_number[number] = name
     missing = sorted(set(numbers) - set(by_number))
     if missing:
         valid = format_shard_spec(n for n in by_number if n is not None)

@@ -24,44 +24,57 @@ _HALF = float(1 << (_PRECISION_BITS - 1))
 _ONE = float(1 << _PRECISION_BITS)
 _SUPPORT = 3.0  # LANCZOS filter support
 _BAND = 8  # output pixels per matrix product (see _bands)
+_BLOCK_VALUES = 1 << 20  # pixels converted to float64 at a time (8 MB)
+_MAX_SIDE = 65536  # longer sides are resized by Pillow itself
 
 
-def _sinc(x: float) -> float:
-    if x == 0.0:
-        return 1.0
-    x *= math.pi
-    return math.sin(x) / x
+def _sinc(x: np.ndarray, sin: Any) -> np.ndarray:
+    y = x * math.pi
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(x == 0.0, 1.0, sin(y) / y)
 
 
-def _lanczos(x: float) -> float:
-    return _sinc(x) * _sinc(x / 3) if -3.0 <= x < 3.0 else 0.0
+@lru_cache(maxsize=1)
+def _sin_is_libm() -> bool:
+    """numpy's vectorised sin gives the C library's results here (Pillow calls the C library's sin)."""
+    x = np.random.default_rng(1).uniform(-10.0, 10.0, 20_000)
+    return bool(np.array_equal(np.sin(x), np.array([math.sin(v) for v in x])))
 
 
-@lru_cache(maxsize=512)
-def lanczos_weights(n_in: int, n_out: int = 32) -> np.ndarray:
-    """(n_out, n_in) integer weights (as float64) of Pillow's LANCZOS resample from n_in to n_out.
+@lru_cache(maxsize=256)
+def lanczos_taps(n_in: int, n_out: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow's LANCZOS window of each output pixel: (first input (n_out,), integer weights (n_out, ksize)).
 
-    Mirrors ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` of Pillow's Resample.c, operation for
-    operation (same double arithmetic, same order), so the rounded integers are the same.
+    Mirrors ``precompute_coeffs`` + ``normalize_coeffs_8bpc`` of Pillow's Resample.c operation for
+    operation (same double arithmetic in the same order: the window sums are sequential, like its loop), so
+    the rounded integers are the same; weights past a window's end are 0.
     """
     scale = n_in / n_out
     filterscale = max(scale, 1.0)
     support = _SUPPORT * filterscale
+    ksize = math.ceil(support) * 2 + 1
     inv = 1.0 / filterscale
-    out = np.zeros((n_out, n_in), np.float64)
-    for xx in range(n_out):
-        center = (xx + 0.5) * scale
-        xmin = max(int(center - support + 0.5), 0)
-        xmax = min(int(center + support + 0.5), n_in) - xmin
-        k = [_lanczos((x + xmin - center + 0.5) * inv) for x in range(xmax)]
-        ww = 0.0
-        for w in k:
-            ww += w
-        for x, w in enumerate(k):
-            if ww != 0.0:
-                w /= ww
-            out[xx, xmin + x] = int(-0.5 + w * _ONE) if w < 0 else int(0.5 + w * _ONE)
-    return out
+    center = (np.arange(n_out) + 0.5) * scale
+    xmin = np.maximum(np.trunc(center - support + 0.5), 0).astype(np.int64)
+    count = np.minimum(np.trunc(center + support + 0.5).astype(np.int64), n_in) - xmin
+    tap = np.arange(ksize)
+    x = ((tap[None, :] + xmin[:, None]).astype(np.float64) - center[:, None] + 0.5) * inv
+    sin = np.sin if _sin_is_libm() else np.vectorize(math.sin, otypes=[np.float64])
+    w = np.where((x >= -3.0) & (x < 3.0), _sinc(x, sin) * _sinc(x / 3, sin), 0.0)
+    w[tap[None, :] >= count[:, None]] = 0.0
+    total = np.cumsum(w, axis=1)[:, -1:]  # sequential, as Pillow's ``ww += w``
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(total != 0.0, w / total, w)
+    return xmin, np.where(w < 0, np.trunc(-0.5 + w * _ONE), np.trunc(0.5 + w * _ONE))
+
+
+def lanczos_weights(n_in: int, n_out: int = 32) -> np.ndarray:
+    """The same weights as a dense (n_out, n_in) matrix (for measurements; resizing uses bands)."""
+    xmin, taps = lanczos_taps(n_in, n_out)
+    out = np.zeros((n_out, n_in + taps.shape[1]))
+    for j, first in enumerate(xmin):
+        out[j, first : first + taps.shape[1]] = taps[j]
+    return out[:, :n_in]
 
 
 def _round_clip(acc: np.ndarray) -> np.ndarray:
@@ -78,32 +91,50 @@ def _vertical_first(h: int, w: int, height: int, width: int) -> bool:
     return h > height and (h - height) > 2 * (w - width)
 
 
-@lru_cache(maxsize=512)
+@lru_cache(maxsize=256)
 def _bands(n_in: int, n_out: int) -> list[tuple[int, int, np.ndarray]]:
     """The weights cut into bands of outputs: (first input, last input + 1, weights of those inputs).
 
     A downscale's output pixel reads only ~6 × scale inputs, so one dense product would spend most of
     its multiplications on zeros; bands of 8 outputs spend about 14 per input pixel instead of 32.
     """
-    weights = lanczos_weights(n_in, n_out)
+    xmin, taps = lanczos_taps(n_in, n_out)
+    ksize = taps.shape[1]
     bands = []
     for first in range(0, n_out, _BAND):
-        block = weights[first : first + _BAND]
-        used = np.flatnonzero(block.any(axis=0))
-        lo, hi = (int(used[0]), int(used[-1]) + 1) if used.size else (0, 1)
-        bands.append((lo, hi, np.ascontiguousarray(block[:, lo:hi].T)))
+        rows = range(first, min(first + _BAND, n_out))
+        lo = int(xmin[first])
+        hi = min(int(xmin[rows[-1]]) + ksize, n_in)
+        block = np.zeros((hi - lo, len(rows)))
+        for col, j in enumerate(rows):
+            start = int(xmin[j]) - lo
+            n = min(ksize, hi - lo - start)
+            block[start : start + n, col] = taps[j, :n]
+        bands.append((lo, hi, block))
     return bands
 
 
 def _pass(pixels: np.ndarray, n_out: int) -> np.ndarray:
-    """Resample the rows of ``pixels`` (float64) to ``n_out`` columns, rounded and clipped as Pillow does."""
-    parts = [pixels[:, lo:hi] @ block for lo, hi, block in _bands(pixels.shape[1], n_out)]
-    return _round_clip(np.hstack(parts) if len(parts) > 1 else parts[0])
+    """Resample the rows of ``pixels`` to ``n_out`` columns, rounded and clipped as Pillow does.
+
+    Rows are converted to float64 a block at a time (~8 MB), so a large image costs no 8-byte copy of itself.
+    """
+    rows, n_in = pixels.shape
+    bands = _bands(n_in, n_out)
+    out = np.empty((rows, n_out))
+    step = max(1, _BLOCK_VALUES // n_in)
+    for r0 in range(0, rows, step):
+        block = pixels[r0 : r0 + step].astype(np.float64)
+        col = 0
+        for lo, hi, weights in bands:
+            out[r0 : r0 + step, col : col + weights.shape[1]] = block[:, lo:hi] @ weights
+            col += weights.shape[1]
+    return _round_clip(out)
 
 
 def _resize(grey: np.ndarray, width: int, height: int) -> np.ndarray:
     h, w = grey.shape
-    pixels = grey.astype(np.float64)
+    pixels: np.ndarray = grey
     horizontal = w != width  # Pillow skips a pass whose size does not change
     vertical = h != height
     if vertical and _vertical_first(h, w, height, width):
@@ -150,9 +181,10 @@ def one_blas_thread() -> Any:
 def lanczos_resize(grey: np.ndarray, width: int = 32, height: int = 32) -> np.ndarray:
     """``Image.fromarray(grey).resize((width, height), LANCZOS)`` as a (height, width) uint8 array.
 
-    Falls back to Pillow itself if the installed Pillow computes differently (``exact()``).
+    Falls back to Pillow itself if the installed Pillow computes differently (``exact()``), and for sides
+    above _MAX_SIDE pixels, where the weight windows (~6 × side / 32 values each) stop being small.
     """
-    if exact():
+    if exact() and max(grey.shape) <= _MAX_SIDE:
         with one_blas_thread():
             return _resize(grey, width, height)
     img = Image.fromarray(grey, "L")

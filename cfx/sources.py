@@ -173,12 +173,13 @@ def hub_filesystem(token: str | None = None) -> Any:
 
 
 def is_network_error(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what caused it) is a failure to reach the Hub rather than bad data."""
+    """Whether ``exc`` (or what caused it) is a failure of the Hub or of the way to it (connection, timeout,
+    HTTP error status such as 429/503/401) rather than bad data."""
     import httpx2
 
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, (httpx2.TransportError, ConnectionError, TimeoutError)):
+        if isinstance(seen, (httpx2.HTTPError, ConnectionError, TimeoutError)):
             return True
         seen = seen.__cause__ or seen.__context__
     return False

@@ -63,13 +63,14 @@ def value_counts(df: pl.DataFrame, column: str) -> list[tuple[str, int, int, int
     if column not in df.columns:
         return []
     counts = (
-        df.group_by(column)
+        df.with_columns(_value_names(column).fill_null(NULL_VALUE).alias("__value"))
+        .group_by("__value")
         .agg(
             pl.len().alias("rows"),
             (pl.col("label") == REAL).sum().alias("real"),
             (pl.col("label") == GENERATED).sum().alias("generated"),
         )
-        .with_columns(_value_names(column).fill_null(NULL_VALUE).alias("value"))
+        .rename({"__value": "value"})
         .sort(["rows", "value"], descending=[True, False])
     )
     rows = counts.select("value", "rows", "real", "generated").iter_rows()

@@ -387,3 +387,38 @@ def test_damaged_pngs_fail_or_hash_exactly_as_in_pillow(
         assert h.error[0] == _describe(exc)
     else:
         assert h.ok[0] and int(h.phash[0]) == want
+
+
+def _after_idat(png: bytes, kind: bytes, data: bytes) -> bytes:
+    """Put a chunk just before IEND (the last 12 bytes)."""
+    return png[:-12] + _chunk(kind, data) + png[-12:]
+
+
+@pytest.mark.parametrize(
+    ("kind", "data"),
+    [
+        (b"gAMA", b"\0\1"),  # too short: Pillow refuses it
+        (b"sRGB", b""),
+        (b"pHYs", b"\0\0\0\1"),
+        (b"tRNS", b"\0\1"),  # 2 bytes on an RGB image
+        (b"zTXt", b"k\0\1xx"),  # compression method 1 does not exist
+        (b"iCCP", b"p\0\1xx"),
+        (b"iTXt", b"k\0\0\0\0\0hello"),  # a valid one: Pillow reads it, cfx leaves the file to Pillow
+        (b"acTL", b"\0\0\0\1"),
+        (b"fcTL", b"\0" * 26),
+        (b"tEXt", b"key\0value"),
+        (b"zzZz", b"unknown"),
+    ],
+)
+def test_png_chunks_with_valid_crcs_read_as_in_pillow(kind: bytes, data: bytes) -> None:
+    """Malformed or unusual chunks whose CRCs are right (written by a broken encoder, or crafted): the PNG
+    either goes to Pillow or is one libspng reads as Pillow does — same hash, or same error."""
+    plain = _encode(_texture(32, 60, 40), "PNG")
+    for png in (_insert_chunk(plain, kind, data), _after_idat(plain, kind, data)):
+        h = hash_images([png])
+        try:
+            want = int(str(imagehash.phash(Image.open(io.BytesIO(png)))), 16)
+        except Exception as exc:
+            assert not h.ok[0] and h.error[0] == _describe(exc), (h.error[0], exc)
+        else:
+            assert h.ok[0] and int(h.phash[0]) == want, h.error[0]

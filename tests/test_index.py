@@ -307,3 +307,43 @@ def test_index_reads_only_metadata_bytes(tmp_path: Path) -> None:
         _CountingFile.read_bytes,
         p.stat().st_size,
     )
+
+
+def test_value_counts_merge_values_that_read_the_same() -> None:
+    from cfx.stats import value_counts
+
+    df = pl.DataFrame({"label": [1, 1, 0, 1], "architecture": ["GAN", None, "(null)", None]})
+    assert value_counts(df, "architecture") == [("(null)", 3, 1, 2), ("GAN", 1, 0, 1)]
+    assert value_counts(df, "label") == [("generated", 3, 0, 3), ("real", 1, 1, 0)]
+    assert value_counts(df, "no_such_column") == []
+
+
+def test_network_errors_are_told_from_bad_data() -> None:
+    import httpx2
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from cfx.sources import is_network_error
+
+    request = httpx2.Request("GET", "https://hub.example/x")
+    status = HfHubHTTPError("503 Server Error", response=httpx2.Response(503, request=request))
+    refused = httpx2.ConnectError("connection refused", request=request)
+    for exc in (
+        status,
+        refused,
+        httpx2.ReadTimeout("timed out", request=request),
+        ConnectionResetError(104, "reset"),
+    ):
+        assert is_network_error(exc), exc
+    try:  # the cause is what counts: pyarrow or fsspec may wrap it
+        try:
+            raise refused
+        except httpx2.ConnectError as inner:
+            raise OSError("read failed") from inner
+    except OSError as outer:
+        assert is_network_error(outer)
+    for exc in (
+        OSError(28, "No space left on device"),
+        pa.ArrowInvalid("Parquet magic bytes not found"),
+        EOFError(),
+    ):
+        assert not is_network_error(exc), exc

@@ -426,3 +426,16 @@ def test_greedy_cover_properties(shards: list[tuple[int, set[str]]], budget: int
             assert budget is not None and cov.bytes + n.size > budget
         if n.shard not in cov.shards and budget is not None:
             assert cov.bytes + n.size > budget
+
+
+def test_shard_numbers_that_collide_are_refused() -> None:
+    from cfx.errors import UsageError
+    from cfx.manifest import Manifest
+    from cfx.plan import _only_shards
+
+    names = ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]
+    m = Manifest(df=pl.DataFrame({"shard": names, "row": [0, 0]}), root="hf://datasets/o/r@c")
+    with pytest.raises(UsageError, match="both end in 2"):
+        _only_shards(m, [2], "o/r@c")
+    ok = Manifest(df=pl.DataFrame({"shard": [shard(0), shard(1), "data/metadata/x.parquet"]}), root="x")
+    assert _only_shards(ok, [1], "o/r").df["shard"].to_list() == [shard(1)]
