@@ -318,7 +318,7 @@ def plan_fetch(
         source = _only_shards(source, shards, f"{repo_id}@{commit[:12]}")
     source = ensure_licenses(
         source,
-        needed=bool(selection.licenses or selection.exclude_licenses or selection.commercial_only),
+        needed=selection.filters_licenses,
         license_table=license_table,
         model_column=model_column,
         license_column=license_column,

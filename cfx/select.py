@@ -53,6 +53,11 @@ class Selection:
     commercial_only: bool = False
     allow_missing: bool = False  # unknown generator names only warn
 
+    @property
+    def filters_licenses(self) -> bool:
+        """Whether rows are chosen by licence (so they need a ``license`` column first)."""
+        return bool(self.licenses or self.exclude_licenses or self.commercial_only)
+
     def is_empty(self) -> bool:
         return not (
             self.generators
@@ -62,9 +67,7 @@ class Selection:
             or self.exclude_nsfw
             or self.where
             or self.max_per_generator is not None
-            or self.licenses
-            or self.exclude_licenses
-            or self.commercial_only
+            or self.filters_licenses
         )
 
     def describe(self) -> str:

@@ -167,7 +167,7 @@ def subset(
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
         manifest = ensure_licenses(
             manifest,
-            needed=bool(selection.licenses or selection.exclude_licenses or commercial_only),
+            needed=selection.filters_licenses,
             license_table=license_table,
             model_column=model_column,
             license_column=license_column,
