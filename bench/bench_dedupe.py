@@ -7,7 +7,8 @@
                the same transforms applied once without the generator's "stay within 8 bits" retries, and
                the distance distribution of distinct images (false-positive rate at scale).
 2. agreement — cfx pHash vs ``imagehash.phash(Image.open(...))`` on every image of the set.
-3. phash     — per-image time of cfx hashing vs imagehash vs pure decode on PNG-512, PNG-1024 and JPEG;
+3. phash     — per-image time of cfx hashing vs imagehash vs pure decode on PNG-512, PNG-1024, JPEG and
+               JPEG-sizes (60 images of 60 sizes: the resize weights are computed for each);
                hashing a dataset with 1 and 2 workers.
 4. pairs     — pair search on 100k and 556,541 codes (uniform and clustered) with 1 and 2 workers, vs
                imagededup's ``PHash().find_duplicates(encoding_map=…)`` at sizes it finishes and a numpy
@@ -350,13 +351,15 @@ def _samples(kind: str, n: int) -> list[bytes]:
         size = 1024 if kind == "PNG-1024" else 512
         if kind == "JPEG":
             w, h = [(640, 480), (500, 375), (1024, 768), (512, 512)][i % 4]
+        elif kind == "JPEG-sizes":  # every image its own size: the resize weights are new each time
+            w, h = 640 + 7 * i, 480 + 5 * i
         else:
             w = h = size
         from PIL import Image
 
         img = Image.fromarray(_texture(rng, w, h))
         buf = io.BytesIO()
-        if kind == "JPEG":
+        if kind.startswith("JPEG"):
             img.save(buf, "JPEG", quality=90)
         else:
             img.save(buf, "PNG", compress_level=6)
@@ -368,6 +371,7 @@ def bench_phash(reps: int, ds: Path, work: Path) -> str:
     import imagehash
     from PIL import Image
 
+    from cfx import resample
     from cfx.hashing import hash_images
 
     def t_decode(data: list[bytes]) -> None:
@@ -385,10 +389,12 @@ def bench_phash(reps: int, ds: Path, work: Path) -> str:
             imagehash.phash(Image.open(io.BytesIO(d)))
 
     def t_cfx(data: list[bytes]) -> None:
+        resample.lanczos_taps.cache_clear()  # no weights from an earlier repetition
+        resample._bands.cache_clear()
         hash_images(data)
 
     rows = []
-    for kind, n in (("PNG-512", 60), ("PNG-1024", 24), ("JPEG", 80)):
+    for kind, n in (("PNG-512", 60), ("PNG-1024", 24), ("JPEG", 80), ("JPEG-sizes", 60)):
         data = _samples(kind, n)
         times: dict[str, list[float]] = {"decode": [], "spng": [], "imagehash": [], "cfx": []}
         fns = [("decode", t_decode), ("imagehash", t_imagehash), ("cfx", t_cfx)]
