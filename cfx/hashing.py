@@ -46,7 +46,7 @@ from cfx.errors import BadShardError, CfxError, PartialError
 from cfx.index import cache_dir
 from cfx.manifest import Manifest, ShardInfo, write_atomic
 from cfx.progress import NullReporter, Reporter
-from cfx.resample import lanczos_resize, one_blas_thread
+from cfx.resample import lanczos_resize
 from cfx.schema import IMAGE_COLUMN
 from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
 
@@ -279,22 +279,21 @@ def hash_images(
     thumbs = np.zeros((n, 32, 32), np.uint8)
     smalls = np.zeros((n, 8, 9), np.uint8)
     decoded = 0
-    with one_blas_thread():  # the resize's matrix products are small: threads only add waiting
-        for i, data in enumerate(images):
-            if data is None:
-                error[i] = "no image data"
-                continue
-            num_bytes[i] = len(data)
-            sha[i] = hashlib.sha256(data).hexdigest()
-            decoded += 1
-            try:
-                thumbs[i], small, (width[i], height[i]) = _decode(data, max_pixels, with_dhash)
-                if small is not None:
-                    smalls[i] = small
-            except Exception as exc:  # any decoder failure is data, not a crash
-                error[i] = _describe(exc)
-                continue
-            ok[i] = True
+    for i, data in enumerate(images):
+        if data is None:
+            error[i] = "no image data"
+            continue
+        num_bytes[i] = len(data)
+        sha[i] = hashlib.sha256(data).hexdigest()
+        decoded += 1
+        try:
+            thumbs[i], small, (width[i], height[i]) = _decode(data, max_pixels, with_dhash)
+            if small is not None:
+                smalls[i] = small
+        except Exception as exc:  # any decoder failure is data, not a crash
+            error[i] = _describe(exc)
+            continue
+        ok[i] = True
     phash = np.zeros(n, np.uint64)
     dhash = np.zeros(n, np.uint64)
     phash[ok] = phash_from_thumbs(thumbs[ok])
