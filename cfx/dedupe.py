@@ -27,7 +27,8 @@ from cfx.defaults import DEDUPE_THRESHOLD as DEFAULT_THRESHOLD
 from cfx.defaults import KEEP_POLICIES, SCOPES
 from cfx.errors import UsageError
 from cfx.hashing import hash_manifest
-from cfx.manifest import Manifest, ensure_folder, write_atomic
+from cfx.manifest import Manifest
+from cfx.outputs import atomic_folder, write_atomic
 from cfx.pairs import MAX_THRESHOLD, distinct_code_pairs
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, LABEL_NAMES, REAL
@@ -472,16 +473,20 @@ def dedupe(
     )
 
 
-def write_report(result: DedupeResult, folder: Path) -> list[Path]:
-    """pairs.parquet, groups.parquet and summary.json into ``folder`` (created), each written atomically."""
+def write_report(
+    result: DedupeResult, folder: Path, *, overwrite: bool = False, reporter: Reporter | None = None
+) -> list[Path]:
+    """pairs.parquet, groups.parquet and summary.json into ``folder``: all three appear together or none
+    (built aside, renamed once; an existing folder is replaced as a whole only with ``overwrite``)."""
     folder = Path(folder)
-    ensure_folder(folder)
-    paths = [folder / "pairs.parquet", folder / "groups.parquet", folder / "summary.json"]
-    write_atomic(paths[0], lambda tmp: result.pairs.write_parquet(tmp))
-    write_atomic(paths[1], lambda tmp: result.groups.write_parquet(tmp))
+    names = ["pairs.parquet", "groups.parquet", "summary.json"]
     text = json.dumps(result.summary, indent=2, default=str) + "\n"
-    write_atomic(paths[2], lambda tmp: Path(tmp).write_text(text))
-    return paths
+    warn = reporter.warn if reporter is not None else None
+    with atomic_folder(folder, overwrite=overwrite, option="--report", warn=warn) as tmp:
+        write_atomic(tmp / names[0], result.pairs.write_parquet)
+        write_atomic(tmp / names[1], result.groups.write_parquet)
+        write_atomic(tmp / names[2], lambda p: Path(p).write_text(text))
+    return [folder / n for n in names]
 
 
 def _decide(

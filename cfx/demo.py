@@ -15,7 +15,7 @@ from typing import Any
 
 from cfx.errors import OutputError
 from cfx.index import build_manifest, raise_for_bad
-from cfx.manifest import write_atomic
+from cfx.outputs import write_atomic
 from cfx.progress import NullReporter, Reporter
 from cfx.sources import resolve_local
 from cfx.stats import compute_stats, plot_stats

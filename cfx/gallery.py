@@ -7,6 +7,7 @@ distance to the survivor and whether it is kept.
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from typing import Any
 import polars as pl
 from PIL import Image, ImageDraw, ImageFont
 
-from cfx.manifest import Manifest, ensure_folder, write_atomic
+from cfx.manifest import Manifest
+from cfx.outputs import atomic_folder, write_atomic
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import LABEL_NAMES
 from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
@@ -148,13 +150,31 @@ def write_gallery(
     threshold: int,
     max_sheets: int = 12,
     max_members: int = 12,
+    overwrite: bool = False,
     reporter: Reporter | None = None,
 ) -> list[Path]:
-    """Write one contact sheet per chosen group into ``folder`` (created); returns the paths, best first."""
+    """Write one contact sheet per chosen group into ``folder``; returns the paths, best first.
+
+    The folder is built aside and renamed into place (``cfx.outputs.atomic_folder``): it appears complete,
+    and an earlier gallery there (only with ``overwrite``) is replaced as a whole, stale sheets included.
+    """
     reporter = reporter or NullReporter()
     folder = Path(folder)
-    ensure_folder(folder)
     picks = choose_groups(groups, threshold, max_sheets)
+    with atomic_folder(folder, overwrite=overwrite, option="--gallery", warn=reporter.warn) as tmp:
+        names = _draw_sheets(manifest, groups, picks, tmp, threshold, max_members, reporter)
+    return [folder / name for name in names]
+
+
+def _draw_sheets(
+    manifest: Manifest,
+    groups: pl.DataFrame,
+    picks: list[tuple[int, str]],
+    folder: Path,
+    threshold: int,
+    max_members: int,
+    reporter: Reporter,
+) -> list[str]:
     if not picks:
         return []
     chosen = groups.filter(pl.col("group_id").is_in([p[0] for p in picks]))
@@ -179,12 +199,16 @@ def write_gallery(
             + f"\n{members[0]['reason'] if members[0]['conflict'] else 'green = kept, red = removed'}"
         )
         sheet = render_sheet(members, thumbs, title)
-        path = folder / f"group-{gid:06d}.png"
-        write_atomic(path, lambda tmp, sheet=sheet: sheet.save(tmp, format="PNG"))
-        paths.append(path)
+        name = f"group-{gid:06d}.png"
+        write_atomic(folder / name, functools.partial(_save_png, sheet))
+        paths.append(name)
         task.advance()
     task.close()
     return paths
+
+
+def _save_png(sheet: Image.Image, path: str) -> None:
+    sheet.save(path, format="PNG")
 
 
 __all__ = ["choose_groups", "render_sheet", "write_gallery"]

@@ -44,7 +44,8 @@ from PIL import Image
 
 from cfx.errors import BadShardError, CfxError, PartialError
 from cfx.index import cache_dir
-from cfx.manifest import Manifest, ShardInfo, write_atomic
+from cfx.manifest import Manifest, ShardInfo
+from cfx.outputs import write_atomic
 from cfx.progress import NullReporter, Reporter
 from cfx.resample import lanczos_resize
 from cfx.schema import IMAGE_COLUMN

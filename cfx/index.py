@@ -26,7 +26,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cfx.errors import BadShardError, CfxError, NetworkError, PartialError
-from cfx.manifest import Manifest, write_atomic
+from cfx.manifest import Manifest
+from cfx.outputs import write_atomic
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import CORE_COLUMNS, IMAGE_COLUMN, MANIFEST_SCHEMA, METADATA_COLUMNS, REQUIRED_COLUMNS
 from cfx.sources import DatasetSource, ShardRef, is_network_error

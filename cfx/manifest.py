@@ -7,10 +7,7 @@ so later commands can find the bytes again and notice when a shard moved or chan
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
@@ -21,7 +18,8 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from cfx import __version__
-from cfx.errors import InputError, OutputError
+from cfx.errors import InputError
+from cfx.outputs import ensure_folder, write_atomic  # re-exported: the output layer lives in cfx.outputs
 
 META_KEY = b"cfx"
 FORMAT_VERSION = 1
@@ -108,49 +106,6 @@ class Manifest:
             writer.write_table(table)
 
 
-def ensure_folder(folder: Path, hint: str = "pick a folder you can write to") -> Path:
-    """Create ``folder`` (and parents); an OSError becomes an OutputError naming it."""
-    folder = Path(folder)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create {folder}: {exc.strerror or exc}", hint) from None
-    return folder
-
-
-def write_atomic(path: Path, write: Any) -> None:
-    """Call ``write(tmp_path)`` for a temp file beside ``path``, then rename it into place."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if not parent.exists():
-        raise OutputError(
-            f"cannot write {path}: folder {parent} does not exist", "create it first or pick another path"
-        )
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)
-    except PermissionError:
-        raise OutputError(
-            f"cannot write {path}: permission denied", "pick a folder you can write to"
-        ) from None
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        _unlink(tmp)
-        raise OutputError(
-            f"cannot write {path}: {exc.strerror or exc}", "check free disk space and permissions"
-        ) from None
-    except BaseException:
-        _unlink(tmp)
-        raise
-
-
-def _unlink(path: str) -> None:
-    with contextlib.suppress(OSError):
-        os.unlink(path)
-
-
 def _from_arrow(table: pa.Table, origin: str) -> Manifest:
     raw = (table.schema.metadata or {}).get(META_KEY)
     if raw is None:
@@ -218,3 +173,16 @@ def read_manifest_stream(stream: IO[bytes], origin: str = "stdin") -> Manifest:
             "pipe the output of a cfx command, e.g. `cfx slice data/ --head 100 | cfx stats -`",
         ) from None
     return _from_arrow(table, origin)
+
+
+__all__ = [
+    "FORMAT_VERSION",
+    "META_KEY",
+    "Manifest",
+    "ShardInfo",
+    "ensure_folder",
+    "is_manifest_file",
+    "read_manifest",
+    "read_manifest_stream",
+    "write_atomic",
+]

@@ -7,7 +7,8 @@ from typing import Any
 
 import polars as pl
 
-from cfx.manifest import Manifest, write_atomic
+from cfx.manifest import Manifest
+from cfx.outputs import write_atomic
 from cfx.schema import GENERATED, REAL
 
 DEFAULT_BREAKDOWNS = (

@@ -15,9 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import secrets
 import shutil
-import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,9 +31,10 @@ import pyarrow.parquet as pq
 from cfx import __version__
 from cfx.card import CardInfo, render_card, source_licenses
 from cfx.defaults import DEFAULT_ROW_GROUP_ROWS
-from cfx.errors import BadShardError, CfxError, EmptySelectionError, InputError, OutputError, UsageError
+from cfx.errors import BadShardError, EmptySelectionError, InputError, OutputError, UsageError
 from cfx.index import open_shard
-from cfx.manifest import Manifest, ShardInfo, ensure_folder
+from cfx.manifest import Manifest, ShardInfo
+from cfx.outputs import atomic_folder, check_folder_output, output_error, write_atomic
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.sources import natural_key
@@ -244,13 +243,7 @@ def check_output(manifest: Manifest, out: Path, overwrite: bool) -> Path:
                 f"--out {out} contains the source folder {root}",
                 "pick a folder outside the source: writing there could replace the source",
             )
-    if out_abs.exists() or out_abs.is_symlink():
-        if not out_abs.is_dir():
-            raise OutputError(f"{out} exists and is not a folder", "pick another --out")
-        if not overwrite and any(out_abs.iterdir()):
-            raise OutputError(
-                f"{out} already exists", "pass --overwrite to replace it, or pick another --out"
-            )
+    check_folder_output(out_abs, overwrite, "--out")
     return out_abs
 
 
@@ -264,28 +257,6 @@ def _check_space(parent: Path, need: int) -> None:
             f"not enough disk space in {parent}: the subset needs about {human_bytes(need)}, {human_bytes(free)} are free",
             "free some space, pick another --out, or select fewer rows",
         )
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _clean_stale(out_abs: Path, reporter: Reporter) -> None:
-    """Remove ``DIR.tmp-*`` folders left by a killed cfx on this host (their writer pid is gone)."""
-    for tmp in out_abs.parent.glob(f"{out_abs.name}.tmp-*"):
-        try:
-            tag = json.loads((tmp / _WRITER_TAG).read_text())
-        except (OSError, ValueError):
-            continue
-        if tag.get("host") == socket.gethostname() and not _pid_alive(int(tag.get("pid", 0))):
-            shutil.rmtree(tmp, ignore_errors=True)
-            reporter.info(f"Removed {tmp.name}, left by an interrupted earlier run")
 
 
 # --- writing ------------------------------------------------------------------------------------------
@@ -507,45 +478,27 @@ def write_subset(
     out_abs = check_output(manifest, out, overwrite)
     plan = plan_subset(manifest, order=order, seed=seed, reporter=reporter)
     parent = out_abs.parent
-    ensure_folder(parent, "check the path and permissions")
-    _clean_stale(out_abs, reporter)
-    _check_space(parent, int(plan.est_bytes * (2.05 if order == "shuffle" else 1.05)) + (16 << 20))
-    tmp = parent / f"{out_abs.name}.tmp-{secrets.token_hex(4)}"
-    try:
-        tmp.mkdir()
-        (tmp / _WRITER_TAG).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-        (tmp / DATA_DIR).mkdir()
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(
-            f"cannot write into {parent}: {exc.strerror or exc}", "pick a folder you can write to"
-        ) from None
-    schema = _output_schema(plan.schema, with_provenance)
-    row_bytes = plan.est_bytes // max(plan.rows, 1)
-    writer = _ShardWriter(tmp / DATA_DIR, schema, plan.codecs, max_shard_bytes, cdc=cdc, row_bytes=row_bytes)
-    task = reporter.task(f"Writing {plan.rows:,} rows", total=plan.rows)
-    try:
+    with atomic_folder(out_abs, overwrite=overwrite, warn=reporter.warn) as tmp:
+        _check_space(parent, int(plan.est_bytes * (2.05 if order == "shuffle" else 1.05)) + (16 << 20))
         try:
-            groups = _RowGroups(writer, row_group_rows, schema, task)
-            if order == "shuffle":
-                _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp)
-            else:
-                for batch in _source_batches(plan, manifest, schema, with_provenance):
-                    groups.add(batch)
-            groups.flush()
-            writer.close()
+            (tmp / DATA_DIR).mkdir()
         except OSError as exc:
-            raise OutputError(
-                f"cannot write the subset into {parent}: {exc.strerror or _first_line(exc)}",
-                "check free disk space and permissions; nothing was left behind",
-            ) from None
-        finally:
-            task.close()
-        files = _finalize_files(tmp, writer.files)
-        new = _new_manifest(plan, manifest, files, groups.lengths, out_abs, tmp, command or "cfx subset")
+            raise output_error(parent, exc, "cannot write into") from None
+        files, new = _write_rows(
+            tmp,
+            plan,
+            manifest,
+            out_abs,
+            with_provenance,
+            row_group_rows,
+            max_shard_bytes,
+            cdc,
+            reporter,
+            command,
+        )
         info = CardInfo(
             title=out_abs.name,
-            schema=schema,
+            schema=_output_schema(plan.schema, with_provenance),
             manifest=new,
             files=files,
             source_root=manifest.root,
@@ -557,22 +510,51 @@ def write_subset(
             seed=seed,
             cfx_version=__version__,
         )
-        try:
-            new.write(tmp / "manifest.parquet")
-            (tmp / "README.md").write_text(render_card(info), encoding="utf-8")
-            (tmp / _WRITER_TAG).unlink()
-            _swap_into_place(tmp, out_abs)
-        except CfxError:
-            raise
-        except OSError as exc:
-            raise OutputError(
-                f"cannot finish {out}: {exc.strerror or exc}", "check free disk space and permissions"
-            ) from None
+        new.write(tmp / "manifest.parquet")
+        write_atomic(tmp / "README.md", lambda p: Path(p).write_text(render_card(info), encoding="utf-8"))
+    return SubsetResult(out=out_abs, manifest=new, files=files, plan=plan)
+
+
+def _write_rows(
+    tmp: Path,
+    plan: SubsetPlan,
+    manifest: Manifest,
+    out_abs: Path,
+    with_provenance: bool,
+    row_group_rows: int,
+    max_shard_bytes: int,
+    cdc: bool,
+    reporter: Reporter,
+    command: str | None,
+) -> tuple[list[WrittenFile], Manifest]:
+    """The selected rows into ``tmp/data/`` (final file names); returns the files and the new manifest."""
+    schema = _output_schema(plan.schema, with_provenance)
+    row_bytes = plan.est_bytes // max(plan.rows, 1)
+    writer = _ShardWriter(tmp / DATA_DIR, schema, plan.codecs, max_shard_bytes, cdc=cdc, row_bytes=row_bytes)
+    task = reporter.task(f"Writing {plan.rows:,} rows", total=plan.rows)
+    try:
+        groups = _RowGroups(writer, row_group_rows, schema, task)
+        if plan.order == "shuffle":
+            _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp)
+        else:
+            for batch in _source_batches(plan, manifest, schema, with_provenance):
+                groups.add(batch)
+        groups.flush()
+        writer.close()
+        files = _finalize_files(tmp, writer.files)
+    except OSError as exc:
+        writer.abort()
+        raise OutputError(
+            f"cannot write the subset into {out_abs.parent}: {exc.strerror or _first_line(exc)}",
+            "check free disk space and permissions; nothing was left behind",
+        ) from None
     except BaseException:
         writer.abort()
-        shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return SubsetResult(out=out_abs, manifest=new, files=files, plan=plan)
+    finally:
+        task.close()
+    new = _new_manifest(plan, manifest, files, groups.lengths, out_abs, tmp, command or "cfx subset")
+    return files, new
 
 
 def _first_line(exc: BaseException) -> str:
@@ -650,21 +632,6 @@ def _new_manifest(
         st = (tmp / f.name).stat()
         shards[f.name] = ShardInfo(size=st.st_size, mtime_ns=st.st_mtime_ns)
     return Manifest(df=new_df, root=str(out_abs), shards=shards, history=[*source.history, command])
-
-
-def _swap_into_place(tmp: Path, out_abs: Path) -> None:
-    """Rename ``tmp`` to ``out_abs``; an existing ``out_abs`` (allowed by --overwrite) is moved aside first."""
-    if out_abs.exists() or out_abs.is_symlink():
-        old = out_abs.parent / f"{out_abs.name}.old-{secrets.token_hex(4)}"
-        os.rename(out_abs, old)
-        try:
-            os.rename(tmp, out_abs)
-        except OSError:
-            os.rename(old, out_abs)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, out_abs)
 
 
 __all__ = [

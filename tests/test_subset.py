@@ -506,9 +506,9 @@ def test_cli_errors(mixed: Path, tmp_path: Path) -> None:
     r = cli("subset", str(mixed), "--out", str(out), "--where", "width >> 3")
     assert r.returncode == 2 and "--where" in r.stderr and not out.exists()
     r = cli("subset", str(mixed), "--out", str(mixed / "inside"))
-    assert r.returncode == 2 and "inside the source folder" in r.stderr and not (mixed / "inside").exists()
+    assert r.returncode == 2 and "inside the input folder" in r.stderr and not (mixed / "inside").exists()
     r = cli("subset", str(mixed), "--out", str(mixed.parent), "--overwrite")
-    assert r.returncode == 2 and "contains the source folder" in r.stderr
+    assert r.returncode == 2 and "contains the input" in r.stderr
     r = cli("subset", str(mixed), "--out", str(out), "--max-shard-size", "lots")
     assert r.returncode == 2 and "--max-shard-size 'lots' is not a size" in r.stderr
     assert not list(tmp_path.glob("e*"))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -168,6 +169,22 @@ def emit_manifest(manifest: Manifest, output: Path | None, what: str = "manifest
         )
     manifest.write_ipc(sys.stdout.buffer)
     sys.stdout.buffer.flush()
+
+
+def refuse_clobber(
+    source: str | None,
+    manifest: Manifest | None,
+    outputs: dict[str, Path | None],
+    *,
+    extra_inputs: Iterable[Path | str | None] = (),
+    within: bool = True,
+) -> None:
+    """Every command with an output calls this once, before writing: no output may be, or be written into,
+    what the command reads (SOURCE, the shard files its manifest points at, tables given as options)."""
+    from cfx.outputs import refuse_outputs_on_inputs, source_inputs
+
+    inputs = [*source_inputs(source, manifest), *(Path(p) for p in extra_inputs if p is not None)]
+    refuse_outputs_on_inputs(dict(outputs), inputs, within=within)
 
 
 def command_line() -> str:

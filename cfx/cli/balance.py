@@ -24,7 +24,7 @@ from cfx.cli._options import (
     TokenOpt,
     WorkersOpt,
 )
-from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, print_json
+from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, print_json, refuse_clobber
 from cfx.defaults import MATCH_FEATURES
 
 
@@ -147,6 +147,7 @@ def balance_cmd(
     exclude = check_license_patterns(exclude_licenses, "--exclude-licenses")
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+        refuse_clobber(source, manifest, {"-o": output}, extra_inputs=[license_table, real_license_table])
         specs = [parse_match(s, manifest.df.columns) for s in match or []]
         manifest = ensure_licenses(
             manifest,

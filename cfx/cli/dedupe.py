@@ -27,6 +27,7 @@ from cfx.cli._output import (
     is_quiet,
     out_console,
     print_json,
+    refuse_clobber,
     stdout_is_pipe,
 )
 from cfx.defaults import DEDUPE_THRESHOLD, KEEP_POLICIES, SCOPES
@@ -119,6 +120,9 @@ def dedupe_cmd(
             "--dhash", help="Also store imagehash's dHash in a dhash column (one more resize per image)."
         ),
     ] = False,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="Replace the --report / --gallery folders if they exist.")
+    ] = False,
     as_json: JsonOpt = False,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Ignore and do not update the hash cache.")
@@ -147,6 +151,7 @@ def dedupe_cmd(
     from cfx.engine_ray import open_engine
     from cfx.gallery import write_gallery
     from cfx.load import load_manifest
+    from cfx.outputs import check_folder_output
 
     both = not (exact or near)
     options = DedupeOptions(
@@ -162,6 +167,10 @@ def dedupe_cmd(
         manifest = load_manifest(
             source, token=token, skip_bad=skip_bad, workers=workers, engine=eng, reporter=reporter
         )
+        refuse_clobber(source, manifest, {"-o": output, "--report": report, "--gallery": gallery})
+        for option, folder in (("--report", report), ("--gallery", gallery)):
+            if folder is not None:  # before hashing: refuse an existing folder at once, not after the work
+                check_folder_output(folder, overwrite, option)
         result = dedupe(
             manifest,
             options,
@@ -173,11 +182,16 @@ def dedupe_cmd(
             reporter=reporter,
         )
         if report is not None:
-            write_report(result, report)
+            write_report(result, report, overwrite=overwrite, reporter=reporter)
             reporter.info(f"Wrote pairs.parquet, groups.parquet and summary.json to {report}/")
         if gallery is not None:
             sheets = write_gallery(
-                result.hashed, result.groups, gallery, threshold=options.threshold, reporter=reporter
+                result.hashed,
+                result.groups,
+                gallery,
+                threshold=options.threshold,
+                overwrite=overwrite,
+                reporter=reporter,
             )
             reporter.info(
                 f"Wrote {len(sheets)} contact sheet(s) to {gallery}/"

@@ -34,7 +34,15 @@ from cfx.cli._options import (
     WorkersOpt,
     build_selection,
 )
-from cfx.cli._output import CliReporter, byte_progress, command_line, is_quiet, out_console, print_json
+from cfx.cli._output import (
+    CliReporter,
+    byte_progress,
+    command_line,
+    is_quiet,
+    out_console,
+    print_json,
+    refuse_clobber,
+)
 from cfx.defaults import DEFAULT_REPO, DOWNLOAD_WORKERS
 from cfx.errors import UsageError
 from cfx.progress import NullReporter, Task
@@ -316,6 +324,10 @@ def download(
         commercial_only=commercial_only,
         allow_missing=allow_missing,
     )
+    # --out holds the files a re-run resumes from: refused only when it *is* a file this run reads
+    tables = [manifest if manifest != "-" else None, license_table, real_license_table]
+    refuse_clobber(None, None, {"--out": out}, extra_inputs=tables, within=False)
+    refuse_clobber(None, None, {"--subset-out": subset_out}, extra_inputs=tables)
     plan_first = (
         not selection.is_empty()
         or license_table is not None

@@ -16,7 +16,7 @@ from cfx.cli._options import (
     TokenOpt,
     WorkersOpt,
 )
-from cfx.cli._output import CliReporter, emit_manifest
+from cfx.cli._output import CliReporter, emit_manifest, refuse_clobber
 
 
 @handle_errors
@@ -54,6 +54,8 @@ def index(
     from cfx.sources import resolve
 
     src = resolve(source, token=token)
+    shard_files = [] if src.is_remote else [ref.path for ref in src.shards]
+    refuse_clobber(source, None, {"-o": output}, extra_inputs=shard_files)
     with open_engine(engine, ray_address) as eng, CliReporter() as reporter:
         result = build_manifest(
             src,

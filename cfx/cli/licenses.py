@@ -21,7 +21,15 @@ from cfx.cli._options import (
     TokenOpt,
     WorkersOpt,
 )
-from cfx.cli._output import CliReporter, emit_manifest, err_console, out_console, print_json, stdout_is_pipe
+from cfx.cli._output import (
+    CliReporter,
+    emit_manifest,
+    err_console,
+    out_console,
+    print_json,
+    refuse_clobber,
+    stdout_is_pipe,
+)
 
 SHOW_MISSING = 20
 
@@ -130,6 +138,9 @@ def licenses(
 
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+        refuse_clobber(
+            source, manifest, {"-o": output}, extra_inputs=[license_table, real_license_table_path]
+        )
         table = (
             load_license_table(license_table, model_column, license_column)
             if license_table is not None

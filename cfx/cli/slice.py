@@ -11,7 +11,7 @@ import typer
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import OutputOpt, SeedOpt, SkipBadOpt, SourceArg, TokenOpt, WhereOpt, WorkersOpt
-from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet
+from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, refuse_clobber
 
 if TYPE_CHECKING:
     import polars as pl
@@ -93,7 +93,7 @@ def slice_(
       cfx slice data/ --shards 0-9 --head 5 --format jsonl --columns shard,row,model_name
     """
     from cfx.load import load_manifest
-    from cfx.manifest import write_atomic
+    from cfx.outputs import write_atomic
     from cfx.slice import SliceSpec, parse_sample, slice_manifest, write_rows
 
     spec = SliceSpec(
@@ -107,6 +107,7 @@ def slice_(
     )
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+        refuse_clobber(source, manifest, {"-o": output})
         result = slice_manifest(manifest, spec, reporter=reporter)
         if not is_quiet():
             for step in result.steps:

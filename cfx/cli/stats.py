@@ -10,7 +10,7 @@ from rich.table import Table
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import JsonOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
-from cfx.cli._output import CliReporter, err_console, out_console, print_json
+from cfx.cli._output import CliReporter, err_console, out_console, print_json, refuse_clobber
 from cfx.errors import UsageError
 from cfx.units import human_bytes
 
@@ -81,6 +81,7 @@ def stats(
 
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+    refuse_clobber(source, manifest, {"--plot": plot})
     for column in by or []:
         if column not in manifest.df.columns:
             raise UsageError(

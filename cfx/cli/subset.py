@@ -34,7 +34,15 @@ from cfx.cli._options import (
     WorkersOpt,
     build_selection,
 )
-from cfx.cli._output import CliReporter, command_line, err_console, is_quiet, out_console, print_json
+from cfx.cli._output import (
+    CliReporter,
+    command_line,
+    err_console,
+    is_quiet,
+    out_console,
+    print_json,
+    refuse_clobber,
+)
 from cfx.defaults import DEFAULT_ROW_GROUP_ROWS
 from cfx.units import human_bytes, parse_size
 
@@ -165,6 +173,7 @@ def subset(
     )
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+        refuse_clobber(source, manifest, {"--out": out}, extra_inputs=[license_table, real_license_table])
         manifest = ensure_licenses(
             manifest,
             needed=selection.filters_licenses,
