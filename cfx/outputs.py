@@ -21,6 +21,7 @@ import secrets
 import shutil
 import socket
 import stat
+import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -87,7 +88,7 @@ def write_atomic(path: Path | str, write: Callable[[str], Any]) -> None:
         raise OutputError(f"cannot write {path}: it is a folder", "give a file name, e.g. out.parquet")
     if st is not None and stat.S_ISSOCK(st.st_mode):
         raise OutputError(f"cannot write {path}: it is a socket", "give a file name")
-    if st is not None and _is_stream(st.st_mode):
+    if st is not None and (_is_stream(st.st_mode) or _via_fd_link(path)):
         _write_through(path, write)
         return
     mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~current_umask()
@@ -95,11 +96,34 @@ def write_atomic(path: Path | str, write: Callable[[str], Any]) -> None:
     _replace(path, target, write, mode)
 
 
+def _via_fd_link(path: Path) -> bool:
+    """Whether ``path`` reaches an open file descriptor (``/dev/stdout`` -> ``/proc/self/fd/1``): then it
+    names a stream the caller redirected (``> file``), which is written into, never replaced by a rename."""
+    seen = str(path)
+    for _ in range(40):
+        if re.match(r"^/(proc/[^/]+|dev)/fd/\d+$", os.path.normpath(seen)):
+            return True
+        if not os.path.islink(seen):
+            return False
+        link = os.readlink(seen)
+        seen = link if os.path.isabs(link) else os.path.join(os.path.dirname(seen), link)
+    return False
+
+
 def _write_through(path: Path, write: Callable[[str], Any]) -> None:
-    try:
-        write(str(path))
-    except OSError as exc:
-        raise output_error(path, exc) from None
+    """Produce the bytes in a private spool file, then stream them into the device or FIFO.
+
+    Writers never see the device path: parquet writers seek (a pipe cannot), and pyarrow deletes the path
+    it was writing when it fails — as root, that would remove /dev/null.
+    """
+    with tempfile.TemporaryDirectory(prefix="cfx-spool-") as folder:
+        spool = os.path.join(folder, "out")
+        try:
+            write(spool)
+            with open(spool, "rb") as src, open(path, "wb") as dst:
+                shutil.copyfileobj(src, dst, 1 << 20)
+        except OSError as exc:
+            raise output_error(path, exc) from None
 
 
 def _replace(path: Path, target: Path, write: Callable[[str], Any], mode: int) -> None:
@@ -191,14 +215,20 @@ def refuse_outputs_on_inputs(
             continue
         real_out = _real(out)
         out_inode = _inode(real_out)
-        for inp in real_inputs:
-            how = _clash(real_out, out_inode, inp, within)
-            if how is not None:
-                raise UsageError(
-                    f"{opt} {out} {how} {inp.path}",
-                    "write the output somewhere else: cfx never writes over or into what it reads",
-                )
+        clashes = (_clash(real_out, out_inode, inp, within) for inp in real_inputs)
+        pairs = zip(clashes, real_inputs, strict=True)
+        found = sorted(((how, inp.path) for how, inp in pairs if how), key=_exact_first)
+        if found:
+            how, path = found[0]
+            raise UsageError(
+                f"{opt} {out} {how} {path}",
+                "write the output somewhere else: cfx never writes over or into what it reads",
+            )
     _refuse_same_outputs(given)
+
+
+def _exact_first(clash: tuple[str, Path]) -> bool:
+    return clash[0] != "is the input"
 
 
 def _is_special(path: Path) -> bool:
