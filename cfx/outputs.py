@@ -227,8 +227,12 @@ def refuse_outputs_on_inputs(
     _refuse_same_outputs(given)
 
 
-def _exact_first(clash: tuple[str, Path]) -> bool:
-    return clash[0] != "is the input"
+_WORST_FIRST = {"is the input": 0, "contains the input": 1, "is inside the input folder": 2}
+
+
+def _exact_first(clash: tuple[str, Path]) -> int:
+    """The clash to name: replacing an input, then replacing a folder of inputs, then writing into one."""
+    return _WORST_FIRST[clash[0]]
 
 
 def _is_special(path: Path) -> bool:
@@ -400,8 +404,9 @@ def output_lock(out: Path | str) -> Iterator[None]:
     path = lock_path(out)
     fd = _acquire(path, out)
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        with contextlib.suppress(OSError):  # the pid is for the message of a second writer only
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
         yield
     finally:
         _unlink(path)
