@@ -587,6 +587,20 @@ def test_build_tag_names_the_writer(tmp_path: Path) -> None:
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["a"]
 
 
+def test_reliability_table_names_every_output_test() -> None:
+    """docs/reliability.md "Outputs" and this file stay in step: each case has a test, each test a case."""
+    import re
+
+    text = (ROOT / "docs" / "reliability.md").read_text()
+    section = text.split("## Outputs", 1)[1].split("\n## ", 1)[0]
+    in_table = set(re.findall(r"`(test_\w+)`", section))
+    here = {n for n in globals() if n.startswith("test_")} - {
+        "test_reliability_table_names_every_output_test"
+    }
+    assert in_table - here == set(), "named in docs/reliability.md but not a test here"
+    assert here - in_table == set(), "tests here missing from the table in docs/reliability.md"
+
+
 @pytest.fixture(autouse=True)
 def _dev_null_intact() -> Iterator[None]:
     """Belt and braces: no test here may turn /dev/null (or /dev/full) into anything but a device."""
