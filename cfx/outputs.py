@@ -372,21 +372,43 @@ def atomic_folder(
 
 
 def _swap_into_place(tmp: Path, out_abs: Path) -> None:
-    """Rename ``tmp`` to ``out_abs``; an existing ``out_abs`` is moved aside first and removed after."""
+    """Rename ``tmp`` to ``out_abs``. An existing ``out_abs`` is exchanged with ``tmp`` in one step where the
+    kernel can (Linux ``renameat2(RENAME_EXCHANGE)``), else moved aside first; the old one is removed after."""
     if not (out_abs.exists() or out_abs.is_symlink()):
         os.rename(tmp, out_abs)
         return
-    old = out_abs.parent / f"{out_abs.name}.old-{os.getpid()}-{secrets.token_hex(4)}"
-    os.rename(out_abs, old)
-    try:
-        os.rename(tmp, out_abs)
-    except OSError:
-        os.rename(old, out_abs)
-        raise
+    if _exchange(tmp, out_abs):
+        old = tmp  # now holds what was at out_abs; a kill before its removal leaves a stale OUT.tmp-*
+    else:
+        old = out_abs.parent / f"{out_abs.name}.tmp-{os.getpid()}-{secrets.token_hex(4)}"
+        os.rename(out_abs, old)
+        try:
+            os.rename(tmp, out_abs)
+        except OSError:
+            os.rename(old, out_abs)
+            raise
     if old.is_dir() and not old.is_symlink():
         shutil.rmtree(old, ignore_errors=True)
     else:
         _unlink(old)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths atomically (Linux >= 3.15); False where not supported."""
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 # --- one writer at a time ----------------------------------------------------------------------------

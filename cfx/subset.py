@@ -2,8 +2,9 @@
 
 Rows are streamed out of the source shards a few at a time (``cfx.stream``) and written straight into small
 row groups, so memory stays at a row group or two whatever the size of the source shards. Nothing is decoded.
-The dataset is built in ``DIR.tmp-<random>`` beside ``DIR`` and renamed into place at the end, so a crash
-or a kill never leaves a partial ``DIR``.
+The dataset is built in ``DIR.tmp-<pid>-<random>`` beside ``DIR`` and renamed into place at the end
+(``cfx.outputs.atomic_folder``, under a lock on ``DIR.lock``), so a crash or a kill never leaves a partial
+``DIR`` and two writers of one ``DIR`` never both succeed.
 
 ``order="shuffle"`` needs a global permutation while shards are read in order: rows are first spilled, in
 source order, into an Arrow IPC file inside ``DIR.tmp-*`` (one record batch per row), then read back one row

@@ -36,7 +36,8 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from PIL import Image
 
-from cfx.errors import InputError, OutputError, UsageError
+from cfx.errors import InputError, UsageError
+from cfx.outputs import ensure_folder, write_atomic
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL, SOURCE_SCHEMA
 
@@ -259,21 +260,9 @@ def _prompt(rng: np.random.Generator) -> str:
 
 
 def _atomic_write(path: Path, write: Callable[[Path], object]) -> None:
-    """Write through a temp name in the same folder so readers never see a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise OutputError(
-            f"cannot write {path}: {exc.strerror or exc}",
-            "check the folder's permissions and free disk space",
-        ) from exc
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    """Write through cfx.outputs.write_atomic so readers never see a half-written file."""
+    ensure_folder(path.parent, "check the folder's permissions and free disk space")
+    write_atomic(path, lambda tmp: write(Path(tmp)))
 
 
 def _write_text(path: Path, text: str) -> None:
