@@ -25,6 +25,7 @@ import polars as pl
 
 from cfx.errors import InputError, UsageError
 from cfx.manifest import Manifest
+from cfx.outputs import metadata_folders
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, REAL
 
@@ -418,7 +419,7 @@ def find_metadata_tables(root: str, token: str | None = None) -> list[str]:
         return _hub_metadata_files(root, token)
     base = Path(root)
     out: list[str] = []
-    for folder in (base / "data" / "metadata", base / "metadata"):
+    for folder in metadata_folders(base):  # one list: cfx.outputs also guards these as inputs
         if folder.is_dir():
             out.extend(
                 str(p)

@@ -269,7 +269,14 @@ def source_inputs(spec: str | None, manifest: Manifest | None = None) -> list[Pa
     if manifest is not None and not manifest.is_remote:
         shards = manifest.shards.keys() or _df_shards(manifest)
         found.extend(Path(manifest.root) / s for s in shards)
+        # the licence tables `cfx licenses` and the selecting commands read from the dataset itself
+        found.extend(p for p in metadata_folders(Path(manifest.root)) if p.is_dir())
     return found
+
+
+def metadata_folders(root: Path) -> list[Path]:
+    """Where a dataset keeps its metadata tables (as cfx.licenses.find_metadata_tables looks for them)."""
+    return [root / "data" / "metadata", root / "metadata"]
 
 
 def _df_shards(manifest: Manifest) -> list[str]:

@@ -95,6 +95,53 @@ def test_dedupe_report_onto_source_folder_is_refused_even_with_overwrite(ds: Pat
     assert _hashes(ds) == before and not _tmp_leftovers(ds.parent)
 
 
+def _hostile_runs(ds: Path, manifest: Path) -> list[list[str]]:
+    """Every command with an output, aimed at what it reads (shard, folder, manifest, link), with --overwrite
+    where the command has it."""
+    shard = str(ds / "data" / "HFCF_small_0.parquet")
+    table = str(ds / "data" / "metadata" / "generators.csv")
+    runs = []
+    for src in (str(ds), str(manifest)):
+        runs += [
+            ["index", str(ds), "-o", shard],
+            ["slice", src, "--head", "1", "-o", shard],
+            ["slice", src, "--format", "csv", "-o", shard],
+            ["licenses", src, "-o", table],
+            ["licenses", src, "--license-table", table, "-o", table],
+            ["balance", src, "-o", shard],
+            ["stats", src, "--plot", shard],
+            ["dedupe", src, "-o", shard, "--report", str(ds / "data"), "--overwrite"],
+            ["dedupe", src, "--gallery", str(ds / "data" / "metadata"), "--overwrite"],
+            ["subset", src, "--out", str(ds), "--overwrite"],
+            ["subset", src, "--out", str(ds / "data"), "--overwrite"],
+        ]
+    runs += [  # the manifest itself is an input when it is SOURCE
+        ["slice", str(manifest), "--format", "csv", "-o", str(manifest)],
+        ["stats", str(manifest), "--plot", str(manifest)],
+        ["balance", str(manifest), "-o", str(manifest)],
+        ["subset", str(manifest), "--out", str(manifest), "--overwrite"],
+    ]
+    return runs
+
+
+@pytest.mark.slow
+def test_no_command_changes_a_byte_of_its_inputs(ds: Path, tmp_path: Path, cfx: RunCfx) -> None:
+    manifest = tmp_path / "m.parquet"
+    assert cfx("index", str(ds), "-o", str(manifest)).returncode == 0
+    (tmp_path / "link").symlink_to(ds)
+
+    def digest() -> dict[str, str]:
+        return {**_hashes(ds), "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest()}
+
+    before = digest()
+    via_link = _hostile_runs(tmp_path / "link", manifest)[:12:3]  # the same folder under another name
+    for args in _hostile_runs(ds, manifest) + via_link:
+        r = cfx(*args)
+        assert r.returncode == 2 and "the input" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
+    assert digest() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "link", "m.parquet"]
+
+
 def test_output_file_inside_source_folder_is_refused(ds: Path, cfx: RunCfx) -> None:
     """A new file in the dataset folder would be read as a shard by the next `cfx index`."""
     r = cfx("index", str(ds), "-o", str(ds / "data" / "manifest-copy.parquet"))
