@@ -180,3 +180,69 @@ def test_broken_pipe_in_rich_output_is_quiet_141(data: Path) -> None:
     os.close(write_end)
     assert proc.returncode == ExitCode.BROKEN_PIPE, proc.stderr
     assert proc.stderr.decode().strip() == ""
+
+
+# --- item 11: huge --shards ranges are intersected, never expanded ---------------------------------------
+def test_huge_shard_range_is_intersected_not_expanded(cfx: CfxRun, data: Path) -> None:
+    start = time.monotonic()
+    run = cfx("slice", str(data), "--shards", "1-99999999999", "--format", "jsonl", "--columns", "shard")
+    assert run.returncode == 0, run.stderr
+    assert time.monotonic() - start < 30
+    assert set(run.out.split()) == {'{"shard":"data/HFCF_small_1.parquet"}'}
+    assert "Warning" not in run.stderr  # the open end past the last shard is not "missing"
+
+
+def test_shard_set_never_materialises_a_range() -> None:
+    from cfx.shardspec import ShardSet, parse_shard_set
+
+    wanted = parse_shard_set("3,0-99999999999,7")
+    assert wanted.ranges == ((0, 99999999999),) and len(wanted) == 10**11
+    assert wanted.intersect([5, None, 10**12, 42]) == [5, 42]
+    assert str(wanted.without([0, 5]).up_to(9)) == "1-4,6-9"
+    assert ShardSet.of([4, 2, 3, 9]).ranges == ((2, 4), (9, 9))
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("0-99999999999999999999999", "beyond any shard number"),
+        (",".join(map(str, range(20_000))), "too many"),
+    ],
+    ids=["beyond-int64", "too-many-items"],
+)
+def test_absurd_shard_spec_is_refused(cfx: CfxRun, data: Path, spec: str, message: str) -> None:
+    run = cfx("slice", str(data), "--shards", spec, "--format", "jsonl")
+    assert run.returncode == ExitCode.USAGE
+    assert message in run.stderr and "Traceback" not in run.stderr
+
+
+# --- item 12: numeric options are range-checked at the option layer ---------------------------------------
+@pytest.mark.parametrize(
+    ("args", "allowed"),
+    [
+        (["slice", "{data}", "--head", "99999999999999999999"], "allowed 0 to 9223372036854775807"),
+        (["slice", "{data}", "--sample", "3", "--seed", "-1"], "allowed 0 to 9223372036854775807"),
+        (["subset", "{data}", "--out", "x", "--seed", "99999999999999999999"], "allowed 0 to"),
+        (["subset", "{data}", "--out", "x", "--max-per-generator", "0"], "allowed 1 to"),
+        (["subset", "{data}", "--out", "x", "--row-group-size", "0"], "allowed 1 to 2147483647"),
+        (["stats", "{data}", "--workers", "100000"], "allowed 1 to 1024"),
+        (["stats", "{data}", "--top", "0"], "allowed 1 to"),
+        (["balance", "{data}", "--per-generator", "-5"], "allowed 1 to"),
+        (["balance", "{data}", "--min-per-generator", "99999999999999999999"], "allowed 1 to"),
+        (["audit", "{data}", "--threshold", "nan"], "allowed 0.5 to 1.0"),
+    ],
+    ids=lambda v: " ".join(v[:3]) if isinstance(v, list) else None,
+)
+def test_numeric_option_out_of_range_exits_2_with_range(
+    cfx: CfxRun, data: Path, args: list[str], allowed: str
+) -> None:
+    run = cfx(*[a.replace("{data}", str(data)) for a in args])
+    assert run.returncode == ExitCode.USAGE, run.stderr
+    assert allowed in run.stderr and "Traceback" not in run.stderr
+
+
+def test_numeric_options_accept_their_bounds(cfx: CfxRun, data: Path) -> None:
+    top = str(2**63 - 1)
+    run = cfx("slice", str(data), "--sample", "3", "--seed", top, "--head", top, "--format", "jsonl")
+    assert run.returncode == 0, run.stderr
+    assert len(run.out.splitlines()) == 3

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cfx.cli._errors import handle_errors
-from cfx.cli._options import JsonOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
+from cfx.cli._options import JsonOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt, ranged
 from cfx.cli._output import CliReporter, out_console, print_json
 from cfx.defaults import AUDIT_THRESHOLD
 from cfx.errors import UsageError
@@ -66,7 +66,8 @@ def audit_cmd(
     source: SourceArg,
     as_json: JsonOpt = False,
     threshold: Annotated[
-        float, typer.Option("--threshold", help="Flag features whose AUROC is above this.")
+        float,
+        ranged("--threshold", lo=0.5, hi=1.0, help="Flag features whose AUROC is above this."),
     ] = AUDIT_THRESHOLD,
     workers: WorkersOpt = 4,
     skip_bad: SkipBadOpt = False,

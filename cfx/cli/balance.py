@@ -10,6 +10,7 @@ from rich.table import Table
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
+    COUNT_MAX,
     CommercialOnlyOpt,
     ExcludeLicensesOpt,
     LicenseColumnOpt,
@@ -23,6 +24,7 @@ from cfx.cli._options import (
     SourceArg,
     TokenOpt,
     WorkersOpt,
+    ranged,
 )
 from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, print_json
 from cfx.defaults import MATCH_FEATURES
@@ -79,11 +81,17 @@ def balance_cmd(
         str, typer.Option("--ratio", help="REAL:GENERATED rows, e.g. 1:1 (default) or 2:1.")
     ] = "1:1",
     per_generator: Annotated[
-        int | None, typer.Option("--per-generator", help="At most N rows from each generator.")
+        int | None,
+        ranged("--per-generator", lo=1, hi=COUNT_MAX, help="At most N rows from each generator."),
     ] = None,
     min_per_generator: Annotated[
         int | None,
-        typer.Option("--min-per-generator", help="Drop generators that cannot contribute at least M rows."),
+        ranged(
+            "--min-per-generator",
+            lo=1,
+            hi=COUNT_MAX,
+            help="Drop generators that cannot contribute at least M rows.",
+        ),
     ] = None,
     stratify: Annotated[
         str | None,

@@ -10,7 +10,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cfx.cli._errors import handle_errors
-from cfx.cli._options import OutputOpt, SeedOpt, SkipBadOpt, SourceArg, TokenOpt, WhereOpt, WorkersOpt
+from cfx.cli._options import (
+    COUNT_MAX,
+    OutputOpt,
+    SeedOpt,
+    SkipBadOpt,
+    SourceArg,
+    TokenOpt,
+    WhereOpt,
+    WorkersOpt,
+    ranged,
+)
 from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet
 
 if TYPE_CHECKING:
@@ -40,7 +50,13 @@ def slice_(
     ] = None,
     head: Annotated[
         int | None,
-        typer.Option("--head", min=0, help="Keep the first N rows (last step).", show_default=False),
+        ranged(
+            "--head",
+            lo=0,
+            hi=COUNT_MAX,
+            help="Keep the first N rows (last step).",
+            show_default=False,
+        ),
     ] = None,
     sample: Annotated[
         str | None,

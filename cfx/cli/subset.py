@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
+    ROW_GROUP_MAX,
     AllowMissingOpt,
     ArchitecturesOpt,
     CommercialOnlyOpt,
@@ -33,6 +34,7 @@ from cfx.cli._options import (
     WhereOpt,
     WorkersOpt,
     build_selection,
+    ranged,
 )
 from cfx.cli._output import CliReporter, command_line, err_console, is_quiet, out_console, print_json
 from cfx.defaults import DEFAULT_ROW_GROUP_ROWS
@@ -101,7 +103,13 @@ def subset(
         Order, typer.Option("--order", help="Row order: as in the source, or shuffled with --seed.")
     ] = Order.source,
     row_group_size: Annotated[
-        int, typer.Option("--row-group-size", min=1, help="Rows per row group (small: fast random access).")
+        int,
+        ranged(
+            "--row-group-size",
+            lo=1,
+            hi=ROW_GROUP_MAX,
+            help="Rows per row group (small: fast random access).",
+        ),
     ] = DEFAULT_ROW_GROUP_ROWS,
     max_shard_size: Annotated[
         str, typer.Option("--max-shard-size", help="Start a new output shard before one passes this size.")
