@@ -7,6 +7,7 @@ case with the test that protects it; ``test_reliability_table_names_existing_tes
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -15,7 +16,9 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import pyarrow as pa
 import pytest
 
 from cfx.errors import ExitCode
@@ -246,3 +249,208 @@ def test_numeric_options_accept_their_bounds(cfx: CfxRun, data: Path) -> None:
     run = cfx("slice", str(data), "--sample", "3", "--seed", top, "--head", top, "--format", "jsonl")
     assert run.returncode == 0, run.stderr
     assert len(run.out.splitlines()) == 3
+
+
+# --- item 6: null / empty image_data is a bad row, never a crash -----------------------------------------
+def _null_image_dataset(root: Path) -> Path:
+    records = rows(8)
+    records[1]["image_data"] = None
+    records[5]["image_data"] = b""
+    write_shard(root / "data" / "HFCF_small_0.parquet", records)
+    return root
+
+
+def _subset_rows(out: Path) -> dict[str, bytes | None]:
+    import pyarrow.parquet as pq
+
+    got: dict[str, bytes | None] = {}
+    for f in sorted((out / "data").glob("*.parquet")):
+        t = pq.read_table(f)
+        got.update(zip(t.column("image_name").to_pylist(), t.column("image_data").to_pylist(), strict=True))
+    return got
+
+
+def test_subset_keeps_null_image_rows_as_they_are(cfx: CfxRun, tmp_path: Path) -> None:
+    data = _null_image_dataset(tmp_path / "ds")
+    run = cfx("subset", str(data), "--out", str(tmp_path / "out"))
+    assert run.returncode == 0, run.stderr
+    assert "2 row(s) have null or empty image_data" in run.stderr and "row 1" in run.stderr
+    got = _subset_rows(tmp_path / "out")
+    assert len(got) == 8 and got["00000001.png"] is None and got["00000005.png"] == b""
+    import polars as pl
+
+    manifest = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
+    assert manifest.get_column("num_bytes").to_list()[1] is None
+
+
+@pytest.mark.parametrize("order", ["source", "shuffle"])
+def test_subset_drop_bad_images_leaves_them_out(cfx: CfxRun, tmp_path: Path, order: str) -> None:
+    data = _null_image_dataset(tmp_path / "ds")
+    out = tmp_path / "out"
+    run = cfx(
+        "subset", str(data), "--out", str(out), "--drop-bad-images", "--order", order, "--with-provenance"
+    )
+    assert run.returncode == 0, run.stderr
+    assert "dropped 2 row(s)" in run.stderr
+    got = _subset_rows(out)
+    expected = {r["image_name"]: r["image_data"] for r in rows(8)}
+    assert got == {k: v for k, v in expected.items() if k not in ("00000001.png", "00000005.png")}
+    import polars as pl
+
+    manifest = pl.read_parquet(out / "manifest.parquet")
+    assert sorted(manifest.get_column("source_row").to_list()) == [0, 2, 3, 4, 6, 7]
+    assert manifest.get_column("num_bytes").null_count() == 0
+
+
+def test_subset_drop_bad_images_of_only_bad_rows_is_empty(cfx: CfxRun, tmp_path: Path) -> None:
+    data = _null_image_dataset(tmp_path / "ds")
+    run = cfx("subset", str(data), "--out", str(tmp_path / "out"), "--drop-bad-images", "--where", "row = 1")
+    assert run.returncode == ExitCode.EMPTY, run.stderr
+    assert not (tmp_path / "out").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["ds"]  # no DIR.tmp-* left
+
+
+def test_dedupe_records_null_images_as_hash_errors(cfx: CfxRun, tmp_path: Path) -> None:
+    import polars as pl
+
+    data = _null_image_dataset(tmp_path / "ds")
+    run = cfx("dedupe", str(data), "-o", str(tmp_path / "kept.parquet"))
+    assert run.returncode == 0, run.stderr
+    df = pl.read_parquet(tmp_path / "kept.parquet").sort("row")
+    errors = dict(zip(df.get_column("row").to_list(), df.get_column("hash_error").to_list(), strict=True))
+    assert errors[1] == "no image data" and errors[5] == "empty image data (0 bytes)"
+    assert df.filter(pl.col("row").is_in([1, 5])).get_column("sha256").null_count() == 2
+    assert sum(e is not None for e in errors.values()) == 2
+
+
+def test_hash_images_null_and_empty_never_raise() -> None:
+    from cfx.hashing import hash_images
+
+    h = hash_images([None, b"", rows(1)[0]["image_data"]])
+    assert list(h.ok) == [False, False, True]
+    assert h.error[:2] == ["no image data", "empty image data (0 bytes)"]
+    assert h.sha256[:2] == [None, None]  # two empty images are not "exact duplicates"
+
+
+def test_gallery_thumbnails_of_null_images_say_so(tmp_path: Path) -> None:
+    from cfx.gallery import _fetch
+    from cfx.load import load_manifest
+
+    data = _null_image_dataset(tmp_path / "ds")
+    manifest = load_manifest(str(data))
+    shard = manifest.df.get_column("shard")[0]
+    thumbs = _fetch(manifest, [(shard, 0), (shard, 1), (shard, 5)], 64)
+    assert thumbs[(shard, 1)] == "no image data" and thumbs[(shard, 5)] == "empty image data"
+    assert not isinstance(thumbs[(shard, 0)], str)
+
+
+# --- item 7: schema drift at one mapping layer (cfx.schema.conform_metadata) -------------------------------
+def _drifted_shard(path: Path, column: str, field_type: pa.DataType, values: list[Any]) -> Path:
+    from cfx.schema import SOURCE_SCHEMA
+
+    records = rows(len(values))
+    for r, v in zip(records, values, strict=True):
+        r[column] = v
+    schema = SOURCE_SCHEMA.set(SOURCE_SCHEMA.get_field_index(column), pa.field(column, field_type))
+    return write_shard(path, records, schema)
+
+
+def _jsonl(run: Run) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in run.out.splitlines()]
+
+
+def test_list_resolution_maps_to_width_height(cfx: CfxRun, tmp_path: Path) -> None:
+    _drifted_shard(tmp_path / "ds" / "a_0.parquet", "resolution", pa.list_(pa.int64()), [[512, 256], None])
+    run = cfx("slice", str(tmp_path / "ds"), "--format", "jsonl", "--columns", "resolution,width,height")
+    assert run.returncode == 0, run.stderr
+    assert _jsonl(run) == [
+        {"resolution": "[512, 256]", "width": 512, "height": 256},
+        {"resolution": None, "width": None, "height": None},
+    ]
+
+
+def test_nsfw_flag_strings_map_to_bool(cfx: CfxRun, tmp_path: Path) -> None:
+    values = ["True", "false", "1", "0", " YES ", None]
+    _drifted_shard(tmp_path / "ds" / "a_0.parquet", "nsfw_flag", pa.string(), values)
+    run = cfx("slice", str(tmp_path / "ds"), "--format", "jsonl", "--columns", "nsfw_flag")
+    assert run.returncode == 0, run.stderr
+    assert [r["nsfw_flag"] for r in _jsonl(run)] == [True, False, True, False, True, None]
+
+
+@pytest.mark.parametrize(
+    ("column", "field_type", "values", "message"),
+    [
+        ("nsfw_flag", pa.string(), ["True", "maybe"], "row 1: nsfw_flag 'maybe' is not a yes/no value"),
+        ("resolution", pa.list_(pa.int64()), [[512, 512], [1, 2, 3]], "row 1: resolution [1, 2, 3]"),
+        ("resolution", pa.float64(), [512.0, 1.0], "column 'resolution' has type double"),
+        ("label", pa.float64(), [1.0, 0.5], "label column has type Float64"),
+    ],
+    ids=["nsfw-word", "resolution-triple", "resolution-float", "label-float"],
+)
+def test_drift_without_one_meaning_is_a_bad_shard_skip_bad_skips(
+    cfx: CfxRun, data: Path, column: str, field_type: pa.DataType, values: list[Any], message: str
+) -> None:
+    _drifted_shard(data / "data" / "HFCF_small_7.parquet", column, field_type, values)
+    run = cfx("stats", str(data), "--json")
+    assert run.returncode == ExitCode.PARTIAL, run.stderr
+    assert "HFCF_small_7.parquet" in run.stderr and message in run.stderr and "Traceback" not in run.stderr
+    skipped = cfx("stats", str(data), "--json", "--skip-bad")
+    assert skipped.returncode == 0, skipped.stderr
+    assert json.loads(skipped.out)["totals"]["rows"] == 12  # the two good shards
+    assert "HFCF_small_7.parquet" in skipped.stderr and "skipped 1 bad shard(s)" in skipped.stderr
+
+
+def test_duplicated_column_is_a_bad_shard(cfx: CfxRun, data: Path) -> None:
+    import pyarrow.parquet as pq
+
+    good = pa.Table.from_pylist(rows(2))
+    twice = good.append_column("label", pa.array([0, 1], pa.int64()))
+    pq.write_table(twice, data / "data" / "HFCF_small_8.parquet")
+    run = cfx("stats", str(data))
+    assert run.returncode == ExitCode.PARTIAL
+    assert "HFCF_small_8.parquet: column 'label' appears more than once" in run.stderr
+    assert cfx("stats", str(data), "--skip-bad").returncode == 0
+
+
+# --- item 14: zero / negative sizes are invalid metadata ---------------------------------------------------
+def test_negative_or_zero_resolution_gives_null_size_and_a_counted_warning(
+    cfx: CfxRun, tmp_path: Path
+) -> None:
+    records = rows(4, label=1) + rows(4, label=0, start=4)
+    records[0]["resolution"] = "[-5, 10]"
+    records[5]["resolution"] = "[0, 0]"
+    records[6]["resolution"] = "unknown"
+    write_shard(tmp_path / "ds" / "data" / "HFCF_small_0.parquet", records)
+    run = cfx("slice", str(tmp_path / "ds"), "--format", "jsonl", "--columns", "width,height")
+    assert run.returncode == 0, run.stderr
+    sizes = [(r["width"], r["height"]) for r in _jsonl(run)]
+    assert [i for i, s in enumerate(sizes) if s == (None, None)] == [0, 5, 6]
+    assert sizes[1] == (32, 32)
+    assert "3 row(s) with an unusable resolution" in run.stderr and "'[-5, 10]'" in run.stderr
+    audit = cfx("audit", str(tmp_path / "ds"), "--json")
+    assert audit.returncode == 0, audit.stderr
+    assert json.loads(audit.out)["unusable_sizes"] == 3
+    assert "3 row(s) have unusable sizes" in cfx("audit", str(tmp_path / "ds")).out
+
+
+# --- item 10: garbage or truncated Arrow IPC on stdin ---------------------------------------------------------
+def test_truncated_or_garbage_stdin_is_not_a_manifest_exit_3(cfx: CfxRun, tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "ds", n_shards=2, n_rows=200)
+    whole = subprocess.run(
+        [sys.executable, "-m", "cfx", "slice", str(data)], capture_output=True, env=_env(), timeout=120
+    ).stdout
+    assert len(whole) > 20_000
+    for cut in (b"\xff" * 64, whole[:8], whole[:1000], whole[: len(whole) // 2], whole[:-1]):
+        run = cfx("stats", "-", input=cut)
+        assert run.returncode == ExitCode.INPUT, (len(cut), run.stderr)
+        assert "stdin is not a cfx manifest (Arrow IPC stream)" in run.stderr
+        assert "Traceback" not in run.stderr and "internal error" not in run.stderr
+    assert cfx("stats", "-", input=whole).returncode == 0
+
+
+def test_truncated_parquet_on_stdin_exit_3(cfx: CfxRun, tmp_path: Path) -> None:
+    data = _dataset(tmp_path / "ds")
+    manifest = tmp_path / "m.parquet"
+    assert cfx("slice", str(data), "-o", str(manifest)).returncode == 0
+    run = cfx("stats", "-", input=manifest.read_bytes()[:-100])
+    assert run.returncode == ExitCode.INPUT and "not a readable parquet manifest" in run.stderr

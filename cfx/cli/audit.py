@@ -50,6 +50,12 @@ def render(report: dict[str, Any], console: Console) -> None:
             console.print(f"{f['feature']}: {f['note']}", markup=False)
     for s in report["skipped"]:
         console.print(f"{s['feature']}: skipped — {s['reason']}", markup=False)
+    if report["unusable_sizes"]:
+        console.print(
+            f"{report['unusable_sizes']:,} row(s) have unusable sizes (zero, negative or unreadable resolution): "
+            "size features leave them out",
+            markup=False,
+        )
     flagged = report["flagged"]
     if flagged:
         console.print(

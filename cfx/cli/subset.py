@@ -125,6 +125,13 @@ def subset(
         ),
     ] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    drop_bad_images: Annotated[
+        bool,
+        typer.Option(
+            "--drop-bad-images",
+            help="Leave out rows whose image_data is null or empty (default: copy them as they are, with a warning).",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Print what would be written (rows, shards, bytes); write nothing."),
@@ -203,6 +210,7 @@ def subset(
                 command=command_line(),
                 selection=selection.describe(),
                 cdc=cdc,
+                drop_bad_images=drop_bad_images,
                 reporter=reporter,
             )
     if dry_run:
