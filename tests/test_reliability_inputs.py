@@ -454,3 +454,49 @@ def test_truncated_parquet_on_stdin_exit_3(cfx: CfxRun, tmp_path: Path) -> None:
     assert cfx("slice", str(data), "-o", str(manifest)).returncode == 0
     run = cfx("stats", "-", input=manifest.read_bytes()[:-100])
     assert run.returncode == ExitCode.INPUT and "not a readable parquet manifest" in run.stderr
+
+
+# --- item 13: --license-table is recognised by content ---------------------------------------------------------
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("shard.parquet", "shard", "binary column(s) image_data (a dataset shard?)"),
+        ("shard.csv", "shard", "binary column(s) image_data (a dataset shard?)"),
+        ("table.csv", "random", "is binary data, not a table"),
+        ("table.json", "png", "is a PNG image, not a table"),
+        ("table.tsv", "arrow", "is an Arrow IPC file"),
+    ],
+    ids=["shard", "shard-named-csv", "random-bytes", "png-named-json", "arrow-named-tsv"],
+)
+def test_binary_license_table_is_refused_naming_the_formats(
+    cfx: CfxRun, data: Path, tmp_path: Path, name: str, content: str, message: str
+) -> None:
+    shard = data / "data" / "HFCF_small_0.parquet"
+    table = tmp_path / name
+    if content == "shard":
+        table.write_bytes(shard.read_bytes())
+    elif content == "random":
+        table.write_bytes(bytes(range(256)) * 40)
+    elif content == "png":
+        table.write_bytes(rows(1)[0]["image_data"])
+    else:
+        table.write_bytes(cfx("slice", str(data)).stdout)
+    for command in (
+        ["licenses", str(data)],
+        ["subset", str(data), "--out", str(tmp_path / "o"), "--licenses", "*"],
+    ):
+        run = cfx(*command, "--license-table", str(table))
+        assert run.returncode == ExitCode.INPUT, run.stderr
+        assert message in run.stderr and "CSV, TSV, JSON, JSONL (UTF-8 text) or parquet" in run.stderr
+        assert "Traceback" not in run.stderr and "internal error" not in run.stderr
+    assert shard.read_bytes()[:4] == b"PAR1"
+
+
+def test_license_table_parquet_named_csv_is_read_as_parquet(cfx: CfxRun, data: Path, tmp_path: Path) -> None:
+    import pyarrow.parquet as pq
+
+    table = tmp_path / "licences.csv"
+    pq.write_table(pa.table({"model_name": ["stabilityai/stable-diffusion-2"], "license": ["mit"]}), table)
+    run = cfx("licenses", str(data), "--license-table", str(table), "--json")
+    assert run.returncode == 0, run.stderr
+    assert "mit" in run.out
