@@ -18,7 +18,7 @@ import polars as pl
 from cfx.errors import UsageError
 from cfx.manifest import Manifest
 from cfx.progress import NullReporter, Reporter
-from cfx.select import SelectionStep, raise_empty, random_keys, where_filter
+from cfx.select import Selection, SelectionStep, apply_selection, raise_empty, random_keys, where_filter
 from cfx.shardspec import ShardSet, parse_shard_set, shard_number
 
 # --- --rows: the `datasets` split-slicing syntax, without (or with) a split name ---------------------------
@@ -202,6 +202,7 @@ class SliceSpec:
     seed: int = 0
     stratify: str | None = None
     where: str | None = None
+    selection: Selection | None = None  # the row selection every selecting command has (at the --where step)
 
     def describe(self) -> str:
         parts = [
@@ -218,6 +219,8 @@ class SliceSpec:
         ]
         if self.sample is not None:
             parts.append(f"seed={self.seed}")
+        if self.selection is not None and not self.selection.is_empty():
+            parts.append(self.selection.describe())
         return " ".join(parts) or "all rows"
 
 
@@ -230,7 +233,8 @@ class SliceResult:
 def slice_manifest(
     manifest: Manifest, spec: SliceSpec, *, allow_empty: bool = False, reporter: Reporter | None = None
 ) -> SliceResult:
-    """Apply ``spec`` (shards, rows, where, sample, head — in that order) to the manifest's row order."""
+    """Apply ``spec`` (shards, rows, selection, where, sample, head — in that order) to the manifest's row
+    order. The selection's licence filters need a ``license`` column (``cfx.licenses.ensure_licenses``)."""
     reporter = reporter or NullReporter()
     if spec.rows is not None:
         ranges = parse_rows_spec(spec.rows)  # parse before any work: a typo fails fast
@@ -262,6 +266,10 @@ def slice_manifest(
         step(f"--shards {spec.shards}", df.filter(pl.col("shard").is_in(keep)))
     if spec.rows is not None:
         step(f"--rows {spec.rows}", df[row_positions(ranges, df.height)])
+    if spec.selection is not None and not spec.selection.is_empty():
+        chosen = apply_selection(manifest.with_df(df), spec.selection, allow_empty=True, reporter=reporter)
+        steps.extend(chosen.steps)
+        df = chosen.manifest.df
     if spec.where is not None:
         step(f"--where {spec.where}", where_filter(df, spec.where))
     if spec.sample is not None:

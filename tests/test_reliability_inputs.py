@@ -500,3 +500,56 @@ def test_license_table_parquet_named_csv_is_read_as_parquet(cfx: CfxRun, data: P
     run = cfx("licenses", str(data), "--license-table", str(table), "--json")
     assert run.returncode == 0, run.stderr
     assert "mit" in run.out
+
+
+# --- "Also": one selection for every selecting command; empty filter values ---------------------------------
+@pytest.mark.parametrize("command", ["subset", "download", "slice", "balance"])
+def test_every_selecting_command_has_the_same_selection_options(command: str) -> None:
+    from typer.testing import CliRunner
+
+    from cfx.cli import app
+    from cfx.cli._options import SELECTING_COMMANDS, SELECTION_OPTIONS
+
+    assert command in SELECTING_COMMANDS
+    result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    shown = set(re.findall(r"(--[a-z][a-z-]+)", result.output))
+    assert set(SELECTION_OPTIONS) <= shown, set(SELECTION_OPTIONS) - shown
+
+
+def test_slice_filters_by_licence(cfx: CfxRun, tmp_path: Path) -> None:
+    data = tmp_path / "ds"
+    write_shard(data / "data" / "HFCF_small_0.parquet", rows(3) + rows(2, label=0, start=3))
+    table = tmp_path / "licences.csv"
+    table.write_text("model_name,license\nstabilityai/stable-diffusion-2,cc-by-nc-4.0\n")
+    base = [
+        "slice",
+        str(data),
+        "--license-table",
+        str(table),
+        "--format",
+        "jsonl",
+        "--columns",
+        "row,license",
+    ]
+    kept = cfx(*base, "--exclude-licenses", "*-nc-*")
+    assert kept.returncode == 0, kept.stderr
+    assert [r["row"] for r in _jsonl(kept)] == [3, 4]  # the real rows (COCO) stay
+    only_nc = cfx(*base, "--licenses", "cc-by-nc-4.0")
+    assert [r["row"] for r in _jsonl(only_nc)] == [0, 1, 2]
+    commercial = cfx(*base, "--commercial-only", "--labels", "generated")
+    assert commercial.returncode == ExitCode.EMPTY and "--commercial-only" in commercial.stderr
+
+
+@pytest.mark.parametrize(
+    "option", ["--generators", "--architectures", "--labels", "--real-sources", "--licenses", "--where"]
+)
+@pytest.mark.parametrize("command", ["slice", "subset"])
+def test_empty_filter_value_is_a_usage_error(
+    cfx: CfxRun, data: Path, tmp_path: Path, command: str, option: str
+) -> None:
+    out = ["--format", "jsonl"] if command == "slice" else ["--out", str(tmp_path / "o")]
+    run = cfx(command, str(data), *out, option, " , " if option != "--where" else " ")
+    assert run.returncode == ExitCode.USAGE, run.stderr
+    assert option in run.stderr and "leave" in run.stderr
+    assert not (tmp_path / "o").exists()

@@ -146,7 +146,21 @@ RealLicenseTableOpt = Annotated[
     ),
 ]
 
-# --- the row selection shared by subset, balance and download (cfx.select.Selection) ----------------
+# --- the row selection shared by every selecting command (cfx.select.Selection) ----------------------
+# subset, download, slice and balance take all of these options (balance: its --per-generator stands for
+# --max-per-generator); tests/test_reliability_inputs.py checks that they do.
+SELECTION_OPTIONS = (
+    "--generators",
+    "--architectures",
+    "--labels",
+    "--real-sources",
+    "--exclude-nsfw",
+    "--where",
+    "--allow-missing",
+    *("--licenses", "--exclude-licenses", "--commercial-only"),
+    *("--license-table", "--model-column", "--license-column", "--real-license-table"),
+)
+SELECTING_COMMANDS = ("subset", "download", "slice", "balance")
 GeneratorsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -213,8 +227,27 @@ def build_selection(
     commercial_only: bool = False,
     allow_missing: bool = False,
 ) -> Selection:
-    """A Selection from the parsed options above (comma-separated values are split)."""
+    """A Selection from the parsed options above (comma-separated values are split).
+
+    An option given with nothing in it (``--generators ''``) is a usage error, never "no filter"."""
+    from cfx.errors import UsageError
     from cfx.select import Selection, split_values
+
+    given = {
+        "--generators": generators,
+        "--architectures": architectures,
+        "--labels": labels,
+        "--real-sources": real_sources,
+        "--licenses": licenses,
+        "--exclude-licenses": exclude_licenses,
+    }
+    for option, values in given.items():
+        if values is not None and not split_values(values):
+            raise UsageError(
+                f"{option} was given no value", f"name at least one, or leave {option} out for no filter"
+            )
+    if where is not None and not where.strip():
+        raise UsageError("--where was given an empty expression", "write a condition, or leave --where out")
 
     return Selection(
         generators=split_values(generators),
