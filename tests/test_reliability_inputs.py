@@ -553,3 +553,64 @@ def test_empty_filter_value_is_a_usage_error(
     assert run.returncode == ExitCode.USAGE, run.stderr
     assert option in run.stderr and "leave" in run.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_unknown_label_is_a_bad_shard_exit_6_as_the_table_says(cfx: CfxRun, data: Path) -> None:
+    records = rows(3)
+    records[2]["label"] = 7
+    write_shard(data / "data" / "HFCF_small_5.parquet", records)
+    run = cfx("stats", str(data))
+    assert run.returncode == ExitCode.PARTIAL
+    assert "HFCF_small_5.parquet: row 2: unknown label 7" in run.stderr
+    assert "unknown label" in _readme_exit_codes()[int(ExitCode.PARTIAL)]
+    assert cfx("stats", str(data), "--skip-bad").returncode == 0
+
+
+# --- no hostile input changes a byte of an input file --------------------------------------------------------
+def test_hostile_inputs_leave_every_input_file_unchanged(cfx: CfxRun, tmp_path: Path) -> None:
+    import hashlib
+
+    data = _null_image_dataset(tmp_path / "ds")
+    _drifted_shard(data / "data" / "HFCF_small_1.parquet", "nsfw_flag", pa.string(), ["True", "maybe"])
+    (data / "data" / "HFCF_small_2.parquet").write_bytes(b"PAR1 cut short")
+    table = tmp_path / "licences.csv"
+    table.write_bytes((data / "data" / "HFCF_small_0.parquet").read_bytes())
+
+    def digests() -> dict[str, str]:
+        files = sorted(p for p in tmp_path.rglob("*") if p.is_file())
+        return {str(p): hashlib.sha256(p.read_bytes()).hexdigest() for p in files}
+
+    before = digests()
+    for args in (
+        ["subset", str(data), "--out", str(tmp_path / "o1"), "--skip-bad", "--drop-bad-images"],
+        [
+            "subset",
+            str(data),
+            "--out",
+            str(tmp_path / "o2"),
+            "--license-table",
+            str(table),
+            "--licenses",
+            "*",
+        ],
+        ["slice", str(data), "--shards", "0-99999999999", "--skip-bad", "--format", "jsonl"],
+        ["slice", str(data), "--head", "99999999999999999999"],
+        ["dedupe", str(data), "--skip-bad"],
+        ["audit", str(data), "--skip-bad"],
+    ):
+        run = cfx(*args)
+        assert "Traceback" not in run.stderr and "internal error" not in run.stderr, (args, run.stderr)
+    after = {k: v for k, v in digests().items() if k in before}
+    assert after == before
+
+
+# --- docs/reliability.md stays in step with these tests ----------------------------------------------------------
+def test_reliability_table_names_existing_tests() -> None:
+    text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
+    section = text.split("## Inputs and exit codes", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`(test_\w+)`", section))
+    here = {name for name in globals() if name.startswith("test_")}
+    assert named, "no test named in docs/reliability.md"
+    assert named <= here, f"named in docs/reliability.md but not a test: {sorted(named - here)}"
+    untabled = here - named - {"test_reliability_table_names_existing_tests"}
+    assert not untabled, f"tests without a row in docs/reliability.md: {sorted(untabled)}"
