@@ -233,6 +233,7 @@ def test_absurd_shard_spec_is_refused(cfx: CfxRun, data: Path, spec: str, messag
         (["balance", "{data}", "--per-generator", "-5"], "allowed 1 to"),
         (["balance", "{data}", "--min-per-generator", "99999999999999999999"], "allowed 1 to"),
         (["audit", "{data}", "--threshold", "nan"], "allowed 0.5 to 1.0"),
+        (["synth", "{data}-new", "--shards", "99999999999"], "allowed 1 to 100000"),
     ],
     ids=lambda v: " ".join(v[:3]) if isinstance(v, list) else None,
 )
