@@ -178,6 +178,7 @@ class AuditResult:
     threshold: float
     features: list[FeatureScore]
     skipped: list[dict[str, str]]
+    unusable_sizes: int = 0  # rows without a usable width/height (zero, negative or unreadable resolution)
 
     @property
     def flagged(self) -> list[FeatureScore]:
@@ -192,6 +193,7 @@ class AuditResult:
             "flagged": [f.feature for f in self.flagged],
             "features": [f.to_json() for f in self.features],
             "skipped": self.skipped,
+            "unusable_sizes": self.unusable_sizes,
         }
 
 
@@ -282,5 +284,18 @@ def audit(manifest: Manifest, threshold: float = DEFAULT_THRESHOLD) -> AuditResu
         skipped.append({"feature": name, "reason": reason})
     scores.sort(key=lambda s: (-s.auroc, s.feature))
     return AuditResult(
-        rows=df.height, real=n_real, generated=n_gen, threshold=threshold, features=scores, skipped=skipped
+        rows=df.height,
+        real=n_real,
+        generated=n_gen,
+        threshold=threshold,
+        features=scores,
+        skipped=skipped,
+        unusable_sizes=unusable_sizes(df),
     )
+
+
+def unusable_sizes(df: pl.DataFrame) -> int:
+    """Rows whose width or height is unknown: size features leave them out, so say how many."""
+    if "width" not in df.columns or "height" not in df.columns:
+        return df.height
+    return int(df.select((pl.col("width").is_null() | pl.col("height").is_null()).sum()).item())

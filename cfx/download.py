@@ -47,7 +47,7 @@ from cfx.defaults import DEFAULT_REPO
 from cfx.defaults import DOWNLOAD_WORKERS as DEFAULT_WORKERS
 from cfx.errors import CfxError, EmptySelectionError, NetworkError, OutputError, UsageError
 from cfx.progress import NullReporter, Reporter, Task
-from cfx.shardspec import format_shard_spec, parse_shard_spec, shard_number
+from cfx.shardspec import ShardSet, format_shard_spec, parse_shard_set, shard_number
 
 REPO_TYPE = "dataset"
 STATE_DIR = ".cfx"
@@ -291,7 +291,7 @@ def is_shard(path: str) -> bool:
 
 def select_files(
     files: Sequence[RemoteFile],
-    shards: Sequence[int] | None = None,
+    shards: Sequence[int] | ShardSet | None = None,
     include: Sequence[str] = (),
     *,
     where: str = "",
@@ -309,19 +309,20 @@ def select_files(
         return candidates
     chosen: set[str] = set()
     if shards is not None:
+        wanted = shards if isinstance(shards, ShardSet) else ShardSet.of(shards)
         by_number = {shard_number(f.path): f.path for f in candidates if is_shard(f.path)}
-        missing = sorted(set(shards) - set(by_number))
-        if missing:
+        missing = wanted.without(by_number)  # ranges, never expanded (`--shards 0-99999999999`)
+        if missing.ranges:
             valid = format_shard_spec(n for n in by_number if n is not None)
             hint = (
                 f"this revision has shards {valid}" if valid else "this revision has no data/*.parquet shards"
             )
             raise UsageError(
-                f"--shards: {'shard' if len(missing) == 1 else 'shards'} {format_shard_spec(missing)} "
+                f"--shards: {'shard' if len(missing) == 1 else 'shards'} {missing} "
                 f"not in {where or 'the repo'}",
                 hint,
             )
-        chosen.update(by_number[n] for n in shards)
+        chosen.update(by_number[n] for n in wanted.intersect(by_number))
     for pattern in include:
         matched = {f.path for f in candidates if fnmatch.fnmatch(f.path, pattern)}
         if not matched:
@@ -546,7 +547,7 @@ def plan_download(
     repo_id: str = DEFAULT_REPO,
     *,
     revision: str | None = None,
-    shards: str | Sequence[int] | None = None,
+    shards: str | Sequence[int] | ShardSet | None = None,
     include: Sequence[str] = (),
     token: str | None = None,
     reporter: Reporter | None = None,
@@ -559,7 +560,7 @@ def plan_download(
             f"--out {out} exists and is not a folder", "choose a folder (it is created if missing)"
         )
     if isinstance(shards, str):
-        shards = parse_shard_spec(shards)
+        shards = parse_shard_set(shards)
     commit, files = resolve_repo(repo_id, revision, token=token, policy=policy)
     where = f"{repo_id}@{revision or commit[:12]}"
     selected = select_files(files, shards, include, where=where, reporter=reporter)
@@ -938,7 +939,7 @@ def download(
     repo_id: str = DEFAULT_REPO,
     *,
     revision: str | None = None,
-    shards: str | Sequence[int] | None = None,
+    shards: str | Sequence[int] | ShardSet | None = None,
     include: Sequence[str] = (),
     workers: int = DEFAULT_WORKERS,
     verify: bool = False,

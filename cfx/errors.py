@@ -17,7 +17,8 @@ class ExitCode(IntEnum):
     EMPTY = 5  # the selection is empty: nothing to write
     PARTIAL = 6  # some inputs were bad; the rest was processed (e.g. a truncated shard during index)
     OUTPUT = 7  # cannot write output: exists, permission, disk full
-    INTERRUPTED = 130
+    INTERRUPTED = 130  # Ctrl-C (SIGINT)
+    BROKEN_PIPE = 141  # the reader of stdout went away (`| head -1`): 128 + SIGPIPE, as a killed `cat` gives
 
 
 class CfxError(Exception):

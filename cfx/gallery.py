@@ -80,6 +80,9 @@ def _fetch(
             for row, data in zip(
                 batch.column(ROW_COLUMN).to_pylist(), batch.column(0).to_pylist(), strict=True
             ):
+                if not data:
+                    out[(part.shard, row)] = "no image data" if data is None else "empty image data"
+                    continue
                 try:
                     src = Image.open(io.BytesIO(data))
                     src.draft("RGB", (size, size))

@@ -281,8 +281,9 @@ def hash_images(
     smalls = np.zeros((n, 8, 9), np.uint8)
     decoded = 0
     for i, data in enumerate(images):
-        if data is None:
-            error[i] = "no image data"
+        if not data:  # a bad row, not a bad shard: recorded as its hash_error, the rest goes on
+            error[i] = "no image data" if data is None else "empty image data (0 bytes)"
+            num_bytes[i] = -1 if data is None else 0
             continue
         num_bytes[i] = len(data)
         sha[i] = hashlib.sha256(data).hexdigest()

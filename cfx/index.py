@@ -29,19 +29,28 @@ from cfx.errors import BadShardError, CfxError, NetworkError, PartialError
 from cfx.manifest import Manifest
 from cfx.outputs import write_atomic
 from cfx.progress import NullReporter, Reporter
-from cfx.schema import CORE_COLUMNS, IMAGE_COLUMN, MANIFEST_SCHEMA, METADATA_COLUMNS, REQUIRED_COLUMNS
+from cfx.schema import (
+    CORE_COLUMNS,
+    IMAGE_COLUMN,
+    MANIFEST_SCHEMA,
+    METADATA_COLUMNS,
+    REQUIRED_COLUMNS,
+    check_column_names,
+    conform_metadata,
+)
 from cfx.sources import DatasetSource, ShardRef, is_network_error
 
 if TYPE_CHECKING:
     from cfx.engine_ray import RayEngine
 
-INDEX_VERSION = 1
+INDEX_VERSION = 2  # 2: schema drift mapped (cfx.schema.conform_metadata), unusable sizes are null
 READ_BUFFER = 1 << 20  # bytes pyarrow buffers per column stream: the memory bound of a read
 BYTES_BATCH_ROWS = 16  # rows of image bytes held at once while measuring num_bytes
 
 _REAL_WORDS = {"0", "real", "false", "authentic", "pristine", "original"}
 _FAKE_WORDS = {"1", "generated", "fake", "synthetic", "true", "ai", "ai-generated"}
-_RES_RE = re.compile(r"(\d+)\D+(\d+)")
+_RES_RE = re.compile(r"(-?\d+)[^\d-]+(-?\d+)")  # signs kept: "[-5, 10]" is unusable, not 5 x 10
+_MAX_SIDE = 2**31 - 1
 
 
 def cache_dir() -> Path:
@@ -135,11 +144,24 @@ def normalize_labels(values: pa.ChunkedArray | pa.Array, shard: str, row_offset:
     return out.cast(pl.Int8).alias("label")
 
 
-def _parse_resolution(res: pl.Series) -> tuple[pl.Series, pl.Series]:
+def parse_resolution(res: pl.Series, shard: str) -> tuple[pl.Series, pl.Series, str | None]:
+    """Width and height from ``"[w, h]"`` strings. A size that is zero, negative, too large or unreadable
+    is invalid metadata: null width/height and one warning counting such rows (``cfx audit`` reports them)."""
     parts = res.str.extract_groups(_RES_RE.pattern)
-    w = parts.struct.field("1").cast(pl.Int32, strict=False).alias("width")
-    h = parts.struct.field("2").cast(pl.Int32, strict=False).alias("height")
-    return w, h
+    w = parts.struct.field("1").cast(pl.Int64, strict=False)
+    h = parts.struct.field("2").cast(pl.Int64, strict=False)
+    usable = ((w > 0) & (h > 0) & (w <= _MAX_SIDE) & (h <= _MAX_SIDE)).fill_null(False)
+    unusable = res.is_not_null() & ~usable
+    warning = None
+    if unusable.any():
+        row = int(unusable.arg_true()[0])
+        warning = (
+            f"{shard}: {int(unusable.sum()):,} row(s) with an unusable resolution (zero, negative or unreadable "
+            f"size, e.g. row {row}: {res[row]!r}); their width/height are left null"
+        )
+    width = pl.select(pl.when(usable).then(w)).to_series().cast(pl.Int32).alias("width")
+    height = pl.select(pl.when(usable).then(h)).to_series().cast(pl.Int32).alias("height")
+    return width, height, warning
 
 
 def scan_shard(
@@ -149,6 +171,7 @@ def scan_shard(
     warnings: list[str] = []
     with open_shard(ref, fs, metadata_only=True) as pf:
         names = pf.schema_arrow.names
+        check_column_names(names, ref.rel)
         missing_required = [c for c in REQUIRED_COLUMNS if c not in names]
         if missing_required:
             raise BadShardError(
@@ -168,6 +191,7 @@ def scan_shard(
             raise BadShardError(
                 ref.rel, f"cannot read the data ({_short(exc)})", "the file may be truncated; re-fetch it"
             ) from None
+    table = conform_metadata(table, ref.rel)  # drifted types -> the source schema, or a BadShardError
     lengths = _image_lengths(ref, fs) if with_num_bytes else None
     n = table.num_rows
     df = pl.from_arrow(table)
@@ -176,7 +200,9 @@ def scan_shard(
     df = df.with_columns(label)
     for c in absent:
         df = df.with_columns(pl.lit(None, dtype=MANIFEST_SCHEMA[c]).alias(c))
-    w, h = _parse_resolution(df.get_column("resolution").cast(pl.String))
+    w, h, res_warning = parse_resolution(df.get_column("resolution").cast(pl.String), ref.rel)
+    if res_warning:
+        warnings.append(res_warning)
     df = df.with_columns(
         pl.lit(ref.rel, dtype=pl.String).alias("shard"),
         pl.int_range(0, n, dtype=pl.Int64).alias("row"),
@@ -339,8 +365,9 @@ def _empty_frame() -> pl.DataFrame:
     return pl.DataFrame(schema=MANIFEST_SCHEMA)
 
 
-def raise_for_bad(result: IndexResult, skip_bad: bool) -> None:
-    """Without --skip-bad, any bad shard fails the command (nothing is written)."""
+def raise_for_bad(result: IndexResult, skip_bad: bool, reporter: Reporter | None = None) -> None:
+    """Without --skip-bad, any bad shard fails the command (nothing is written); with it, say how many
+    shards were skipped (each was named as it failed)."""
     if result.bad and not skip_bad:
         names = ", ".join(e.shard for e in result.bad[:5]) + (" …" if len(result.bad) > 5 else "")
         good = len(result.manifest.shards)
@@ -350,3 +377,8 @@ def raise_for_bad(result: IndexResult, skip_bad: bool) -> None:
         )
     if result.bad and not result.manifest.shards:
         raise PartialError("no shard could be read", "check the source; see the errors above")
+    if result.bad:
+        good = len(result.manifest.shards)
+        (reporter or NullReporter()).warn(
+            f"--skip-bad: skipped {len(result.bad)} bad shard(s), going on with the {good} good one(s)"
+        )

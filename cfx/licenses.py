@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
+import pyarrow as pa
 
 from cfx.errors import InputError, UsageError
 from cfx.manifest import Manifest
@@ -211,18 +212,27 @@ def _norm_key(name: Any) -> str:
     return re.sub(r"[\s_\-.]+", "", s)
 
 
+TABLE_FORMATS = "CSV, TSV, JSON, JSONL (UTF-8 text) or parquet"
+_SNIFF_BYTES = 64 * 1024
+
+
 def read_table_file(path: Path) -> pl.DataFrame:
-    """Read a small CSV/TSV, JSON/JSONL or parquet table into a frame of strings; errors name the file."""
+    """Read a small CSV/TSV, JSON/JSONL or parquet table into a frame of strings; errors name the file.
+
+    The kind is decided by the content (a parquet file named .csv is read as parquet; a binary file named
+    .csv is refused), the suffix only tells CSV from TSV and JSON from JSONL.
+    """
     path = Path(path)
     if not path.exists():
         raise InputError(f"licence table {path} does not exist", "check the path")
     if path.is_dir():
         raise InputError(f"licence table {path} is a folder", "pass the table file inside it")
+    kind = _sniff_table(path)
     suffix = path.suffix.lower()
     try:
-        if suffix == ".parquet":
-            df = pl.read_parquet(path)
-        elif suffix in (".json", ".jsonl", ".ndjson"):
+        if kind == "parquet":
+            df = _read_parquet_table(path)
+        elif suffix in (".json", ".jsonl", ".ndjson") or kind == "json":
             df = _read_json(path)
         elif suffix in (".csv", ".tsv", ".txt", ""):
             df = pl.read_csv(
@@ -233,9 +243,9 @@ def read_table_file(path: Path) -> pl.DataFrame:
             )
         else:
             raise InputError(
-                f"licence table {path}: unsupported file type {suffix!r}",
-                "use CSV, TSV, JSON, JSONL or parquet",
+                f"licence table {path}: unsupported file type {suffix!r}", f"use {TABLE_FORMATS}"
             )
+        return df.select([pl.col(c).cast(pl.String, strict=False) for c in df.columns])
     except InputError:
         raise
     except Exception as exc:
@@ -244,7 +254,55 @@ def read_table_file(path: Path) -> pl.DataFrame:
             f"licence table {path} is malformed ({first[:200]})",
             "fix the file, or pass another with --license-table",
         ) from None
-    return df.select([pl.col(c).cast(pl.String, strict=False) for c in df.columns])
+
+
+def _sniff_table(path: Path) -> str:
+    """``parquet``, ``json`` or ``text`` from the first bytes; a binary file is an InputError naming it."""
+    from cfx.formats import sniff_format
+
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(_SNIFF_BYTES)
+    except OSError as exc:
+        raise InputError(
+            f"licence table {path}: cannot read it ({exc.strerror or exc})", "check the path"
+        ) from None
+    if head.startswith(b"PAR1"):
+        return "parquet"
+    what = None
+    if head.startswith((b"ARROW1", b"\xff\xff\xff\xff")):
+        what = "an Arrow IPC file (a cfx manifest stream?)"
+    elif sniff_format(head):
+        what = f"a {sniff_format(head)} image"
+    elif b"\x00" in head or not _is_utf8(head):
+        what = "binary data"
+    if what:
+        raise InputError(f"licence table {path} is {what}, not a table", f"pass a table as {TABLE_FORMATS}")
+    return "json" if head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] in (b"[", b"{") else "text"
+
+
+def _is_utf8(head: bytes) -> bool:
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start >= len(head) - 3 and len(head) == _SNIFF_BYTES  # a character cut by the read
+    return True
+
+
+def _read_parquet_table(path: Path) -> pl.DataFrame:
+    """A parquet table; binary columns mean it is no licence table (e.g. a dataset shard)."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(path)
+    binary = [f.name for f in schema if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type)]
+    if binary:
+        shard = " (a dataset shard?)" if "image_data" in binary else ""
+        raise InputError(
+            f"licence table {path} is a parquet file with binary column(s) {', '.join(binary)}{shard}, "
+            "not a licence table",
+            f"pass a table of model names and licences as {TABLE_FORMATS}",
+        )
+    return pl.read_parquet(path)
 
 
 def _read_json(path: Path) -> pl.DataFrame:

@@ -43,7 +43,7 @@ def load_manifest(
             engine=engine,
             reporter=reporter,
         )
-        raise_for_bad(result, skip_bad)
+        raise_for_bad(result, skip_bad, reporter)
         return result.manifest
     missing = [c for c in ("shard", "row") if c not in manifest.df.columns]
     if missing:

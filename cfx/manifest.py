@@ -147,6 +147,11 @@ def read_manifest(path: Path) -> Manifest:
     return _from_arrow(table, str(path))
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
 def read_manifest_stream(stream: IO[bytes], origin: str = "stdin") -> Manifest:
     try:
         data = stream.read()
@@ -161,16 +166,18 @@ def read_manifest_stream(stream: IO[bytes], origin: str = "stdin") -> Manifest:
     if data[:4] == b"PAR1":
         try:
             return _from_arrow(pq.ParquetFile(buf).read(), origin)
-        except pa.ArrowInvalid as exc:
+        except (pa.ArrowInvalid, OSError) as exc:  # ArrowIOError is an OSError: a truncated file
             raise InputError(
-                f"{origin}: not a readable parquet manifest ({exc})", "pipe a cfx manifest"
+                f"{origin} is not a readable parquet manifest ({_first_line(exc)})",
+                "it is truncated or garbled; pipe a whole cfx manifest",
             ) from None
     try:
         table = ipc.open_stream(buf).read_all()
-    except pa.ArrowInvalid:
+    except (pa.ArrowInvalid, OSError) as exc:  # garbage, or a stream cut short (`head -c`)
         raise InputError(
-            f"{origin} does not hold a cfx manifest (neither an Arrow IPC stream nor parquet)",
-            "pipe the output of a cfx command, e.g. `cfx slice data/ --head 100 | cfx stats -`",
+            f"{origin} is not a cfx manifest (Arrow IPC stream): it is truncated or garbled "
+            f"({_first_line(exc)})",
+            "pipe the whole output of a cfx command, e.g. `cfx slice data/ --head 100 | cfx stats -`",
         ) from None
     return _from_arrow(table, origin)
 

@@ -35,7 +35,7 @@ from cfx.manifest import Manifest, ShardInfo
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, REAL
 from cfx.select import Selection, SelectionStep, apply_selection
-from cfx.shardspec import format_shard_spec, shard_number
+from cfx.shardspec import ShardSet, format_shard_spec, shard_number
 from cfx.sources import HubSpec, natural_key
 from cfx.subset import check_output, write_subset
 
@@ -286,7 +286,7 @@ def plan_fetch(
     model_column: str | None = None,
     license_column: str | None = None,
     real_license_table: Path | str | None = None,
-    shards: Sequence[int] | None = None,
+    shards: Sequence[int] | ShardSet | None = None,
     include: Sequence[str] = (),
     token: str | None = None,
     workers: int = 4,
@@ -377,7 +377,7 @@ def plan_fetch(
     )
 
 
-def _only_shards(source: Manifest, numbers: Sequence[int], where: str) -> Manifest:
+def _only_shards(source: Manifest, numbers: Sequence[int] | ShardSet, where: str) -> Manifest:
     """The rows of the shards numbered ``numbers`` (``--shards``), or a UsageError naming those that do not exist."""
     names = list(source.shards) or source.df.get_column("shard").unique().to_list()
     by_number: dict[int | None, str] = {}
@@ -391,14 +391,15 @@ def _only_shards(source: Manifest, numbers: Sequence[int], where: str) -> Manife
                 "select by row instead (`--where \"shard = 'data/...'\"`), or drop --shards",
             )
         by_number[number] = name
-    missing = sorted(set(numbers) - set(by_number))
-    if missing:
+    wanted = numbers if isinstance(numbers, ShardSet) else ShardSet.of(numbers)
+    missing = wanted.without(by_number)  # ranges, never expanded
+    if missing.ranges:
         valid = format_shard_spec(n for n in by_number if n is not None)
         raise UsageError(
-            f"--shards: {'shard' if len(missing) == 1 else 'shards'} {format_shard_spec(missing)} not in {where}",
+            f"--shards: {'shard' if len(missing) == 1 else 'shards'} {missing} not in {where}",
             f"this revision has shards {valid}" if valid else "this revision has no data/*.parquet shards",
         )
-    keep = [by_number[n] for n in numbers]
+    keep = [by_number[n] for n in wanted.intersect(by_number)]
     return source.with_df(source.df.filter(pl.col("shard").is_in(keep)))
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import polars as pl
 import pyarrow as pa
 
+from cfx.errors import BadShardError
+
 # Source shards, in the order the real dataset has them (dataset-server schema).
 SOURCE_SCHEMA = pa.schema(
     [
@@ -56,3 +58,97 @@ CORE_COLUMNS = tuple(MANIFEST_SCHEMA)
 
 # Where a shard's row goes when written back out (subset): the source columns in source order.
 SOURCE_COLUMN_ORDER = tuple(SOURCE_SCHEMA.names)
+
+
+# --- the one schema mapping layer: a shard's metadata columns -> the types above ------------------------
+# Drifted types with one obvious meaning are mapped (a ``[512, 512]`` list resolution, "True"/"0" NSFW
+# strings); anything else is a BadShardError naming shard and column, which ``--skip-bad`` skips and counts.
+_TRUE_WORDS = ("true", "1", "yes")
+_FALSE_WORDS = ("false", "0", "no")
+
+
+def check_column_names(names: list[str], shard: str) -> None:
+    """A column that appears twice has no one meaning: refuse the shard, naming the column."""
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise BadShardError(
+            shard,
+            f"column {', '.join(repr(n) for n in twice)} appears more than once",
+            "cfx cannot tell which one holds the data; rewrite the shard with one column of each name",
+        )
+
+
+def conform_metadata(table: pa.Table, shard: str) -> pa.Table:
+    """``table`` (a shard's metadata columns) with each column in the type of SOURCE_SCHEMA (label aside:
+    ``cfx.index.normalize_labels`` maps it). Raises BadShardError for a type without one obvious meaning."""
+    check_column_names(table.column_names, shard)
+    for i, name in enumerate(table.column_names):
+        if name == "label" or name not in SOURCE_SCHEMA.names:
+            continue
+        target = SOURCE_SCHEMA.field(name).type
+        column = table.column(i)
+        if column.type != target:
+            table = table.set_column(i, name, _conform(column, name, target, shard))
+    return table
+
+
+def _conform(column: pa.ChunkedArray, name: str, target: pa.DataType, shard: str) -> pa.ChunkedArray:
+    t = column.type
+    if pa.types.is_null(t):
+        return column.cast(target)
+    if pa.types.is_dictionary(t):
+        return _conform(column.cast(t.value_type), name, target, shard)
+    if target == pa.string() and (pa.types.is_large_string(t) or pa.types.is_string_view(t)):
+        return column.cast(pa.string())
+    if name == "resolution" and _is_int_list(t):
+        return _resolution_from_list(column, shard)
+    if target == pa.bool_() and (pa.types.is_integer(t) or _is_text(t)):
+        return _bool_from_words(column, name, shard)
+    raise BadShardError(
+        shard,
+        f"column {name!r} has type {t}, where cfx expects {target}",
+        "this is not a type with one obvious meaning; convert the column, or add --skip-bad to go on without it",
+    )
+
+
+def _is_text(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _is_int_list(t: pa.DataType) -> bool:
+    lists = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+    return lists and pa.types.is_integer(t.value_type)
+
+
+def _resolution_from_list(column: pa.ChunkedArray, shard: str) -> pa.ChunkedArray:
+    """``[512, 512]`` as a list -> the string ``"[512, 512]"`` the real dataset has; other lengths are bad."""
+    s = pl.Series("resolution", column.combine_chunks().cast(pa.large_list(pa.int64())))
+    lengths = s.list.len()
+    bad = (lengths != 2).fill_null(False)
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise BadShardError(
+            shard,
+            f"row {row}: resolution {s[row].to_list()} is not a [width, height] pair",
+            "resolution lists must hold two sizes; fix the shard, or add --skip-bad",
+        )
+    text = pl.format("[{}, {}]", s.list.get(0), s.list.get(1))
+    out = pl.select(pl.when(s.is_not_null()).then(text)).to_series()
+    return pa.chunked_array([out.to_arrow().cast(pa.string())])
+
+
+def _bool_from_words(column: pa.ChunkedArray, name: str, shard: str) -> pa.ChunkedArray:
+    """0/1 and "true"/"false"/"1"/"0"/"yes"/"no" (any case, spaces around) -> bool; other values are bad."""
+    s = pl.Series(name, column.combine_chunks()).cast(pl.String).str.strip_chars().str.to_lowercase()
+    out = pl.select(
+        pl.when(s.is_in(_TRUE_WORDS)).then(True).when(s.is_in(_FALSE_WORDS)).then(False).otherwise(None)
+    ).to_series()
+    bad = out.is_null() & s.is_not_null()
+    if bad.any():
+        row = int(bad.arg_true()[0])
+        raise BadShardError(
+            shard,
+            f"row {row}: {name} {column[row].as_py()!r} is not a yes/no value",
+            f"{name} must be a boolean, 0/1 or true/false; fix the shard, or add --skip-bad",
+        )
+    return pa.chunked_array([out.to_arrow().cast(pa.bool_())])

@@ -18,8 +18,8 @@ import polars as pl
 from cfx.errors import UsageError
 from cfx.manifest import Manifest
 from cfx.progress import NullReporter, Reporter
-from cfx.select import SelectionStep, raise_empty, random_keys, where_filter
-from cfx.shardspec import parse_shard_spec, shard_number
+from cfx.select import Selection, SelectionStep, apply_selection, raise_empty, random_keys, where_filter
+from cfx.shardspec import ShardSet, parse_shard_set, shard_number
 
 # --- --rows: the `datasets` split-slicing syntax, without (or with) a split name ---------------------------
 _PART_RE = re.compile(
@@ -202,6 +202,7 @@ class SliceSpec:
     seed: int = 0
     stratify: str | None = None
     where: str | None = None
+    selection: Selection | None = None  # the row selection every selecting command has (at the --where step)
 
     def describe(self) -> str:
         parts = [
@@ -218,6 +219,8 @@ class SliceSpec:
         ]
         if self.sample is not None:
             parts.append(f"seed={self.seed}")
+        if self.selection is not None and not self.selection.is_empty():
+            parts.append(self.selection.describe())
         return " ".join(parts) or "all rows"
 
 
@@ -230,7 +233,8 @@ class SliceResult:
 def slice_manifest(
     manifest: Manifest, spec: SliceSpec, *, allow_empty: bool = False, reporter: Reporter | None = None
 ) -> SliceResult:
-    """Apply ``spec`` (shards, rows, where, sample, head — in that order) to the manifest's row order."""
+    """Apply ``spec`` (shards, rows, selection, where, sample, head — in that order) to the manifest's row
+    order. The selection's licence filters need a ``license`` column (``cfx.licenses.ensure_licenses``)."""
     reporter = reporter or NullReporter()
     if spec.rows is not None:
         ranges = parse_rows_spec(spec.rows)  # parse before any work: a typo fails fast
@@ -247,17 +251,25 @@ def slice_manifest(
         df = new
 
     if spec.shards is not None:
-        wanted = set(parse_shard_spec(spec.shards))
+        wanted = parse_shard_set(spec.shards)  # ranges: `0-99999999999` is never expanded
         shards = df.get_column("shard").unique().to_list()
         numbers = {s: shard_number(s) for s in shards}
         keep = [s for s, num in numbers.items() if num in wanted]
-        absent = sorted(wanted - {num for num in numbers.values() if num is not None})
-        if absent:
-            shown = ", ".join(map(str, absent[:10])) + (" …" if len(absent) > 10 else "")
-            reporter.warn(f"--shards: {len(absent)} shard number(s) not in the source: {shown}")
+        present = [n for n in numbers.values() if n is not None]
+        absent = wanted.without(present)
+        if len(absent) > 1000:  # an open end (`--shards 90-99999999`): warn only about the gaps inside
+            absent = absent.up_to(max(present, default=-1))
+        if absent.ranges:
+            reporter.warn(
+                f"--shards: {len(absent):,} shard number(s) not in the source: {_short_spec(absent)}"
+            )
         step(f"--shards {spec.shards}", df.filter(pl.col("shard").is_in(keep)))
     if spec.rows is not None:
         step(f"--rows {spec.rows}", df[row_positions(ranges, df.height)])
+    if spec.selection is not None and not spec.selection.is_empty():
+        chosen = apply_selection(manifest.with_df(df), spec.selection, allow_empty=True, reporter=reporter)
+        steps.extend(chosen.steps)
+        df = chosen.manifest.df
     if spec.where is not None:
         step(f"--where {spec.where}", where_filter(df, spec.where))
     if spec.sample is not None:
@@ -273,6 +285,11 @@ def slice_manifest(
 
 
 # --- text output ----------------------------------------------------------------------------------------
+def _short_spec(shards: ShardSet, n: int = 10) -> str:
+    text = str(ShardSet(shards.ranges[:n]))
+    return text + (" …" if len(shards.ranges) > n else "")
+
+
 def write_rows(df: pl.DataFrame, stream: IO[bytes], fmt: str, columns: Sequence[str] | None = None) -> None:
     """Manifest rows as JSON Lines or CSV (for jq / awk), optionally only ``columns``."""
     if columns:

@@ -137,8 +137,11 @@ def iter_shard_batches(
             )
 
 
-def iter_images(manifest: Manifest, batch_rows: int = DEFAULT_BATCH_ROWS) -> Iterator[tuple[str, int, bytes]]:
-    """(shard, row, encoded image bytes) for every manifest row, shard by shard (the manifest's row order is not kept)."""
+def iter_images(
+    manifest: Manifest, batch_rows: int = DEFAULT_BATCH_ROWS
+) -> Iterator[tuple[str, int, bytes | None]]:
+    """(shard, row, encoded image bytes) for every manifest row, shard by shard (the manifest's row order is not
+    kept). A row whose image_data is null gives None: a bad row for the caller to record, not an error."""
     for part in rows_by_shard(manifest):
         for batch in iter_shard_batches(manifest, part.shard, part.rows, ("image_data",), batch_rows):
             rows = batch.column(ROW_COLUMN).to_pylist()

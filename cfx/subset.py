@@ -383,12 +383,57 @@ class _RowGroups:
         self._buf, self._n, self._bytes = [], 0, 0
 
 
+@dataclass
+class _BadImages:
+    """Rows whose image_data is null or empty, found while streaming: kept as they are, or dropped."""
+
+    drop: bool
+    positions: list[int] = field(default_factory=list)  # in source order, as _source_batches yields rows
+    rows: list[tuple[str, int]] = field(default_factory=list)
+
+    def check(self, batch: pa.RecordBatch, shard: str, src_rows: pa.Array, start: int) -> pa.RecordBatch:
+        """Record the bad rows of ``batch`` (its first row is source-order position ``start``)."""
+        length = pc.binary_length(batch.column(IMAGE_COLUMN))
+        bad = pc.fill_null(pc.equal(length, 0), True)
+        if not pc.any(bad).as_py():
+            return batch
+        where = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+        self.positions.extend(int(start + i) for i in where)
+        rows = src_rows.to_pylist()
+        self.rows.extend((shard, rows[i]) for i in where)
+        return batch.filter(pc.invert(bad)) if self.drop else batch
+
+    def spill_index(self, source_index: np.ndarray) -> Iterator[int]:
+        """``source_index`` (output row -> source-order position) mapped onto the spill of kept rows."""
+        if not self.drop or not self.positions:
+            yield from (int(i) for i in source_index)
+            return
+        dropped = np.asarray(sorted(self.positions))
+        for i in source_index:
+            k = int(np.searchsorted(dropped, i))
+            if k < dropped.size and dropped[k] == i:
+                continue
+            yield int(i) - k
+
+    def warning(self) -> str | None:
+        if not self.rows:
+            return None
+        shown = ", ".join(f"{s} row {r}" for s, r in self.rows[:5]) + (" …" if len(self.rows) > 5 else "")
+        if self.drop:
+            return f"dropped {len(self.rows):,} row(s) with null or empty image_data (--drop-bad-images): {shown}"
+        return (
+            f"{len(self.rows):,} row(s) have null or empty image_data, copied as they are: {shown} — "
+            "add --drop-bad-images to leave them out"
+        )
+
+
 def _source_batches(
-    plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool
+    plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool, bad_images: _BadImages
 ) -> Iterator[pa.RecordBatch]:
     """Selected rows shard by shard, in source order, as record batches in the output schema."""
     df = plan.manifest.df
     base = plan.schema.remove_metadata()
+    position = 0
     for sp in plan.shards:
         rows = np.sort(df.filter(pl.col("shard") == sp.shard).get_column("row").to_numpy())
         per_row = sp.shard_bytes / max(sp.shard_rows, 1)
@@ -401,10 +446,12 @@ def _source_batches(
                     f"shard {sp.shard} changed its schema while being read ({_schema_diff(base, data.schema)})",
                     "re-index the dataset",
                 )
-            arrays = list(data.columns)
             if provenance:
-                arrays += [pa.array([sp.shard] * data.num_rows, pa.string()), src_rows]
-            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+                data = data.append_column("source_shard", pa.array([sp.shard] * data.num_rows, pa.string()))
+                data = data.append_column("source_row", src_rows)
+            start, position = position, position + data.num_rows
+            data = bad_images.check(data, sp.shard, src_rows, start)
+            yield pa.RecordBatch.from_arrays(list(data.columns), schema=schema)
 
 
 def _output_schema(source: pa.Schema, provenance: bool) -> pa.Schema:
@@ -463,6 +510,7 @@ def write_subset(
     command: str | None = None,
     selection: str | None = None,
     cdc: bool = True,
+    drop_bad_images: bool = False,
     reporter: Reporter | None = None,
 ) -> SubsetResult:
     """Write the manifest's rows as a parquet dataset in ``out`` (data/, README.md, manifest.parquet).
@@ -470,6 +518,8 @@ def write_subset(
     The output has exactly the source schema (plus ``source_shard``/``source_row`` with ``with_provenance``)
     and byte-identical images. ``command`` (the command line) and ``selection`` (the filters, in words) go
     into the dataset card. ``cdc=False`` turns off content-defined chunking (faster writes, less Hub dedupe).
+    Rows with null or empty image_data are copied as they are (null stays null), or left out with
+    ``drop_bad_images``; either way a warning names them.
     """
     reporter = reporter or NullReporter()
     if row_group_rows < 1:
@@ -485,6 +535,7 @@ def write_subset(
             (tmp / DATA_DIR).mkdir()
         except OSError as exc:
             raise output_error(parent, exc, "cannot write into") from None
+        bad_images = _BadImages(drop=drop_bad_images)
         files, new = _write_rows(
             tmp,
             plan,
@@ -496,7 +547,13 @@ def write_subset(
             cdc,
             reporter,
             command,
+            bad_images,
         )
+        if bad_images.drop and bad_images.rows and not len(new):
+            raise EmptySelectionError(
+                f"every selected row ({plan.rows:,}) has null or empty image_data: nothing to write",
+                "leave out --drop-bad-images to copy them as they are, or select other rows",
+            )
         info = CardInfo(
             title=out_abs.name,
             schema=_output_schema(plan.schema, with_provenance),
@@ -513,7 +570,12 @@ def write_subset(
         )
         new.write(tmp / "manifest.parquet")
         write_atomic(tmp / "README.md", lambda p: Path(p).write_text(render_card(info), encoding="utf-8"))
-    return SubsetResult(out=out_abs, manifest=new, files=files, plan=plan)
+    warning = bad_images.warning()
+    if warning:
+        reporter.warn(warning)
+    return SubsetResult(
+        out=out_abs, manifest=new, files=files, plan=plan, warnings=[warning] if warning else []
+    )
 
 
 def _write_rows(
@@ -527,6 +589,7 @@ def _write_rows(
     cdc: bool,
     reporter: Reporter,
     command: str | None,
+    bad_images: _BadImages,
 ) -> tuple[list[WrittenFile], Manifest]:
     """The selected rows into ``tmp/data/`` (final file names); returns the files and the new manifest."""
     schema = _output_schema(plan.schema, with_provenance)
@@ -536,9 +599,9 @@ def _write_rows(
     try:
         groups = _RowGroups(writer, row_group_rows, schema, task)
         if plan.order == "shuffle":
-            _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp)
+            _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp, bad_images)
         else:
-            for batch in _source_batches(plan, manifest, schema, with_provenance):
+            for batch in _source_batches(plan, manifest, schema, with_provenance, bad_images):
                 groups.add(batch)
         groups.flush()
         writer.close()
@@ -554,7 +617,8 @@ def _write_rows(
         raise
     finally:
         task.close()
-    new = _new_manifest(plan, manifest, files, groups.lengths, out_abs, tmp, command or "cfx subset")
+    dropped = bad_images.rows if bad_images.drop else []
+    new = _new_manifest(plan, manifest, files, groups.lengths, out_abs, tmp, command or "cfx subset", dropped)
     return files, new
 
 
@@ -564,7 +628,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _write_shuffled(
-    plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool, groups: _RowGroups, tmp: Path
+    plan: SubsetPlan,
+    source: Manifest,
+    schema: pa.Schema,
+    provenance: bool,
+    groups: _RowGroups,
+    tmp: Path,
+    bad_images: _BadImages,
 ) -> None:
     """Spill the rows in source order, one record batch per row, then write them in the shuffled order.
 
@@ -574,18 +644,19 @@ def _write_shuffled(
     assert plan.source_index is not None
     spill = tmp / ".shuffle.arrow"
     with pa.OSFile(str(spill), "wb") as sink, ipc.new_file(sink, schema) as writer:
-        for batch in _source_batches(plan, source, schema, provenance):
+        for batch in _source_batches(plan, source, schema, provenance, bad_images):
             for i in range(batch.num_rows):
                 writer.write_batch(batch.slice(i, 1))
     with pa.OSFile(str(spill), "rb") as src:
         reader = ipc.open_file(src)
-        if reader.num_record_batches != plan.rows:
+        expected = plan.rows - (len(bad_images.positions) if bad_images.drop else 0)
+        if reader.num_record_batches != expected:
             raise OutputError(
-                f"the shuffle spill holds {reader.num_record_batches:,} rows, not {plan.rows:,}",
+                f"the shuffle spill holds {reader.num_record_batches:,} rows, not {expected:,}",
                 "this is a bug in cfx; please report it with CFX_DEBUG=1",
             )
-        for i in plan.source_index:
-            groups.add(reader.get_batch(int(i)))
+        for i in bad_images.spill_index(plan.source_index):
+            groups.add(reader.get_batch(i))
     spill.unlink()
 
 
@@ -608,14 +679,19 @@ def _new_manifest(
     out_abs: Path,
     tmp: Path,
     command: str,
+    dropped: list[tuple[str, int]],
 ) -> Manifest:
     """The manifest of the written dataset: same metadata, pointers into the new shards, provenance columns."""
     df = plan.manifest.df
+    if dropped:
+        key = pl.col("shard") + pl.lit("\x00") + pl.col("row").cast(pl.String)
+        df = df.filter(~key.is_in([f"{s}\x00{r}" for s, r in dropped]))
     shard_col = np.repeat(np.array([f.name for f in files], dtype=object), [f.rows for f in files])
     row_col = (
         np.concatenate([np.arange(f.rows, dtype=np.int64) for f in files]) if files else np.empty(0, np.int64)
     )
-    nbytes = pa.concat_arrays(lengths).to_numpy() if lengths else np.empty(0, np.int64)
+    # A null image has a null length: a polars Series keeps it (numpy would need a copy to hold it).
+    nbytes = pl.Series("num_bytes", pa.concat_arrays(lengths) if lengths else pa.array([], pa.int64()))
     if not (len(shard_col) == len(nbytes) == df.height):
         raise OutputError(
             f"wrote {len(nbytes):,} rows but {df.height:,} were selected",
@@ -625,7 +701,7 @@ def _new_manifest(
     new_df = df.with_columns(
         pl.Series("shard", shard_col, dtype=pl.String),
         pl.Series("row", row_col, dtype=pl.Int64),
-        pl.Series("num_bytes", nbytes, dtype=pl.Int64),
+        nbytes.cast(pl.Int64),
         *(s.alias(name) for name, s in extra.items()),
     )
     shards = {}

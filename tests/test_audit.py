@@ -191,4 +191,4 @@ def test_cli_audit(cfx: Callable[..., Any], cf_small: Path, tmp_path: Path) -> N
     run = cfx("audit", "-", "--json", input=bal.stdout)
     assert json.loads(run.out)["flagged"] == []
     run = cfx("audit", str(cf_small), "--threshold", "2")
-    assert run.returncode == 2 and "--threshold 2.0" in run.stderr
+    assert run.returncode == 2 and "'--threshold': 2.0 is out of range: allowed 0.5 to 1.0" in run.stderr

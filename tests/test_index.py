@@ -251,7 +251,7 @@ def test_empty_stdin_and_garbage_stdin(cfx) -> None:  # type: ignore[no-untyped-
     r = cfx("stats", "-", input=b"")
     assert r.returncode == 3 and "no manifest was piped in" in r.stderr
     r = cfx("stats", "-", input=b"garbage bytes")
-    assert r.returncode == 3 and "does not hold a cfx manifest" in r.stderr
+    assert r.returncode == 3 and "is not a cfx manifest (Arrow IPC stream)" in r.stderr
 
 
 def test_plain_parquet_is_not_a_manifest(tmp_path: Path) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import os
 import sys
@@ -19,6 +20,23 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _debug() -> bool:
     return os.environ.get("CFX_DEBUG", "") not in ("", "0")
+
+
+def is_broken_pipe(exc: BaseException) -> bool:
+    """EPIPE from Python (BrokenPipeError) or from Rust/C++ writers (polars, pyarrow: a plain OSError)."""
+    if isinstance(exc, BrokenPipeError):
+        return True
+    if not isinstance(exc, OSError):
+        return False
+    return exc.errno == errno.EPIPE or "os error 32" in str(exc) or "Broken pipe" in str(exc)
+
+
+def _silence_stdout() -> None:
+    """Point fd 1 at /dev/null so the interpreter's final flush does not fail a second time."""
+    with contextlib.suppress(OSError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def handle_errors(func: F) -> F:
@@ -39,14 +57,13 @@ def handle_errors(func: F) -> F:
         except KeyboardInterrupt:
             print("Interrupted.", file=sys.stderr)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-        except BrokenPipeError:
-            # The reader of our stdout went away (e.g. `| head`): not an error of ours.
-            with contextlib.suppress(OSError):
-                sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-            raise typer.Exit(0) from None
         except (typer.Exit, typer.Abort):
             raise
         except Exception as exc:  # a bug: say so, point at CFX_DEBUG
+            if is_broken_pipe(exc):
+                # The reader of our stdout went away (`| head -1`): quiet, status 141 as if killed by SIGPIPE.
+                _silence_stdout()
+                raise typer.Exit(int(ExitCode.BROKEN_PIPE)) from None
             if _debug():
                 traceback.print_exc()
             print(

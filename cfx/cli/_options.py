@@ -2,13 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 if TYPE_CHECKING:
     from cfx.select import Selection
+
+# Ranges of numeric options, checked by typer before a command runs (exit 2, the range in the message).
+# A count is stored as int64 (polars, parquet); a seed feeds numpy's PCG64 and 64-bit hashes.
+COUNT_MAX = 2**63 - 1
+SEED_MAX = 2**63 - 1
+WORKERS_MAX = 1024
+ROW_GROUP_MAX = 2**31 - 1  # parquet row groups hold at most int32 rows in most readers
+
+
+def in_range(lo: float, hi: float) -> Callable[[Any], Any]:
+    """An option callback: a value outside [lo, hi] (or NaN) is a usage error naming the allowed range."""
+
+    def check(value: Any) -> Any:
+        if value is not None and not lo <= value <= hi:  # NaN fails both comparisons
+            raise typer.BadParameter(f"{value} is out of range: allowed {lo} to {hi}")
+        return value
+
+    return check
+
+
+def ranged(*names: str, lo: float, hi: float, help: str, **kwargs: Any) -> Any:
+    """A typer.Option whose value must lie in [lo, hi]: checked by ``in_range``, the range shown in --help."""
+    return typer.Option(*names, callback=in_range(lo, hi), help=f"{help} [{lo} to {hi}]", **kwargs)
+
 
 SourceArg = Annotated[
     str,
@@ -26,11 +51,24 @@ OutputOpt = Annotated[
     ),
 ]
 SeedOpt = Annotated[
-    int, typer.Option("--seed", help="Random seed: the same seed gives the same rows everywhere.")
+    int,
+    ranged(
+        "--seed",
+        lo=0,
+        hi=SEED_MAX,
+        help="Random seed: the same seed gives the same rows everywhere.",
+    ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON on stdout.")]
 WorkersOpt = Annotated[
-    int, typer.Option("--workers", "-w", min=1, help="Parallel workers (processes or connections).")
+    int,
+    ranged(
+        "--workers",
+        "-w",
+        lo=1,
+        hi=WORKERS_MAX,
+        help="Parallel workers (processes or connections).",
+    ),
 ]
 EngineOpt = Annotated[
     str,
@@ -108,7 +146,21 @@ RealLicenseTableOpt = Annotated[
     ),
 ]
 
-# --- the row selection shared by subset, balance and download (cfx.select.Selection) ----------------
+# --- the row selection shared by every selecting command (cfx.select.Selection) ----------------------
+# subset, download, slice and balance take all of these options (balance: its --per-generator stands for
+# --max-per-generator); tests/test_reliability_inputs.py checks that they do.
+SELECTION_OPTIONS = (
+    "--generators",
+    "--architectures",
+    "--labels",
+    "--real-sources",
+    "--exclude-nsfw",
+    "--where",
+    "--allow-missing",
+    *("--licenses", "--exclude-licenses", "--commercial-only"),
+    *("--license-table", "--model-column", "--license-column", "--real-license-table"),
+)
+SELECTING_COMMANDS = ("subset", "download", "slice", "balance")
 GeneratorsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -144,9 +196,10 @@ RealSourcesOpt = Annotated[
 ExcludeNsfwOpt = Annotated[bool, typer.Option("--exclude-nsfw", help="Drop rows flagged NSFW.")]
 MaxPerGeneratorOpt = Annotated[
     int | None,
-    typer.Option(
+    ranged(
         "--max-per-generator",
-        min=1,
+        lo=1,
+        hi=COUNT_MAX,
         help="At most N random images per generator (after the other filters; seeded by --seed).",
         show_default=False,
     ),
@@ -174,8 +227,27 @@ def build_selection(
     commercial_only: bool = False,
     allow_missing: bool = False,
 ) -> Selection:
-    """A Selection from the parsed options above (comma-separated values are split)."""
+    """A Selection from the parsed options above (comma-separated values are split).
+
+    An option given with nothing in it (``--generators ''``) is a usage error, never "no filter"."""
+    from cfx.errors import UsageError
     from cfx.select import Selection, split_values
+
+    given = {
+        "--generators": generators,
+        "--architectures": architectures,
+        "--labels": labels,
+        "--real-sources": real_sources,
+        "--licenses": licenses,
+        "--exclude-licenses": exclude_licenses,
+    }
+    for option, values in given.items():
+        if values is not None and not split_values(values):
+            raise UsageError(
+                f"{option} was given no value", f"name at least one, or leave {option} out for no filter"
+            )
+    if where is not None and not where.strip():
+        raise UsageError("--where was given an empty expression", "write a condition, or leave --where out")
 
     return Selection(
         generators=split_values(generators),

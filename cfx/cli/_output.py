@@ -43,8 +43,14 @@ def err_console() -> Console:
     return Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+class _OutConsole(Console):
+    def on_broken_pipe(self) -> None:
+        # rich exits 1 here; raise instead so handle_errors gives the documented quiet exit 141.
+        raise BrokenPipeError("stdout closed by its reader")
+
+
 def out_console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
+    return _OutConsole(highlight=False, soft_wrap=True)
 
 
 def stdout_is_pipe() -> bool:

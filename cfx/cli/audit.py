@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cfx.cli._errors import handle_errors
-from cfx.cli._options import JsonOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
+from cfx.cli._options import JsonOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt, ranged
 from cfx.cli._output import CliReporter, out_console, print_json
 from cfx.defaults import AUDIT_THRESHOLD
 from cfx.errors import UsageError
@@ -50,6 +50,12 @@ def render(report: dict[str, Any], console: Console) -> None:
             console.print(f"{f['feature']}: {f['note']}", markup=False)
     for s in report["skipped"]:
         console.print(f"{s['feature']}: skipped — {s['reason']}", markup=False)
+    if report["unusable_sizes"]:
+        console.print(
+            f"{report['unusable_sizes']:,} row(s) have unusable sizes (zero, negative or unreadable resolution): "
+            "size features leave them out",
+            markup=False,
+        )
     flagged = report["flagged"]
     if flagged:
         console.print(
@@ -66,7 +72,8 @@ def audit_cmd(
     source: SourceArg,
     as_json: JsonOpt = False,
     threshold: Annotated[
-        float, typer.Option("--threshold", help="Flag features whose AUROC is above this.")
+        float,
+        ranged("--threshold", lo=0.5, hi=1.0, help="Flag features whose AUROC is above this."),
     ] = AUDIT_THRESHOLD,
     workers: WorkersOpt = 4,
     skip_bad: SkipBadOpt = False,

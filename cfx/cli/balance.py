@@ -10,19 +10,29 @@ from rich.table import Table
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
+    COUNT_MAX,
+    AllowMissingOpt,
+    ArchitecturesOpt,
     CommercialOnlyOpt,
     ExcludeLicensesOpt,
+    ExcludeNsfwOpt,
+    GeneratorsOpt,
+    LabelsOpt,
     LicenseColumnOpt,
     LicensesOpt,
     LicenseTableOpt,
     ModelColumnOpt,
     OutputOpt,
     RealLicenseTableOpt,
+    RealSourcesOpt,
     SeedOpt,
     SkipBadOpt,
     SourceArg,
     TokenOpt,
+    WhereOpt,
     WorkersOpt,
+    build_selection,
+    ranged,
 )
 from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, print_json, refuse_clobber
 from cfx.defaults import MATCH_FEATURES
@@ -79,11 +89,17 @@ def balance_cmd(
         str, typer.Option("--ratio", help="REAL:GENERATED rows, e.g. 1:1 (default) or 2:1.")
     ] = "1:1",
     per_generator: Annotated[
-        int | None, typer.Option("--per-generator", help="At most N rows from each generator.")
+        int | None,
+        ranged("--per-generator", lo=1, hi=COUNT_MAX, help="At most N rows from each generator."),
     ] = None,
     min_per_generator: Annotated[
         int | None,
-        typer.Option("--min-per-generator", help="Drop generators that cannot contribute at least M rows."),
+        ranged(
+            "--min-per-generator",
+            lo=1,
+            hi=COUNT_MAX,
+            help="Drop generators that cannot contribute at least M rows.",
+        ),
     ] = None,
     stratify: Annotated[
         str | None,
@@ -105,6 +121,13 @@ def balance_cmd(
         bool, typer.Option("--pair", help="Add pair_id linking each generated row to one real row (1:1).")
     ] = False,
     seed: SeedOpt = 0,
+    generators: GeneratorsOpt = None,
+    architectures: ArchitecturesOpt = None,
+    labels: LabelsOpt = None,
+    real_sources: RealSourcesOpt = None,
+    exclude_nsfw: ExcludeNsfwOpt = False,
+    where: WhereOpt = None,
+    allow_missing: AllowMissingOpt = False,
     licenses: LicensesOpt = None,
     exclude_licenses: ExcludeLicensesOpt = None,
     commercial_only: CommercialOnlyOpt = False,
@@ -124,7 +147,7 @@ def balance_cmd(
 ) -> None:
     """Select equal real and generated rows (or --ratio), spread over generators and real sources.
 
-    Licence options apply first; --match keeps real:generated at the ratio inside every bin of the matched
+    The row selection (generators, labels, --where…, as in `cfx subset`) and the licence options apply first; --match keeps real:generated at the ratio inside every bin of the matched
     features, so size and format stop predicting the label; --pair links the rows one to one. The selection
     is as large as the constraints allow and depends only on --seed and the rows. The report (rows and
     generators left after each step) goes to stderr, or as JSON to stdout with the --json option.
@@ -141,13 +164,26 @@ def balance_cmd(
     from cfx.balance import BalanceOptions, balance, parse_match, parse_ratio
     from cfx.licenses import check_license_patterns, ensure_licenses
     from cfx.load import load_manifest
+    from cfx.select import apply_selection
 
     r = parse_ratio(ratio)
+    rows = build_selection(  # licences are balance's own first step (BalanceOptions)
+        generators=generators,
+        architectures=architectures,
+        labels=labels,
+        real_sources=real_sources,
+        exclude_nsfw=exclude_nsfw,
+        where=where,
+        seed=seed,
+        allow_missing=allow_missing,
+    )
     include = check_license_patterns(licenses, "--licenses")
     exclude = check_license_patterns(exclude_licenses, "--exclude-licenses")
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
         refuse_clobber(source, manifest, {"-o": output}, extra_inputs=[license_table, real_license_table])
+        if not rows.is_empty():
+            manifest = apply_selection(manifest, rows, reporter=reporter).manifest
         specs = [parse_match(s, manifest.df.columns) for s in match or []]
         manifest = ensure_licenses(
             manifest,

@@ -83,7 +83,9 @@ def dedupe_cmd(
     threshold: Annotated[
         int,
         typer.Option(
-            "--threshold", "-t", help="Max pHash Hamming distance (bits of 64) for a near-duplicate."
+            "--threshold",
+            "-t",
+            help="Max pHash Hamming distance (bits of 64) for a near-duplicate.",
         ),
     ] = DEDUPE_THRESHOLD,
     keep: Annotated[

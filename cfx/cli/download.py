@@ -398,7 +398,7 @@ def _download_planned(
     from cfx import plan as pf
     from cfx.load import load_manifest
     from cfx.manifest import is_manifest_file
-    from cfx.shardspec import parse_shard_spec
+    from cfx.shardspec import parse_shard_set
 
     if manifest_spec is not None and manifest_spec != "-" and not is_manifest_file(Path(manifest_spec)):
         raise UsageError(
@@ -424,7 +424,7 @@ def _download_planned(
             model_column=model_column,
             license_column=license_column,
             real_license_table=real_license_table,
-            shards=parse_shard_spec(shards) if shards is not None else None,
+            shards=parse_shard_set(shards) if shards is not None else None,
             include=include or (),
             token=token,
             workers=workers,

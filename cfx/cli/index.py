@@ -65,7 +65,7 @@ def index(
             engine=eng,
             reporter=reporter,
         )
-    raise_for_bad(result, skip_bad)
+    raise_for_bad(result, skip_bad, reporter)
     emit_manifest(result.manifest.with_df(result.manifest.df, step=f"index {source}"), output)
 
 

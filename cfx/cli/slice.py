@@ -10,7 +10,32 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from cfx.cli._errors import handle_errors
-from cfx.cli._options import OutputOpt, SeedOpt, SkipBadOpt, SourceArg, TokenOpt, WhereOpt, WorkersOpt
+from cfx.cli._options import (
+    COUNT_MAX,
+    AllowMissingOpt,
+    ArchitecturesOpt,
+    CommercialOnlyOpt,
+    ExcludeLicensesOpt,
+    ExcludeNsfwOpt,
+    GeneratorsOpt,
+    LabelsOpt,
+    LicenseColumnOpt,
+    LicensesOpt,
+    LicenseTableOpt,
+    MaxPerGeneratorOpt,
+    ModelColumnOpt,
+    OutputOpt,
+    RealLicenseTableOpt,
+    RealSourcesOpt,
+    SeedOpt,
+    SkipBadOpt,
+    SourceArg,
+    TokenOpt,
+    WhereOpt,
+    WorkersOpt,
+    build_selection,
+    ranged,
+)
 from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, refuse_clobber
 
 if TYPE_CHECKING:
@@ -40,7 +65,13 @@ def slice_(
     ] = None,
     head: Annotated[
         int | None,
-        typer.Option("--head", min=0, help="Keep the first N rows (last step).", show_default=False),
+        ranged(
+            "--head",
+            lo=0,
+            hi=COUNT_MAX,
+            help="Keep the first N rows (last step).",
+            show_default=False,
+        ),
     ] = None,
     sample: Annotated[
         str | None,
@@ -60,6 +91,20 @@ def slice_(
         ),
     ] = None,
     where: WhereOpt = None,
+    generators: GeneratorsOpt = None,
+    architectures: ArchitecturesOpt = None,
+    labels: LabelsOpt = None,
+    real_sources: RealSourcesOpt = None,
+    exclude_nsfw: ExcludeNsfwOpt = False,
+    max_per_generator: MaxPerGeneratorOpt = None,
+    licenses: LicensesOpt = None,
+    exclude_licenses: ExcludeLicensesOpt = None,
+    commercial_only: CommercialOnlyOpt = False,
+    license_table: LicenseTableOpt = None,
+    model_column: ModelColumnOpt = None,
+    license_column: LicenseColumnOpt = None,
+    real_license_table: RealLicenseTableOpt = None,
+    allow_missing: AllowMissingOpt = False,
     columns: Annotated[
         str | None,
         typer.Option(
@@ -81,7 +126,8 @@ def slice_(
 ) -> None:
     """Select rows of SOURCE by position, shard, SQL filter or seeded sample; no image bytes are read.
 
-    Steps run in this order: --shards, --rows, --where, --sample, --head. The result is a manifest
+    Steps run in this order: --shards, --rows, the row selection (generators, labels, licences… and
+    --where, as in `cfx subset`), --sample, --head. The result is a manifest
     (-o FILE.parquet, or Arrow IPC on stdout when piped) or text rows with --format.
 
     Examples:
@@ -91,7 +137,9 @@ def slice_(
       cfx slice manifest.parquet --where "architecture = 'GAN' AND width >= 512" | cfx subset - --out gan512
       cfx slice data/ --sample 1000 --stratify model_name --seed 1 -o sample.parquet
       cfx slice data/ --shards 0-9 --head 5 --format jsonl --columns shard,row,model_name
+      cfx slice data/ --commercial-only --labels generated --sample 500 -o open.parquet
     """
+    from cfx.licenses import ensure_licenses
     from cfx.load import load_manifest
     from cfx.outputs import write_atomic
     from cfx.slice import SliceSpec, parse_sample, slice_manifest, write_rows
@@ -103,11 +151,35 @@ def slice_(
         sample=parse_sample(sample) if sample is not None else None,
         seed=seed,
         stratify=stratify,
-        where=where,
+        selection=build_selection(
+            generators=generators,
+            architectures=architectures,
+            labels=labels,
+            real_sources=real_sources,
+            exclude_nsfw=exclude_nsfw,
+            where=where,
+            max_per_generator=max_per_generator,
+            seed=seed,
+            licenses=licenses,
+            exclude_licenses=exclude_licenses,
+            commercial_only=commercial_only,
+            allow_missing=allow_missing,
+        ),
     )
+    assert spec.selection is not None
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
-        refuse_clobber(source, manifest, {"-o": output})
+        refuse_clobber(source, manifest, {"-o": output}, extra_inputs=[license_table, real_license_table])
+        manifest = ensure_licenses(
+            manifest,
+            needed=spec.selection.filters_licenses,
+            license_table=license_table,
+            model_column=model_column,
+            license_column=license_column,
+            real_table=real_license_table,
+            token=token,
+            reporter=reporter,
+        )
         result = slice_manifest(manifest, spec, reporter=reporter)
         if not is_quiet():
             for step in result.steps:

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from cfx.cli._errors import handle_errors
-from cfx.cli._options import JsonOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
+from cfx.cli._options import COUNT_MAX, JsonOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt, ranged
 from cfx.cli._output import CliReporter, err_console, out_console, print_json, refuse_clobber
 from cfx.errors import UsageError
 from cfx.units import human_bytes
@@ -57,7 +57,13 @@ def stats(
         typer.Option("--by", help="Break down by this manifest column instead of the defaults (repeatable)."),
     ] = None,
     top: Annotated[
-        int, typer.Option("--top", min=1, help="Values shown for long breakdowns (generators, resolutions).")
+        int,
+        ranged(
+            "--top",
+            lo=1,
+            hi=COUNT_MAX,
+            help="Values shown for long breakdowns (generators, resolutions).",
+        ),
     ] = 20,
     as_json: JsonOpt = False,
     plot: Annotated[

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
+    ROW_GROUP_MAX,
     AllowMissingOpt,
     ArchitecturesOpt,
     CommercialOnlyOpt,
@@ -33,6 +34,7 @@ from cfx.cli._options import (
     WhereOpt,
     WorkersOpt,
     build_selection,
+    ranged,
 )
 from cfx.cli._output import (
     CliReporter,
@@ -109,7 +111,13 @@ def subset(
         Order, typer.Option("--order", help="Row order: as in the source, or shuffled with --seed.")
     ] = Order.source,
     row_group_size: Annotated[
-        int, typer.Option("--row-group-size", min=1, help="Rows per row group (small: fast random access).")
+        int,
+        ranged(
+            "--row-group-size",
+            lo=1,
+            hi=ROW_GROUP_MAX,
+            help="Rows per row group (small: fast random access).",
+        ),
     ] = DEFAULT_ROW_GROUP_ROWS,
     max_shard_size: Annotated[
         str, typer.Option("--max-shard-size", help="Start a new output shard before one passes this size.")
@@ -125,6 +133,13 @@ def subset(
         ),
     ] = True,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    drop_bad_images: Annotated[
+        bool,
+        typer.Option(
+            "--drop-bad-images",
+            help="Leave out rows whose image_data is null or empty (default: copy them as they are, with a warning).",
+        ),
+    ] = False,
     dry_run: Annotated[
         bool,
         typer.Option("--dry-run", help="Print what would be written (rows, shards, bytes); write nothing."),
@@ -204,6 +219,7 @@ def subset(
                 command=command_line(),
                 selection=selection.describe(),
                 cdc=cdc,
+                drop_bad_images=drop_bad_images,
                 reporter=reporter,
             )
     if dry_run:

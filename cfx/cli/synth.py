@@ -10,7 +10,7 @@ import typer
 
 from cfx.cli import _output
 from cfx.cli._errors import handle_errors
-from cfx.cli._options import JsonOpt, SeedOpt
+from cfx.cli._options import JsonOpt, SeedOpt, ranged
 from cfx.errors import OutputError, UsageError
 from cfx.units import human_bytes, parse_size
 
@@ -46,10 +46,11 @@ def synth(
         ),
     ] = Mode.small,
     shards: Annotated[
-        int | None, typer.Option("--shards", min=1, help="Number of shards (small: 6, scale: 186).")
+        int | None, ranged("--shards", lo=1, hi=100_000, help="Number of shards (small: 6, scale: 186).")
     ] = None,
     rows_per_shard: Annotated[
-        int | None, typer.Option("--rows-per-shard", min=1, help="Rows per shard (small only; default 60).")
+        int | None,
+        ranged("--rows-per-shard", lo=1, hi=1_000_000, help="Rows per shard (small only; default 60)."),
     ] = None,
     scale: Annotated[
         float | None,
