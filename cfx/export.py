@@ -100,11 +100,15 @@ class ExportPlan:
         return self.df.height
 
     def files(self) -> int:
-        """Files written: images, plus the index files and, for webdataset, the metadata members."""
+        """Files an export writes: images (webdataset: about how many tars) plus the index files."""
         fmt = self.options.format
         splits = self.df.get_column("__split").n_unique() if self.rows else 0
         if fmt == "webdataset":
-            return self.df.select("__split", "__bucket").n_unique() + 1
+            if self.options.shuffle:
+                tars = self.df.select("__split", "__bucket").n_unique()
+            else:
+                tars = max(splits, -(-self.est_bytes // self.options.shard_bytes))
+            return tars + 2  # + names.csv, README.md
         return self.rows + 1 + (splits if fmt in ("cf", "imagefolder") else 0)
 
     def to_json(self) -> dict[str, Any]:
@@ -615,13 +619,13 @@ def _write_index(
     fmt = plan.options.format
     if fmt == "webdataset":
         _write_wds_card(df, tmp)
-        return _finish_tars(plan, df, tmp, results, reporter)
+        return _finish_tars(plan, df, tmp, results, reporter) + 2
     for (split,), part in df.group_by("__split", maintain_order=True):
         if fmt == "imagefolder":
             _write_metadata_jsonl(part, tmp / str(split))
         elif fmt == "cf":
             _write_cf_index(part, tmp / str(split), out_abs)
-    return plan.rows
+    return plan.files()
 
 
 def _write_metadata_jsonl(part: pl.DataFrame, folder: Path) -> None:
