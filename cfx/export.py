@@ -62,6 +62,7 @@ _LABEL_DIRS = {"cnndetection": {REAL: "0_real", GENERATED: "1_fake"}}
 _PARTS = ".parts"  # webdataset: tar pieces written by the workers, renamed or merged at the end
 _BATCH_ROWS = 8
 _BATCH_BYTES = 8 << 20
+_PROGRESS_EVERY = 16  # rows per progress message from a worker
 
 # A hook for `subset --transform` specs (another issue): bytes in, bytes out, applied in the worker before
 # the extension is sniffed. Must be picklable (workers are spawned). None: the bytes are copied as they are.
@@ -346,8 +347,10 @@ def _run_task(task: _Task, progress: Callable[[int], None] | None) -> _TaskResul
                 _write_file(tmp, task.stems[pos], ext, data, made)
             exts.append(ext)
             total += len(data)
-            if progress is not None:
-                progress(1)
+            if progress is not None and len(exts) % _PROGRESS_EVERY == 0:
+                progress(_PROGRESS_EVERY)
+        if progress is not None and len(exts) % _PROGRESS_EVERY:
+            progress(len(exts) % _PROGRESS_EVERY)
     finally:
         if tars is not None:
             tars.close()
@@ -472,36 +475,33 @@ def _ndjson_lines(df: pl.DataFrame) -> list[str]:
     return df.write_ndjson().splitlines() if df.height else []
 
 
-def _tasks(plan: ExportPlan, tmp: Path, parent_pid: int | None) -> list[_Task]:
+def _tasks(plan: ExportPlan, tmp: Path, parent_pid: int | None) -> Iterator[_Task]:
+    """One task per source shard, made as the pool takes them (the metadata of all rows is never held twice)."""
     fmt = plan.options.format
     by_shard = {sp.shard: sp for sp in plan.shards}
-    tasks = []
     for i, ((shard,), part) in enumerate(plan.df.group_by("shard", maintain_order=True)):
         sp = by_shard[str(shard)]
         per_row = sp.shard_bytes / max(sp.shard_rows, 1)
         wds = fmt == "webdataset"
         info = plan.manifest.shards.get(str(shard))
-        tasks.append(
-            _Task(
-                index=i,
-                root=plan.manifest.root,
-                shards={str(shard): info} if info is not None else {},
-                shard=str(shard),
-                rows=part.get_column("row").to_numpy(),
-                stems=part.get_column("__stem").to_list(),
-                fmt=fmt,
-                tmp=str(tmp),
-                batch_rows=int(min(_BATCH_ROWS, max(1, _BATCH_BYTES // max(per_row, 1)))),
-                splits=part.get_column("__split").to_list() if wds else [],
-                buckets=part.get_column("__bucket").to_list() if wds else [],
-                labels=part.get_column("label").cast(pl.Int64).to_list() if wds else [],
-                meta=_ndjson_lines(_meta_frame(part)) if wds else [],
-                shard_bytes=plan.options.shard_bytes,
-                transform=plan.options.transform,
-                parent_pid=parent_pid,
-            )
+        yield _Task(
+            index=i,
+            root=plan.manifest.root,
+            shards={str(shard): info} if info is not None else {},
+            shard=str(shard),
+            rows=part.get_column("row").to_numpy(),
+            stems=part.get_column("__stem").to_list(),
+            fmt=fmt,
+            tmp=str(tmp),
+            batch_rows=int(min(_BATCH_ROWS, max(1, _BATCH_BYTES // max(per_row, 1)))),
+            splits=part.get_column("__split").to_list() if wds else [],
+            buckets=part.get_column("__bucket").to_list() if wds else [],
+            labels=part.get_column("label").cast(pl.Int64).to_list() if wds else [],
+            meta=_ndjson_lines(_meta_frame(part)) if wds else [],
+            shard_bytes=plan.options.shard_bytes,
+            transform=plan.options.transform,
+            parent_pid=parent_pid,
         )
-    return tasks
 
 
 def _run_all(plan: ExportPlan, tmp: Path, reporter: Reporter) -> list[_TaskResult]:
@@ -510,12 +510,15 @@ def _run_all(plan: ExportPlan, tmp: Path, reporter: Reporter) -> list[_TaskResul
     try:
         if plan.options.workers <= 1 or len(plan.shards) == 1:
             return [_run_task(t, bar.advance) for t in _tasks(plan, tmp, None)]
-        return _run_pool(_tasks(plan, tmp, os.getpid()), plan.options.workers, bar.advance)
+        workers = min(plan.options.workers, len(plan.shards))
+        return _run_pool(_tasks(plan, tmp, os.getpid()), workers, bar.advance)
     finally:
         bar.close()
 
 
-def _run_pool(tasks: list[_Task], workers: int, advance: Callable[[int], None]) -> list[_TaskResult]:
+def _run_pool(tasks: Iterator[_Task], workers: int, advance: Callable[[int], None]) -> list[_TaskResult]:
+    """Run the tasks on ``workers`` spawned processes, at most two per worker in flight; progress arrives
+    through a queue."""
     ctx = get_context("spawn")
     progress = ctx.Queue()
     done = threading.Event()
@@ -528,14 +531,19 @@ def _run_pool(tasks: list[_Task], workers: int, advance: Callable[[int], None]) 
     drainer = threading.Thread(target=drain, daemon=True)
     drainer.start()
     pool = ProcessPoolExecutor(
-        max_workers=min(workers, len(tasks)), mp_context=ctx, initializer=_init_worker, initargs=(progress,)
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(progress,)
     )
     try:
-        pending: set[Future[_TaskResult]] = {pool.submit(_pool_task, t) for t in tasks}
+        pending: set[Future[_TaskResult]] = set()
         results = []
+        for task in tasks:
+            pending.add(pool.submit(_pool_task, task))
+            while len(pending) >= 2 * workers:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                results += [f.result() for f in finished]  # the first error stops the export
         while pending:
             finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            results += [f.result() for f in finished]  # the first error stops the export
+            results += [f.result() for f in finished]
         pool.shutdown()
     except BaseException:
         pool.shutdown(wait=True, cancel_futures=True)
