@@ -534,3 +534,44 @@ def test_library_hostile_shard_bytes(hostile: Path) -> None:
         t.column("format")[0].as_py() == "JPEG" and sniff_format(t.column("image_data")[0].as_py()) == "PNG"
     )
     assert png(0)[:4] == b"\x89PNG"
+
+
+@pytest.mark.hub
+def test_export_from_the_hub(local_hub: Any, run_cfx: Any, tmp_path: Path) -> None:
+    """hf:// source through a process pool: the workers stream the Hub's shards; bytes match its files."""
+    from tests.conftest import REPO
+
+    out = tmp_path / "wds"
+    r = run_cfx("export", f"hf://datasets/{REPO}", "--format", "webdataset", "--out", str(out), "-w", "2")
+    assert r.returncode == 0, r.stderr
+    want = {}
+    for i in range(6):
+        shard = f"data/HFCF_small_{i}.parquet"
+        col = pq.read_table(local_hub.file(shard)).column("image_data").to_pylist()
+        want.update({(shard, row): sha(b) for row, b in enumerate(col)})
+    got = {}
+    for s in read_wds(out):
+        meta = json.loads(s["json"])
+        body = next(v for k, v in s.items() if k not in ("json", "cls") and not k.startswith("__"))
+        got[(meta["shard"], meta["row"])] = sha(body)
+    assert got == want
+
+
+@pytest.mark.slow
+def test_memory_does_not_grow_with_the_row_group(tmp_path: Path) -> None:
+    """Peak RSS exporting a 300 MB single-row-group shard is about that of a 60 MB one (both layouts)."""
+    from cfx.synth import make_large_shard
+    from tests.rss import cfx_peak_rss_mb
+
+    small, big = tmp_path / "small", tmp_path / "big"
+    make_large_shard(small, target_bytes=60_000_000)
+    make_large_shard(big, target_bytes=300_000_000)
+    for fmt in ("cnndetection", "webdataset"):
+        peaks = [
+            cfx_peak_rss_mb(
+                ["export", str(src), "--format", fmt, "--out", str(tmp_path / f"o-{src.name}-{fmt}")],
+                tmp_path,
+            )
+            for src in (small, big)
+        ]
+        assert peaks[1] - peaks[0] < 60, (fmt, peaks)
