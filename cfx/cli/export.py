@@ -168,7 +168,11 @@ def export(
             token=token,
             reporter=reporter,
         )
-        selected = apply_selection(manifest, selection, reporter=reporter).manifest
+        picked = apply_selection(manifest, selection, reporter=reporter)
+        if not is_quiet():
+            for step in picked.steps:
+                reporter.info(f"{step.name}: {step.before:,} → {step.after:,} rows")
+        selected = picked.manifest
         if dry_run:
             check_output(selected, out, overwrite)
             plan = plan_export(selected, options, reporter=reporter)
