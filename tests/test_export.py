@@ -575,3 +575,69 @@ def test_memory_does_not_grow_with_the_row_group(tmp_path: Path) -> None:
             for src in (small, big)
         ]
         assert peaks[1] - peaks[0] < 60, (fmt, peaks)
+
+
+def test_changed_shard_fails_cleanly_through_the_pool(
+    cfx: Callable[..., Any], cf_small: Path, tmp_path: Path
+) -> None:
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(cf_small, src)
+    manifest = tmp_path / "m.parquet"
+    assert cfx("index", str(src), "-o", str(manifest)).returncode == 0
+    with open(src / "data" / "HFCF_small_3.parquet", "ab") as f:
+        f.write(b"x")
+    out = tmp_path / "out"
+    r = cfx("export", str(manifest), "--format", "imagefolder", "--out", str(out), "-w", "2")
+    assert r.returncode == 3 and "HFCF_small_3.parquet changed" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists() and not list(tmp_path.glob("out.tmp-*"))
+
+
+@pytest.mark.slow
+def test_kill_9_stops_the_pool_workers(tmp_path: Path) -> None:
+    """Workers of a killed export stop writing into its temp folder (they watch their parent)."""
+    import shutil
+
+    from cfx.synth import make_large_shard
+
+    src = tmp_path / "src"
+    make_large_shard(src, target_bytes=60_000_000)
+    shutil.copy(src / "data" / "HFCF_small_0.parquet", src / "data" / "HFCF_small_1.parquet")
+    out = tmp_path / "out"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable,
+        "-m",
+        "cfx",
+        "export",
+        str(src),
+        "--format",
+        "cnndetection",
+        "--out",
+        str(out),
+        "-w",
+        "2",
+    ]
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    tmp = None
+    while time.monotonic() < deadline:
+        tmps = list(tmp_path.glob("out.tmp-*"))
+        if tmps and sum(1 for _ in tmps[0].rglob("*.png")) > 5:
+            tmp = tmps[0]
+            break
+        time.sleep(0.01)
+    assert tmp is not None, "the export never started"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    time.sleep(2)
+    before = sum(1 for _ in tmp.rglob("*.png"))
+    time.sleep(2)
+    assert sum(1 for _ in tmp.rglob("*.png")) == before < len(load_manifest(str(src)))  # stopped, unfinished
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (
+        not tmp.exists()
+        and sum(1 for p in walk(out) if p.suffix == ".png") == 2 * len(load_manifest(str(src))) // 2
+    )
