@@ -477,6 +477,8 @@ def _merge_bucket(folder: str, pieces: list[str], keys: list[str], out: str) -> 
         raise OutputError(
             f"{len(members)} samples were not placed in {out}", "this is a bug in cfx; please report it"
         )
+    for p in pieces:
+        (Path(folder) / p).unlink()  # free the pieces' space before the next tar is merged
     return len(keys)
 
 
@@ -757,18 +759,32 @@ def _finish_tars(
         slots: dict[tuple[str, int], list[str]] = {}
         for split, bucket, name in pieces:
             slots.setdefault((split, bucket), []).append(name)
-        bar = reporter.task(f"Shuffling into {len(slots):,} tar files", total=len(slots))
         order = df.sort("__order").group_by("__split", "__bucket", maintain_order=True).agg(pl.col("__stem"))
         keys = {(s, b): k for s, b, k in order.iter_rows()}
-        for (split, bucket), names in sorted(slots.items()):
-            _merge_bucket(str(parts), names, keys[(split, bucket)], str(tmp / f"{split}-{bucket:06d}.tar"))
-            for name in names:
-                (parts / name).unlink()
-            written += 1
-            bar.advance()
-        bar.close()
+        jobs = [
+            (str(parts), names, keys[slot], str(tmp / f"{slot[0]}-{slot[1]:06d}.tar"))
+            for slot, names in sorted(slots.items())
+        ]
+        written = _merge_all(jobs, plan.options.workers, reporter)
     shutil.rmtree(parts, ignore_errors=True)
     return written
+
+
+def _merge_all(jobs: list[tuple[str, list[str], list[str], str]], workers: int, reporter: Reporter) -> int:
+    """--shuffle: merge every output tar from its pieces, on ``workers`` processes when there are several."""
+    bar = reporter.task(f"Shuffling into {len(jobs):,} tar files", total=len(jobs))
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                _merge_bucket(*job)
+                bar.advance()
+        else:
+            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+                for _ in pool.map(_merge_bucket, *zip(*jobs, strict=True)):
+                    bar.advance()
+    finally:
+        bar.close()
+    return len(jobs)
 
 
 __all__ = [
