@@ -70,7 +70,7 @@ def export(
         str,
         typer.Option(
             "--category",
-            help="Folder level under the split (cnndetection, cf): generator, architecture, family or any "
+            help="Category folder level (cnndetection, cf, imagefolder): generator, architecture, family or any "
             "manifest column. Real rows go with their pair_id partner, else under their real_source.",
         ),
     ] = "generator",
