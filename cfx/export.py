@@ -322,13 +322,49 @@ def _rows(task: _Task) -> Iterator[tuple[int, memoryview | bytes]]:
     """(position in the task, image bytes) for every row of the task, a small batch at a time."""
     manifest = Manifest(df=pl.DataFrame({"shard": [], "row": []}), root=task.root, shards=task.shards)
     pos = 0
-    for batch in iter_shard_batches(manifest, task.shard, task.rows, (IMAGE_COLUMN,), task.batch_rows):
+    batches = iter_shard_batches(manifest, task.shard, task.rows, (IMAGE_COLUMN,), task.batch_rows)
+    for batch in _read_ahead(batches):
         if task.parent_pid is not None and os.getppid() != task.parent_pid:
             os._exit(1)  # the exporting process was killed: do not keep writing into its temp folder
         for data in _images(batch.column(IMAGE_COLUMN)):
             yield pos, data
             pos += 1
         del batch
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """Read the next batches on a thread while the current one is written (both release the GIL);
+    at most ``depth`` batches wait, so memory stays bounded."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    with contextlib.suppress(queue.Full):
+                        q.put(batch, timeout=0.1)
+                        break
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    reader = threading.Thread(target=produce, daemon=True)
+    reader.start()
+    try:
+        while (item := q.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()  # unblock a waiting put
+        reader.join()
 
 
 def _images(arr: pa.Array) -> Iterator[memoryview | bytes]:
