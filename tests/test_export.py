@@ -640,3 +640,31 @@ def test_kill_9_stops_the_pool_workers(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr
     assert not tmp.exists()
     assert sum(1 for p in walk(out) if p.suffix == ".png") == len(load_manifest(str(src)))
+
+
+def test_assigned_split_loads_as_splits(
+    cf_small: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """assigned_split train/test: both loaders see the two splits with exactly their rows."""
+    import datasets
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    manifest = load_manifest(str(cf_small))
+    df = manifest.df.with_columns(
+        pl.when(pl.col("row") % 4 == 0)
+        .then(pl.lit("test"))
+        .otherwise(pl.lit("train"))
+        .alias("assigned_split")
+    )
+    want = {s: len(df.filter(pl.col("assigned_split") == s)) for s in ("train", "test")}
+    for fmt in ("imagefolder", "webdataset"):
+        out = tmp_path / fmt
+        export(manifest.with_df(df), out, fmt)
+        ds = (
+            datasets.load_dataset("imagefolder", data_dir=str(out))
+            if fmt == "imagefolder"
+            else datasets.load_dataset(str(out))
+        )
+        assert {s: len(d) for s, d in ds.items()} == want
+        rows = ds["test"]["row"] if fmt == "imagefolder" else [j["row"] for j in ds["test"]["json"]]
+        assert all(r % 4 == 0 for r in rows)
