@@ -668,3 +668,14 @@ def test_assigned_split_loads_as_splits(
         assert {s: len(d) for s, d in ds.items()} == want
         rows = ds["test"]["row"] if fmt == "imagefolder" else [j["row"] for j in ds["test"]["json"]]
         assert all(r % 4 == 0 for r in rows)
+
+
+@pytest.mark.parametrize("stem", ["train/../x", "/abs/x", "a//b", "a/./b", "a\\b", "..", ""])
+def test_unsafe_paths_never_reach_the_disk(stem: str) -> None:
+    """The last guard behind safe_names: a path component that could leave DIR is refused."""
+    from cfx.errors import OutputError
+    from cfx.export import _check_stems
+
+    _check_stems(pl.Series(["train/a/0_real/x-000001", "train/b.c/1_fake/y-000002"]))
+    with pytest.raises(OutputError, match="unsafe output path"):
+        _check_stems(pl.Series([stem]))
