@@ -1,0 +1,197 @@
+"""`cfx export`: write a selection in the folder/tar layouts detector codebases read."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from cfx.cli._errors import handle_errors
+from cfx.cli._options import (
+    AllowMissingOpt,
+    ArchitecturesOpt,
+    CommercialOnlyOpt,
+    ExcludeLicensesOpt,
+    ExcludeNsfwOpt,
+    GeneratorsOpt,
+    JsonOpt,
+    LabelsOpt,
+    LicenseColumnOpt,
+    LicensesOpt,
+    LicenseTableOpt,
+    MaxPerGeneratorOpt,
+    ModelColumnOpt,
+    RealLicenseTableOpt,
+    RealSourcesOpt,
+    SeedOpt,
+    SkipBadOpt,
+    SourceArg,
+    TokenOpt,
+    WhereOpt,
+    WorkersOpt,
+    build_selection,
+)
+from cfx.cli._output import CliReporter, err_console, is_quiet, out_console, print_json
+from cfx.units import human_bytes, parse_size
+
+if TYPE_CHECKING:
+    from cfx.export import ExportPlan
+
+
+class Format(str, Enum):
+    cnndetection = "cnndetection"
+    cf = "cf"
+    imagefolder = "imagefolder"
+    webdataset = "webdataset"
+
+
+def _render_plan(plan: ExportPlan, out: Path) -> None:
+    approx = "" if plan.exact else "≈ "
+    info = plan.to_json()
+    splits = ", ".join(f"{k}: {v:,}" for k, v in info["by_split"].items())
+    out_console().print(
+        f"Would write {plan.rows:,} images ({approx}{human_bytes(plan.est_bytes)}) as {plan.options.format} to "
+        f"{out}/: {plan.files():,} files, {info['categories']:,} categories, splits {splits}",
+        markup=False,
+    )
+
+
+@handle_errors
+def export(
+    source: SourceArg,
+    format: Annotated[
+        Format,
+        typer.Option("--format", "-f", help="Layout to write (see docs/export.md).", show_default=False),
+    ],
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the export into.", show_default=False)],
+    category: Annotated[
+        str,
+        typer.Option(
+            "--category",
+            help="Category folder level (cnndetection, cf, imagefolder): generator, architecture, family or any "
+            "manifest column. Real rows go with their pair_id partner, else under their real_source.",
+        ),
+    ] = "generator",
+    split: Annotated[
+        str, typer.Option("--split", help="Split name when the manifest has no assigned_split column.")
+    ] = "train",
+    shard_size: Annotated[
+        str, typer.Option("--shard-size", help="webdataset: about this many bytes per tar (e.g. 1GB, 64MB).")
+    ] = "1GB",
+    shuffle: Annotated[
+        bool, typer.Option("--shuffle", help="webdataset: shuffle samples across and within tars (--seed).")
+    ] = False,
+    generators: GeneratorsOpt = None,
+    architectures: ArchitecturesOpt = None,
+    labels: LabelsOpt = None,
+    real_sources: RealSourcesOpt = None,
+    exclude_nsfw: ExcludeNsfwOpt = False,
+    max_per_generator: MaxPerGeneratorOpt = None,
+    where: WhereOpt = None,
+    licenses: LicensesOpt = None,
+    exclude_licenses: ExcludeLicensesOpt = None,
+    commercial_only: CommercialOnlyOpt = False,
+    license_table: LicenseTableOpt = None,
+    model_column: ModelColumnOpt = None,
+    license_column: LicenseColumnOpt = None,
+    real_license_table: RealLicenseTableOpt = None,
+    allow_missing: AllowMissingOpt = False,
+    seed: SeedOpt = 0,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print what would be written (files, bytes); write nothing.")
+    ] = False,
+    as_json: JsonOpt = False,
+    workers: WorkersOpt = 4,
+    skip_bad: SkipBadOpt = False,
+    token: TokenOpt = None,
+) -> None:
+    """Export SOURCE's images to a folder or tar layout detector codebases read, byte-identical.
+
+    cnndetection: DIR/<split>/<category>/0_real|1_fake/ (CNNDetection, UniversalFakeDetect, NPR).
+    cf: DIR/<split>/<generator>/<real|fake>/ + index.csv (the official Community Forensics trainer; pass
+    DIR/<split> as its root). imagefolder: DIR/<split>/… + metadata.jsonl for
+    `datasets.load_dataset("imagefolder", data_dir=DIR)`. webdataset: DIR/<split>-000000.tar … with
+    KEY.<ext>, KEY.json, KEY.cls. Extensions follow the image bytes; names are made safe (DIR/names.csv
+    maps them back); DIR appears only when complete.
+
+    Examples:
+
+    \b
+      cfx export balanced.parquet --format cnndetection --out cnn-data
+      cfx export data/ --format cf --out cf-data --architectures GAN --real-sources FFHQ
+      cfx export data/ --format imagefolder --out hf-data --max-per-generator 100
+      cfx export data/ --format webdataset --out wds --shard-size 500MB --shuffle --seed 1
+      cfx export manifest.parquet --format cnndetection --out x --category architecture --dry-run
+    """
+    from cfx.export import ExportOptions, plan_export, write_export
+    from cfx.licenses import ensure_licenses
+    from cfx.load import load_manifest
+    from cfx.select import apply_selection
+    from cfx.subset import check_output
+
+    options = ExportOptions(
+        format=format.value,
+        category=category,
+        split=split,
+        shard_bytes=parse_size(shard_size, "--shard-size"),
+        shuffle=shuffle,
+        seed=seed,
+        workers=workers,
+        overwrite=overwrite,
+    )
+    selection = build_selection(
+        generators=generators,
+        architectures=architectures,
+        labels=labels,
+        real_sources=real_sources,
+        exclude_nsfw=exclude_nsfw,
+        where=where,
+        max_per_generator=max_per_generator,
+        seed=seed,
+        licenses=licenses,
+        exclude_licenses=exclude_licenses,
+        commercial_only=commercial_only,
+        allow_missing=allow_missing,
+    )
+    with CliReporter() as reporter:
+        manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+        manifest = ensure_licenses(
+            manifest,
+            needed=selection.filters_licenses,
+            license_table=license_table,
+            model_column=model_column,
+            license_column=license_column,
+            real_table=real_license_table,
+            token=token,
+            reporter=reporter,
+        )
+        picked = apply_selection(manifest, selection, reporter=reporter)
+        if not is_quiet():
+            for step in picked.steps:
+                reporter.info(f"{step.name}: {step.before:,} → {step.after:,} rows")
+        selected = picked.manifest
+        if dry_run:
+            check_output(selected, out, overwrite)
+            plan = plan_export(selected, options, reporter=reporter)
+        else:
+            result = write_export(selected, out, options, reporter=reporter)
+    if dry_run:
+        if as_json:
+            print_json({"dry_run": True, "out": str(out), **plan.to_json()})
+        else:
+            _render_plan(plan, out)
+        return
+    if as_json:
+        print_json(result.to_json())
+    elif not is_quiet():
+        err_console().print(
+            f"Wrote {result.plan.rows:,} images ({human_bytes(result.bytes)}) in {result.files:,} file(s) to {out}/",
+            markup=False,
+        )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export")(export)

@@ -1,0 +1,845 @@
+"""Export a selection to the layouts detector codebases read: CNNDetection folders, the CF trainer's folders,
+Hugging Face ``imagefolder``, WebDataset tar shards. Image bytes are copied verbatim (sha256-identical).
+
+A pipeline of named steps: ``plan_export`` (rows in source order, split, category, safe names, file stems —
+metadata and footers only) → ``write_export`` (a process pool, one source shard per task, each streaming its
+rows a few at a time, so memory stays at a small batch per worker however large the single-row-group shards
+are) → index files (``names.csv``, ``metadata.jsonl``, ``index.csv``) → one rename of ``DIR.tmp-<pid>-<rand>``
+to ``DIR``. File extensions follow the bytes (``cfx.formats.sniff_format``), never the ``format`` column.
+See docs/export.md for the layouts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import queue
+import re
+import secrets
+import shutil
+import socket
+import tarfile
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from cfx.errors import InputError, OutputError, UsageError
+from cfx.formats import extension, sniff_format
+from cfx.manifest import Manifest, ensure_folder
+from cfx.progress import NullReporter, Reporter
+from cfx.safenames import safe_names
+from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
+from cfx.stream import iter_shard_batches
+from cfx.subset import (
+    _WRITER_TAG,
+    ShardPlan,
+    _check_space,
+    _clean_stale,
+    _swap_into_place,
+    check_output,
+    plan_subset,
+)
+
+FORMATS = ("cnndetection", "cf", "imagefolder", "webdataset")
+CATEGORIES = ("generator", "architecture", "family")  # or any manifest column
+DEFAULT_SPLIT = "train"
+DEFAULT_SHARD_BYTES = 1000**3
+SPLIT_COLUMN = "assigned_split"  # written by `cfx split`
+PAIR_COLUMN = "pair_id"  # written by `cfx balance --pair`
+NAMES_FILE = "names.csv"
+UNKNOWN_EXT = "bin"
+LABEL_NAMES = {REAL: "real", GENERATED: "fake"}
+_LABEL_DIRS = {"cnndetection": {REAL: "0_real", GENERATED: "1_fake"}}
+_PARTS = ".parts"  # webdataset: tar pieces written by the workers, renamed or merged at the end
+_BATCH_ROWS = 8
+_BATCH_BYTES = 8 << 20
+_PROGRESS_EVERY = 16  # rows per progress message from a worker
+
+# A hook for `subset --transform` specs (another issue): bytes in, bytes out, applied in the worker before
+# the extension is sniffed. Must be picklable (workers are spawned). None: the bytes are copied as they are.
+Transform = Callable[[bytes], bytes]
+
+
+@dataclass
+class ExportOptions:
+    format: str
+    category: str = "generator"
+    split: str = DEFAULT_SPLIT  # used when the manifest has no assigned_split column (or it is null)
+    shard_bytes: int = DEFAULT_SHARD_BYTES  # webdataset
+    shuffle: bool = False  # webdataset: rows shuffled across shards and within them
+    seed: int = 0
+    workers: int = 4
+    overwrite: bool = False
+    transform: Transform | None = None
+
+
+# --- plan ---------------------------------------------------------------------------------------------
+@dataclass
+class ExportPlan:
+    """What an export writes. ``df``: one row per image in source order with ``__split``/``__cat`` (safe
+    names), ``__stem`` (path without extension, relative to DIR; webdataset: the tar key) and ``__bucket``."""
+
+    options: ExportOptions
+    manifest: Manifest
+    df: pl.DataFrame
+    names: list[tuple[str, str, str]]  # (kind, original, safe)
+    est_bytes: int
+    exact: bool
+    shards: list[ShardPlan]
+
+    @property
+    def rows(self) -> int:
+        return self.df.height
+
+    def files(self) -> int:
+        """Files an export writes: images (webdataset: about how many tars) plus the index files."""
+        fmt = self.options.format
+        splits = self.df.get_column("__split").n_unique() if self.rows else 0
+        if fmt == "webdataset":
+            if self.options.shuffle:
+                tars = self.df.select("__split", "__bucket").n_unique()
+            else:
+                tars = max(splits, -(-self.est_bytes // self.options.shard_bytes))
+            return tars + 2  # + names.csv, README.md
+        return self.rows + 1 + (splits if fmt in ("cf", "imagefolder") else 0)
+
+    def to_json(self) -> dict[str, Any]:
+        by_split = self.df.group_by("__split").len().sort("__split").iter_rows()
+        return {
+            "format": self.options.format,
+            "rows": self.rows,
+            "files": self.files(),
+            "est_bytes": self.est_bytes,
+            "bytes_exact": self.exact,
+            "source_shards": len(self.shards),
+            "by_split": dict(by_split),
+            "categories": self.df.get_column("__cat").n_unique() if self.rows else 0,
+        }
+
+
+def _family(name: str) -> str:
+    """A generator family from its name: the last path part without trailing version tokens.
+
+    ``stabilityai/stable-diffusion-2-1`` → ``stable-diffusion``, ``StyleGAN2`` → ``StyleGAN``,
+    ``DeepFloyd/IF-I-XL-v1.0`` → ``IF-I-XL``. A ``family`` column in the manifest is used instead when present.
+    """
+    last = name.rsplit("/", 1)[-1]
+    tokens = re.split(r"[-_. ]", last)
+    while len(tokens) > 1 and re.search(r"\d", tokens[-1]):
+        tokens.pop()
+    head = re.sub(r"[-_ ]?v?\d+(\.\d+)*$", "", "-".join(tokens)) if len(tokens) == 1 else "-".join(tokens)
+    return head or last
+
+
+def _category_expr(df: pl.DataFrame, category: str) -> pl.Expr:
+    """The category value of each row's own metadata (before real rows are moved next to their pair)."""
+    if category == "generator":
+        return pl.col("model_name")
+    if category == "family" and "family" not in df.columns:
+        return pl.col("model_name").map_elements(_family, return_dtype=pl.String)
+    if category not in df.columns:
+        raise UsageError(
+            f"--category {category}: the manifest has no such column",
+            f"use generator, architecture, family or one of: {', '.join(c for c in df.columns if not c.startswith('__'))}",
+        )
+    return pl.col(category).cast(pl.String)
+
+
+def _categories(df: pl.DataFrame, category: str) -> pl.Series:
+    """Category per row. For generator/architecture/family, real rows go with the generated row they are
+    paired with (``pair_id``), else under their ``real_source``; any other column: every row's own value."""
+    own = _category_expr(df, category)
+    if category not in CATEGORIES:
+        return df.with_columns(own.fill_null("").alias("__c")).get_column("__c")
+    label = pl.col("label")
+    real_home = pl.col("real_source").cast(pl.String) if "real_source" in df.columns else pl.lit("")
+    if PAIR_COLUMN in df.columns:
+        partner = (
+            df.filter((label == GENERATED) & pl.col(PAIR_COLUMN).is_not_null())
+            .select(PAIR_COLUMN, own.alias("__pcat"))
+            .unique(PAIR_COLUMN, keep="first")
+        )
+        joined = df.join(partner, on=PAIR_COLUMN, how="left", maintain_order="left")
+        expr = pl.when(label == GENERATED).then(own).otherwise(pl.coalesce(pl.col("__pcat"), real_home))
+        return joined.with_columns(expr.fill_null("").alias("__c")).get_column("__c")
+    expr = pl.when(label == GENERATED).then(own).otherwise(real_home)
+    return df.with_columns(expr.fill_null("").alias("__c")).get_column("__c")
+
+
+def _splits(df: pl.DataFrame, default: str) -> pl.Series:
+    if SPLIT_COLUMN in df.columns:
+        expr = pl.col(SPLIT_COLUMN).cast(pl.String).fill_null(default)
+    else:
+        expr = pl.lit(default, pl.String)
+    return df.with_columns(expr.alias("__s")).get_column("__s")
+
+
+def _check_options(options: ExportOptions) -> None:
+    if options.format not in FORMATS:
+        raise UsageError(f"--format {options.format!r}: unknown format", f"use one of {', '.join(FORMATS)}")
+    if options.shard_bytes < 1:
+        raise UsageError("--shard-size must be positive", "e.g. 1GB or 64MB")
+    if options.workers < 1:
+        raise UsageError("--workers must be at least 1", "e.g. --workers 4")
+    if not options.split:
+        raise UsageError("--split must not be empty", "e.g. --split train")
+
+
+def plan_export(manifest: Manifest, options: ExportOptions, reporter: Reporter | None = None) -> ExportPlan:
+    """Work out every output path from the metadata and the touched shards' footers. No image bytes."""
+    reporter = reporter or NullReporter()
+    _check_options(options)
+    sub = plan_subset(manifest, reporter=reporter)  # unique rows in source order, shards checked, bytes
+    df = sub.manifest.df
+    for col in ("label", "model_name"):
+        if col not in df.columns:
+            raise InputError(f"the manifest lacks column {col}", "re-create it with `cfx index`")
+    split = _splits(df, options.split)
+    cat = _categories(df, options.category)
+    split_names = safe_names(split.unique().to_list())
+    cat_names = safe_names(cat.unique().to_list())
+    shard_names = _shard_names(df.get_column("shard").unique().to_list())
+    names = (
+        [("split", o, s) for o, s in sorted(split_names.items())]
+        + [("category", o, s) for o, s in sorted(cat_names.items())]
+        + [("shard", o, s) for o, s in sorted(shard_names.items())]
+    )
+    df = df.with_columns(
+        split.replace_strict(split_names, return_dtype=pl.String).alias("__split"),
+        cat.replace_strict(cat_names, return_dtype=pl.String).alias("__cat"),
+        pl.col("shard").replace_strict(shard_names, return_dtype=pl.String).alias("__shard"),
+    )
+    df = df.with_columns(_stems(df, options.format).alias("__stem"))
+    df = _buckets(df, options, sub.est_bytes)
+    _check_stems(df.get_column("__stem"))
+    return ExportPlan(
+        options=options,
+        manifest=sub.manifest,
+        df=df,
+        names=names,
+        est_bytes=sub.est_bytes,
+        exact=sub.exact,
+        shards=sub.shards,
+    )
+
+
+def _check_stems(stems: pl.Series) -> None:
+    """Every path component comes from safe_names; this guards the rule itself: no empty, ``.``, ``..``,
+    absolute or backslash component can reach the file system."""
+    bad = stems.filter(stems.str.contains(r"(^|/)(\.{0,2})(/|$)") | stems.str.contains("\\", literal=True))
+    if bad.len():
+        raise OutputError(
+            f"unsafe output path {bad.head(1).to_list()}",
+            "this is a bug in cfx; please report it with CFX_DEBUG=1",
+        )
+
+
+def _shard_names(shards: list[str]) -> dict[str, str]:
+    """Shard path -> the safe prefix of its rows' file names: ``data/HFCF_small_3.parquet`` → ``HFCF_small_3``
+    (the full path is used when the short forms would clash)."""
+    short = {s: re.sub(r"\.parquet$", "", re.sub(r"^data/", "", s)) for s in shards}
+    if len(set(short.values())) != len(short):
+        short = {s: s for s in shards}
+    safe = safe_names(short.values(), dots=False)
+    return {s: safe[v] for s, v in short.items()}
+
+
+def _stems(df: pl.DataFrame, fmt: str) -> pl.Expr:
+    """Output path without extension, relative to DIR (webdataset: the tar key, no dots)."""
+    key = pl.concat_str(pl.col("__shard"), pl.lit("-"), pl.col("row").cast(pl.String).str.zfill(6))
+    label = pl.col("label").cast(pl.Int64)
+    if fmt == "webdataset":
+        return key
+    if fmt == "cnndetection":
+        dirs = _LABEL_DIRS["cnndetection"]
+        lab = pl.when(label == GENERATED).then(pl.lit(dirs[GENERATED])).otherwise(pl.lit(dirs[REAL]))
+        return pl.concat_str(pl.col("__split"), pl.col("__cat"), lab, key, separator="/")
+    lab = pl.when(label == GENERATED).then(pl.lit("fake")).otherwise(pl.lit("real"))
+    if fmt == "cf":
+        return pl.concat_str(pl.col("__split"), pl.col("__cat"), lab, key, separator="/")
+    return pl.concat_str(pl.col("__split"), lab, pl.col("__cat"), key, separator="/")  # imagefolder
+
+
+def _buckets(df: pl.DataFrame, options: ExportOptions, est_bytes: int) -> pl.DataFrame:
+    """webdataset --shuffle: ``__bucket`` is the output tar of each row (a seeded permutation cut into
+    ~shard-size pieces, per split) and ``__order`` its place inside; -1 elsewhere (tars are cut as they fill)."""
+    if options.format != "webdataset" or not options.shuffle or not df.height:
+        return df.with_columns(pl.lit(-1, pl.Int64).alias("__bucket"), pl.lit(-1, pl.Int64).alias("__order"))
+    rng = np.random.Generator(np.random.PCG64(options.seed))
+    df = df.with_columns(pl.Series("__order", rng.permutation(df.height), dtype=pl.Int64))
+    per_row = max(est_bytes, 1) / df.height
+    rank = (pl.col("__order").rank("ordinal").over("__split") - 1).cast(pl.Int64)
+    n = pl.len().over("__split").cast(pl.Int64)
+    tars = (n.cast(pl.Float64) * per_row / options.shard_bytes).ceil().cast(pl.Int64)
+    tars = pl.min_horizontal(pl.max_horizontal(tars, pl.lit(1)), n)  # no empty tars
+    return df.with_columns((rank * tars // n).alias("__bucket"))
+
+
+# --- workers ------------------------------------------------------------------------------------------
+@dataclass
+class _Task:
+    """One source shard's rows (ascending) and where each goes."""
+
+    index: int
+    root: str
+    shards: dict[str, Any]  # this shard's fingerprint, for the check in cfx.stream
+    shard: str
+    rows: np.ndarray
+    stems: list[str]
+    fmt: str
+    tmp: str
+    batch_rows: int
+    splits: list[str] = field(default_factory=list)  # webdataset only, per row:
+    buckets: list[int] = field(default_factory=list)
+    labels: list[int] = field(default_factory=list)
+    meta: list[str] = field(default_factory=list)  # KEY.json
+    shard_bytes: int = DEFAULT_SHARD_BYTES
+    transform: Transform | None = None
+    parent_pid: int | None = None  # a pool worker stops when the exporting process is gone
+
+
+@dataclass
+class _TaskResult:
+    index: int
+    exts: list[str]
+    bytes: int
+    parts: list[tuple[str, int, str]] = field(default_factory=list)  # webdataset: (split, bucket, path)
+
+
+_progress: Any = None  # the pool's progress queue (set by _init_worker)
+
+
+def _init_worker(progress: Any) -> None:
+    global _progress
+    _progress = progress
+
+
+def _pool_task(task: _Task) -> _TaskResult:
+    return _run_task(task, _progress.put if _progress is not None else None)
+
+
+def _rows(task: _Task) -> Iterator[tuple[int, memoryview | bytes]]:
+    """(position in the task, image bytes) for every row of the task, a small batch at a time."""
+    manifest = Manifest(df=pl.DataFrame({"shard": [], "row": []}), root=task.root, shards=task.shards)
+    pos = 0
+    batches = iter_shard_batches(manifest, task.shard, task.rows, (IMAGE_COLUMN,), task.batch_rows)
+    for batch in _read_ahead(batches):
+        if task.parent_pid is not None and os.getppid() != task.parent_pid:
+            os._exit(1)  # the exporting process was killed: do not keep writing into its temp folder
+        for data in _images(batch.column(IMAGE_COLUMN)):
+            yield pos, data
+            pos += 1
+        del batch
+
+
+def _read_ahead(batches: Iterator[pa.RecordBatch], depth: int = 2) -> Iterator[pa.RecordBatch]:
+    """Read the next batches on a thread while the current one is written (both release the GIL);
+    at most ``depth`` batches wait, so memory stays bounded."""
+    q: queue.Queue[Any] = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    end = object()
+
+    def produce() -> None:
+        try:
+            for batch in batches:
+                while not stop.is_set():
+                    with contextlib.suppress(queue.Full):
+                        q.put(batch, timeout=0.1)
+                        break
+                if stop.is_set():
+                    return
+            q.put(end)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    reader = threading.Thread(target=produce, daemon=True)
+    reader.start()
+    try:
+        while (item := q.get()) is not end:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        with contextlib.suppress(queue.Empty):
+            while True:
+                q.get_nowait()  # unblock a waiting put
+        reader.join()
+
+
+def _images(arr: pa.Array) -> Iterator[memoryview | bytes]:
+    """The values of a binary column as zero-copy views of its buffer (a null is empty bytes)."""
+    if arr.null_count or not (pa.types.is_binary(arr.type) or pa.types.is_large_binary(arr.type)):
+        yield from (b or b"" for b in arr.to_pylist())
+        return
+    width = np.int64 if pa.types.is_large_binary(arr.type) else np.int32
+    _, offsets, values = arr.buffers()
+    ends = np.frombuffer(offsets, dtype=width)[arr.offset : arr.offset + len(arr) + 1].tolist()
+    view = memoryview(values) if values is not None else memoryview(b"")
+    for start, end in zip(ends[:-1], ends[1:], strict=True):
+        yield view[start:end]
+
+
+def _run_task(task: _Task, progress: Callable[[int], None] | None) -> _TaskResult:
+    tmp = Path(task.tmp)
+    exts: list[str] = []
+    total = 0
+    tars = _TarParts(tmp / _PARTS, task.index, task.shard_bytes) if task.fmt == "webdataset" else None
+    made: set[str] = set()
+    try:
+        for pos, data in _rows(task):
+            if task.transform is not None:
+                data = task.transform(bytes(data))
+            ext = extension(sniff_format(bytes(data[:16]))) or UNKNOWN_EXT
+            if tars is not None:
+                tars.add(task.splits[pos], task.buckets[pos], task.stems[pos], ext, data, task, pos)
+            else:
+                _write_file(tmp, task.stems[pos], ext, data, made)
+            exts.append(ext)
+            total += len(data)
+            if progress is not None and len(exts) % _PROGRESS_EVERY == 0:
+                progress(_PROGRESS_EVERY)
+        if progress is not None and len(exts) % _PROGRESS_EVERY:
+            progress(len(exts) % _PROGRESS_EVERY)
+    finally:
+        if tars is not None:
+            tars.close()
+    return _TaskResult(task.index, exts, total, tars.parts if tars is not None else [])
+
+
+def _write_file(tmp: Path, stem: str, ext: str, data: memoryview | bytes, made: set[str]) -> None:
+    parent = stem.rpartition("/")[0]
+    if parent not in made:
+        (tmp / parent).mkdir(parents=True, exist_ok=True)
+        made.add(parent)
+    with open(tmp / f"{stem}.{ext}", "xb") as f:  # "x": two rows can never share a file
+        f.write(data)
+
+
+class _TarWriter:
+    """A streaming tar writer: tarfile's own (PAX) headers, each member's data written in one call
+    (tarfile.addfile copies through 16 KB reads, which halves the throughput on ~1 MB images)."""
+
+    def __init__(self, path: Path) -> None:
+        self.file = open(path, "xb")  # noqa: SIM115 - closed in close()
+        self.offset = 0
+
+    def add(self, name: str, data: memoryview | bytes) -> None:
+        info = tarfile.TarInfo(name)
+        info.size = len(data)
+        info.mode = 0o644
+        header = info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        pad = -len(data) % tarfile.BLOCKSIZE
+        self.file.write(header)
+        self.file.write(data)
+        self.file.write(b"\0" * pad)
+        self.offset += len(header) + len(data) + pad
+
+    def close(self) -> None:
+        end = 2 * tarfile.BLOCKSIZE  # end-of-archive, then padding to a whole record as tarfile does
+        end += -(self.offset + end) % tarfile.RECORDSIZE
+        self.file.write(b"\0" * end)
+        self.file.close()
+
+
+class _TarParts:
+    """A task's tar pieces: per split, cut when the next sample would pass ``shard_bytes``; with --shuffle,
+    one piece per (split, output tar), merged across tasks at the end."""
+
+    def __init__(self, folder: Path, task: int, shard_bytes: int) -> None:
+        self.folder = folder
+        self.task = task
+        self.shard_bytes = shard_bytes
+        self.open: dict[tuple[str, int], _TarWriter] = {}
+        self.count: dict[str, int] = {}
+        self.parts: list[tuple[str, int, str]] = []
+
+    def _path(self, split: str, bucket: int) -> Path:
+        if bucket >= 0:
+            name = f"{split}/b{bucket:06d}/{self.task:06d}.tar"
+        else:
+            k = self.count.get(split, 0)
+            self.count[split] = k + 1
+            name = f"{split}/{self.task:06d}-{k:06d}.tar"
+        self.parts.append((split, bucket, name))
+        path = self.folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def add(
+        self, split: str, bucket: int, key: str, ext: str, data: memoryview | bytes, task: _Task, pos: int
+    ) -> None:
+        slot = (split, bucket)
+        tar = self.open.get(slot)
+        if tar is not None and bucket < 0 and tar.offset + len(data) + 4096 > self.shard_bytes:
+            self._close(slot)
+            tar = None
+        if tar is None:
+            tar = _TarWriter(self._path(split, bucket))
+            self.open[slot] = tar
+        tar.add(f"{key}.{ext}", data)
+        tar.add(f"{key}.json", task.meta[pos].encode())
+        tar.add(f"{key}.cls", str(task.labels[pos]).encode())
+
+    def _close(self, slot: tuple[str, int]) -> None:
+        self.open.pop(slot).close()
+
+    def close(self) -> None:
+        for slot in list(self.open):
+            self._close(slot)
+
+
+def _merge_bucket(folder: str, pieces: list[str], keys: list[str], out: str) -> int:
+    """Write one shuffled output tar from its pieces: samples in the order of ``keys``, members as written."""
+    members: dict[str, list[tuple[int, tarfile.TarInfo]]] = {}
+    sources = [tarfile.open(Path(folder) / p, "r:") for p in pieces]  # noqa: SIM115 - closed below
+    try:
+        for i, src in enumerate(sources):
+            for info in src:
+                members.setdefault(info.name.split(".", 1)[0], []).append((i, info))
+        tar = _TarWriter(Path(out))
+        try:
+            for key in keys:
+                for i, info in members.pop(key):
+                    member = sources[i].extractfile(info)
+                    assert member is not None
+                    tar.add(info.name, member.read())
+        finally:
+            tar.close()
+    finally:
+        for src in sources:
+            src.close()
+    if members:
+        raise OutputError(
+            f"{len(members)} samples were not placed in {out}", "this is a bug in cfx; please report it"
+        )
+    for p in pieces:
+        (Path(folder) / p).unlink()  # free the pieces' space before the next tar is merged
+    return len(keys)
+
+
+# --- driver -------------------------------------------------------------------------------------------
+@dataclass
+class ExportResult:
+    out: Path
+    plan: ExportPlan
+    files: int
+    bytes: int
+    unknown: int = 0  # images whose bytes have no known signature (written as .bin)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"out": str(self.out), **self.plan.to_json(), "files": self.files, "bytes": self.bytes}
+
+
+def metadata_columns(df: pl.DataFrame) -> list[str]:
+    """Every manifest column an export carries as metadata (not the internal ``__*`` ones)."""
+    return [c for c in df.columns if not c.startswith("__")]
+
+
+def _meta_frame(df: pl.DataFrame) -> pl.DataFrame:
+    """The metadata of each row with the label as a name (``label``: real/fake) and as CF's int (``label_id``)."""
+    cols = metadata_columns(df)
+    label = pl.col("label").cast(pl.Int64)
+    name = (
+        pl.when(label == GENERATED).then(pl.lit(LABEL_NAMES[GENERATED])).otherwise(pl.lit(LABEL_NAMES[REAL]))
+    )
+    return df.select(name.alias("label"), label.alias("label_id"), *[c for c in cols if c != "label"])
+
+
+def _ndjson_lines(df: pl.DataFrame) -> list[str]:
+    return df.write_ndjson().splitlines() if df.height else []
+
+
+def _tasks(plan: ExportPlan, tmp: Path, parent_pid: int | None) -> Iterator[_Task]:
+    """One task per source shard, made as the pool takes them (the metadata of all rows is never held twice)."""
+    fmt = plan.options.format
+    by_shard = {sp.shard: sp for sp in plan.shards}
+    for i, ((shard,), part) in enumerate(plan.df.group_by("shard", maintain_order=True)):
+        sp = by_shard[str(shard)]
+        per_row = sp.shard_bytes / max(sp.shard_rows, 1)
+        wds = fmt == "webdataset"
+        info = plan.manifest.shards.get(str(shard))
+        yield _Task(
+            index=i,
+            root=plan.manifest.root,
+            shards={str(shard): info} if info is not None else {},
+            shard=str(shard),
+            rows=part.get_column("row").to_numpy(),
+            stems=part.get_column("__stem").to_list(),
+            fmt=fmt,
+            tmp=str(tmp),
+            batch_rows=int(min(_BATCH_ROWS, max(1, _BATCH_BYTES // max(per_row, 1)))),
+            splits=part.get_column("__split").to_list() if wds else [],
+            buckets=part.get_column("__bucket").to_list() if wds else [],
+            labels=part.get_column("label").cast(pl.Int64).to_list() if wds else [],
+            meta=_ndjson_lines(_meta_frame(part)) if wds else [],
+            shard_bytes=plan.options.shard_bytes,
+            transform=plan.options.transform,
+            parent_pid=parent_pid,
+        )
+
+
+def _run_all(plan: ExportPlan, tmp: Path, reporter: Reporter) -> list[_TaskResult]:
+    """Every task, in a process pool of --workers (inline for one worker or one shard)."""
+    bar = reporter.task(f"Exporting {plan.rows:,} images", total=plan.rows)
+    try:
+        if plan.options.workers <= 1 or len(plan.shards) == 1:
+            return [_run_task(t, bar.advance) for t in _tasks(plan, tmp, None)]
+        workers = min(plan.options.workers, len(plan.shards))
+        return _run_pool(_tasks(plan, tmp, os.getpid()), workers, bar.advance)
+    finally:
+        bar.close()
+
+
+def _run_pool(tasks: Iterator[_Task], workers: int, advance: Callable[[int], None]) -> list[_TaskResult]:
+    """Run the tasks on ``workers`` spawned processes, at most two per worker in flight; progress arrives
+    through a queue."""
+    ctx = get_context("spawn")
+    progress = ctx.Queue()
+    done = threading.Event()
+
+    def drain() -> None:
+        while not done.is_set():
+            with contextlib.suppress(queue.Empty):
+                advance(progress.get(timeout=0.1))
+
+    drainer = threading.Thread(target=drain, daemon=True)
+    drainer.start()
+    pool = ProcessPoolExecutor(
+        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(progress,)
+    )
+    try:
+        pending: set[Future[_TaskResult]] = set()
+        results = []
+        for task in tasks:
+            pending.add(pool.submit(_pool_task, task))
+            while len(pending) >= 2 * workers:
+                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                results += [f.result() for f in finished]  # the first error stops the export
+        while pending:
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            results += [f.result() for f in finished]
+        pool.shutdown()
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        done.set()
+        drainer.join()
+        progress.close()
+    return sorted(results, key=lambda r: r.index)
+
+
+def _make_tmp(out_abs: Path) -> Path:
+    tmp = out_abs.parent / f"{out_abs.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
+    try:
+        tmp.mkdir()
+        (tmp / _WRITER_TAG).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(
+            f"cannot write into {out_abs.parent}: {exc.strerror or exc}", "pick a folder you can write to"
+        ) from None
+    return tmp
+
+
+def write_export(
+    manifest: Manifest, out: Path, options: ExportOptions, reporter: Reporter | None = None
+) -> ExportResult:
+    """Export the manifest's rows to ``out`` in ``options.format``; ``out`` appears only when complete."""
+    reporter = reporter or NullReporter()
+    _check_options(options)
+    out_abs = check_output(manifest, out, options.overwrite)
+    plan = plan_export(manifest, options, reporter)
+    parent = out_abs.parent
+    ensure_folder(parent, "check the path and permissions")
+    _clean_stale(out_abs, reporter)
+    _check_space(parent, int(plan.est_bytes * (2.05 if options.shuffle else 1.05)) + (16 << 20))
+    tmp = _make_tmp(out_abs)
+    try:
+        try:
+            results = _run_all(plan, tmp, reporter)
+            exts = [e for r in results for e in r.exts]
+            if len(exts) != plan.rows:
+                raise OutputError(
+                    f"wrote {len(exts):,} images but {plan.rows:,} were selected",
+                    "this is a bug in cfx; please report it with CFX_DEBUG=1",
+                )
+            df = plan.df.with_columns(pl.Series("__ext", exts, dtype=pl.String))
+            files = _write_index(plan, df, tmp, out_abs, results, reporter)
+            (tmp / _WRITER_TAG).unlink()
+            _swap_into_place(tmp, out_abs)
+        except OSError as exc:
+            raise OutputError(
+                f"cannot write the export into {parent}: {exc.strerror or exc}",
+                "check free disk space and permissions; nothing was left behind",
+            ) from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    unknown = exts.count(UNKNOWN_EXT)
+    result = ExportResult(out_abs, plan, files, sum(r.bytes for r in results), unknown)
+    if unknown:
+        msg = f"{unknown:,} images have no known file signature; they were written as .{UNKNOWN_EXT}"
+        reporter.warn(msg)
+        result.warnings.append(msg)
+    return result
+
+
+def _write_index(
+    plan: ExportPlan,
+    df: pl.DataFrame,
+    tmp: Path,
+    out_abs: Path,
+    results: list[_TaskResult],
+    reporter: Reporter,
+) -> int:
+    """names.csv plus the format's own index files; returns how many data files the export holds."""
+    with open(tmp / NAMES_FILE, "w", encoding="utf-8", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["kind", "original", "safe"])
+        writer.writerows(plan.names)
+    fmt = plan.options.format
+    if fmt == "webdataset":
+        _write_wds_card(df, tmp)
+        return _finish_tars(plan, df, tmp, results, reporter) + 2
+    for (split,), part in df.group_by("__split", maintain_order=True):
+        if fmt == "imagefolder":
+            _write_metadata_jsonl(part, tmp / str(split))
+        elif fmt == "cf":
+            _write_cf_index(part, tmp / str(split), out_abs)
+    return plan.files()
+
+
+def _write_metadata_jsonl(part: pl.DataFrame, folder: Path) -> None:
+    """imagefolder's metadata.jsonl: file_name (relative to the split folder) first, then all metadata."""
+    name = pl.concat_str(
+        pl.col("__stem").str.splitn("/", 2).struct.field("field_1"), pl.lit("."), pl.col("__ext")
+    )
+    meta = _meta_frame(part).with_columns(part.select(name.alias("file_name")).get_column("file_name"))
+    meta.select("file_name", *[c for c in meta.columns if c != "file_name"]).write_ndjson(
+        folder / "metadata.jsonl"
+    )
+
+
+def _write_cf_index(part: pl.DataFrame, folder: Path, out_abs: Path) -> None:
+    """The CF trainer's index.csv (ImagePath absolute as it opens them as is, Label 0/1, GeneratorName =
+    the folder name, as the trainer's own walk would record it)."""
+    path = pl.concat_str(pl.lit(str(out_abs) + "/"), pl.col("__stem"), pl.lit("."), pl.col("__ext"))
+    part.select(
+        path.alias("ImagePath"),
+        pl.col("label").cast(pl.Int64).alias("Label"),
+        pl.col("__cat").alias("GeneratorName"),
+    ).write_csv(folder / "index.csv")
+
+
+_HF_DTYPES = {
+    pl.String: "string",
+    pl.Boolean: "bool",
+    pl.Int8: "int8",
+    pl.Int16: "int16",
+    pl.Int32: "int32",
+    pl.Int64: "int64",
+    pl.UInt8: "uint8",
+    pl.UInt16: "uint16",
+    pl.UInt32: "uint32",
+    pl.UInt64: "uint64",
+    pl.Float32: "float32",
+    pl.Float64: "float64",
+    pl.Null: "null",
+}
+
+
+def _write_wds_card(df: pl.DataFrame, tmp: Path) -> None:
+    """README.md declaring the features, so ``load_dataset(DIR)`` reads shards that mix .png and .jpg
+    members (the webdataset loader infers features from the first 5 samples only: datasets#6880)."""
+    q = json.dumps  # a JSON string is a valid YAML scalar
+    lines = ["---", "dataset_info:", "  features:"]
+    for ext in sorted(set(df.get_column("__ext").to_list())):
+        lines += [f"  - name: {q(ext)}", "    dtype: " + ("binary" if ext == UNKNOWN_EXT else "image")]
+    lines += ["  - name: json", "    struct:"]
+    for name, dtype in _meta_frame(df.head(0)).schema.items():
+        lines += [f"    - name: {q(name)}", f"      dtype: {_HF_DTYPES.get(type(dtype), 'string')}"]
+    lines += ["  - name: cls", "    dtype:", "      class_label:", "        names:"]
+    lines += [f"          '{i}': {LABEL_NAMES[i]}" for i in (REAL, GENERATED)]
+    lines += ["  - name: __key__", "    dtype: string", "  - name: __url__", "    dtype: string"]
+    lines += ["configs:", "- config_name: default", "  data_files:"]
+    for split in sorted(set(df.get_column("__split").to_list())):
+        lines += [f"  - split: {q(split)}", f"    path: {q(split + '-*.tar')}"]
+    lines += [
+        "---",
+        "",
+        "WebDataset shards written by `cfx export --format webdataset` (see docs/export.md).",
+        "",
+    ]
+    (tmp / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def _finish_tars(
+    plan: ExportPlan, df: pl.DataFrame, tmp: Path, results: list[_TaskResult], reporter: Reporter
+) -> int:
+    """Name the tar pieces {split}-%06d.tar (in source order), or, with --shuffle, merge each output tar's
+    pieces in the shuffled order."""
+    parts = tmp / _PARTS
+    pieces = [p for r in results for p in r.parts]
+    written = 0
+    if not plan.options.shuffle:
+        count: dict[str, int] = {}
+        for split, _, name in pieces:
+            n = count.get(split, 0)
+            count[split] = n + 1
+            os.replace(parts / name, tmp / f"{split}-{n:06d}.tar")
+            written += 1
+    else:
+        slots: dict[tuple[str, int], list[str]] = {}
+        for split, bucket, name in pieces:
+            slots.setdefault((split, bucket), []).append(name)
+        order = df.sort("__order").group_by("__split", "__bucket", maintain_order=True).agg(pl.col("__stem"))
+        keys = {(s, b): k for s, b, k in order.iter_rows()}
+        jobs = [
+            (str(parts), names, keys[slot], str(tmp / f"{slot[0]}-{slot[1]:06d}.tar"))
+            for slot, names in sorted(slots.items())
+        ]
+        written = _merge_all(jobs, plan.options.workers, reporter)
+    shutil.rmtree(parts, ignore_errors=True)
+    return written
+
+
+def _merge_all(jobs: list[tuple[str, list[str], list[str], str]], workers: int, reporter: Reporter) -> int:
+    """--shuffle: merge every output tar from its pieces, on ``workers`` processes when there are several."""
+    bar = reporter.task(f"Shuffling into {len(jobs):,} tar files", total=len(jobs))
+    try:
+        if workers <= 1 or len(jobs) <= 1:
+            for job in jobs:
+                _merge_bucket(*job)
+                bar.advance()
+        else:
+            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
+                for _ in pool.map(_merge_bucket, *zip(*jobs, strict=True)):
+                    bar.advance()
+    finally:
+        bar.close()
+    return len(jobs)
+
+
+__all__ = [
+    "CATEGORIES",
+    "FORMATS",
+    "ExportOptions",
+    "ExportPlan",
+    "ExportResult",
+    "metadata_columns",
+    "plan_export",
+    "write_export",
+]
