@@ -17,9 +17,7 @@ import json
 import os
 import queue
 import re
-import secrets
 import shutil
-import socket
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
@@ -35,17 +33,15 @@ import pyarrow as pa
 
 from cfx.errors import InputError, OutputError, UsageError
 from cfx.formats import extension, sniff_format
-from cfx.manifest import Manifest, ensure_folder
+from cfx.manifest import Manifest
+from cfx.outputs import atomic_folder
 from cfx.progress import NullReporter, Reporter
 from cfx.safenames import safe_names
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.stream import iter_shard_batches
 from cfx.subset import (
-    _WRITER_TAG,
     ShardPlan,
     _check_space,
-    _clean_stale,
-    _swap_into_place,
     check_output,
     plan_subset,
 )
@@ -641,19 +637,6 @@ def _run_pool(tasks: Iterator[_Task], workers: int, advance: Callable[[int], Non
     return sorted(results, key=lambda r: r.index)
 
 
-def _make_tmp(out_abs: Path) -> Path:
-    tmp = out_abs.parent / f"{out_abs.name}.tmp-{os.getpid()}-{secrets.token_hex(3)}"
-    try:
-        tmp.mkdir()
-        (tmp / _WRITER_TAG).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(
-            f"cannot write into {out_abs.parent}: {exc.strerror or exc}", "pick a folder you can write to"
-        ) from None
-    return tmp
-
-
 def write_export(
     manifest: Manifest, out: Path, options: ExportOptions, reporter: Reporter | None = None
 ) -> ExportResult:
@@ -663,11 +646,8 @@ def write_export(
     out_abs = check_output(manifest, out, options.overwrite)
     plan = plan_export(manifest, options, reporter)
     parent = out_abs.parent
-    ensure_folder(parent, "check the path and permissions")
-    _clean_stale(out_abs, reporter)
-    _check_space(parent, int(plan.est_bytes * (2.05 if options.shuffle else 1.05)) + (16 << 20))
-    tmp = _make_tmp(out_abs)
-    try:
+    with atomic_folder(out_abs, overwrite=options.overwrite, warn=reporter.warn) as tmp:
+        _check_space(parent, int(plan.est_bytes * (2.05 if options.shuffle else 1.05)) + (16 << 20))
         try:
             results = _run_all(plan, tmp, reporter)
             exts = [e for r in results for e in r.exts]
@@ -678,16 +658,11 @@ def write_export(
                 )
             df = plan.df.with_columns(pl.Series("__ext", exts, dtype=pl.String))
             files = _write_index(plan, df, tmp, out_abs, results, reporter)
-            (tmp / _WRITER_TAG).unlink()
-            _swap_into_place(tmp, out_abs)
         except OSError as exc:
             raise OutputError(
                 f"cannot write the export into {parent}: {exc.strerror or exc}",
                 "check free disk space and permissions; nothing was left behind",
             ) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     unknown = exts.count(UNKNOWN_EXT)
     result = ExportResult(out_abs, plan, files, sum(r.bytes for r in results), unknown)
     if unknown:
