@@ -521,7 +521,7 @@ def test_kill_9_leaves_no_dir_and_rerun_cleans(tmp_path: Path) -> None:
     assert tmp.name.startswith(f"out.tmp-{proc.pid}-")
     r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert not tmp.exists() and f"Removed {tmp.name}, left by an interrupted earlier run" in r.stderr
+    assert not tmp.exists() and f"removed {tmp}, left by an interrupted earlier run" in r.stderr
     rows_ = pq.read_metadata(big / "data" / "HFCF_small_0.parquet").num_rows
     assert sum(1 for p in walk(out) if p.suffix == ".png") == rows_
 
