@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     PARTIAL = 6  # some inputs were bad; the rest was processed (e.g. a truncated shard during index)
     OUTPUT = 7  # cannot write output: exists, permission, disk full
     INTERRUPTED = 130
+    TERMINATED = 143  # SIGTERM: 128 + 15, as a shell reports a program killed by it
 
 
 class CfxError(Exception):
@@ -78,3 +79,8 @@ class PartialError(CfxError):
 
 class OutputError(CfxError):
     exit_code = ExitCode.OUTPUT
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (the CLI's handler raises it). A BaseException, as KeyboardInterrupt is, so that no
+    ``except Exception`` swallows it and every ``with`` block (process pools, temp files) unwinds."""

@@ -29,9 +29,8 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +44,7 @@ from PIL import Image
 from cfx.errors import BadShardError, CfxError, PartialError
 from cfx.index import cache_dir
 from cfx.manifest import Manifest, ShardInfo, write_atomic
+from cfx.pool import process_pool
 from cfx.progress import NullReporter, Reporter
 from cfx.resample import lanczos_resize
 from cfx.schema import IMAGE_COLUMN
@@ -506,9 +506,7 @@ def hash_manifest(
             except BadShardError as exc:
                 failed(shard, rows, exc)
     elif todo:
-        with ProcessPoolExecutor(
-            max_workers=min(workers, len(todo)), mp_context=get_context("spawn")
-        ) as pool:
+        with process_pool(min(workers, len(todo))) as pool:
             pending: dict[Future[tuple[pa.Table, int]], tuple[str, np.ndarray]] = {
                 pool.submit(hash_shard, manifest.root, s, manifest.shards.get(s), r, **options): (s, r)
                 for s, r in todo

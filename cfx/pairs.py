@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import numpy as np
+
+from cfx.pool import process_pool
 
 MAX_THRESHOLD = 32
 BRUTE_FORCE_MAX = 3000  # below this many distinct codes a blocked brute force is cheaper than indexing
@@ -316,9 +317,7 @@ def distinct_code_pairs(
     tasks = _tasks(plan, pieces=workers if parallel else 1)
     parts: list[tuple[np.ndarray, ...]] = []
     if parallel:
-        factory = executor_factory or (
-            lambda w: ProcessPoolExecutor(max_workers=w, mp_context=get_context("spawn"))
-        )
+        factory = executor_factory or process_pool
         with factory(workers) as pool:
             parts = list(pool.map(_run_task, [(codes, threshold, plan, i, f) for i, f in tasks]))
     else:
