@@ -29,7 +29,7 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,7 +44,7 @@ from PIL import Image
 from cfx.errors import BadShardError, CfxError, PartialError
 from cfx.index import cache_dir
 from cfx.manifest import Manifest, ShardInfo, write_atomic
-from cfx.pool import process_pool
+from cfx.pool import process_pool, wait_first
 from cfx.progress import NullReporter, Reporter
 from cfx.resample import lanczos_resize
 from cfx.schema import IMAGE_COLUMN
@@ -512,7 +512,7 @@ def hash_manifest(
                 for s, r in todo
             }
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                done = wait_first(pending)
                 for fut in done:
                     shard, rows = pending.pop(fut)
                     try:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cfx.pool import process_pool
+from cfx.pool import process_pool, results
 
 MAX_THRESHOLD = 32
 BRUTE_FORCE_MAX = 3000  # below this many distinct codes a blocked brute force is cheaper than indexing
@@ -289,10 +289,6 @@ def _tasks(plan: _Plan, pieces: int) -> list[tuple[int, list[int]]]:
     return out
 
 
-def _run_task(args: tuple[np.ndarray, int, _Plan, int, list[int]]) -> tuple[np.ndarray, ...]:
-    return _search_block(*args)
-
-
 def distinct_code_pairs(
     codes: np.ndarray,
     threshold: int,
@@ -319,7 +315,8 @@ def distinct_code_pairs(
     if parallel:
         factory = executor_factory or process_pool
         with factory(workers) as pool:
-            parts = list(pool.map(_run_task, [(codes, threshold, plan, i, f) for i, f in tasks]))
+            futures = [pool.submit(_search_block, codes, threshold, plan, i, f) for i, f in tasks]
+            parts.extend(p for p in results(futures))
     else:
         parts = [_search_block(codes, threshold, plan, i, f) for i, f in tasks]
     parts = [p for p in parts if p[0].size]

@@ -8,9 +8,12 @@ SIGTERM, a bad shard) waits for every queued task to run first. ``process_pool``
 - each worker asks the kernel for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux); where
   that is not available a watcher thread polls the parent pid and exits when it changes. Once the workers are
   gone the resource tracker sees end-of-file and exits too.
-- workers ignore SIGINT: a Ctrl-C in a terminal reaches the whole process group, and only the parent decides
-  (no traceback per worker).
+- workers ignore SIGINT from their first instruction on (it is blocked while they start): a Ctrl-C in a
+  terminal reaches the whole process group, and only the parent decides (no traceback per worker).
 - leaving the ``with`` block on any exception cancels the queued tasks and terminates the workers.
+- ``wait_first`` and ``results`` wait on futures in short slices. Importing polars replaces Python's SIGINT
+  handler with one that sets ``SA_RESTART`` (pola-rs/polars#21739), so an untimed wait would see a Ctrl-C
+  only when the next task finishes (measured: 9 s into a dedupe instead of < 1 s).
 
 The death signal is tied to the thread that started the worker (Linux semantics): create and use the pool
 from a thread that outlives it (the main thread, as every cfx command does).
@@ -25,13 +28,18 @@ import signal
 import sys
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from types import TracebackType
+from typing import TypeVar
+
+T = TypeVar("T")
 
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 PARENT_POLL_SECONDS = 1.0  # the fallback's delay between a parent's death and its workers' exit
 STOP_GRACE_SECONDS = 2.0  # after SIGTERM, how long a worker may take to exit before SIGKILL
+SIGNAL_POLL_SECONDS = 0.25  # the longest a wait on futures delays a Ctrl-C
 
 
 def process_pool(workers: int) -> StoppablePool:
@@ -54,6 +62,19 @@ class StoppablePool(ProcessPoolExecutor):
             return super().__exit__(exc_type, exc, tb)
         self.stop()
         return False
+
+    def _spawn_process(self) -> None:
+        # Start the worker with SIGINT blocked (the mask is inherited across fork and exec) so that a
+        # Ctrl-C during its start-up, before _init_worker ignores SIGINT, stays pending and is then
+        # dropped instead of printing a KeyboardInterrupt traceback. Here, blocked means delayed, not lost.
+        # (multiprocessing's resource tracker is started the same way.)
+        if not hasattr(signal, "pthread_sigmask"):
+            return super()._spawn_process()  # type: ignore[misc]
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            super()._spawn_process()  # type: ignore[misc]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
     def stop(self) -> None:
         """Cancel queued tasks and end the workers now: SIGTERM, then SIGKILL after a grace period."""
@@ -78,6 +99,8 @@ class StoppablePool(ProcessPoolExecutor):
 def _init_worker(parent: int) -> None:
     """Runs first in every worker: die with ``parent``, leave SIGINT to it."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked since the spawn (StoppablePool._spawn_process)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     if not _set_death_signal():
         threading.Thread(target=_watch_parent, args=(parent,), name="cfx-parent-watch", daemon=True).start()
     if os.getppid() != parent:  # the parent died before the death signal was armed
@@ -100,3 +123,19 @@ def _watch_parent(parent: int) -> None:
     while os.getppid() == parent:
         time.sleep(PARENT_POLL_SECONDS)
     os._exit(1)
+
+
+def wait_first(pending: Iterable[Future[T]]) -> set[Future[T]]:
+    """``wait(pending, return_when=FIRST_COMPLETED)`` that lets a signal in every ``SIGNAL_POLL_SECONDS``."""
+    futures = list(pending)
+    while True:
+        done, _ = wait(futures, timeout=SIGNAL_POLL_SECONDS, return_when=FIRST_COMPLETED)
+        if done or not futures:
+            return done
+
+
+def results(futures: Iterable[Future[T]]) -> Iterator[T]:
+    """The results of ``futures`` in order (``Executor.map``'s), waiting as ``wait_first`` does."""
+    for fut in futures:
+        wait_first([fut])
+        yield fut.result()
