@@ -19,6 +19,7 @@ class ExitCode(IntEnum):
     OUTPUT = 7  # cannot write output: exists, permission, disk full
     INTERRUPTED = 130  # Ctrl-C (SIGINT)
     BROKEN_PIPE = 141  # the reader of stdout went away (`| head -1`): 128 + SIGPIPE, as a killed `cat` gives
+    TERMINATED = 143  # SIGTERM: 128 + 15, as a shell reports a program killed by it
 
 
 class CfxError(Exception):
@@ -79,3 +80,8 @@ class PartialError(CfxError):
 
 class OutputError(CfxError):
     exit_code = ExitCode.OUTPUT
+
+
+class Terminated(BaseException):
+    """SIGTERM arrived (the CLI's handler raises it). A BaseException, as KeyboardInterrupt is, so that no
+    ``except Exception`` swallows it and every ``with`` block (process pools, temp files) unwinds."""

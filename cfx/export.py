@@ -21,7 +21,7 @@ import shutil
 import tarfile
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
@@ -35,6 +35,8 @@ from cfx.errors import InputError, OutputError, UsageError
 from cfx.formats import extension, sniff_format
 from cfx.manifest import Manifest
 from cfx.outputs import atomic_folder
+from cfx.pool import process_pool, wait_first
+from cfx.pool import results as in_order
 from cfx.progress import NullReporter, Reporter
 from cfx.safenames import safe_names
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
@@ -612,23 +614,23 @@ def _run_pool(tasks: Iterator[_Task], workers: int, advance: Callable[[int], Non
 
     drainer = threading.Thread(target=drain, daemon=True)
     drainer.start()
-    pool = ProcessPoolExecutor(
-        max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(progress,)
-    )
+    pool = process_pool(workers, initializer=_init_worker, initargs=(progress,))
     try:
         pending: set[Future[_TaskResult]] = set()
         results = []
         for task in tasks:
             pending.add(pool.submit(_pool_task, task))
             while len(pending) >= 2 * workers:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                finished = wait_first(pending)
+                pending -= finished
                 results += [f.result() for f in finished]  # the first error stops the export
         while pending:
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            finished = wait_first(pending)
+            pending -= finished
             results += [f.result() for f in finished]
         pool.shutdown()
     except BaseException:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.stop()
         raise
     finally:
         done.set()
@@ -800,8 +802,8 @@ def _merge_all(jobs: list[tuple[str, list[str], list[str], str]], workers: int, 
                 _merge_bucket(*job)
                 bar.advance()
         else:
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=get_context("spawn")) as pool:
-                for _ in pool.map(_merge_bucket, *zip(*jobs, strict=True)):
+            with process_pool(min(workers, len(jobs))) as pool:
+                for _ in in_order([pool.submit(_merge_bucket, *job) for job in jobs]):
                     bar.advance()
     finally:
         bar.close()

@@ -29,9 +29,8 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -46,6 +45,7 @@ from cfx.errors import BadShardError, CfxError, PartialError
 from cfx.index import cache_dir
 from cfx.manifest import Manifest, ShardInfo
 from cfx.outputs import write_atomic
+from cfx.pool import process_pool, wait_first
 from cfx.progress import NullReporter, Reporter
 from cfx.resample import lanczos_resize
 from cfx.schema import IMAGE_COLUMN
@@ -508,15 +508,13 @@ def hash_manifest(
             except BadShardError as exc:
                 failed(shard, rows, exc)
     elif todo:
-        with ProcessPoolExecutor(
-            max_workers=min(workers, len(todo)), mp_context=get_context("spawn")
-        ) as pool:
+        with process_pool(min(workers, len(todo))) as pool:
             pending: dict[Future[tuple[pa.Table, int]], tuple[str, np.ndarray]] = {
                 pool.submit(hash_shard, manifest.root, s, manifest.shards.get(s), r, **options): (s, r)
                 for s, r in todo
             }
             while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                done = wait_first(pending)
                 for fut in done:
                     shard, rows = pending.pop(fut)
                     try:

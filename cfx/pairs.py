@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass
-from multiprocessing import get_context
 
 import numpy as np
+
+from cfx.pool import process_pool, results
 
 MAX_THRESHOLD = 32
 BRUTE_FORCE_MAX = 3000  # below this many distinct codes a blocked brute force is cheaper than indexing
@@ -288,10 +289,6 @@ def _tasks(plan: _Plan, pieces: int) -> list[tuple[int, list[int]]]:
     return out
 
 
-def _run_task(args: tuple[np.ndarray, int, _Plan, int, list[int]]) -> tuple[np.ndarray, ...]:
-    return _search_block(*args)
-
-
 def distinct_code_pairs(
     codes: np.ndarray,
     threshold: int,
@@ -316,11 +313,10 @@ def distinct_code_pairs(
     tasks = _tasks(plan, pieces=workers if parallel else 1)
     parts: list[tuple[np.ndarray, ...]] = []
     if parallel:
-        factory = executor_factory or (
-            lambda w: ProcessPoolExecutor(max_workers=w, mp_context=get_context("spawn"))
-        )
+        factory = executor_factory or process_pool
         with factory(workers) as pool:
-            parts = list(pool.map(_run_task, [(codes, threshold, plan, i, f) for i, f in tasks]))
+            futures = [pool.submit(_search_block, codes, threshold, plan, i, f) for i, f in tasks]
+            parts.extend(p for p in results(futures))
     else:
         parts = [_search_block(codes, threshold, plan, i, f) for i, f in tasks]
     parts = [p for p in parts if p[0].size]

@@ -104,10 +104,11 @@ _EXIT_CASES: dict[int, Callable[[Path, Path], list[str]]] = {
     7: _case_output,
     130: lambda data, tmp: [],  # test_sigint_exits_130
     141: lambda data, tmp: [],  # test_broken_pipe_is_quiet_141
+    143: lambda data, tmp: [],  # tests/test_process_signals.py::test_sigterm_stops_dedupe_with_143_no_orphan_no_traceback
 }
 
 
-@pytest.mark.parametrize("code", [c for c in _EXIT_CASES if c not in (130, 141)])
+@pytest.mark.parametrize("code", [c for c in _EXIT_CASES if c not in (130, 141, 143)])
 def test_cli_exit_code(code: int, cfx: CfxRun, data: Path, tmp_path: Path) -> None:
     env = {"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"}
     run = cfx(*_EXIT_CASES[code](data, tmp_path), env=env)

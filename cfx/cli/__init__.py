@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 from cfx import __version__
-from cfx.cli import _output
+from cfx.cli import _errors, _output
 
 app = typer.Typer(
     name="cfx",
@@ -75,4 +75,4 @@ _register()
 
 
 def main() -> None:
-    app(prog_name="cfx")
+    _errors.run(app)

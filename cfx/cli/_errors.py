@@ -6,14 +6,16 @@ import contextlib
 import errno
 import functools
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, TypeVar
 
 import typer
 
-from cfx.errors import CfxError, ExitCode
+from cfx.errors import CfxError, ExitCode, Terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,6 +56,9 @@ def handle_errors(func: F) -> F:
                 msg += f" — {exc.hint}"
             print(msg, file=sys.stderr)
             raise typer.Exit(int(exc.exit_code)) from None
+        except Terminated:
+            print("Terminated.", file=sys.stderr)
+            raise typer.Exit(int(ExitCode.TERMINATED)) from None
         except KeyboardInterrupt:
             print("Interrupted.", file=sys.stderr)
             raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
@@ -74,3 +79,19 @@ def handle_errors(func: F) -> F:
             raise typer.Exit(int(ExitCode.FAILURE)) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _on_sigterm(signum: int, frame: FrameType | None) -> None:
+    # Unwind as Ctrl-C does (pools stop, temp files go); a second SIGTERM must not break that cleanup.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise Terminated()
+
+
+def run(app: typer.Typer) -> None:
+    """The CLI entry point: SIGTERM unwinds the command and exits 143 (``handle_errors`` prints why)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        app(prog_name="cfx")
+    except Terminated:  # arrived outside a command, e.g. while parsing arguments
+        print("Terminated.", file=sys.stderr)
+        sys.exit(int(ExitCode.TERMINATED))

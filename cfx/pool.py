@@ -1,0 +1,146 @@
+"""The one process pool of cfx: workers that die with their parent, and a pool that stops at once on errors.
+
+A plain ``ProcessPoolExecutor`` outlives a ``kill -9`` of its parent: each spawned worker holds both ends of
+the task queue's pipe, so it never sees end-of-file and waits forever (and keeps the multiprocessing
+resource tracker alive through its inherited pipe). And leaving its ``with`` block on an exception (Ctrl-C,
+SIGTERM, a bad shard) waits for every queued task to run first. ``process_pool`` fixes both:
+
+- each worker asks the kernel for SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``, Linux); where
+  that is not available a watcher thread polls the parent pid and exits when it changes. Once the workers are
+  gone the resource tracker sees end-of-file and exits too.
+- workers ignore SIGINT from their first instruction on (it is blocked while they start): a Ctrl-C in a
+  terminal reaches the whole process group, and only the parent decides (no traceback per worker).
+- leaving the ``with`` block on any exception cancels the queued tasks and terminates the workers.
+- ``wait_first`` and ``results`` wait on futures in short slices. Importing polars replaces Python's SIGINT
+  handler with one that sets ``SA_RESTART`` (pola-rs/polars#21739), so an untimed wait would see a Ctrl-C
+  only when the next task finishes (measured: 9 s into a dedupe instead of < 1 s).
+
+The death signal is tied to the thread that started the worker (Linux semantics): create and use the pool
+from a thread that outlives it (the main thread, as every cfx command does).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from multiprocessing import get_context
+from types import TracebackType
+from typing import TypeVar
+
+T = TypeVar("T")
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+PARENT_POLL_SECONDS = 1.0  # the fallback's delay between a parent's death and its workers' exit
+STOP_GRACE_SECONDS = 2.0  # after SIGTERM, how long a worker may take to exit before SIGKILL
+SIGNAL_POLL_SECONDS = 0.25  # the longest a wait on futures delays a Ctrl-C
+
+
+def process_pool(
+    workers: int, initializer: Callable[..., object] | None = None, initargs: tuple[object, ...] = ()
+) -> StoppablePool:
+    """A spawn-context pool of ``workers`` processes whose workers die with this process (see module doc);
+    ``initializer(*initargs)`` runs in each worker after that set-up, as ``ProcessPoolExecutor``'s does."""
+    return StoppablePool(
+        max_workers=workers,
+        mp_context=get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(os.getpid(), initializer, initargs),
+    )
+
+
+class StoppablePool(ProcessPoolExecutor):
+    """A ``ProcessPoolExecutor`` whose ``with`` block, left on an exception, stops instead of draining."""
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> bool | None:
+        if exc_type is None:
+            return super().__exit__(exc_type, exc, tb)
+        self.stop()
+        return False
+
+    def _spawn_process(self) -> None:
+        # Start the worker with SIGINT blocked (the mask is inherited across fork and exec) so that a
+        # Ctrl-C during its start-up, before _init_worker ignores SIGINT, stays pending and is then
+        # dropped instead of printing a KeyboardInterrupt traceback. Here, blocked means delayed, not lost.
+        # (multiprocessing's resource tracker is started the same way.)
+        if not hasattr(signal, "pthread_sigmask"):
+            return super()._spawn_process()  # type: ignore[misc]
+        old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:
+            super()._spawn_process()  # type: ignore[misc]
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+    def stop(self) -> None:
+        """Cancel queued tasks and end the workers now: SIGTERM, then SIGKILL after a grace period."""
+        procs = list((self._processes or {}).values())  # shutdown() drops these two
+        manager: threading.Thread | None = getattr(self, "_executor_manager_thread", None)
+        self.shutdown(wait=False, cancel_futures=True)
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()
+                p.join(1.0)
+        # Let the manager thread finish now: at interpreter exit CPython 3.11 would otherwise race it
+        # (``_python_exit`` writes to a wake-up pipe the thread is closing: "Bad file descriptor").
+        if manager is not None:
+            manager.join(STOP_GRACE_SECONDS)
+
+
+def _init_worker(parent: int, initializer: Callable[..., object] | None, initargs: tuple[object, ...]) -> None:
+    """Runs first in every worker: die with ``parent``, leave SIGINT to it; then the caller's initializer."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if hasattr(signal, "pthread_sigmask"):  # blocked since the spawn (StoppablePool._spawn_process)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+    if not _set_death_signal():
+        threading.Thread(target=_watch_parent, args=(parent,), name="cfx-parent-watch", daemon=True).start()
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(1)
+    if initializer is not None:
+        initializer(*initargs)
+
+
+def _set_death_signal() -> bool:
+    """Ask the Linux kernel to SIGKILL this process when its parent dies; False where that is unavailable."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def _watch_parent(parent: int) -> None:
+    """The fallback: exit as soon as this process has been re-parented (its parent died)."""
+    while os.getppid() == parent:
+        time.sleep(PARENT_POLL_SECONDS)
+    os._exit(1)
+
+
+def wait_first(pending: Iterable[Future[T]]) -> set[Future[T]]:
+    """``wait(pending, return_when=FIRST_COMPLETED)`` that lets a signal in every ``SIGNAL_POLL_SECONDS``."""
+    futures = list(pending)
+    while True:
+        done, _ = wait(futures, timeout=SIGNAL_POLL_SECONDS, return_when=FIRST_COMPLETED)
+        if done or not futures:
+            return done
+
+
+def results(futures: Iterable[Future[T]]) -> Iterator[T]:
+    """The results of ``futures`` in order (``Executor.map``'s), waiting as ``wait_first`` does."""
+    for fut in futures:
+        wait_first([fut])
+        yield fut.result()
