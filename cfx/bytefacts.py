@@ -17,18 +17,25 @@ the manifest by cfx.inspect, since the declared values live there, not in the by
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import struct
 import warnings
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 from PIL import Image
 
+from cfx.errors import CfxError
 from cfx.formats import sniff_format
+from cfx.index import cache_dir
 from cfx.jpegquality import JpegError, exif_has_gps, parse_jpeg
+from cfx.manifest import ShardInfo, write_atomic
 
 FACTS_VERSION = 1
 MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
@@ -199,3 +206,54 @@ def facts_table(rows: Sequence[int] | np.ndarray, images: Sequence[bytes | None]
     for name, typ in zip(FACT_COLUMNS, FACTS_SCHEMA.types[1:], strict=True):
         cols[name] = pa.array([f[name] for f in found], typ)
     return pa.table(cols, schema=FACTS_SCHEMA)
+
+
+# --- per-shard cache (like the hashes: keyed by shard path + fingerprint) --------------------------------
+def _fingerprint(root: str, shard: str, info: ShardInfo) -> dict[str, Any]:
+    ident = f"{root}/{shard}" if root.startswith("hf://") else str(Path(root) / shard)
+    return {"v": FACTS_VERSION, "shard": ident, **info.to_json()}
+
+
+def cache_path(root: str, shard: str, info: ShardInfo) -> Path:
+    """Where the byte facts of one shard are cached (``<cache>/facts/<key>.parquet``)."""
+    key = hashlib.sha1(json.dumps(_fingerprint(root, shard, info), sort_keys=True).encode()).hexdigest()
+    return cache_dir() / "facts" / f"{key}.parquet"
+
+
+def load_cached(root: str, shard: str, info: ShardInfo | None) -> pa.Table | None:
+    """The cached facts of a shard (the rows inspected so far), or None."""
+    if info is None:
+        return None
+    try:
+        table = pq.read_table(cache_path(root, shard, info))
+    except Exception:
+        return None
+    meta = (table.schema.metadata or {}).get(b"cfx-facts")
+    if meta is None or json.loads(meta) != _fingerprint(root, shard, info):
+        return None
+    return table.replace_schema_metadata(None).cast(FACTS_SCHEMA)
+
+
+def merge_tables(old: pa.Table | None, new: pa.Table) -> pa.Table:
+    """Rows of ``old`` and ``new`` (``new`` wins for a row in both), sorted by row."""
+    if old is None or not old.num_rows:
+        return new.sort_by("row")
+    keep = pa.array(~np.isin(old.column("row").to_numpy(), new.column("row").to_numpy()))
+    return pa.concat_tables([old.filter(keep), new]).sort_by("row")
+
+
+def store_cached(root: str, shard: str, info: ShardInfo | None, table: pa.Table) -> pa.Table:
+    """Merge ``table`` into the shard's cached facts and save them; returns the merged table. A cache that
+    cannot be written is skipped."""
+    if info is None:
+        return table
+    merged = merge_tables(load_cached(root, shard, info), table.cast(FACTS_SCHEMA))
+    meta = json.dumps(_fingerprint(root, shard, info)).encode()
+    path = cache_path(root, shard, info)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        out = merged.replace_schema_metadata({b"cfx-facts": meta})
+        write_atomic(path, lambda tmp: pq.write_table(out, tmp))
+    except (OSError, CfxError):
+        pass
+    return merged

@@ -39,9 +39,35 @@ def _root(
 
 
 def _register() -> None:
-    from cfx.cli import audit, balance, dedupe, demo, download, index, licenses, slice, stats, subset, synth
+    from cfx.cli import (
+        audit,
+        balance,
+        dedupe,
+        demo,
+        download,
+        index,
+        inspect,
+        licenses,
+        slice,
+        stats,
+        subset,
+        synth,
+    )
 
-    for module in (index, stats, slice, subset, download, synth, licenses, dedupe, balance, audit, demo):
+    for module in (
+        index,
+        stats,
+        inspect,
+        slice,
+        subset,
+        download,
+        synth,
+        licenses,
+        dedupe,
+        balance,
+        audit,
+        demo,
+    ):
         module.register(app)
 
 
