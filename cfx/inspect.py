@@ -34,7 +34,8 @@ from cfx.errors import BadShardError, PartialError
 from cfx.index import load_resolution_orders, save_resolution_orders, source_expr
 from cfx.manifest import Manifest, ShardInfo
 from cfx.progress import NullReporter, Reporter
-from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
+from cfx.schema import IMAGE_COLUMN
+from cfx.stats import quality_histogram
 from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
 
 CONSISTENCY_COLUMNS = ("format_mismatch", "size_mismatch", "mode_mismatch")
@@ -283,17 +284,6 @@ def _declared_mode(df: pl.DataFrame) -> pl.Expr:
 def _counts(df: pl.DataFrame, column: str) -> dict[str, int]:
     vc = df.get_column(column).cast(pl.String).fill_null("(none)").value_counts(sort=True)
     return {str(v): int(n) for v, n in vc.iter_rows()}
-
-
-def quality_histogram(df: pl.DataFrame) -> dict[str, dict[int, int]]:
-    """JPEG quality -> rows, per label ("real", "generated")."""
-    out: dict[str, dict[int, int]] = {}
-    for name, value in (("real", REAL), ("generated", GENERATED)):
-        q = df.filter((pl.col("label") == value) & pl.col("jpeg_quality").is_not_null()).get_column(
-            "jpeg_quality"
-        )
-        out[name] = {int(k): int(n) for k, n in q.value_counts().sort("jpeg_quality").iter_rows()}
-    return out
 
 
 def summarize(result: InspectResult) -> dict[str, Any]:
