@@ -2,7 +2,7 @@
 
 ``facts(data)`` returns one dict per image with the columns of FACTS_SCHEMA:
 
-- ``actual_format`` (file signature, cfx.formats), ``header_width``/``header_height`` and ``header_mode`` from the
+- ``actual_format`` (file signature, cfx.formats), ``num_bytes`` (length of the encoded file), ``header_width``/``header_height`` and ``header_mode`` from the
   header (PNG IHDR, JPEG SOF, WebP VP8/VP8L/VP8X, GIF, BMP; any other format: Pillow's lazy open, which
   reads the header only and is bounded by the decompression-bomb guard), ``bit_depth``;
 - JPEG: ``jpeg_quality`` + ``jpeg_quality_exact`` (cfx.jpegquality), ``chroma_subsampling``, ``progressive``;
@@ -44,6 +44,7 @@ FACTS_SCHEMA = pa.schema(
     [
         ("row", pa.int64()),
         ("actual_format", pa.string()),
+        ("num_bytes", pa.int64()),
         ("header_width", pa.int32()),
         ("header_height", pa.int32()),
         ("header_mode", pa.string()),
@@ -184,6 +185,7 @@ def facts(data: bytes | None, max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
         out["inspect_error"] = "empty image data"
         return out
     data = bytes(data)
+    out["num_bytes"] = len(data)
     out["actual_format"] = sniff_format(data)
     try:
         parser = _PARSERS.get(out["actual_format"] or "")
@@ -194,7 +196,7 @@ def facts(data: bytes | None, max_pixels: int = MAX_PIXELS) -> dict[str, Any]:
     except (JpegError, ValueError, OSError, struct.error, Image.DecompressionBombError) as exc:
         text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         fmt = out["actual_format"] or "unknown format"
-        out = {**_empty(), "actual_format": out["actual_format"]}
+        out = {**_empty(), "actual_format": out["actual_format"], "num_bytes": len(data)}
         out["inspect_error"] = f"{fmt}: {text}"[:300]
     return out
 
@@ -231,7 +233,10 @@ def load_cached(root: str, shard: str, info: ShardInfo | None) -> pa.Table | Non
     meta = (table.schema.metadata or {}).get(b"cfx-facts")
     if meta is None or json.loads(meta) != _fingerprint(root, shard, info):
         return None
-    return table.replace_schema_metadata(None).cast(FACTS_SCHEMA)
+    try:
+        return table.replace_schema_metadata(None).cast(FACTS_SCHEMA)
+    except (ValueError, pa.ArrowInvalid):  # written by another cfx version: read the bytes again
+        return None
 
 
 def merge_tables(old: pa.Table | None, new: pa.Table) -> pa.Table:

@@ -112,6 +112,17 @@ def inspect_manifest(
     return result
 
 
+def cached_facts(manifest: Manifest) -> Manifest | None:
+    """The manifest with its byte facts when the cache holds them for every row (reads no image), else None."""
+    if has_facts(manifest.df):
+        return manifest
+    tables, todo, _ = _cached_tables(manifest, True)
+    if todo or not tables:
+        return None
+    df, _ = consistency(_join(manifest.df, tables), load_resolution_orders(manifest.root))
+    return manifest.with_df(df)
+
+
 def _cached_tables(
     manifest: Manifest, use_cache: bool
 ) -> tuple[dict[str, pa.Table], list[tuple[str, np.ndarray]], int]:

@@ -17,6 +17,7 @@ from cfx.units import human_bytes
 # Columns `cfx inspect` adds (cfx.bytefacts.FACT_COLUMNS + consistency); listed here so stats starts fast.
 BYTE_FACTS = (
     "actual_format",
+    "num_bytes",
     "header_width",
     "header_height",
     "header_mode",
