@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -24,6 +24,9 @@ from cfx.defaults import AUDIT_THRESHOLD as DEFAULT_THRESHOLD
 from cfx.errors import EmptySelectionError, InputError
 from cfx.manifest import Manifest
 from cfx.schema import GENERATED, REAL
+
+if TYPE_CHECKING:
+    from cfx.joint import JointResult
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
@@ -121,9 +124,103 @@ FEATURES: tuple[Feature, ...] = (
         "file_size", "numeric", "encoded bytes", lambda: pl.col("num_bytes").cast(pl.Float64), ("num_bytes",)
     ),
 )
+
+
+def _fact(name: str) -> pl.Expr:
+    """A byte fact, null where the image was not inspected (no actual_format)."""
+    return pl.when(pl.col("actual_format").is_not_null()).then(pl.col(name))
+
+
+# Byte facts (cfx inspect): present when the manifest was inspected, or every row's facts are cached.
+BYTE_FEATURES: tuple[Feature, ...] = (
+    Feature(
+        "jpeg_quality",
+        "numeric",
+        "JPEG quality from the quantisation tables (non-JPEG images = 101: lossless)",
+        lambda: (
+            _fact("jpeg_quality")
+            .cast(pl.Float64)
+            .fill_null(pl.when(pl.col("actual_format").is_not_null()).then(101.0))
+        ),
+        ("jpeg_quality", "actual_format"),
+    ),
+    Feature(
+        "actual_format",
+        "categorical",
+        "format from the file signature",
+        lambda: pl.col("actual_format").cast(pl.String),
+        ("actual_format",),
+    ),
+    Feature(
+        "chroma_subsampling",
+        "categorical",
+        "JPEG chroma subsampling (non-JPEG = none)",
+        lambda: (
+            _fact("chroma_subsampling")
+            .cast(pl.String)
+            .fill_null(pl.when(pl.col("actual_format").is_not_null()).then(pl.lit("none")))
+        ),
+        ("chroma_subsampling", "actual_format"),
+    ),
+    Feature(
+        "progressive",
+        "numeric",
+        "progressive JPEG",
+        lambda: _fact("progressive").cast(pl.Float64),
+        ("progressive", "actual_format"),
+    ),
+    Feature(
+        "bit_depth",
+        "numeric",
+        "bits per sample",
+        lambda: _fact("bit_depth").cast(pl.Float64),
+        ("bit_depth", "actual_format"),
+    ),
+    *(
+        Feature(name, "numeric", what, (lambda n=name: _fact(n).cast(pl.Float64)), (name, "actual_format"))  # type: ignore[misc]
+        for name, what in (
+            ("has_exif", "EXIF block present"),
+            ("has_gps", "EXIF GPS position present"),
+            ("has_icc", "ICC colour profile present"),
+            ("has_c2pa", "C2PA / JUMBF manifest present"),
+        )
+    ),
+    Feature(
+        "has_text_chunks",
+        "numeric",
+        "PNG text chunks present (e.g. generation parameters)",
+        lambda: _fact("text_chunks").list.len().gt(0).cast(pl.Float64),
+        ("text_chunks", "actual_format"),
+    ),
+)
 NOT_IN_METADATA = {
     "jpeg_quality": "not in the metadata: it needs each JPEG's quantisation tables, i.e. reading the image "
-    "bytes (not done by audit)",
+    "bytes — run `cfx inspect SOURCE -o inspected.parquet` (or `cfx dedupe`, which caches them) and audit again",
+}
+# The fix cfx offers for each shortcut (shown for flagged features).
+_SIZE_FIX = (
+    "`cfx balance --match min-side:64` (or --match resolution), or `cfx subset --transform resize:max-side=N`"
+)
+FIXES: dict[str, str] = {
+    "width": _SIZE_FIX,
+    "height": _SIZE_FIX,
+    "min_side": _SIZE_FIX,
+    "pixels": _SIZE_FIX,
+    "aspect_ratio": "`cfx balance --match aspect:0.1`, or `cfx subset --transform center-crop:N`",
+    "format": "`cfx balance --match format`, or re-encode both labels: `cfx subset --transform jpeg:96`",
+    "actual_format": "`cfx balance --match actual-format`, or re-encode both labels: `cfx subset --transform jpeg:96`",
+    "mode": "`cfx balance --match mode`",
+    "jpeg_quality": "`cfx balance --match jpeg-quality:5 --match actual-format`, or `cfx subset --transform jpeg:96`",
+    "chroma_subsampling": "`cfx balance --match chroma-subsampling`, or `cfx subset --transform jpeg:96,subsampling=4:2:0`",
+    "progressive": "re-encode both labels as baseline JPEG: `cfx subset --transform jpeg:96`",
+    "bit_depth": "re-encode both labels: `cfx subset --transform jpeg:96` (or png)",
+    "file_size": "`cfx balance --match num-bytes:50000`, or re-encode both labels: `cfx subset --transform jpeg:96`",
+    "bytes_per_pixel": "re-encode both labels at one quality: `cfx subset --transform jpeg:96`",
+    "has_exif": "`cfx subset --strip-metadata`",
+    "has_gps": "`cfx subset --strip-metadata` (also a privacy risk for real photos)",
+    "has_icc": "`cfx subset --strip-metadata` (or convert both labels to sRGB)",
+    "has_c2pa": "`cfx subset --strip-metadata`",
+    "has_text_chunks": "`cfx subset --strip-metadata` (PNG text chunks name the generator)",
 }
 
 
@@ -141,6 +238,10 @@ class FeatureScore:
     flagged: bool
     note: str = ""
     categories: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def fix(self) -> str:
+        return FIXES.get(self.feature, "") if self.flagged else ""
 
     @property
     def direction(self) -> str:
@@ -164,6 +265,7 @@ class FeatureScore:
             "coverage": round(self.coverage, 6),
             "flagged": self.flagged,
             "note": self.note,
+            "fix": self.fix,
         }
         if self.kind == "categorical":
             out["categories"] = self.categories
@@ -179,6 +281,7 @@ class AuditResult:
     features: list[FeatureScore]
     skipped: list[dict[str, str]]
     unusable_sizes: int = 0  # rows without a usable width/height (zero, negative or unreadable resolution)
+    joint: JointResult | None = None
 
     @property
     def flagged(self) -> list[FeatureScore]:
@@ -194,11 +297,15 @@ class AuditResult:
             "features": [f.to_json() for f in self.features],
             "skipped": self.skipped,
             "unusable_sizes": self.unusable_sizes,
+            **({"joint": self.joint.to_json()} if self.joint is not None else {}),
         }
 
 
-def audit(manifest: Manifest, threshold: float = DEFAULT_THRESHOLD) -> AuditResult:
-    """Score every cheap metadata feature as a label predictor, worst (most predictive) first."""
+def audit(
+    manifest: Manifest, threshold: float = DEFAULT_THRESHOLD, *, joint: bool = False, seed: int = 0
+) -> AuditResult:
+    """Score every cheap feature (metadata, and byte facts when inspected) as a label predictor, worst
+    (most predictive) first; with ``joint`` also the joint canary (cfx.joint)."""
     df = manifest.df
     if "label" not in df.columns:
         raise InputError("the manifest has no label column", "re-create it with `cfx index`")
@@ -212,7 +319,8 @@ def audit(manifest: Manifest, threshold: float = DEFAULT_THRESHOLD) -> AuditResu
         )
     scores: list[FeatureScore] = []
     skipped: list[dict[str, str]] = []
-    for feat in FEATURES:
+    inspected = "actual_format" in df.columns
+    for feat in (*FEATURES, *(BYTE_FEATURES if inspected else ())):
         absent = [c for c in feat.needs if c not in df.columns]
         if absent:
             skipped.append(
@@ -280,9 +388,16 @@ def audit(manifest: Manifest, threshold: float = DEFAULT_THRESHOLD) -> AuditResu
                 categories=cats,
             )
         )
-    for name, reason in NOT_IN_METADATA.items():
-        skipped.append({"feature": name, "reason": reason})
+    if not inspected:
+        for name, reason in NOT_IN_METADATA.items():
+            skipped.append({"feature": name, "reason": reason})
     scores.sort(key=lambda s: (-s.auroc, s.feature))
+    joint_result = None
+    if joint:
+        from cfx.joint import joint_canary
+
+        used = [f for f in (*FEATURES, *BYTE_FEATURES) if f.name in {s.feature for s in scores}]
+        joint_result = joint_canary(df, used, threshold=threshold, seed=seed)
     return AuditResult(
         rows=df.height,
         real=n_real,
@@ -291,6 +406,7 @@ def audit(manifest: Manifest, threshold: float = DEFAULT_THRESHOLD) -> AuditResu
         features=scores,
         skipped=skipped,
         unusable_sizes=unusable_sizes(df),
+        joint=joint_result,
     )
 
 

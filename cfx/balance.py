@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cfx.defaults import MATCH_FEATURES
+from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES
 from cfx.errors import EmptySelectionError, InputError, UsageError
 from cfx.licenses import LICENSE_COLUMN, describe_filter, filter_licenses
 from cfx.manifest import Manifest
@@ -58,7 +58,13 @@ _ALIASES = {
     "file-size": "num-bytes",
     "num_bytes": "num-bytes",
     "bytes": "num-bytes",
+    "jpeg_quality": "jpeg-quality",
+    "quality": "jpeg-quality",
+    "chroma_subsampling": "chroma-subsampling",
+    "subsampling": "chroma-subsampling",
+    "actual_format": "actual-format",
 }
+_CATEGORICAL = ("format", "mode", "resolution", "chroma-subsampling", "actual-format")
 
 
 # --- option parsing ----------------------------------------------------------------------------------
@@ -113,6 +119,8 @@ class MatchSpec:
             numeric = pl.col("num_bytes")
         elif f == "resolution":
             return pl.when(w.is_not_null() & h.is_not_null()).then(pl.format("{}x{}", w, h))  # exact size
+        elif f in BYTE_FACT_MATCHES:
+            return self._byte_fact()
         elif f in ("format", "mode"):
             return (
                 pl.col(f).cast(pl.String).str.to_uppercase() if f == "format" else pl.col(f).cast(pl.String)
@@ -127,6 +135,20 @@ class MatchSpec:
         if self.bin is not None:
             return (numeric.cast(pl.Float64) / self.bin).floor().cast(pl.Int64).cast(pl.String)
         return numeric.cast(pl.String)
+
+    def _byte_fact(self) -> pl.Expr:
+        """jpeg-quality / chroma-subsampling / actual-format; an image without the fact (a PNG has no JPEG
+        quality) is in the bin "none", an image that could not be inspected in none (null)."""
+        inspected = pl.col("actual_format").is_not_null()
+        if self.feature == "actual-format":
+            return pl.col("actual_format").cast(pl.String)
+        if self.feature == "chroma-subsampling":
+            value = pl.col("chroma_subsampling").cast(pl.String)
+        else:
+            q = pl.col("jpeg_quality").cast(pl.Int64)
+            binned = ((q - 1).cast(pl.Float64) / self.bin).floor().cast(pl.Int64) if self.bin else q
+            value = binned.cast(pl.String)
+        return pl.when(inspected).then(value.fill_null(pl.lit("none")))
 
 
 def parse_match(spec: str, columns: Sequence[str]) -> MatchSpec:
@@ -152,7 +174,7 @@ def parse_match(spec: str, columns: Sequence[str]) -> MatchSpec:
             ) from None
         if not bin_width > 0 or not math.isfinite(bin_width):
             raise UsageError(f"--match {spec!r}: bin width must be positive", "write e.g. min-side:64")
-        if feature in ("format", "mode", "resolution"):
+        if feature in _CATEGORICAL:
             raise UsageError(
                 f"--match {spec!r}: {feature} is categorical and takes no bin width",
                 f"write --match {feature}",
@@ -616,11 +638,19 @@ def _check_columns(df: pl.DataFrame, options: BalanceOptions) -> None:
                 need |= {"width", "height"}
             elif m.feature == "num-bytes":
                 need.add("num_bytes")
+            elif m.feature in BYTE_FACT_MATCHES:
+                need |= set(BYTE_FACT_MATCHES[m.feature])
             else:
                 need.add(m.feature)
     if options.stratify:
         need.add(options.stratify)
     missing = sorted(c for c in need if c not in df.columns)
+    facts = {c for cols in BYTE_FACT_MATCHES.values() for c in cols}
+    if missing and set(missing) <= facts:
+        raise InputError(
+            f"the manifest lacks the byte fact column(s) {', '.join(missing)}",
+            "add them with `cfx inspect SOURCE -o inspected.parquet` (the balance command does it itself)",
+        )
     if missing:
         raise InputError(
             f"the manifest lacks column(s) {', '.join(missing)}",

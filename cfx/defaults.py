@@ -34,4 +34,13 @@ MATCH_FEATURES: dict[str, tuple[str, float | None]] = {
     "format": ("container format (PNG, JPEG, …)", None),
     "mode": ("PIL mode (RGB, L, …)", None),
     "num-bytes": ("encoded file size in bytes (needs `cfx index --num-bytes`)", None),
+    # byte facts (cfx inspect; computed from its cache when the manifest lacks them)
+    "jpeg-quality": ("JPEG quality, bins 1-5 … 96-100 with :5; non-JPEG images form their own bin", None),
+    "chroma-subsampling": ("JPEG chroma subsampling (4:2:0, 4:4:4, …; non-JPEG: none)", None),
+    "actual-format": ("format from the file signature, not the format column", None),
+}
+BYTE_FACT_MATCHES = {  # match feature -> the byte-fact columns it needs
+    "jpeg-quality": ("jpeg_quality", "actual_format"),
+    "chroma-subsampling": ("chroma_subsampling", "actual_format"),
+    "actual-format": ("actual_format",),
 }

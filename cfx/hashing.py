@@ -28,7 +28,7 @@ import re
 import struct
 import warnings
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +41,7 @@ import pyarrow.parquet as pq
 import scipy.fft
 from PIL import Image
 
+from cfx import bytefacts
 from cfx.errors import BadShardError, CfxError, PartialError
 from cfx.index import cache_dir
 from cfx.manifest import Manifest, ShardInfo
@@ -390,13 +391,29 @@ def hash_shard(
     rows: np.ndarray,
     batch_rows: int = HASH_BATCH_ROWS,
     hub_fs: Any = None,
+    with_facts: bool = False,
     **options: Any,
 ) -> tuple[pa.Table, int]:
     """Stream the given rows of one shard and hash them (runs in a worker process; ``hub_fs`` see
-    ``cfx.sources.hub_filesystem``)."""
+    ``cfx.sources.hub_filesystem``). ``with_facts``: also parse the byte facts of the same bytes
+    (cfx.bytefacts) and merge them into that shard's facts cache, so a later ``cfx inspect`` reads nothing."""
     m = Manifest(df=pl.DataFrame(), root=root, shards={shard: info} if info is not None else {})
     batches = iter_shard_batches(m, shard, rows, (IMAGE_COLUMN,), batch_rows, hub_fs)
-    return hash_shard_batches(batches, **options)
+    if not with_facts:
+        return hash_shard_batches(batches, **options)
+    facts: list[pa.Table] = []
+    table, decoded = hash_shard_batches(_with_facts(batches, facts), **options)
+    if facts:
+        bytefacts.store_cached(root, shard, info, pa.concat_tables(facts))
+    return table, decoded
+
+
+def _with_facts(batches: Iterable[pa.RecordBatch], out: list[pa.Table]) -> Iterator[pa.RecordBatch]:
+    """Pass the batches on, collecting the byte facts of their images (the fused hash + inspect pass)."""
+    for batch in batches:
+        images = batch.column(IMAGE_COLUMN).to_pylist()
+        out.append(bytefacts.facts_table(batch.column(ROW_COLUMN).to_numpy(), images))
+        yield batch
 
 
 @dataclass
@@ -493,6 +510,7 @@ def hash_manifest(
         )
         tables[shard] = _align(bad)
 
+    local = {**options, "with_facts": use_cache}  # fused pass: the facts cache fills as a side effect
     if todo and engine is not None:
         infos = [(s, manifest.shards.get(s), r) for s, r in todo]
         for shard, rows, table, decoded, err in engine.hash_shards(manifest.root, infos, options):
@@ -504,13 +522,13 @@ def hash_manifest(
     elif todo and (workers <= 1 or len(todo) == 1):
         for shard, rows in todo:
             try:
-                finish(shard, *hash_shard(manifest.root, shard, manifest.shards.get(shard), rows, **options))
+                finish(shard, *hash_shard(manifest.root, shard, manifest.shards.get(shard), rows, **local))
             except BadShardError as exc:
                 failed(shard, rows, exc)
     elif todo:
         with process_pool(min(workers, len(todo))) as pool:
             pending: dict[Future[tuple[pa.Table, int]], tuple[str, np.ndarray]] = {
-                pool.submit(hash_shard, manifest.root, s, manifest.shards.get(s), r, **options): (s, r)
+                pool.submit(hash_shard, manifest.root, s, manifest.shards.get(s), r, **local): (s, r)
                 for s, r in todo
             }
             while pending:

@@ -61,6 +61,61 @@ def cache_dir() -> Path:
     return Path(base) / "cfx"
 
 
+# --- the detected order inside ``resolution`` (written by cfx.inspect, read here) ---------------------
+def _orders_path() -> Path:
+    return cache_dir() / "resolution_order.json"
+
+
+def source_expr(columns: list[str]) -> pl.Expr:
+    """Where a row comes from: ``real_source`` for real rows, ``model_name`` for generated ones."""
+    real = pl.col("real_source").cast(pl.String) if "real_source" in columns else pl.lit(None, pl.String)
+    gen = pl.col("model_name").cast(pl.String) if "model_name" in columns else pl.lit(None, pl.String)
+    if "label" not in columns:
+        return gen
+    return pl.when(pl.col("label") == 0).then(real).otherwise(gen)
+
+
+def load_resolution_orders(root: str) -> dict[str, str]:
+    """{source: "hw"} for the sources of dataset ``root`` whose ``resolution`` reads [h, w] (cfx inspect)."""
+    try:
+        data = json.loads(_orders_path().read_text())
+    except (OSError, ValueError):
+        return {}
+    found = data.get(root, {}) if isinstance(data, dict) else {}
+    return {str(k): str(v) for k, v in found.items() if v == "hw"}
+
+
+def save_resolution_orders(root: str, transposed: dict[str, str], examined: list[str]) -> None:
+    """Record the detected order of the ``examined`` sources of ``root``; skipped when it cannot be written."""
+    path = _orders_path()
+    try:
+        data = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        data = {}
+    entry = {k: v for k, v in data.get(root, {}).items() if k not in examined}
+    entry.update(transposed)
+    if entry == data.get(root, {}) or (not entry and root not in data):
+        return
+    data[root] = entry
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(data, indent=1, sort_keys=True)))
+    except (OSError, CfxError):
+        pass
+
+
+def apply_resolution_order(df: pl.DataFrame, root: str) -> pl.DataFrame:
+    """Swap width and height of the rows of sources whose ``resolution`` reads [h, w]."""
+    orders = load_resolution_orders(root)
+    if not orders or not df.height:
+        return df
+    swap = source_expr(df.columns).is_in(list(orders))
+    return df.with_columns(
+        pl.when(swap).then(pl.col("height")).otherwise(pl.col("width")).alias("width"),
+        pl.when(swap).then(pl.col("width")).otherwise(pl.col("height")).alias("height"),
+    )
+
+
 @contextmanager
 def open_shard(ref: ShardRef, fs: Any = None, *, metadata_only: bool = False) -> Iterator[pq.ParquetFile]:
     """Open a shard for streaming.
@@ -354,6 +409,7 @@ def build_manifest(
     task.close()
     frames = [results[i] for i in sorted(results)]
     df = pl.concat(frames, how="vertical_relaxed") if frames else _empty_frame()
+    df = apply_resolution_order(df, source.root)
     good = {source.shards[i].rel: source.shards[i].info for i in sorted(results)}
     manifest = Manifest(df=df, root=source.root, shards=good)
     bad = [errors[i] for i in sorted(errors)]

@@ -99,7 +99,9 @@ class StoppablePool(ProcessPoolExecutor):
             manager.join(STOP_GRACE_SECONDS)
 
 
-def _init_worker(parent: int, initializer: Callable[..., object] | None, initargs: tuple[object, ...]) -> None:
+def _init_worker(
+    parent: int, initializer: Callable[..., object] | None, initargs: tuple[object, ...]
+) -> None:
     """Runs first in every worker: die with ``parent``, leave SIGINT to it; then the caller's initializer."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):  # blocked since the spawn (StoppablePool._spawn_process)

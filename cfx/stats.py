@@ -100,9 +100,19 @@ def breakdown(m: Manifest, column: str, top: int | None = None) -> dict[str, Any
     }
 
 
+def quality_histogram(df: pl.DataFrame) -> dict[str, dict[int, int]]:
+    """JPEG quality -> rows, per label ("real", "generated"); rows without a quality are left out."""
+    out: dict[str, dict[int, int]] = {}
+    for name, value in (("real", REAL), ("generated", GENERATED)):
+        q = df.filter((pl.col("label") == value) & pl.col("jpeg_quality").is_not_null())
+        counts = q.get_column("jpeg_quality").value_counts().sort("jpeg_quality")
+        out[name] = {int(k): int(n) for k, n in counts.iter_rows()}
+    return out
+
+
 def compute_stats(m: Manifest, by: list[str] | None = None, top: int | None = 20) -> dict[str, Any]:
     columns = list(by) if by else [c for c in DEFAULT_BREAKDOWNS if c in m.df.columns]
-    return {
+    out: dict[str, Any] = {
         "root": m.root,
         "totals": totals(m),
         "breakdowns": {
@@ -110,6 +120,20 @@ def compute_stats(m: Manifest, by: list[str] | None = None, top: int | None = 20
             for c in columns
         },
     }
+    if "jpeg_quality" in m.df.columns:
+        out["jpeg_quality"] = quality_histogram(m.df)
+    return out
+
+
+def _plot_quality(ax: Any, hist: dict[str, dict[int, int]]) -> None:
+    """Histogram of JPEG quality, real against generated (the Grommelt et al. shortcut)."""
+    for name, color in (("real", "#4C72B0"), ("generated", "#DD8452")):
+        qs = sorted(hist[name])
+        ax.bar(qs, [hist[name][q] for q in qs], width=1.0, alpha=0.6, color=color, label=name)
+    ax.set_xlim(0, 101)
+    ax.set_xlabel("JPEG quality")
+    ax.set_title("jpeg_quality by label")
+    ax.legend(fontsize=8)
 
 
 def plot_stats(stats: dict[str, Any], path: str) -> None:
@@ -126,11 +150,15 @@ def plot_stats(stats: dict[str, Any], path: str) -> None:
     ]
     if not panels:
         panels = list(stats["breakdowns"])[:6]
+    quality = stats.get("jpeg_quality")
     cols = 2
-    rows = max(1, (len(panels) + 1) // cols)
+    rows = max(1, (len(panels) + (quality is not None) + 1) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(12, 3.6 * rows), squeeze=False)
     for ax in axes.flat[len(panels) :]:
         ax.axis("off")
+    if quality is not None:
+        axes.flat[len(panels)].axis("on")
+        _plot_quality(axes.flat[len(panels)], quality)
     for ax, column in zip(axes.flat, panels, strict=False):
         values = stats["breakdowns"][column]["values"][:15][::-1]
         labels = [str(v["value"])[:40] for v in values]

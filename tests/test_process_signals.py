@@ -210,5 +210,7 @@ def test_reliability_table_names_every_process_test() -> None:
     text = (ROOT / "docs" / "reliability.md").read_text(encoding="utf-8")
     section = text.split("## Processes and signals", 1)[1].split("\n## ", 1)[0]
     in_table = set(re.findall(r"`(test_\w+)`", section))
-    here = {n for n in globals() if n.startswith("test_")} - {"test_reliability_table_names_every_process_test"}
+    here = {n for n in globals() if n.startswith("test_")} - {
+        "test_reliability_table_names_every_process_test"
+    }
     assert in_table == here, f"only in the table: {in_table - here}; only here: {here - in_table}"

@@ -47,6 +47,7 @@ def _register() -> None:
         download,
         export,
         index,
+        inspect,
         licenses,
         slice,
         stats,
@@ -57,6 +58,7 @@ def _register() -> None:
     for module in (
         index,
         stats,
+        inspect,
         slice,
         subset,
         export,

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cfx.cli._errors import handle_errors
-from cfx.cli._options import JsonOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt, ranged
+from cfx.cli._options import JsonOpt, SeedOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt, ranged
 from cfx.cli._output import CliReporter, out_console, print_json
 from cfx.defaults import AUDIT_THRESHOLD
 from cfx.errors import UsageError
@@ -48,6 +48,10 @@ def render(report: dict[str, Any], console: Console) -> None:
     for f in report["features"]:
         if f["note"]:
             console.print(f"{f['feature']}: {f['note']}", markup=False)
+    _render_joint(report.get("joint"), console)
+    for f in report["features"]:
+        if f["fix"]:
+            console.print(f"fix {f['feature']}: {f['fix']}", markup=False)
     for s in report["skipped"]:
         console.print(f"{s['feature']}: skipped — {s['reason']}", markup=False)
     if report["unusable_sizes"]:
@@ -59,12 +63,29 @@ def render(report: dict[str, Any], console: Console) -> None:
     flagged = report["flagged"]
     if flagged:
         console.print(
-            f"{len(flagged)} shortcut(s): {', '.join(flagged)} — remove them with "
-            "`cfx balance SOURCE --match min-side:64 --match format …` and audit again",
+            f"{len(flagged)} shortcut(s): {', '.join(flagged)} — remove them with the fixes above and audit again",
             markup=False,
         )
     else:
         console.print(f"no feature above {report['threshold']}", markup=False)
+
+
+def _render_joint(joint: dict[str, Any] | None, console: Console) -> None:
+    if joint is None:
+        return
+    if joint["auroc"] is None:
+        console.print(f"joint canary: skipped — {joint['note']}", markup=False)
+        return
+    top = ", ".join(f"{k} {v:+.3f}" for k, v in list(joint["importances"].items())[:5])
+    flag = " SHORTCUT (features together give the label away)" if joint["flagged"] else ""
+    console.print(
+        f"joint canary (all features, gradient boosting, {joint['folds']}-fold grouped by source): "
+        f"AUROC {joint['auroc']:.3f}{flag}",
+        markup=False,
+    )
+    console.print(f"  permutation importance (AUROC lost): {top}", markup=False)
+    if joint["note"]:
+        console.print(f"  {joint['note']}", markup=False)
 
 
 @handle_errors
@@ -75,16 +96,27 @@ def audit_cmd(
         float,
         ranged("--threshold", lo=0.5, hi=1.0, help="Flag features whose AUROC is above this."),
     ] = AUDIT_THRESHOLD,
+    joint: Annotated[
+        bool,
+        typer.Option(
+            "--joint/--no-joint",
+            help="Also the joint canary: a cross-validated classifier over all features together.",
+        ),
+    ] = True,
+    seed: SeedOpt = 0,
     workers: WorkersOpt = 4,
     skip_bad: SkipBadOpt = False,
     token: TokenOpt = None,
 ) -> None:
-    """Rank cheap metadata features (size, aspect, format, mode, file size) by how well each alone predicts
-    the label — shortcuts a detector could learn instead of generation artefacts.
+    """Rank cheap features (size, aspect, format, mode, file size; with byte facts also JPEG quality,
+    subsampling, progressive, actual format, metadata presence) by how well each alone predicts the label —
+    shortcuts a detector could learn instead of generation artefacts — and the joint canary of all together.
 
     For each feature: single-feature AUROC (symmetrised, 0.5 = harmless) and the balanced accuracy of the
-    best threshold, worst first; features above --threshold (0.6) are flagged. File-size features need
-    num_bytes (`cfx index --num-bytes`); JPEG quality is not in the metadata and is not measured.
+    best threshold, worst first; features above --threshold (0.6) are flagged, each with the cfx fix.
+    Byte facts come from the manifest (`cfx inspect`) or the inspect cache; no image bytes are read.
+    Joint canary: HistGradientBoosting, 5-fold cross-validation grouped by generator / real source
+    (seeded), AUROC and permutation importances.
 
     Examples:
 
@@ -92,15 +124,18 @@ def audit_cmd(
       cfx audit data/
       cfx audit balanced.parquet --json
       cfx balance data/ --match min-side:64 --match format | cfx audit -
+      cfx inspect data/ -o inspected.parquet && cfx audit inspected.parquet --seed 1
     """
     from cfx.audit import audit
+    from cfx.inspect import cached_facts
     from cfx.load import load_manifest
 
     if not 0.5 <= threshold <= 1.0:
         raise UsageError(f"--threshold {threshold}: must be between 0.5 and 1.0", "e.g. --threshold 0.6")
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
-    report = audit(manifest, threshold=threshold).to_json()
+    manifest = cached_facts(manifest) or manifest
+    report = audit(manifest, threshold=threshold, joint=joint, seed=seed).to_json()
     if as_json:
         print_json(report)
     else:

@@ -35,7 +35,7 @@ from cfx.cli._options import (
     ranged,
 )
 from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, print_json, refuse_clobber
-from cfx.defaults import MATCH_FEATURES
+from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -79,6 +79,11 @@ def render(report: dict[str, Any], console: Console) -> None:
             "generated per stratum: " + ", ".join(f"{k} {v:,}" for k, v in report["per_stratum"].items()),
             markup=False,
         )
+
+
+def _byte_fact(spec: str) -> bool:
+    name = spec.partition(":")[0].strip().lower().replace("_", "-")
+    return name in BYTE_FACT_MATCHES or name in ("quality", "subsampling")
 
 
 @handle_errors
@@ -148,18 +153,20 @@ def balance_cmd(
     """Select equal real and generated rows (or --ratio), spread over generators and real sources.
 
     The row selection (generators, labels, --where…, as in `cfx subset`) and the licence options apply first; --match keeps real:generated at the ratio inside every bin of the matched
-    features, so size and format stop predicting the label; --pair links the rows one to one. The selection
+    features, so size and format stop predicting the label (byte facts such as jpeg-quality come from the
+    `cfx inspect` cache, or one pass over the image bytes); --pair links the rows one to one. The selection
     is as large as the constraints allow and depends only on --seed and the rows. The report (rows and
     generators left after each step) goes to stderr, or as JSON to stdout with the --json option.
 
-    Examples:
+        Examples:
 
-    \b
-      cfx balance data/ -o balanced.parquet
-      cfx balance manifest.parquet --match min-side:64 --match format --pair -o pairs.parquet
-      cfx balance data/ --per-generator 500 --min-per-generator 50 --stratify architecture --commercial-only -o b.parquet
-      cfx balance data/ --match resolution --json
-      cfx balance data/ --ratio 2:1 | cfx stats -
+        \b
+          cfx balance data/ -o balanced.parquet
+          cfx balance manifest.parquet --match min-side:64 --match format --pair -o pairs.parquet
+          cfx balance data/ --per-generator 500 --min-per-generator 50 --stratify architecture --commercial-only -o b.parquet
+          cfx balance data/ --match resolution --json
+          cfx balance data/ --match jpeg-quality:5 --match chroma-subsampling --match actual-format -o b.parquet
+          cfx balance data/ --ratio 2:1 | cfx stats -
     """
     from cfx.balance import BalanceOptions, balance, parse_match, parse_ratio
     from cfx.licenses import check_license_patterns, ensure_licenses
@@ -184,6 +191,14 @@ def balance_cmd(
         refuse_clobber(source, manifest, {"-o": output}, extra_inputs=[license_table, real_license_table])
         if not rows.is_empty():
             manifest = apply_selection(manifest, rows, reporter=reporter).manifest
+        if any(_byte_fact(s) for s in match or []) and "actual_format" not in manifest.df.columns:
+            from cfx.inspect import (
+                inspect_manifest,
+            )  # byte facts: from the cache, else one pass over the bytes
+
+            manifest = inspect_manifest(
+                manifest, workers=workers, skip_bad=skip_bad, reporter=reporter
+            ).manifest
         specs = [parse_match(s, manifest.df.columns) for s in match or []]
         manifest = ensure_licenses(
             manifest,

@@ -14,6 +14,28 @@ from cfx.cli._output import CliReporter, err_console, out_console, print_json, r
 from cfx.errors import UsageError
 from cfx.units import human_bytes
 
+# Columns `cfx inspect` adds (cfx.bytefacts.FACT_COLUMNS + consistency); listed here so stats starts fast.
+BYTE_FACTS = (
+    "actual_format",
+    "num_bytes",
+    "header_width",
+    "header_height",
+    "header_mode",
+    "bit_depth",
+    "jpeg_quality",
+    "jpeg_quality_exact",
+    "chroma_subsampling",
+    "progressive",
+    "has_exif",
+    "has_gps",
+    "has_icc",
+    "has_c2pa",
+    "inspect_error",
+    "format_mismatch",
+    "size_mismatch",
+    "mode_mismatch",
+)
+
 
 def _render(stats: dict[str, Any]) -> None:
     console = out_console()
@@ -75,18 +97,31 @@ def stats(
 ) -> None:
     """Show totals (rows, real, generated, generators, shards, bytes) and breakdowns of SOURCE.
 
+    --by also takes the byte facts of `cfx inspect` (jpeg_quality, chroma_subsampling, actual_format, …):
+    they come from the inspect cache, or one pass over the image bytes fills it. With a jpeg_quality
+    column, --plot adds the quality histogram of real against generated images.
+
     Examples:
 
     \b
       cfx stats data/
       cfx stats manifest.parquet --by architecture --by format --json
       cfx stats hf://datasets/OwensLab/CommunityForensics-Small --plot cf-small.png
+      cfx stats data/ --by jpeg_quality --by chroma_subsampling --plot quality.png
     """
     from cfx.load import load_manifest
     from cfx.stats import compute_stats, plot_stats
 
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+        if any(c in BYTE_FACTS and c not in manifest.df.columns for c in by or []):
+            from cfx.inspect import (
+                inspect_manifest,
+            )  # byte facts: from the cache, else one pass over the bytes
+
+            manifest = inspect_manifest(
+                manifest, workers=workers, skip_bad=skip_bad, reporter=reporter
+            ).manifest
     refuse_clobber(source, manifest, {"--plot": plot})
     for column in by or []:
         if column not in manifest.df.columns:

@@ -1,0 +1,325 @@
+"""`cfx inspect`: add the byte facts (cfx.bytefacts) of every image to a manifest, and check them against the
+declared ``format``, ``resolution`` and ``mode`` columns.
+
+Pipeline: per shard, load the cached facts (``<cache>/facts``, keyed by shard fingerprint) → stream the bytes
+of the rows no cache holds, in a process pool, one shard per task → join → consistency columns. The hashing
+pass of ``cfx dedupe`` fills the same cache as it reads the bytes (cfx.hashing ``with_facts``), and
+``inspect --hashes`` runs that fused pass, so dedupe and inspect on the same shards read each image once.
+
+Consistency columns (null when either side is unknown):
+
+- ``format_mismatch``: the declared ``format`` (JPG = JPEG) is not the file signature's ``actual_format``;
+- ``mode_mismatch``: the declared ``mode`` is not the header's mode (I, I;16 and I;16B count as one);
+- ``size_mismatch``: the header size is not the declared ``resolution``. The order inside ``resolution``
+  is not documented for the real dataset, so it is detected per source (``real_source`` for real rows,
+  ``model_name`` for generated): a source whose non-square rows are at least 95 % ``[h, w]`` (and more of
+  them transposed than not) is reported once as using ``[h, w]``, its rows are compared transposed, and the
+  order is saved in ``<cache>/resolution_order.json`` (``{dataset root: {source: "hw"}}``), which
+  ``cfx index`` reads to set width and height right from then on (cfx.index ``apply_resolution_order``).
+"""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+
+from cfx import bytefacts
+from cfx.errors import BadShardError, PartialError
+from cfx.index import load_resolution_orders, save_resolution_orders, source_expr
+from cfx.manifest import Manifest, ShardInfo
+from cfx.pool import process_pool, wait_first
+from cfx.progress import NullReporter, Reporter
+from cfx.schema import IMAGE_COLUMN
+from cfx.stats import quality_histogram
+from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
+
+CONSISTENCY_COLUMNS = ("format_mismatch", "size_mismatch", "mode_mismatch")
+TRANSPOSED_SHARE = 0.95  # share of a source's non-square rows that must read [h, w] to call it transposed
+_FORMAT_ALIASES = {"JPG": "JPEG", "TIF": "TIFF", "JPEG2000": "JPEG2000"}
+_MODE_ALIASES = {"I;16": "I", "I;16B": "I", "I;16L": "I"}
+
+
+@dataclass
+class InspectResult:
+    manifest: Manifest  # the input rows with the fact and consistency columns
+    read_rows: int = 0  # images whose bytes were read by this call
+    cached_rows: int = 0  # images whose facts came from the cache
+    shards: int = 0
+    transposed: dict[str, str] = field(default_factory=dict)  # source -> "hw" (resolution is [h, w])
+    bad: list[BadShardError] = field(default_factory=list)
+
+
+def inspect_shard(
+    root: str,
+    shard: str,
+    info: ShardInfo | None,
+    rows: np.ndarray,
+    batch_rows: int = 16,
+    hub_fs: Any = None,
+    use_cache: bool = True,
+) -> pa.Table:
+    """Byte facts of the given rows of one shard (runs in a worker process), merged into its cache."""
+    m = Manifest(df=pl.DataFrame(), root=root, shards={shard: info} if info is not None else {})
+    parts = [
+        bytefacts.facts_table(b.column(ROW_COLUMN).to_numpy(), b.column(IMAGE_COLUMN).to_pylist())
+        for b in iter_shard_batches(m, shard, rows, (IMAGE_COLUMN,), batch_rows, hub_fs)
+    ]
+    table = pa.concat_tables(parts) if parts else bytefacts.FACTS_SCHEMA.empty_table()
+    if use_cache:
+        bytefacts.store_cached(root, shard, info, table)
+    return table
+
+
+def has_facts(df: pl.DataFrame) -> bool:
+    """Every fact column is present (e.g. the output of an earlier inspect)."""
+    return all(c in df.columns for c in (*bytefacts.FACT_COLUMNS, *CONSISTENCY_COLUMNS))
+
+
+def inspect_manifest(
+    manifest: Manifest,
+    *,
+    workers: int = 2,
+    use_cache: bool = True,
+    with_hashes: bool = False,
+    skip_bad: bool = False,
+    reuse_columns: bool = True,
+    reporter: Reporter | None = None,
+) -> InspectResult:
+    """Add byte facts and consistency columns to every row of ``manifest`` (see the module doc)."""
+    reporter = reporter or NullReporter()
+    if with_hashes:  # the fused pass: hashes and facts from one read of the bytes
+        from cfx.hashing import hash_manifest
+
+        hashed = hash_manifest(
+            manifest, workers=workers, use_cache=use_cache, skip_bad=skip_bad, reporter=reporter
+        )
+        manifest = hashed.manifest
+    if reuse_columns and manifest.df.height and has_facts(manifest.df):
+        return InspectResult(manifest=manifest, cached_rows=manifest.df.height)
+    tables, todo, cached = _cached_tables(manifest, use_cache)
+    result = InspectResult(manifest=manifest, cached_rows=cached, shards=len(tables) + len(todo))
+    _run(manifest, todo, tables, result, workers, use_cache, skip_bad, reporter)
+    df = _join(manifest.df, tables)
+    df, result.transposed = consistency(df, load_resolution_orders(manifest.root))
+    if use_cache:
+        save_resolution_orders(manifest.root, result.transposed, _sources(df))
+    result.manifest = manifest.with_df(df)
+    return result
+
+
+def cached_facts(manifest: Manifest) -> Manifest | None:
+    """The manifest with its byte facts when the cache holds them for every row (reads no image), else None."""
+    if has_facts(manifest.df):
+        return manifest
+    tables, todo, _ = _cached_tables(manifest, True)
+    if todo or not tables:
+        return None
+    df, _ = consistency(_join(manifest.df, tables), load_resolution_orders(manifest.root))
+    return manifest.with_df(df)
+
+
+def _cached_tables(
+    manifest: Manifest, use_cache: bool
+) -> tuple[dict[str, pa.Table], list[tuple[str, np.ndarray]], int]:
+    tables: dict[str, pa.Table] = {}
+    todo: list[tuple[str, np.ndarray]] = []
+    cached = 0
+    for part in rows_by_shard(manifest):
+        hit = (
+            bytefacts.load_cached(manifest.root, part.shard, manifest.shards.get(part.shard))
+            if use_cache
+            else None
+        )
+        missing = part.rows
+        if hit is not None:
+            missing = np.setdiff1d(part.rows, hit.column("row").to_numpy(), assume_unique=True)
+            cached += part.rows.size - missing.size
+            tables[part.shard] = hit
+        if missing.size:
+            todo.append((part.shard, missing))
+    return tables, todo, cached
+
+
+def _run(
+    manifest: Manifest,
+    todo: list[tuple[str, np.ndarray]],
+    tables: dict[str, pa.Table],
+    result: InspectResult,
+    workers: int,
+    use_cache: bool,
+    skip_bad: bool,
+    reporter: Reporter,
+) -> None:
+    """Read the rows in ``todo`` (a process pool of ``workers``, one shard per task) into ``tables``."""
+    task = reporter.task("Inspecting images", total=int(sum(r.size for _, r in todo)), unit="images")
+
+    def finish(shard: str, table: pa.Table) -> None:
+        tables[shard] = bytefacts.merge_tables(tables.get(shard), table)
+        result.read_rows += table.num_rows
+        task.advance(table.num_rows)
+
+    def failed(shard: str, rows: np.ndarray, exc: BadShardError) -> None:
+        if not skip_bad:
+            raise PartialError(
+                f"cannot inspect {shard}: {exc}", "fix or re-download the shard, or add --skip-bad"
+            )
+        reporter.warn(f"{exc} (its {rows.size:,} rows get an inspect_error)")
+        result.bad.append(exc)
+        error = pa.array([f"unreadable shard: {exc.message}"] * rows.size, pa.string())
+        empty = {
+            n: pa.nulls(rows.size, t)
+            for n, t in zip(bytefacts.FACT_COLUMNS, bytefacts.FACTS_SCHEMA.types[1:], strict=True)
+        }
+        tables[shard] = pa.table(
+            {"row": pa.array(rows, pa.int64()), **empty, "inspect_error": error},
+            schema=bytefacts.FACTS_SCHEMA,
+        )
+
+    args = [(manifest.root, s, manifest.shards.get(s), r) for s, r in todo]
+    if workers <= 1 or len(todo) <= 1:
+        for a in args:
+            try:
+                finish(a[1], inspect_shard(*a, use_cache=use_cache))
+            except BadShardError as exc:
+                failed(a[1], a[3], exc)
+    elif todo:
+        with process_pool(min(workers, len(todo))) as pool:
+            pending: dict[Future[pa.Table], tuple[str, np.ndarray]] = {
+                pool.submit(inspect_shard, *a, use_cache=use_cache): (a[1], a[3]) for a in args
+            }
+            while pending:
+                done = wait_first(pending)
+                for fut in done:
+                    shard, rows = pending.pop(fut)
+                    try:
+                        finish(shard, fut.result())
+                    except BadShardError as exc:
+                        failed(shard, rows, exc)
+    task.close()
+
+
+def _join(df: pl.DataFrame, tables: dict[str, pa.Table]) -> pl.DataFrame:
+    frames = []
+    for shard, table in tables.items():
+        f = pl.from_arrow(table.cast(bytefacts.FACTS_SCHEMA))
+        assert isinstance(f, pl.DataFrame)
+        frames.append(f.with_columns(pl.lit(shard, pl.String).alias("shard")))
+    empty = pl.from_arrow(bytefacts.FACTS_SCHEMA.empty_table())
+    assert isinstance(empty, pl.DataFrame)
+    facts = pl.concat(frames) if frames else empty.with_columns(pl.lit(None, pl.String).alias("shard"))
+    base = df.drop([c for c in (*bytefacts.FACT_COLUMNS, *CONSISTENCY_COLUMNS) if c in df.columns])
+    return base.join(facts, on=["shard", "row"], how="left", maintain_order="left")
+
+
+def _declared_size(df: pl.DataFrame) -> tuple[pl.Expr, pl.Expr]:
+    """(first, second) number of the declared ``resolution`` as written (else width, height)."""
+    if "resolution" in df.columns:
+        parts = pl.col("resolution").cast(pl.String).str.extract_groups(r"(\d+)\D+(\d+)")
+        return parts.struct.field("1").cast(pl.Int64, strict=False), parts.struct.field("2").cast(
+            pl.Int64, strict=False
+        )
+    w = pl.col("width").cast(pl.Int64) if "width" in df.columns else pl.lit(None, pl.Int64)
+    h = pl.col("height").cast(pl.Int64) if "height" in df.columns else pl.lit(None, pl.Int64)
+    return w, h
+
+
+def _sources(df: pl.DataFrame) -> list[str]:
+    return df.select(source_expr(df.columns).unique()).to_series().drop_nulls().to_list()
+
+
+def consistency(
+    df: pl.DataFrame, known_orders: dict[str, str] | None = None
+) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Add the CONSISTENCY_COLUMNS; returns the frame and the sources whose ``resolution`` reads [h, w]."""
+    d1, d2 = _declared_size(df)
+    hw_, hh_ = pl.col("header_width").cast(pl.Int64), pl.col("header_height").cast(pl.Int64)
+    frame = df.with_columns(
+        source_expr(df.columns).alias("__src"),
+        (d1.is_not_null() & d2.is_not_null() & hw_.is_not_null() & hh_.is_not_null()).alias("__known"),
+        ((hw_ == d1) & (hh_ == d2)).alias("__same"),
+        ((hw_ == d2) & (hh_ == d1)).alias("__swap"),
+    )
+    transposed = _transposed_sources(frame)
+    swap = pl.col("__src").is_in(list(transposed))
+    fmt = _declared_format(df)
+    mode = _declared_mode(df)
+    frame = frame.with_columns(
+        pl.when(pl.col("__known"))
+        .then(~pl.when(swap).then(pl.col("__swap")).otherwise(pl.col("__same")))
+        .alias("size_mismatch"),
+        pl.when(fmt.is_not_null() & pl.col("actual_format").is_not_null())
+        .then(fmt != pl.col("actual_format"))
+        .alias("format_mismatch"),
+        pl.when(mode.is_not_null() & pl.col("header_mode").is_not_null())
+        .then(mode != pl.col("header_mode").replace(_MODE_ALIASES))
+        .alias("mode_mismatch"),
+    )
+    return frame.drop("__src", "__known", "__same", "__swap"), transposed
+
+
+def _transposed_sources(frame: pl.DataFrame) -> dict[str, str]:
+    nonsq = pl.col("__known") & (pl.col("header_width") != pl.col("header_height"))
+    per = frame.group_by("__src").agg(
+        nonsq.sum().alias("n"),
+        (nonsq & pl.col("__swap")).sum().alias("swap"),
+        (nonsq & pl.col("__same")).sum().alias("same"),
+    )
+    hit = per.filter(
+        (pl.col("n") > 0)
+        & (pl.col("swap") >= TRANSPOSED_SHARE * pl.col("n"))
+        & (pl.col("swap") > pl.col("same"))
+    )
+    return {str(s): "hw" for s in hit.get_column("__src").to_list() if s is not None}
+
+
+def _declared_format(df: pl.DataFrame) -> pl.Expr:
+    if "format" not in df.columns:
+        return pl.lit(None, pl.String)
+    return pl.col("format").cast(pl.String).str.to_uppercase().replace(_FORMAT_ALIASES)
+
+
+def _declared_mode(df: pl.DataFrame) -> pl.Expr:
+    if "mode" not in df.columns:
+        return pl.lit(None, pl.String)
+    return pl.col("mode").cast(pl.String).replace(_MODE_ALIASES)
+
+
+# --- summary ---------------------------------------------------------------------------------------
+def _counts(df: pl.DataFrame, column: str) -> dict[str, int]:
+    vc = df.get_column(column).cast(pl.String).fill_null("(none)").value_counts(sort=True)
+    return {str(v): int(n) for v, n in vc.iter_rows()}
+
+
+def summarize(result: InspectResult) -> dict[str, Any]:
+    """The `inspect --json` summary: formats, quality per label, mismatches, metadata, errors."""
+    df = result.manifest.df
+    keys = df.get_column("text_chunks").explode().drop_nulls()
+    return {
+        "rows": df.height,
+        "read_now": result.read_rows,
+        "from_cache": result.cached_rows,
+        "inspect_errors": int(df.get_column("inspect_error").is_not_null().sum()),
+        "actual_format": _counts(df, "actual_format"),
+        "jpeg_quality": quality_histogram(df),
+        "jpeg_quality_exact": _counts(df.filter(pl.col("jpeg_quality").is_not_null()), "jpeg_quality_exact"),
+        "chroma_subsampling": _counts(
+            df.filter(pl.col("chroma_subsampling").is_not_null()), "chroma_subsampling"
+        ),
+        "progressive": int(df.get_column("progressive").fill_null(False).sum()),
+        "mismatches": {
+            c.removesuffix("_mismatch"): int(df.get_column(c).fill_null(False).sum())
+            for c in CONSISTENCY_COLUMNS
+        },
+        "resolution_order": {s: "[h, w]" for s in sorted(result.transposed)},
+        **{
+            c: int(df.get_column(c).fill_null(False).sum())
+            for c in ("has_exif", "has_gps", "has_icc", "has_c2pa")
+        },
+        "text_chunks": {str(k): int(n) for k, n in keys.value_counts(sort=True).iter_rows()},
+        "bad_shards": [e.shard for e in result.bad],
+    }

@@ -1,0 +1,232 @@
+"""JPEG header facts from the marker segments alone (no pixel decode): quality, subsampling, metadata.
+
+Quality. libjpeg (and libjpeg-turbo, Pillow, most web encoders) write the IJG example tables of the JPEG
+standard (Annex K.1 luminance, K.2 chrominance) scaled by ``jpeg_quality_scaling``::
+
+    scale = 5000 / q  if q < 50  else  200 - 2q        (q clamped to 1..100, integer division)
+    entry = clamp((base * scale + 50) // 100, 1, 255)   (255: baseline; 32767 without force_baseline)
+
+``estimate_quality`` compares the file's tables with those scaled tables for q = 1..100: when they are
+equal for some q the estimate is **exact** (table 0 against the luminance table, every other table against
+the chrominance table). Otherwise the estimate is the q whose scaled tables are nearest in summed squared
+error over all entries (ties: the higher q), with ``exact=False`` — the same least-squares idea as
+ImageMagick's fit, without its hard-coded hash tables.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Zig-zag position -> natural (row-major) index. DQT segments store entries in zig-zag order.
+ZIGZAG = np.array(
+    [
+        0, 1, 8, 16, 9, 2, 3, 10, 17, 24, 32, 25, 18, 11, 4, 5,
+        12, 19, 26, 33, 40, 48, 41, 34, 27, 20, 13, 6, 7, 14, 21, 28,
+        35, 42, 49, 56, 57, 50, 43, 36, 29, 22, 15, 23, 30, 37, 44, 51,
+        58, 59, 52, 45, 38, 31, 39, 46, 53, 60, 61, 54, 47, 55, 62, 63,
+    ]
+)  # fmt: skip
+# JPEG standard Annex K, natural order.
+STD_LUMINANCE = np.array(
+    [
+        16, 11, 10, 16, 24, 40, 51, 61, 12, 12, 14, 19, 26, 58, 60, 55,
+        14, 13, 16, 24, 40, 57, 69, 56, 14, 17, 22, 29, 51, 87, 80, 62,
+        18, 22, 37, 56, 68, 109, 103, 77, 24, 35, 55, 64, 81, 104, 113, 92,
+        49, 64, 78, 87, 103, 121, 120, 101, 72, 92, 95, 98, 112, 100, 103, 99,
+    ]
+)  # fmt: skip
+STD_CHROMINANCE = np.array(
+    [
+        17, 18, 24, 47, 99, 99, 99, 99, 18, 21, 26, 66, 99, 99, 99, 99,
+        24, 26, 56, 99, 99, 99, 99, 99, 47, 66, 99, 99, 99, 99, 99, 99,
+        *([99] * 32),
+    ]
+)  # fmt: skip
+QUALITIES = np.arange(1, 101)
+
+
+def quality_scaling(q: int) -> int:
+    """libjpeg's ``jpeg_quality_scaling``: quality 1..100 -> percentage scale factor."""
+    q = min(max(q, 1), 100)
+    return 5000 // q if q < 50 else 200 - 2 * q
+
+
+def scaled_table(base: np.ndarray, q: int, baseline: bool = True) -> np.ndarray:
+    """The table libjpeg writes for ``base`` at quality ``q`` (``jpeg_add_quant_table``)."""
+    t = (base.astype(np.int64) * quality_scaling(q) + 50) // 100
+    return np.clip(t, 1, 255 if baseline else 32767)
+
+
+def _scaled_all(base: np.ndarray, baseline: bool) -> np.ndarray:
+    return np.stack([scaled_table(base, int(q), baseline) for q in QUALITIES])
+
+
+# (100, 64) scaled tables per quality, natural order: baseline-clamped and 16-bit variants.
+_LUM = {b: _scaled_all(STD_LUMINANCE, b) for b in (True, False)}
+_CHROM = {b: _scaled_all(STD_CHROMINANCE, b) for b in (True, False)}
+
+
+def estimate_quality(tables: dict[int, np.ndarray]) -> tuple[int, bool] | None:
+    """(quality, exact) for quantisation tables {table id: 64 entries in natural order}; None if none.
+
+    See the module doc for the rule.
+    """
+    if not tables:
+        return None
+    ids = sorted(tables)
+    for baseline in (True, False):
+        ok = np.ones(len(QUALITIES), bool)
+        for i in ids:
+            ref = _LUM[baseline] if i == ids[0] else _CHROM[baseline]
+            ok &= (ref == tables[i]).all(axis=1)
+        if ok.any():
+            return int(QUALITIES[np.flatnonzero(ok)[-1]]), True
+    err = np.zeros(len(QUALITIES))
+    for i in ids:
+        ref = _LUM[False] if i == ids[0] else _CHROM[False]
+        err += ((ref - tables[i].astype(np.int64)) ** 2).sum(axis=1)
+    best = np.flatnonzero(err == err.min())[-1]
+    return int(QUALITIES[best]), False
+
+
+@dataclass
+class JpegHeader:
+    """What the marker segments of one JPEG say (up to the first scan)."""
+
+    width: int | None = None
+    height: int | None = None
+    bit_depth: int | None = None
+    components: int | None = None
+    subsampling: str | None = None
+    progressive: bool = False
+    tables: dict[int, np.ndarray] = field(default_factory=dict)  # natural order
+    has_exif: bool = False
+    has_gps: bool = False
+    has_icc: bool = False
+    has_c2pa: bool = False
+
+    @property
+    def quality(self) -> tuple[int, bool] | None:
+        return estimate_quality(self.tables)
+
+    @property
+    def mode(self) -> str | None:
+        return {1: "L", 3: "RGB", 4: "CMYK"}.get(self.components or 0)
+
+
+# SOF markers (C4 = DHT, C8 = JPG, CC = DAC are not frames); progressive: C2, C6, CA, CE.
+_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
+_STANDALONE = {0x01, *range(0xD0, 0xD8)}
+_SUBSAMPLING = {(1, 1): "4:4:4", (2, 1): "4:2:2", (2, 2): "4:2:0", (4, 1): "4:1:1", (1, 2): "4:4:0"}
+
+
+class JpegError(ValueError):
+    """The bytes are not a JPEG whose header can be read."""
+
+
+def subsampling_name(factors: list[tuple[int, int]]) -> str:
+    """Chroma subsampling from the (H, V) sampling factors of the frame's components."""
+    if len(factors) == 1:
+        return "gray"
+    (h0, v0), rest = factors[0], factors[1:]
+    if all(f == rest[0] for f in rest) and h0 % rest[0][0] == 0 and v0 % rest[0][1] == 0:
+        name = _SUBSAMPLING.get((h0 // rest[0][0], v0 // rest[0][1]))
+        if name:
+            return name
+    return ",".join(f"{h}x{v}" for h, v in factors)  # unusual: spell out every component's factors
+
+
+def _parse_dqt(seg: bytes, tables: dict[int, np.ndarray]) -> None:
+    pos = 0
+    while pos < len(seg):
+        pq, tq = seg[pos] >> 4, seg[pos] & 15
+        size = 128 if pq else 64
+        body = seg[pos + 1 : pos + 1 + size]
+        if len(body) < size:
+            raise JpegError("truncated quantisation table (DQT)")
+        values = np.frombuffer(body, ">u2" if pq else "u1").astype(np.int64)
+        natural = np.empty(64, np.int64)
+        natural[ZIGZAG] = values
+        tables[tq] = natural
+        pos += 1 + size
+
+
+def _parse_sof(seg: bytes, marker: int, head: JpegHeader) -> None:
+    if len(seg) < 6:
+        raise JpegError("truncated frame header (SOF)")
+    head.bit_depth, head.height, head.width, n = struct.unpack(">BHHB", seg[:6])
+    comps = seg[6 : 6 + 3 * n]
+    if len(comps) < 3 * n or n == 0:
+        raise JpegError("truncated frame header (SOF)")
+    head.components = n
+    head.subsampling = subsampling_name([(comps[3 * i + 1] >> 4, comps[3 * i + 1] & 15) for i in range(n)])
+    head.progressive = marker in _PROGRESSIVE
+
+
+def exif_has_gps(tiff: bytes) -> bool:
+    """Whether IFD0 of a TIFF/EXIF block holds the GPS IFD pointer (tag 0x8825)."""
+    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+        return False
+    end = "<" if tiff[:2] == b"II" else ">"
+    (ifd,) = struct.unpack_from(end + "I", tiff, 4)
+    if ifd + 2 > len(tiff):
+        return False
+    (count,) = struct.unpack_from(end + "H", tiff, ifd)
+    for k in range(count):
+        at = ifd + 2 + 12 * k
+        if at + 12 > len(tiff):
+            return False
+        if struct.unpack_from(end + "H", tiff, at)[0] == 0x8825:
+            return True
+    return False
+
+
+def _parse_app(marker: int, seg: bytes, head: JpegHeader) -> None:
+    if marker == 0xE1 and seg.startswith(b"Exif\x00"):
+        head.has_exif = True
+        head.has_gps = head.has_gps or exif_has_gps(seg[6:])
+    elif marker == 0xE2 and seg.startswith(b"ICC_PROFILE\x00"):
+        head.has_icc = True
+    elif marker == 0xEB and seg.startswith(b"JP") and b"jumb" in seg:  # JUMBF box (C2PA manifests)
+        head.has_c2pa = True
+
+
+def parse_jpeg(data: bytes) -> JpegHeader:
+    """Read the marker segments of ``data`` up to the first scan (SOS). Raises JpegError when malformed."""
+    if not data.startswith(b"\xff\xd8"):
+        raise JpegError("no JPEG start-of-image marker")
+    head = JpegHeader()
+    pos, n = 2, len(data)
+    while pos < n:
+        if data[pos] != 0xFF:
+            raise JpegError(f"bad marker at byte {pos}")
+        while pos < n and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= n:
+            break
+        marker = data[pos]
+        pos += 1
+        if marker in _STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA):  # EOI, SOS: the header is over
+            break
+        if pos + 2 > n:
+            raise JpegError("truncated marker segment")
+        (length,) = struct.unpack_from(">H", data, pos)
+        seg = data[pos + 2 : pos + length]
+        if length < 2 or len(seg) < length - 2:
+            raise JpegError("truncated marker segment")
+        if marker == 0xDB:
+            _parse_dqt(seg, head.tables)
+        elif marker in _SOF:
+            _parse_sof(seg, marker, head)
+        elif 0xE0 <= marker <= 0xEF:
+            _parse_app(marker, seg, head)
+        pos += length
+    if head.width is None:
+        raise JpegError("no frame header (SOF) before the image data")
+    return head
