@@ -21,7 +21,7 @@ import socket
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -41,6 +41,11 @@ from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.sources import natural_key
 from cfx.stats import value_counts
 from cfx.stream import ROW_COLUMN, iter_shard_batches, shard_ref
+from cfx.transform_stage import KeyedBatch, shuffle_order
+
+if TYPE_CHECKING:  # PIL is imported only when a subset transforms
+    from cfx.transform import Pipeline
+    from cfx.transform_stage import TransformStage
 from cfx.units import human_bytes
 
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
@@ -411,9 +416,9 @@ class _RowGroups:
         self._buf, self._n, self._bytes = [], 0, 0
 
 
-def _source_batches(
+def _keyed_batches(
     plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool
-) -> Iterator[pa.RecordBatch]:
+) -> Iterator[KeyedBatch]:
     """Selected rows shard by shard, in source order, as record batches in the output schema."""
     df = plan.manifest.df
     base = plan.schema.remove_metadata()
@@ -432,7 +437,21 @@ def _source_batches(
             arrays = list(data.columns)
             if provenance:
                 arrays += [pa.array([sp.shard] * data.num_rows, pa.string()), src_rows]
-            yield pa.RecordBatch.from_arrays(arrays, schema=schema)
+            rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
+            yield KeyedBatch(sp.shard, src_rows.to_pylist(), rb)
+
+
+def _source_batches(
+    plan: SubsetPlan,
+    source: Manifest,
+    schema: pa.Schema,
+    provenance: bool,
+    stage: TransformStage | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The rows to write, in source order: as read, or through the transform stage."""
+    keyed = _keyed_batches(plan, source, schema, provenance)
+    for kb in stage.run(keyed) if stage is not None else keyed:
+        yield kb.batch
 
 
 def _output_schema(source: pa.Schema, provenance: bool) -> pa.Schema:
@@ -491,6 +510,9 @@ def write_subset(
     command: str | None = None,
     selection: str | None = None,
     cdc: bool = True,
+    transform: Pipeline | None = None,
+    workers: int = 1,
+    skip_bad: bool = False,
     reporter: Reporter | None = None,
 ) -> SubsetResult:
     """Write the manifest's rows as a parquet dataset in ``out`` (data/, README.md, manifest.parquet).
@@ -498,6 +520,10 @@ def write_subset(
     The output has exactly the source schema (plus ``source_shard``/``source_row`` with ``with_provenance``)
     and byte-identical images. ``command`` (the command line) and ``selection`` (the filters, in words) go
     into the dataset card. ``cdc=False`` turns off content-defined chunking (faster writes, less Hub dedupe).
+
+    ``transform`` re-encodes the images on ``workers`` processes (cfx.transform_stage): ``format``,
+    ``resolution``, ``mode`` follow the new bytes, the manifest keeps the source values. An image that cannot
+    be transformed stops the write (BadImageError naming shard/row) or, with ``skip_bad``, is left out.
     """
     reporter = reporter or NullReporter()
     if row_group_rows < 1:
@@ -523,14 +549,15 @@ def write_subset(
     schema = _output_schema(plan.schema, with_provenance)
     row_bytes = plan.est_bytes // max(plan.rows, 1)
     writer = _ShardWriter(tmp / DATA_DIR, schema, plan.codecs, max_shard_bytes, cdc=cdc, row_bytes=row_bytes)
+    stage = _transform_stage(transform, seed, workers, skip_bad)
     task = reporter.task(f"Writing {plan.rows:,} rows", total=plan.rows)
     try:
         try:
             groups = _RowGroups(writer, row_group_rows, schema, task)
             if order == "shuffle":
-                _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp)
+                _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp, stage)
             else:
-                for batch in _source_batches(plan, manifest, schema, with_provenance):
+                for batch in _source_batches(plan, manifest, schema, with_provenance, stage):
                     groups.add(batch)
             groups.flush()
             writer.close()
@@ -541,8 +568,11 @@ def write_subset(
             ) from None
         finally:
             task.close()
+        warnings = _skipped_warnings(stage, reporter)
         files = _finalize_files(tmp, writer.files)
-        new = _new_manifest(plan, manifest, files, groups.lengths, out_abs, tmp, command or "cfx subset")
+        new = _new_manifest(
+            plan, manifest, files, groups.lengths, out_abs, tmp, command or "cfx subset", stage
+        )
         info = CardInfo(
             title=out_abs.name,
             schema=schema,
@@ -556,6 +586,8 @@ def write_subset(
             order=order,
             seed=seed,
             cfx_version=__version__,
+            transforms=transform.spec if stage is not None and transform is not None else None,
+            skipped=len(stage.skipped) if stage is not None else 0,
         )
         try:
             new.write(tmp / "manifest.parquet")
@@ -572,7 +604,35 @@ def write_subset(
         writer.abort()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return SubsetResult(out=out_abs, manifest=new, files=files, plan=plan)
+    return SubsetResult(out=out_abs, manifest=new, files=files, plan=plan, warnings=warnings)
+
+
+def _transform_stage(
+    transform: Pipeline | None, seed: int, workers: int, skip_bad: bool
+) -> TransformStage | None:
+    if transform is None or transform.is_empty:
+        return None
+    from cfx.transform_stage import TransformStage
+
+    return TransformStage(
+        transform, seed=seed, workers=max(1, min(workers, os.cpu_count() or 1)), skip_bad=skip_bad
+    )
+
+
+def _skipped_warnings(stage: TransformStage | None, reporter: Reporter) -> list[str]:
+    """One warning naming the images --skip-bad left out; EmptySelectionError when that was all of them."""
+    if stage is None or not stage.skipped:
+        return []
+    if not stage.records().height:
+        raise EmptySelectionError(
+            f"none of the {len(stage.skipped):,} selected images could be transformed (first: {stage.skipped[0].message})",
+            "check the source images and the --transform specs",
+        )
+    names = ", ".join(e.message for e in stage.skipped[:5])
+    more = f" and {len(stage.skipped) - 5:,} more" if len(stage.skipped) > 5 else ""
+    text = f"skipped {len(stage.skipped):,} image(s) that could not be transformed: {names}{more}"
+    reporter.warn(text)
+    return [text]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -581,7 +641,13 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _write_shuffled(
-    plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool, groups: _RowGroups, tmp: Path
+    plan: SubsetPlan,
+    source: Manifest,
+    schema: pa.Schema,
+    provenance: bool,
+    groups: _RowGroups,
+    tmp: Path,
+    stage: TransformStage | None = None,
 ) -> None:
     """Spill the rows in source order, one record batch per row, then write them in the shuffled order.
 
@@ -591,17 +657,19 @@ def _write_shuffled(
     assert plan.source_index is not None
     spill = tmp / ".shuffle.arrow"
     with pa.OSFile(str(spill), "wb") as sink, ipc.new_file(sink, schema) as writer:
-        for batch in _source_batches(plan, source, schema, provenance):
+        for batch in _source_batches(plan, source, schema, provenance, stage):
             for i in range(batch.num_rows):
                 writer.write_batch(batch.slice(i, 1))
+    skipped = stage.skipped_positions if stage is not None else []
+    order = shuffle_order(plan.source_index, skipped, plan.rows)
     with pa.OSFile(str(spill), "rb") as src:
         reader = ipc.open_file(src)
-        if reader.num_record_batches != plan.rows:
+        if reader.num_record_batches != len(order):
             raise OutputError(
-                f"the shuffle spill holds {reader.num_record_batches:,} rows, not {plan.rows:,}",
+                f"the shuffle spill holds {reader.num_record_batches:,} rows, not {len(order):,}",
                 "this is a bug in cfx; please report it with CFX_DEBUG=1",
             )
-        for i in plan.source_index:
+        for i in order:
             groups.add(reader.get_batch(int(i)))
     spill.unlink()
 
@@ -625,9 +693,10 @@ def _new_manifest(
     out_abs: Path,
     tmp: Path,
     command: str,
+    stage: TransformStage | None = None,
 ) -> Manifest:
     """The manifest of the written dataset: same metadata, pointers into the new shards, provenance columns."""
-    df = plan.manifest.df
+    df = plan.manifest.df if stage is None else _transformed_rows(plan.manifest.df, stage)
     shard_col = np.repeat(np.array([f.name for f in files], dtype=object), [f.rows for f in files])
     row_col = (
         np.concatenate([np.arange(f.rows, dtype=np.int64) for f in files]) if files else np.empty(0, np.int64)
@@ -650,6 +719,55 @@ def _new_manifest(
         st = (tmp / f.name).stat()
         shards[f.name] = ShardInfo(size=st.st_size, mtime_ns=st.st_mtime_ns)
     return Manifest(df=new_df, root=str(out_abs), shards=shards, history=[*source.history, command])
+
+
+_DESCRIBED = ("image_name", "format", "resolution", "mode", "width", "height", "num_bytes")
+# Facts about the source bytes (cfx dedupe / inspect) that the new bytes do not share: kept as source_<name>.
+_BYTE_FACTS: tuple[str, ...] = (
+    "phash",
+    "dhash",
+    "near_uniform",
+    "hash_error",
+    "jpeg_quality",
+    "jpeg_quality_exact",
+)
+_BYTE_FACTS += ("chroma_subsampling", "progressive", "bit_depth", "has_exif", "has_gps", "has_icc")
+_BYTE_FACTS += (
+    "text_chunks",
+    "has_c2pa",
+    "actual_format",
+    "format_mismatch",
+    "size_mismatch",
+    "mode_mismatch",
+)
+_BYTE_FACTS += ("inspect_error",)
+
+
+def _transformed_rows(df: pl.DataFrame, stage: TransformStage) -> pl.DataFrame:
+    """The selected rows that were written (skipped ones dropped, order kept), described by their new bytes;
+    the source's values kept as ``source_<column>``, with ``transform`` and ``source_sha256``."""
+    from cfx.transform_stage import renamed, resolution_like
+
+    df = df.drop([c for c in ("transform", "source_sha256", "sha256") if c in df.columns])
+    df = df.join(stage.records(), on=["shard", "row"], how="inner", maintain_order="left")
+    df = df.with_columns(pl.col(c).alias(f"source_{c}") for c in _DESCRIBED if c in df.columns)
+    df = df.rename({c: f"source_{c}" for c in _BYTE_FACTS if c in df.columns})
+    new: list[pl.Series | pl.Expr] = [pl.col("_width").alias("width"), pl.col("_height").alias("height")]
+    new += [pl.col("_format").alias("format"), pl.col("_mode").alias("mode")]
+    if "resolution" in df.columns:
+        res = [
+            resolution_like(r, w, h)
+            for r, w, h in zip(
+                df["resolution"].to_list(), df["_width"].to_list(), df["_height"].to_list(), strict=True
+            )
+        ]
+        new.append(pl.Series("resolution", res, dtype=pl.String))
+    if "image_name" in df.columns:
+        names = [
+            renamed(n, f) for n, f in zip(df["image_name"].to_list(), df["_format"].to_list(), strict=True)
+        ]
+        new.append(pl.Series("image_name", names, dtype=pl.String))
+    return df.with_columns(new).drop("_format", "_width", "_height", "_mode")
 
 
 def _swap_into_place(tmp: Path, out_abs: Path) -> None:

@@ -16,7 +16,7 @@ import hashlib
 import io
 import re
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -213,6 +213,7 @@ class Transformed:
     height: int
     mode: str
     applied: str  # the specs as applied to this image (drawn qualities resolved)
+    source_sha256: str = ""
 
 
 def row_rng(seed: int, shard: str, row: int) -> np.random.Generator:
@@ -255,13 +256,14 @@ class Pipeline:
     def apply(self, data: bytes, key: tuple[str, int], seed: int = 0) -> Transformed:
         """Transform one encoded image; a BadImageError naming ``key`` (shard, row) when it cannot be."""
         try:
-            return self._apply(data, row_rng(seed, *key))
+            out = self._apply(data, row_rng(seed, *key))
         except _RowProblem as exc:
             raise BadImageError(key[0], key[1], str(exc), "fix or drop the row, or pass --skip-bad") from None
         except (OSError, ValueError, SyntaxError, Image.DecompressionBombError, EOFError) as exc:
             raise BadImageError(
                 key[0], key[1], f"cannot decode the image ({exc})", "fix or drop the row, or pass --skip-bad"
             ) from None
+        return replace(out, source_sha256=hashlib.sha256(data).hexdigest())
 
     def _apply(self, data: bytes, rng: np.random.Generator) -> Transformed:
         if not data:
@@ -506,6 +508,20 @@ def _strip_webp(data: bytes, keep_icc: bool) -> bytes:
     return b"RIFF" + len(body).to_bytes(4, "little") + body
 
 
+# --- many images (a worker's share of a subset) --------------------------------------------------------
+def transform_rows(
+    pipeline: Pipeline, seed: int, shard: str, rows: list[int], images: list[bytes | None]
+) -> list[Transformed | BadImageError]:
+    """Apply ``pipeline`` to each image of one source shard; a bad image gives its error, not an exception."""
+    out: list[Transformed | BadImageError] = []
+    for row, data in zip(rows, images, strict=True):
+        try:
+            out.append(pipeline.apply(data or b"", (shard, row), seed))
+        except BadImageError as exc:
+            out.append(exc)
+    return out
+
+
 __all__ = [
     "GRAMMAR",
     "BadImageError",
@@ -514,4 +530,5 @@ __all__ = [
     "parse_step",
     "row_rng",
     "strip_container",
+    "transform_rows",
 ]
