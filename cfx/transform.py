@@ -297,7 +297,10 @@ class Pipeline:
         """Open ``data`` (header only), refusing images above ``max_pixels`` before any pixel is decoded."""
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+            try:
+                image = Image.open(io.BytesIO(data))
+            except Image.DecompressionBombError as exc:  # Pillow refuses > 2 x MAX_IMAGE_PIXELS itself
+                raise _RowProblem(f"above the decompression-bomb limit: {exc}") from None
         w, h = image.size
         if self.max_pixels is not None and w * h > self.max_pixels:
             raise _RowProblem(
