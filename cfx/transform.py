@@ -276,19 +276,18 @@ class Pipeline:
         source_format = image.format or sniff_format(data) or "PNG"
         like = _jpeg_tables(image) if source_format == "JPEG" else None
         applied: list[str] = []
-        encoded = False
+        current: Image.Image | None = image  # None: ``data`` holds the latest pixels, not yet decoded
         for step in self.steps:
+            if current is None:  # decode an encode step's output only when more steps follow
+                current = self._open(data)
             if isinstance(step, Encode):
                 step = step.resolve(rng)
-                data = _encode(_encodable(image, step.format), step, meta)
-                image = self._open(data)
-                encoded = True
+                data, current = _encode(_encodable(current, step.format), step, meta), None
             else:
-                image = _pixels(_workable(image), step, rng)
-                encoded = False
+                current = _pixels(_workable(current), step, rng)
             applied.append(step.spec())
-        if not encoded:
-            data = _encode_like(image, source_format, like, meta)
+        if current is not None:  # pixel steps came last: encode like the source
+            data = _encode_like(current, source_format, like, meta)
         if self.strip_metadata:
             applied.append("strip-metadata" + ("(keep-icc)" if self.keep_icc else ""))
         return _describe(data, " ".join(applied))

@@ -10,6 +10,7 @@ the subset's manifest (:meth:`TransformStage.records`).
 from __future__ import annotations
 
 import re
+import sys
 from collections import deque
 from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -51,18 +52,13 @@ def resolution_like(source: str | None, width: int, height: int) -> str:
 def renamed(name: str | None, fmt: str) -> str | None:
     """``name`` with its image extension changed to ``fmt``'s (00001.png -> 00001.jpg); others unchanged."""
     ext = extension(fmt)
-    if name is None or ext is None or not _IMAGE_EXT.search(name):
-        return name
-    current = _IMAGE_EXT.search(name)
-    if current and extension(_ext_format(current.group(1))) == ext:
-        return name  # already right (.jpeg stays .jpeg)
-    return _IMAGE_EXT.sub("." + ext, name)
+    m = _IMAGE_EXT.search(name or "")
+    if name is None or ext is None or m is None or _EXT_FORMAT.get(m.group(1).lower()) == fmt:
+        return name  # no image extension, or already right (.jpeg stays .jpeg)
+    return name[: m.start()] + "." + ext
 
 
-def _ext_format(ext: str) -> str | None:
-    ext = ext.lower()
-    aliases = {"jpeg": "JPEG", "tif": "TIFF"}
-    return aliases.get(ext) or next((f for f, e in EXTENSIONS.items() if e == ext), None)
+_EXT_FORMAT = {**{e: f for f, e in EXTENSIONS.items()}, "jpeg": "JPEG", "tif": "TIFF"}
 
 
 @dataclass
@@ -126,7 +122,7 @@ class TransformStage:
             rec.setdefault(key, [])
         rec["shard"] += [shard] * len(rows)
         rec["row"] += rows
-        rec["transform"] += [t.applied for t in done]
+        rec["transform"] += [sys.intern(t.applied) for t in done]  # one string per distinct pipeline
         rec["source_sha256"] += [t.source_sha256 for t in done]
         rec["_format"] += [t.format for t in done]
         rec["_width"] += [t.width for t in done]

@@ -3,6 +3,7 @@ metadata stripping, the subset integration (schema, manifest, card), bad images 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import zlib
@@ -38,7 +39,8 @@ def _pixels(w: int = 120, h: int = 80, seed: int = 0) -> Image.Image:
     return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8), "RGB")
 
 
-def _icc() -> bytes:
+@functools.cache
+def _icc() -> bytes:  # cached: a new profile carries its creation time
     return bytes(ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes())
 
 
