@@ -20,7 +20,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -41,7 +41,12 @@ from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.sources import natural_key
 from cfx.stats import value_counts
 from cfx.stream import ROW_COLUMN, iter_shard_batches, shard_ref
+from cfx.transform_stage import KeyedBatch, shuffle_order
 from cfx.units import human_bytes
+
+if TYPE_CHECKING:  # PIL is imported only when a subset transforms
+    from cfx.transform import Pipeline
+    from cfx.transform_stage import TransformStage
 
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
 ROW_GROUP_MAX_BYTES = 64 << 20  # a row group never buffers more than this, however large the images
@@ -391,29 +396,26 @@ class _BadImages:
     positions: list[int] = field(default_factory=list)  # in source order, as _source_batches yields rows
     rows: list[tuple[str, int]] = field(default_factory=list)
 
-    def check(self, batch: pa.RecordBatch, shard: str, src_rows: pa.Array, start: int) -> pa.RecordBatch:
-        """Record the bad rows of ``batch`` (its first row is source-order position ``start``)."""
+    def check(
+        self, batch: pa.RecordBatch, shard: str, src_rows: pa.Array, start: int
+    ) -> tuple[pa.RecordBatch, pa.Array]:
+        """Record the bad rows of ``batch`` (its first row is source-order position ``start``); returns the
+        batch and its source rows, without the bad rows when they are dropped."""
         length = pc.binary_length(batch.column(IMAGE_COLUMN))
         bad = pc.fill_null(pc.equal(length, 0), True)
         if not pc.any(bad).as_py():
-            return batch
+            return batch, src_rows
         where = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
         self.positions.extend(int(start + i) for i in where)
         rows = src_rows.to_pylist()
         self.rows.extend((shard, rows[i]) for i in where)
-        return batch.filter(pc.invert(bad)) if self.drop else batch
+        if not self.drop:
+            return batch, src_rows
+        keep = pc.invert(bad)
+        return batch.filter(keep), src_rows.filter(keep)
 
-    def spill_index(self, source_index: np.ndarray) -> Iterator[int]:
-        """``source_index`` (output row -> source-order position) mapped onto the spill of kept rows."""
-        if not self.drop or not self.positions:
-            yield from (int(i) for i in source_index)
-            return
-        dropped = np.asarray(sorted(self.positions))
-        for i in source_index:
-            k = int(np.searchsorted(dropped, i))
-            if k < dropped.size and dropped[k] == i:
-                continue
-            yield int(i) - k
+    def dropped_positions(self) -> list[int]:
+        return self.positions if self.drop else []
 
     def warning(self) -> str | None:
         if not self.rows:
@@ -427,9 +429,9 @@ class _BadImages:
         )
 
 
-def _source_batches(
+def _keyed_batches(
     plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool, bad_images: _BadImages
-) -> Iterator[pa.RecordBatch]:
+) -> Iterator[KeyedBatch]:
     """Selected rows shard by shard, in source order, as record batches in the output schema."""
     df = plan.manifest.df
     base = plan.schema.remove_metadata()
@@ -446,12 +448,27 @@ def _source_batches(
                     f"shard {sp.shard} changed its schema while being read ({_schema_diff(base, data.schema)})",
                     "re-index the dataset",
                 )
-            if provenance:
-                data = data.append_column("source_shard", pa.array([sp.shard] * data.num_rows, pa.string()))
-                data = data.append_column("source_row", src_rows)
             start, position = position, position + data.num_rows
-            data = bad_images.check(data, sp.shard, src_rows, start)
-            yield pa.RecordBatch.from_arrays(list(data.columns), schema=schema)
+            data, src_rows = bad_images.check(data, sp.shard, src_rows, start)
+            arrays = list(data.columns)
+            if provenance:
+                arrays += [pa.array([sp.shard] * data.num_rows, pa.string()), src_rows]
+            rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
+            yield KeyedBatch(sp.shard, src_rows.to_pylist(), rb)
+
+
+def _source_batches(
+    plan: SubsetPlan,
+    source: Manifest,
+    schema: pa.Schema,
+    provenance: bool,
+    bad_images: _BadImages,
+    stage: TransformStage | None = None,
+) -> Iterator[pa.RecordBatch]:
+    """The rows to write, in source order: as read, or through the transform stage."""
+    keyed = _keyed_batches(plan, source, schema, provenance, bad_images)
+    for kb in stage.run(keyed) if stage is not None else keyed:
+        yield kb.batch
 
 
 def _output_schema(source: pa.Schema, provenance: bool) -> pa.Schema:
@@ -511,6 +528,9 @@ def write_subset(
     selection: str | None = None,
     cdc: bool = True,
     drop_bad_images: bool = False,
+    transform: Pipeline | None = None,
+    workers: int = 1,
+    skip_bad: bool = False,
     reporter: Reporter | None = None,
 ) -> SubsetResult:
     """Write the manifest's rows as a parquet dataset in ``out`` (data/, README.md, manifest.parquet).
@@ -520,6 +540,11 @@ def write_subset(
     into the dataset card. ``cdc=False`` turns off content-defined chunking (faster writes, less Hub dedupe).
     Rows with null or empty image_data are copied as they are (null stays null), or left out with
     ``drop_bad_images``; either way a warning names them.
+
+    ``transform`` re-encodes the images on ``workers`` processes (cfx.transform_stage): ``format``,
+    ``resolution``, ``mode`` follow the new bytes, the manifest keeps the source values. An image that cannot
+    be transformed (a kept null image too) stops the write (BadImageError naming shard/row) or, with
+    ``skip_bad``, is left out.
     """
     reporter = reporter or NullReporter()
     if row_group_rows < 1:
@@ -536,6 +561,7 @@ def write_subset(
         except OSError as exc:
             raise output_error(parent, exc, "cannot write into") from None
         bad_images = _BadImages(drop=drop_bad_images)
+        stage = _transform_stage(transform, seed, workers, skip_bad)
         files, new = _write_rows(
             tmp,
             plan,
@@ -548,6 +574,7 @@ def write_subset(
             reporter,
             command,
             bad_images,
+            stage,
         )
         if bad_images.drop and bad_images.rows and not len(new):
             raise EmptySelectionError(
@@ -567,15 +594,50 @@ def write_subset(
             order=order,
             seed=seed,
             cfx_version=__version__,
+            transforms=transform.spec if stage is not None and transform is not None else None,
+            skipped=len(stage.skipped) if stage is not None else 0,
         )
         new.write(tmp / "manifest.parquet")
         write_atomic(tmp / "README.md", lambda p: Path(p).write_text(render_card(info), encoding="utf-8"))
+    warnings = _skipped_warnings(stage, reporter)
     warning = bad_images.warning()
     if warning:
         reporter.warn(warning)
-    return SubsetResult(
-        out=out_abs, manifest=new, files=files, plan=plan, warnings=[warning] if warning else []
+        warnings.append(warning)
+    return SubsetResult(out=out_abs, manifest=new, files=files, plan=plan, warnings=warnings)
+
+
+def _transform_stage(
+    transform: Pipeline | None, seed: int, workers: int, skip_bad: bool
+) -> TransformStage | None:
+    if transform is None or transform.is_empty:
+        return None
+    from cfx.transform_stage import TransformStage
+
+    return TransformStage(
+        transform, seed=seed, workers=max(1, min(workers, os.cpu_count() or 1)), skip_bad=skip_bad
     )
+
+
+def _skipped_warnings(stage: TransformStage | None, reporter: Reporter) -> list[str]:
+    """One warning naming the images --skip-bad left out."""
+    if stage is None or not stage.skipped:
+        return []
+    names = ", ".join(e.message for e in stage.skipped[:5])
+    more = f" and {len(stage.skipped) - 5:,} more" if len(stage.skipped) > 5 else ""
+    text = f"skipped {len(stage.skipped):,} image(s) that could not be transformed: {names}{more}"
+    reporter.warn(text)
+    return [text]
+
+
+def _check_not_all_skipped(stage: TransformStage | None) -> None:
+    """EmptySelectionError when --skip-bad left out every selected image (before anything is renamed)."""
+    if stage is not None and stage.skipped and not stage.records().height:
+        raise EmptySelectionError(
+            f"none of the {len(stage.skipped):,} selected images could be transformed "
+            f"(first: {stage.skipped[0].message})",
+            "check the source images and the --transform specs",
+        )
 
 
 def _write_rows(
@@ -590,6 +652,7 @@ def _write_rows(
     reporter: Reporter,
     command: str | None,
     bad_images: _BadImages,
+    stage: TransformStage | None,
 ) -> tuple[list[WrittenFile], Manifest]:
     """The selected rows into ``tmp/data/`` (final file names); returns the files and the new manifest."""
     schema = _output_schema(plan.schema, with_provenance)
@@ -599,9 +662,9 @@ def _write_rows(
     try:
         groups = _RowGroups(writer, row_group_rows, schema, task)
         if plan.order == "shuffle":
-            _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp, bad_images)
+            _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp, bad_images, stage)
         else:
-            for batch in _source_batches(plan, manifest, schema, with_provenance, bad_images):
+            for batch in _source_batches(plan, manifest, schema, with_provenance, bad_images, stage):
                 groups.add(batch)
         groups.flush()
         writer.close()
@@ -617,8 +680,11 @@ def _write_rows(
         raise
     finally:
         task.close()
+    _check_not_all_skipped(stage)
     dropped = bad_images.rows if bad_images.drop else []
-    new = _new_manifest(plan, manifest, files, groups.lengths, out_abs, tmp, command or "cfx subset", dropped)
+    new = _new_manifest(
+        plan, manifest, files, groups.lengths, out_abs, tmp, command or "cfx subset", dropped, stage
+    )
     return files, new
 
 
@@ -635,6 +701,7 @@ def _write_shuffled(
     groups: _RowGroups,
     tmp: Path,
     bad_images: _BadImages,
+    stage: TransformStage | None = None,
 ) -> None:
     """Spill the rows in source order, one record batch per row, then write them in the shuffled order.
 
@@ -644,19 +711,23 @@ def _write_shuffled(
     assert plan.source_index is not None
     spill = tmp / ".shuffle.arrow"
     with pa.OSFile(str(spill), "wb") as sink, ipc.new_file(sink, schema) as writer:
-        for batch in _source_batches(plan, source, schema, provenance, bad_images):
+        for batch in _source_batches(plan, source, schema, provenance, bad_images, stage):
             for i in range(batch.num_rows):
                 writer.write_batch(batch.slice(i, 1))
+    # rows dropped as bad images, then rows the transform skipped, leave the permutation (in that order)
+    dropped = bad_images.dropped_positions()
+    order = shuffle_order(plan.source_index, dropped, plan.rows)
+    if stage is not None:
+        order = shuffle_order(order, stage.skipped_positions, plan.rows - len(dropped))
     with pa.OSFile(str(spill), "rb") as src:
         reader = ipc.open_file(src)
-        expected = plan.rows - (len(bad_images.positions) if bad_images.drop else 0)
-        if reader.num_record_batches != expected:
+        if reader.num_record_batches != len(order):
             raise OutputError(
-                f"the shuffle spill holds {reader.num_record_batches:,} rows, not {expected:,}",
+                f"the shuffle spill holds {reader.num_record_batches:,} rows, not {len(order):,}",
                 "this is a bug in cfx; please report it with CFX_DEBUG=1",
             )
-        for i in bad_images.spill_index(plan.source_index):
-            groups.add(reader.get_batch(i))
+        for i in order:
+            groups.add(reader.get_batch(int(i)))
     spill.unlink()
 
 
@@ -680,12 +751,15 @@ def _new_manifest(
     tmp: Path,
     command: str,
     dropped: list[tuple[str, int]],
+    stage: TransformStage | None = None,
 ) -> Manifest:
     """The manifest of the written dataset: same metadata, pointers into the new shards, provenance columns."""
     df = plan.manifest.df
     if dropped:
         key = pl.col("shard") + pl.lit("\x00") + pl.col("row").cast(pl.String)
         df = df.filter(~key.is_in([f"{s}\x00{r}" for s, r in dropped]))
+    if stage is not None:
+        df = _transformed_rows(df, stage)
     shard_col = np.repeat(np.array([f.name for f in files], dtype=object), [f.rows for f in files])
     row_col = (
         np.concatenate([np.arange(f.rows, dtype=np.int64) for f in files]) if files else np.empty(0, np.int64)
@@ -709,6 +783,55 @@ def _new_manifest(
         st = (tmp / f.name).stat()
         shards[f.name] = ShardInfo(size=st.st_size, mtime_ns=st.st_mtime_ns)
     return Manifest(df=new_df, root=str(out_abs), shards=shards, history=[*source.history, command])
+
+
+_DESCRIBED = ("image_name", "format", "resolution", "mode", "width", "height", "num_bytes")
+# Facts about the source bytes (cfx dedupe / inspect) that the new bytes do not share: kept as source_<name>.
+_BYTE_FACTS: tuple[str, ...] = (
+    "phash",
+    "dhash",
+    "near_uniform",
+    "hash_error",
+    "jpeg_quality",
+    "jpeg_quality_exact",
+)
+_BYTE_FACTS += ("chroma_subsampling", "progressive", "bit_depth", "has_exif", "has_gps", "has_icc")
+_BYTE_FACTS += (
+    "text_chunks",
+    "has_c2pa",
+    "actual_format",
+    "format_mismatch",
+    "size_mismatch",
+    "mode_mismatch",
+)
+_BYTE_FACTS += ("inspect_error",)
+
+
+def _transformed_rows(df: pl.DataFrame, stage: TransformStage) -> pl.DataFrame:
+    """The selected rows that were written (skipped ones dropped, order kept), described by their new bytes;
+    the source's values kept as ``source_<column>``, with ``transform`` and ``source_sha256``."""
+    from cfx.transform_stage import renamed, resolution_like
+
+    df = df.drop([c for c in ("transform", "source_sha256", "sha256") if c in df.columns])
+    df = df.join(stage.records(), on=["shard", "row"], how="inner", maintain_order="left")
+    df = df.with_columns(pl.col(c).alias(f"source_{c}") for c in _DESCRIBED if c in df.columns)
+    df = df.rename({c: f"source_{c}" for c in _BYTE_FACTS if c in df.columns})
+    new: list[pl.Series | pl.Expr] = [pl.col("_width").alias("width"), pl.col("_height").alias("height")]
+    new += [pl.col("_format").alias("format"), pl.col("_mode").alias("mode")]
+    if "resolution" in df.columns:
+        res = [
+            resolution_like(r, w, h)
+            for r, w, h in zip(
+                df["resolution"].to_list(), df["_width"].to_list(), df["_height"].to_list(), strict=True
+            )
+        ]
+        new.append(pl.Series("resolution", res, dtype=pl.String))
+    if "image_name" in df.columns:
+        names = [
+            renamed(n, f) for n, f in zip(df["image_name"].to_list(), df["_format"].to_list(), strict=True)
+        ]
+        new.append(pl.Series("image_name", names, dtype=pl.String))
+    return df.with_columns(new).drop("_format", "_width", "_height", "_mode")
 
 
 __all__ = [

@@ -93,13 +93,42 @@ TokenOpt = Annotated[
     str | None, typer.Option("--token", help="Hugging Face token (default: HF_TOKEN or the saved login).")
 ]
 SkipBadOpt = Annotated[
-    bool, typer.Option("--skip-bad", help="Skip unreadable shards (named on stderr) and exit 0 instead of 6.")
+    bool,
+    typer.Option(
+        "--skip-bad",
+        help="Skip unreadable shards (named on stderr) and exit 0 instead of 6; with --transform also skip "
+        "(and count) images that cannot be decoded instead of stopping with exit 3.",
+    ),
 ]
 WhereOpt = Annotated[
     str | None,
     typer.Option(
         "--where", help="SQL filter over manifest columns, e.g. \"architecture = 'GAN' AND width >= 512\"."
     ),
+]
+
+# Transforms on write (cfx subset; see docs/subset.md#transforms).
+TransformOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--transform",
+        help="Transform every image on write, repeatable, applied in order: jpeg:Q, jpeg:Q1-Q2 (drawn per "
+        "image with --seed), jpeg:Q,subsampling=4:2:0|4:2:2|4:4:4, webp:Q, webp:lossless, png, "
+        "resize:min-side=N, resize:max-side=N, resize:FACTOR (Lanczos), center-crop:N|WxH, blur:SIGMA, "
+        "noise:SIGMA.",
+        show_default=False,
+    ),
+]
+StripMetadataOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strip-metadata",
+        help="Remove EXIF (incl. GPS), XMP, PNG text chunks and ICC profiles; alone it edits the file "
+        "container only (pixels untouched).",
+    ),
+]
+KeepIccOpt = Annotated[
+    bool, typer.Option("--keep-icc", help="With --strip-metadata: keep the ICC colour profile.")
 ]
 
 # Licence options: every selecting command accepts them (see docs/licenses.md).

@@ -19,6 +19,7 @@ from cfx.cli._options import (
     ExcludeNsfwOpt,
     GeneratorsOpt,
     JsonOpt,
+    KeepIccOpt,
     LabelsOpt,
     LicenseColumnOpt,
     LicensesOpt,
@@ -30,7 +31,9 @@ from cfx.cli._options import (
     SeedOpt,
     SkipBadOpt,
     SourceArg,
+    StripMetadataOpt,
     TokenOpt,
+    TransformOpt,
     WhereOpt,
     WorkersOpt,
     build_selection,
@@ -132,6 +135,9 @@ def subset(
             help="Content-defined chunking of pages (Hub/Xet dedupe of re-uploads); --no-cdc skips its rolling hash.",
         ),
     ] = True,
+    transform: TransformOpt = None,
+    strip_metadata: StripMetadataOpt = False,
+    keep_icc: KeepIccOpt = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
     drop_bad_images: Annotated[
         bool,
@@ -151,7 +157,9 @@ def subset(
 ) -> None:
     """Filter SOURCE and write the rows as a new parquet dataset: data/*.parquet, README.md, manifest.parquet.
 
-    The output keeps exactly the source schema and byte-identical images; it loads with
+    The output keeps exactly the source schema and byte-identical images (unless --transform or
+    --strip-metadata rewrite them: then format, resolution and mode follow the new bytes and manifest.parquet
+    keeps the source values); it loads with
     `datasets.load_dataset("parquet", data_dir=DIR)`. Memory stays bounded whatever the shard size, and the
     folder appears only when complete. Generator/architecture filters pick among generated images and
     --real-sources among real ones; add --labels to keep one side only. Licence options annotate the rows
@@ -165,13 +173,18 @@ def subset(
       cfx subset data/ --out open --commercial-only --exclude-nsfw
       cfx slice data/ --sample 10% --seed 1 | cfx subset - --out sample --order shuffle
       cfx subset manifest.parquet --out gan --architectures GAN --dry-run
+      cfx subset data/ --out fixed --transform resize:max-side=512 --transform jpeg:96
+      cfx subset data/ --out eval-jpeg30 --labels generated --transform jpeg:30
+      cfx subset data/ --out share --labels real --strip-metadata --keep-icc
     """
     from cfx.licenses import ensure_licenses
     from cfx.load import load_manifest
     from cfx.select import apply_selection
     from cfx.subset import check_output, plan_subset, write_subset
+    from cfx.transform import Pipeline
 
     max_bytes = parse_size(max_shard_size, "--max-shard-size")
+    pipeline = Pipeline.parse(transform or [], strip_metadata=strip_metadata, keep_icc=keep_icc)
     selection = build_selection(
         generators=generators,
         architectures=architectures,
@@ -220,6 +233,9 @@ def subset(
                 selection=selection.describe(),
                 cdc=cdc,
                 drop_bad_images=drop_bad_images,
+                transform=pipeline,
+                workers=workers,
+                skip_bad=skip_bad,
                 reporter=reporter,
             )
     if dry_run:
