@@ -11,7 +11,7 @@ from cfx.cli import _output
 
 app = typer.Typer(
     name="cfx",
-    help="Curate the Community Forensics image-forensics datasets: index, download, slice, dedupe, balance, subset.",
+    help="Curate the Community Forensics image-forensics datasets: index, download, slice, dedupe, balance, split, subset.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -39,9 +39,37 @@ def _root(
 
 
 def _register() -> None:
-    from cfx.cli import audit, balance, dedupe, demo, download, index, licenses, slice, stats, subset, synth
+    from cfx.cli import (
+        audit,
+        balance,
+        dedupe,
+        demo,
+        download,
+        index,
+        leaks,
+        licenses,
+        slice,
+        split,
+        stats,
+        subset,
+        synth,
+    )
 
-    for module in (index, stats, slice, subset, download, synth, licenses, dedupe, balance, audit, demo):
+    for module in (
+        index,
+        stats,
+        slice,
+        subset,
+        download,
+        synth,
+        licenses,
+        dedupe,
+        balance,
+        split,
+        leaks,
+        audit,
+        demo,
+    ):
         module.register(app)
 
 
