@@ -38,6 +38,7 @@ from cfx.schema import GENERATED, REAL
 from cfx.select import expand_patterns, split_values
 
 SPLIT_COLUMN = "assigned_split"
+GROUP_COLUMN = "split_group"  # the group's key: rows with the same value are always in one split
 UNIT_KINDS = ("generator", "architecture", "family", "real-source")
 FRACTION_SUM_TOLERANCE = 1e-6
 
@@ -313,7 +314,7 @@ def _holdout_rows(df: pl.DataFrame, options: SplitOptions) -> np.ndarray:
 def assign(
     df: pl.DataFrame, comp: np.ndarray, own: pl.Series, options: SplitOptions
 ) -> tuple[pl.DataFrame, dict[str, int]]:
-    """Split index per row (column ``__split``) and the merge counts."""
+    """Split index (``__split``) and group key (``__key``) per row, and the merge counts."""
     names, fractions = options.split_names, options.split_fractions
     held = _holdout_rows(df, options)
     t = pl.DataFrame({"__comp": comp, "__own": own, "__held": held})
@@ -327,7 +328,7 @@ def assign(
     if options.has_holdouts:
         split = np.where(groups.get_column("__held").to_numpy(), names.index(options.holdout_split), split)
     groups = groups.with_columns(pl.Series("__split", split, pl.Int64))
-    t = t.join(groups.select("__comp", "__split"), on="__comp", how="left", maintain_order="left")
+    t = t.join(groups.select("__comp", "__split", "__key"), on="__comp", how="left", maintain_order="left")
     own_unique = t.get_column("__own").unique()
     own_split = dict(
         zip(
@@ -347,7 +348,7 @@ def assign(
         "held_out_rows": int(held.sum()),
         "held_out_group_rows": int(groups.filter(pl.col("__held")).get_column("__rows").sum() or 0),
     }
-    return t.select("__split"), counts
+    return t.select("__split", "__key"), counts
 
 
 # --- the leak proof (independent of the assignment path) -----------------------------------------------
@@ -477,7 +478,8 @@ def split(
     df = df.with_columns(
         sidx.get_column("__split")
         .replace_strict(dict(enumerate(names)), return_dtype=pl.String)
-        .alias(options.column)
+        .alias(options.column),
+        sidx.get_column("__key").alias(GROUP_COLUMN),
     )
     t2 = time.perf_counter()
     proof = leak_proof(df, options.column, options, units)
