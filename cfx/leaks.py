@@ -157,7 +157,7 @@ def _pair_frame(kind: str, j: pl.DataFrame, distance: pl.Expr, value: pl.Expr) -
 def _key_counts(ka: pl.Series, kb: pl.Series) -> dict[str, int]:
     """Keys in both, and the rows of each side that carry one (complete, not capped)."""
     shared = set(ka.drop_nulls().unique().to_list()) & set(kb.drop_nulls().unique().to_list())
-    sh = pl.Series(list(shared), dtype=ka.dtype)
+    sh = pl.Series(list(shared), dtype=ka.dtype).implode()
     return {"keys": len(shared), "rows_a": int(ka.is_in(sh).sum()), "rows_b": int(kb.is_in(sh).sum())}
 
 
@@ -179,8 +179,8 @@ def _near_pairs(
     sb = _side(b, cb, options.max_per_key).rename({"key": "key_b"})
     j = sa.join(code_pairs, on="key").join(sb, on="key_b", suffix="_b")
     frame = _pair_frame("near", j, pl.col("d"), pl.lit(None, pl.String))
-    hit_a = ca.is_in(pl.Series(np.unique(xa), dtype=pl.UInt64))
-    hit_b = cb.is_in(pl.Series(np.unique(xb), dtype=pl.UInt64))
+    hit_a = np.isin(ca.fill_null(0).to_numpy(), xa) & ca.is_not_null().to_numpy()
+    hit_b = np.isin(cb.fill_null(0).to_numpy(), xb) & cb.is_not_null().to_numpy()
     counts = {"code_pairs": int(xa.size), "rows_a": int(hit_a.sum()), "rows_b": int(hit_b.sum())}
     return frame, counts
 

@@ -15,11 +15,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import shutil
 import socket
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -411,6 +412,77 @@ class _RowGroups:
         self._buf, self._n, self._bytes = [], 0, 0
 
 
+class _SplitRowGroups:
+    """Route the output rows (they arrive in plan order) to the row groups of their split's writer."""
+
+    def __init__(
+        self, writers: list[_ShardWriter], rows: int, schema: pa.Schema, task: Any, split: np.ndarray | None
+    ) -> None:
+        self.parts = [_RowGroups(w, rows, schema, task) for w in writers]
+        self.split = split
+        self._pos = 0
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if self.split is None:
+            self.parts[0].add(batch)
+            return
+        idx = self.split[self._pos : self._pos + batch.num_rows]
+        self._pos += batch.num_rows
+        for s in np.unique(idx).tolist():
+            self.parts[s].add(batch if idx.size and (idx == s).all() else batch.filter(pa.array(idx == s)))
+
+    def flush(self) -> None:
+        for p in self.parts:
+            p.flush()
+
+    @property
+    def lengths(self) -> list[pa.Array]:
+        return [a for p in self.parts for a in p.lengths]
+
+
+class _Writers:
+    """close/abort every split's writer at once."""
+
+    def __init__(self, writers: list[_ShardWriter]) -> None:
+        self.writers = writers
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+    def abort(self) -> None:
+        for w in self.writers:
+            w.abort()
+
+
+_SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")
+_SPLIT_ORDER = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "dev": 1, "test": 2}
+
+
+def split_layout(df: pl.DataFrame, column: str) -> tuple[list[str], np.ndarray]:
+    """(split names in Hub order: train, validation, test, then the rest by name; split index per row)."""
+    if column not in df.columns:
+        raise InputError(
+            f"--split-column {column}: the manifest has no such column",
+            "add one with `cfx split SOURCE -o split.parquet` and subset that manifest",
+        )
+    values = df.get_column(column).cast(pl.String)
+    if values.null_count():
+        raise InputError(
+            f"--split-column {column}: {values.null_count():,} rows have no split",
+            "give every row a split (e.g. with `cfx split`) or filter them out with --where",
+        )
+    names = sorted(values.unique().to_list(), key=lambda n: (_SPLIT_ORDER.get(n.lower(), 3), n))
+    bad = [n for n in names if not _SPLIT_NAME.match(n)]
+    if bad:
+        raise InputError(
+            f"--split-column {column}: {bad[0]!r} is not a valid Hub split name",
+            "use letters, digits and underscores (dots between words), e.g. train, val, test, fold0",
+        )
+    index = values.replace_strict({n: i for i, n in enumerate(names)}, return_dtype=pl.Int64).to_numpy()
+    return names, index
+
+
 def _source_batches(
     plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool
 ) -> Iterator[pa.RecordBatch]:
@@ -491,6 +563,7 @@ def write_subset(
     command: str | None = None,
     selection: str | None = None,
     cdc: bool = True,
+    split_column: str | None = None,
     reporter: Reporter | None = None,
 ) -> SubsetResult:
     """Write the manifest's rows as a parquet dataset in ``out`` (data/, README.md, manifest.parquet).
@@ -498,6 +571,7 @@ def write_subset(
     The output has exactly the source schema (plus ``source_shard``/``source_row`` with ``with_provenance``)
     and byte-identical images. ``command`` (the command line) and ``selection`` (the filters, in words) go
     into the dataset card. ``cdc=False`` turns off content-defined chunking (faster writes, less Hub dedupe).
+    ``split_column`` writes one Hub split per value of that column (``data/<split>-0000i-of-0000N.parquet``).
     """
     reporter = reporter or NullReporter()
     if row_group_rows < 1:
@@ -506,6 +580,7 @@ def write_subset(
         raise UsageError("--max-shard-size must be positive", "e.g. 500MB")
     out_abs = check_output(manifest, out, overwrite)
     plan = plan_subset(manifest, order=order, seed=seed, reporter=reporter)
+    layout = split_layout(plan.manifest.df, split_column) if split_column else None
     parent = out_abs.parent
     ensure_folder(parent, "check the path and permissions")
     _clean_stale(out_abs, reporter)
@@ -522,11 +597,26 @@ def write_subset(
         ) from None
     schema = _output_schema(plan.schema, with_provenance)
     row_bytes = plan.est_bytes // max(plan.rows, 1)
-    writer = _ShardWriter(tmp / DATA_DIR, schema, plan.codecs, max_shard_bytes, cdc=cdc, row_bytes=row_bytes)
+    names = layout[0] if layout else [SPLIT]
+    writers = [
+        _ShardWriter(
+            tmp / DATA_DIR / (f".{name}" if layout else ""),
+            schema,
+            plan.codecs,
+            max_shard_bytes,
+            cdc=cdc,
+            row_bytes=row_bytes,
+        )
+        for name in names
+    ]
+    writer = _Writers(writers)
     task = reporter.task(f"Writing {plan.rows:,} rows", total=plan.rows)
     try:
         try:
-            groups = _RowGroups(writer, row_group_rows, schema, task)
+            if layout:
+                for w in writers:
+                    w.folder.mkdir()
+            groups = _SplitRowGroups(writers, row_group_rows, schema, task, layout[1] if layout else None)
             if order == "shuffle":
                 _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp)
             else:
@@ -541,7 +631,16 @@ def write_subset(
             ) from None
         finally:
             task.close()
-        files = _finalize_files(tmp, writer.files)
+        files = [
+            f for name, w in zip(names, writers, strict=True) for f in _finalize_files(tmp, w.files, name)
+        ]
+        if layout:
+            order_df = plan.manifest.df.with_columns(pl.Series("__split", layout[1])).sort(
+                "__split", maintain_order=True
+            )
+            plan = replace(plan, manifest=plan.manifest.with_df(order_df.drop("__split")))
+            for w in writers:
+                w.folder.rmdir()
         new = _new_manifest(plan, manifest, files, groups.lengths, out_abs, tmp, command or "cfx subset")
         info = CardInfo(
             title=out_abs.name,
@@ -556,6 +655,9 @@ def write_subset(
             order=order,
             seed=seed,
             cfx_version=__version__,
+            splits=[(n, sum(f.rows for f in files if f.name.startswith(f"{DATA_DIR}/{n}-"))) for n in names]
+            if layout
+            else None,
         )
         try:
             new.write(tmp / "manifest.parquet")
@@ -581,7 +683,12 @@ def _first_line(exc: BaseException) -> str:
 
 
 def _write_shuffled(
-    plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool, groups: _RowGroups, tmp: Path
+    plan: SubsetPlan,
+    source: Manifest,
+    schema: pa.Schema,
+    provenance: bool,
+    groups: _SplitRowGroups,
+    tmp: Path,
 ) -> None:
     """Spill the rows in source order, one record batch per row, then write them in the shuffled order.
 
@@ -606,12 +713,12 @@ def _write_shuffled(
     spill.unlink()
 
 
-def _finalize_files(tmp: Path, parts: list[tuple[Path, int]]) -> list[WrittenFile]:
-    """Rename data/part-N.parquet to the Hub's data/train-0000N-of-0000M.parquet."""
+def _finalize_files(tmp: Path, parts: list[tuple[Path, int]], split: str = SPLIT) -> list[WrittenFile]:
+    """Rename data/part-N.parquet to the Hub's data/<split>-0000N-of-0000M.parquet."""
     n = len(parts)
     files = []
     for i, (path, rows) in enumerate(parts):
-        name = f"{DATA_DIR}/{SPLIT}-{i:05d}-of-{n:05d}.parquet"
+        name = f"{DATA_DIR}/{split}-{i:05d}-of-{n:05d}.parquet"
         os.replace(path, tmp / name)
         files.append(WrittenFile(name=name, rows=rows, bytes=(tmp / name).stat().st_size))
     return files

@@ -301,3 +301,54 @@ def test_cli_split_errors(cfx: Any, cf_small: Path) -> None:
     assert r.returncode == 2 and "Error: --fractions" in r.stderr and "Traceback" not in r.stderr
     r = cfx("split", str(cf_small), "--by", "colour", "--json")
     assert r.returncode == 3 and "no column 'colour'" in r.stderr
+
+
+# --- writing the splits as a Hub dataset ---------------------------------------------------------------------
+def test_subset_split_column_loads_as_a_datasetdict(cfx: Any, cf_small: Path, tmp_path: Path) -> None:
+    import datasets
+    import pyarrow.parquet as pq
+
+    split_manifest, out = tmp_path / "split.parquet", tmp_path / "hub"
+    r = cfx(
+        "split",
+        str(cf_small),
+        "-o",
+        str(split_manifest),
+        "--names",
+        "train,val,test",
+        "--fractions",
+        "0.6,0.2,0.2",
+    )
+    assert r.returncode == 0, r.stderr
+    r = cfx("subset", str(split_manifest), "--out", str(out), "--split-column", SPLIT_COLUMN)
+    assert r.returncode == 0, r.stderr
+    want = read_manifest(split_manifest).df.group_by(SPLIT_COLUMN).len()
+    want_counts = dict(want.iter_rows())
+    files = sorted(p.name for p in (out / "data").iterdir())
+    assert files == [f"{n}-00000-of-00001.parquet" for n in sorted(want_counts)]
+    cache = tmp_path / "hf-cache"
+    ds = datasets.load_dataset("parquet", data_dir=str(out), cache_dir=str(cache))
+    assert {k: v.num_rows for k, v in ds.items()} == want_counts
+    card = datasets.load_dataset(str(out), cache_dir=str(cache))  # reads the card's configs
+    assert {k: v.num_rows for k, v in card.items()} == want_counts
+    assert list(card) == ["train", "val", "test"]
+    # the new manifest points at the right rows: same image names and generators, per split
+    new = read_manifest(out / "manifest.parquet").df
+    src = read_manifest(split_manifest).df
+    j = new.join(src, left_on=["source_shard", "source_row"], right_on=["shard", "row"], suffix="_src")
+    assert j.height == src.height
+    assert (j.get_column(SPLIT_COLUMN) == j.get_column(f"{SPLIT_COLUMN}_src")).all()
+    for shard, part in new.group_by("shard"):
+        table = pq.read_table(out / str(shard[0]), columns=["image_name"])
+        names = table.column("image_name").to_pylist()
+        assert [names[i] for i in part.get_column("row").to_list()] == part.get_column("image_name").to_list()
+        assert part.get_column(SPLIT_COLUMN).unique().to_list() == [Path(str(shard[0])).name.split("-")[0]]
+
+
+def test_subset_split_column_errors(cfx: Any, cf_small: Path, tmp_path: Path) -> None:
+    r = cfx("subset", str(cf_small), "--out", str(tmp_path / "x"), "--split-column", "nope")
+    assert r.returncode == 3 and "no such column" in r.stderr and not (tmp_path / "x").exists()
+    r = cfx("subset", str(cf_small), "--out", str(tmp_path / "x"), "--split-column", "architecture")
+    assert r.returncode == 0, r.stderr  # any column with Hub-valid names works (LatDiff, GAN, Real, …)
+    r = cfx("subset", str(cf_small), "--out", str(tmp_path / "y"), "--split-column", "model_name")
+    assert r.returncode == 3 and "not a valid Hub split name" in r.stderr and not (tmp_path / "y").exists()

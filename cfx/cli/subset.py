@@ -116,6 +116,15 @@ def subset(
             help="Content-defined chunking of pages (Hub/Xet dedupe of re-uploads); --no-cdc skips its rolling hash.",
         ),
     ] = True,
+    split_column: Annotated[
+        str | None,
+        typer.Option(
+            "--split-column",
+            help="Write one Hub split per value of this column (e.g. assigned_split from `cfx split`): "
+            "data/<split>-0000i-of-0000N.parquet and a card listing each split.",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
     dry_run: Annotated[
         bool,
@@ -142,6 +151,7 @@ def subset(
       cfx subset data/ --out open --commercial-only --exclude-nsfw
       cfx slice data/ --sample 10% --seed 1 | cfx subset - --out sample --order shuffle
       cfx subset manifest.parquet --out gan --architectures GAN --dry-run
+      cfx split data/ -o split.parquet && cfx subset split.parquet --out cf-split --split-column assigned_split
     """
     from cfx.licenses import ensure_licenses
     from cfx.load import load_manifest
@@ -195,6 +205,7 @@ def subset(
                 command=command_line(),
                 selection=selection.describe(),
                 cdc=cdc,
+                split_column=split_column,
                 reporter=reporter,
             )
     if dry_run:
