@@ -50,7 +50,7 @@ def leaks_cmd(
     a: SideArg,
     b: SideArg,
     near: Annotated[
-        bool, typer.Option("--near", help="Also match near duplicates (pHash within --threshold).")
+        bool, typer.Option("--near", help="Also match near duplicates (pHash distance up to the threshold).")
     ] = False,
     threshold: Annotated[
         int, typer.Option("--threshold", "-t", help="Max pHash Hamming distance for --near.")

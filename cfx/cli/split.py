@@ -79,7 +79,7 @@ def split_cmd(
         int | None,
         typer.Option(
             "--folds",
-            help="K group folds fold0…fold{K-1} instead of --names/--fractions.",
+            help="K group folds named fold0…fold{K-1} (equal shares), replacing the names and fractions.",
             show_default=False,
         ),
     ] = None,
