@@ -32,7 +32,7 @@ import polars as pl
 from cfx.defaults import DEDUPE_THRESHOLD
 from cfx.errors import InputError, UsageError
 from cfx.manifest import Manifest
-from cfx.pairs import MAX_THRESHOLD, distinct_code_pairs
+from cfx.pairs import MAX_THRESHOLD, CodePairs, distinct_code_pairs
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, REAL
 from cfx.select import expand_patterns, split_values
@@ -227,10 +227,10 @@ def near_eligible(df: pl.DataFrame) -> np.ndarray:
 
 def group_ids(
     df: pl.DataFrame, units: list[pl.Series], options: SplitOptions, *, workers: int = 1
-) -> tuple[np.ndarray, int]:
+) -> tuple[np.ndarray, NearPairs | None]:
     """Connected components of rows joined by a shared unit, sha256, near pHash or prompt.
 
-    Returns (component id per row, near code pairs found). Graph: one node per row plus one per distinct
+    Returns (component id per row, the near code pairs searched). Graph: one node per row plus one per distinct
     key value; a row links to each of its keys; near pairs link their two code nodes.
     """
     from scipy.sparse import coo_matrix
@@ -255,7 +255,7 @@ def group_ids(
         link(_dense(df.get_column("sha256")))
     if options.prompts and "prompt" in df.columns:
         link(_dense(normalise_prompts(df.get_column("prompt"))))
-    found = 0
+    found = None
     if options.near:
         eligible = near_eligible(df)
         codes = df.get_column("phash").fill_null(0).to_numpy().astype(np.uint64)
@@ -264,7 +264,7 @@ def group_ids(
         code_id[eligible] = inverse
         base = link(code_id)
         pairs = distinct_code_pairs(uniq, options.threshold, workers=workers)
-        found = len(pairs)
+        found = NearPairs(uniq, pairs)
         src.append(pairs.a + base)
         dst.append(pairs.b + base)
     a = np.concatenate(src) if src else np.zeros(0, np.int64)
@@ -272,6 +272,14 @@ def group_ids(
     graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(offset, offset))
     _, labels = connected_components(graph, directed=False)
     return labels[:n].astype(np.int64), found
+
+
+@dataclass(frozen=True)
+class NearPairs:
+    """The distinct eligible codes and every pair of them within the threshold (exact search)."""
+
+    codes: np.ndarray
+    pairs: CodePairs
 
 
 # --- assignment ----------------------------------------------------------------------------------------
@@ -324,11 +332,7 @@ def assign(
         pl.col("__held").any().alias("__held"),
         pl.len().alias("__rows"),
     )
-    split = split_of(key_positions(groups.get_column("__key").to_list(), options.seed), fractions)
-    if options.has_holdouts:
-        split = np.where(groups.get_column("__held").to_numpy(), names.index(options.holdout_split), split)
-    groups = groups.with_columns(pl.Series("__split", split, pl.Int64))
-    t = t.join(groups.select("__comp", "__split", "__key"), on="__comp", how="left", maintain_order="left")
+    # group keys are own keys (the smallest of the group's), so one hash per distinct own key serves both
     own_unique = t.get_column("__own").unique()
     own_split = dict(
         zip(
@@ -337,6 +341,11 @@ def assign(
             strict=True,
         )
     )
+    split = groups.get_column("__key").replace_strict(own_split, return_dtype=pl.Int64).to_numpy()
+    if options.has_holdouts:
+        split = np.where(groups.get_column("__held").to_numpy(), names.index(options.holdout_split), split)
+    groups = groups.with_columns(pl.Series("__split", split, pl.Int64))
+    t = t.join(groups.select("__comp", "__split", "__key"), on="__comp", how="left", maintain_order="left")
     alone = t.get_column("__own").replace_strict(own_split, return_dtype=pl.Int64).to_numpy()
     merged = groups.filter(pl.col("__units") > 1)
     assigned = t.get_column("__split").to_numpy()
@@ -344,6 +353,7 @@ def assign(
         "groups": groups.height,
         "merged_groups": merged.height,
         "rows_in_merged_groups": int(merged.get_column("__rows").sum() or 0),
+        "largest_group_rows": int(groups.select(pl.col("__rows").max()).item() or 0),
         "moved_rows": int(((alone != assigned) & ~held).sum()),
         "held_out_rows": int(held.sum()),
         "held_out_group_rows": int(groups.filter(pl.col("__held")).get_column("__rows").sum() or 0),
@@ -353,10 +363,15 @@ def assign(
 
 # --- the leak proof (independent of the assignment path) -----------------------------------------------
 def leak_proof(
-    df: pl.DataFrame, column: str, options: SplitOptions, units: list[pl.Series]
+    df: pl.DataFrame,
+    column: str,
+    options: SplitOptions,
+    units: list[pl.Series],
+    near: NearPairs | None = None,
 ) -> dict[str, int]:
-    """Values seen in more than one split, recomputed from the output alone: sha256, prompt, each unit
-    kind (by joins) and near pHash pairs (a fresh exact search; a pair leaks when its codes' splits differ).
+    """Values seen in more than one split, recomputed from the output column alone: sha256, prompt, each
+    unit kind (by joins) and near pHash pairs (a pair leaks when its codes' splits differ). ``near``: the
+    pairs of an exact search already run over the same codes (else the search runs again).
     """
     split = df.get_column(column)
     out: dict[str, int] = {}
@@ -372,11 +387,11 @@ def leak_proof(
     for keys in units:
         out[f"unit:{keys.name}"] = shared(keys)
     if options.near:
-        out["near"] = near_leaks(df, split, options.threshold)
+        out["near"] = near_leaks(df, split, options.threshold, near)
     return out
 
 
-def near_leaks(df: pl.DataFrame, split: pl.Series, threshold: int) -> int:
+def near_leaks(df: pl.DataFrame, split: pl.Series, threshold: int, near: NearPairs | None = None) -> int:
     """Distinct codes or code pairs (within ``threshold``) that occur in two splits."""
     eligible = near_eligible(df)
     codes = df.get_column("phash").fill_null(0).to_numpy().astype(np.uint64)[eligible]
@@ -387,7 +402,10 @@ def near_leaks(df: pl.DataFrame, split: pl.Series, threshold: int) -> int:
     masks = np.zeros(uniq.size, np.uint64)
     np.bitwise_or.at(masks, inverse, np.left_shift(np.uint64(1), (sid % 64).astype(np.uint64)))
     single = (masks & (masks - np.uint64(1))) == 0
-    pairs = distinct_code_pairs(uniq, threshold)
+    if near is not None and np.array_equal(near.codes, uniq):
+        pairs = near.pairs
+    else:
+        pairs = distinct_code_pairs(uniq, threshold)
     cross = masks[pairs.a] != masks[pairs.b]
     cross |= ~single[pairs.a] | ~single[pairs.b]
     return int((~single).sum() + cross.sum())
@@ -472,7 +490,7 @@ def split(
     df = hashed.df
     t1 = time.perf_counter()
     units = unit_keys(df, options)
-    comp, near_pairs = group_ids(df, units, options, workers=workers)
+    comp, near = group_ids(df, units, options, workers=workers)
     sidx, counts = assign(df, comp, own_keys(df, units), options)
     names = options.split_names
     df = df.with_columns(
@@ -482,7 +500,7 @@ def split(
         sidx.get_column("__key").alias(GROUP_COLUMN),
     )
     t2 = time.perf_counter()
-    proof = leak_proof(df, options.column, options, units)
+    proof = leak_proof(df, options.column, options, units, near)
     t3 = time.perf_counter()
     if options.balance:
         df = _rebalance(df, hashed, options, reporter)
@@ -495,7 +513,7 @@ def split(
         "splits": split_summary(df, options.column, names),
         "requested_fractions": dict(zip(names, options.split_fractions, strict=True)),
         **counts,
-        "near_code_pairs": near_pairs,
+        "near_code_pairs": len(near.pairs) if near else 0,
         "leak_proof": proof,
         "leak_free": not any(proof.values()),
         "timings": {"hash_s": round(t1 - t0, 3), "split_s": round(t2 - t1, 3), "proof_s": round(t3 - t2, 3)},

@@ -45,6 +45,7 @@ def render(summary: dict[str, Any], console: Console) -> None:
     console.print(
         f"{summary['groups']:,} groups; {summary['merged_groups']:,} merged several units "
         f"({summary['rows_in_merged_groups']:,} rows, {summary['moved_rows']:,} moved by a merge); "
+        f"largest group {summary['largest_group_rows']:,} rows; "
         f"{summary['held_out_group_rows']:,} rows held out; {summary['near_code_pairs']:,} near pHash pairs",
         markup=False,
     )
