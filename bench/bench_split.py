@@ -19,10 +19,14 @@ columns a manifest already has, as after ``cfx dedupe``): random 64-bit pHashes,
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -33,7 +37,34 @@ from bench._common import cfx_cmd, machine, median, run, table  # noqa: E402
 
 NEAR_SHARE = EXACT_SHARE = 0.01
 CROSS_SHARE = 0.01
-SHARED_PROMPTS = 300
+SHARED_PROMPTS = 300  # generated rows sharing a prompt with one other generator's row (150 pairs)
+
+
+def timed(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall s, CPU s of the command and its children, peak RSS MB): CPU shows the work on a loaded machine."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    wall, rss = run(cmd)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), rss
+
+
+def inprocess(fn: Callable[[], Any], reps: int) -> tuple[float, float, Any]:
+    """Median (wall s, CPU s) of ``fn()`` over ``reps`` calls, and the last result."""
+    walls, cpus, out = [], [], None
+    for _ in range(reps):
+        w0, c0 = time.perf_counter(), time.process_time()
+        out = fn()
+        walls.append(time.perf_counter() - w0)
+        cpus.append(time.process_time() - c0)
+    return median(walls), median(cpus), out
+
+
+def load() -> str:
+    return "Load average " + " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def med(runs: list[tuple[float, float, float]], i: int, fmt: str = ".2f") -> str:
+    return format(median([r[i] for r in runs]), fmt)
 
 
 def _replica_manifest(work: Path) -> Path:
@@ -87,9 +118,10 @@ def hashed(manifest: Path, out: Path, seed: int) -> Path:
     model = df.get_column("model_name").to_list()
     label = df.get_column("label").to_numpy()
     k = rng.integers(0, 40, n)
-    shared = rng.random(n) < SHARED_PROMPTS / max(int((label == 1).sum()), 1)
+    shared = (rng.random(n) < SHARED_PROMPTS / max(int((label == 1).sum()), 1)) & (label == 1)
+    pair_of = (np.cumsum(shared) - 1) // 2
     prompt = [
-        (f"shared prompt {k[i]}" if shared[i] else f"{model[i]} #{k[i]}") if label[i] == 1 else ""
+        (f"shared prompt {pair_of[i]}" if shared[i] else f"{model[i]} #{k[i]}") if label[i] == 1 else ""
         for i in range(n)
     ]
     df = df.with_columns(
@@ -110,34 +142,31 @@ def bench_split(m: Path, work: Path, reps: int) -> str:
     from cfx.split import SplitOptions, split
 
     out = work / "split.parquet"
-    walls, rss = [], []
-    for _ in range(reps):
-        w, r = run(cfx_cmd("split", str(m), "--prompts", "-o", str(out)))
-        walls.append(w)
-        rss.append(r)
-    res = split(read_manifest(m), SplitOptions(prompts=True), workers=2)
+    runs = [timed(cfx_cmd("split", str(m), "--prompts", "-o", str(out))) for _ in range(reps)]
+    wall, cpu, res = inprocess(lambda: split(read_manifest(m), SplitOptions(prompts=True), workers=2), reps)
     s = res.summary
-    inproc = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        split(read_manifest(m), SplitOptions(prompts=True), workers=2)
-        inproc.append(time.perf_counter() - t0)
     rows = [
         [
-            "`cfx split M --prompts -o out.parquet` (process, incl. start and writing)",
-            f"{median(walls):.2f}",
-            f"{median(rss):.0f}",
+            "`cfx split M --prompts -o out.parquet` (process: start, load, split, write)",
+            med(runs, 0),
+            med(runs, 1),
+            med(runs, 2, ".0f"),
         ],
-        ["`split(M, prompts=True)` in-process (load + group + assign + proof)", f"{median(inproc):.2f}", "-"],
+        [
+            "`split(M, prompts=True)` in-process (load, group, assign, proof)",
+            f"{wall:.2f}",
+            f"{cpu:.2f}",
+            "-",
+        ],
     ]
     shares = ", ".join(
-        f"{p['split']} {p['fraction']:.3f} (gen {p['generated_share']:.3f})" for p in s["splits"]
+        f"{p['split']} {p['fraction']:.3f} (generated {p['generated_share']:.3f})" for p in s["splits"]
     )
     return (
-        table(["what", "wall s", "peak RSS MB"], rows)
-        + f"\n\nOne run: {s['rows']:,} rows, {s['groups']:,} groups, {s['merged_groups']:,} merged "
-        f"({s['rows_in_merged_groups']:,} rows, {s['moved_rows']:,} moved), {s['near_code_pairs']:,} near code "
-        f"pairs; split/proof {s['timings']['split_s']:.2f} / {s['timings']['proof_s']:.2f} s; shares {shares}; "
+        table(["what", "wall s", "CPU s", "peak RSS MB"], rows)
+        + f"\n\n{load()}. Last run: {s['rows']:,} rows, {s['groups']:,} groups, {s['merged_groups']:,} merged "
+        f"({s['rows_in_merged_groups']:,} rows, {s['moved_rows']:,} moved; largest group {s['largest_group_rows']:,} "
+        f"rows), {s['near_code_pairs']:,} near code pairs; timings {s['timings']}; shares {shares}; "
         f"leak proof {s['leak_proof']}.\n"
     )
 
@@ -157,11 +186,9 @@ def bench_folds(m: Path, reps: int) -> str:
     from cfx.split import SplitOptions, split
 
     k = 5
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        res = split(read_manifest(m), SplitOptions(prompts=True, folds=k), workers=2)
-        times.append(time.perf_counter() - t0)
+    wall, cpu, res = inprocess(
+        lambda: split(read_manifest(m), SplitOptions(prompts=True, folds=k), workers=2), reps
+    )
     df = res.manifest.df
     label = df.get_column("label").to_numpy().astype(np.int64)
     cfx_folds = df.get_column("assigned_split").str.slice(4).cast(pl.Int64).to_numpy()
@@ -171,34 +198,38 @@ def bench_folds(m: Path, reps: int) -> str:
         .rank("dense")
         .to_numpy()
     )
-    sk_times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
+
+    def sklearn_folds() -> np.ndarray:
         sk = np.zeros(df.height, np.int64)
         for f, (_, test) in enumerate(
             StratifiedGroupKFold(n_splits=k).split(np.zeros(df.height), strata, groups)
         ):
             sk[test] = f
-        sk_times.append(time.perf_counter() - t0)
+        return sk
+
+    sk_wall, sk_cpu, sk = inprocess(sklearn_folds, reps)
     a, b = _fold_quality(cfx_folds, label, k), _fold_quality(sk, label, k)
     rows = [
         [
-            f"cfx `split(M, folds={k}, prompts=True)`: groups + assignment + proof",
-            f"{median(times):.2f}",
+            f"cfx `split(M, folds={k}, prompts=True)`: find groups, assign, prove",
+            f"{wall:.2f}",
+            f"{cpu:.2f}",
             f"{a[0]:.4f}",
             f"{a[1]:.4f}",
         ],
         [
-            f"sklearn `StratifiedGroupKFold({k})` given cfx's groups (assignment only)",
-            f"{median(sk_times):.2f}",
+            f"sklearn `StratifiedGroupKFold({k})` handed cfx's groups (assign only)",
+            f"{sk_wall:.2f}",
+            f"{sk_cpu:.2f}",
             f"{b[0]:.4f}",
             f"{b[1]:.4f}",
         ],
     ]
-    return table(["what", "wall s", "worst |fold share − 1/K|", "worst |gen. share − overall|"], rows) + (
-        f"\n\nRatio sklearn / cfx: {median(sk_times) / median(times):.1f}x. sklearn cannot find the groups "
-        "(units, duplicates, prompts); it also moves groups when data is added (its greedy order depends on "
-        "every group), where cfx's hash rule keeps them.\n"
+    head = ["what", "wall s", "CPU s", "worst abs(fold share - 1/K)", "worst abs(generated share - overall)"]
+    return table(head, rows) + (
+        f"\n\n{load()}. CPU ratio sklearn / cfx: {sk_cpu / cpu:.2f}x. sklearn cannot find the groups (units, "
+        "duplicates, prompts) and its greedy assignment depends on every group, so adding data moves groups; "
+        "cfx's hash rule keeps them (tests/test_split.py::test_stable_under_append).\n"
     )
 
 
@@ -215,43 +246,42 @@ def bench_leaks(m: Path, work: Path, reps: int) -> str:
     pick = rng.choice(n, 2000, replace=False)
     codes_b[:1000] = ca[pick[:1000]] ^ np.uint64(0b1011)  # near copies, 3 bits
     sha_b = [f"b{i}" for i in range(n)]
+    sha_a = a.df.get_column("sha256").to_list()
     for i, j in enumerate(pick[1000:].tolist()):
         codes_b[1000 + i] = ca[j]
-        sha_b[1000 + i] = a.df.get_column("sha256")[j]
+        sha_b[1000 + i] = sha_a[j]
     b_path = work / "b.parquet"
     a.with_df(a.df.with_columns(pl.Series("phash", codes_b), pl.Series("sha256", sha_b))).write(b_path)
-    walls, rss = [], []
-    for _ in range(reps):
-        w, r = run(cfx_cmd("leaks", str(m), str(b_path), "--near", "-t", "8", "--json"))
-        walls.append(w)
-        rss.append(r)
-    t0 = time.perf_counter()
-    xa, _, _ = cross_code_pairs(ca, codes_b, 8, workers=2)
-    search = time.perf_counter() - t0
+    runs = [timed(cfx_cmd("leaks", str(m), str(b_path), "--near", "-t", "8", "--json")) for _ in range(reps)]
+    s_wall, s_cpu, found = inprocess(lambda: cross_code_pairs(ca, codes_b, 8, workers=2), reps)
     ub = np.unique(codes_b)
-    brute = []
+    per_row = []
     for size in (1000, 2000, 4000):
-        t0 = time.perf_counter()
+        t0 = time.process_time()
         ua = np.unique(ca[:size])
         for s in range(0, ua.size, 256):
-            d = popcount(ua[s : s + 256, None] ^ ub[None, :])
-            np.nonzero(d <= 8)
-        brute.append(((time.perf_counter() - t0) / size, size))
-    per_row = median([t for t, _ in brute])
-    full = per_row * np.unique(ca).size
+            np.nonzero(popcount(ua[s : s + 256, None] ^ ub[None, :]) <= 8)
+        per_row.append((time.process_time() - t0) / size)
+    full = median(per_row) * np.unique(ca).size
     rows = [
         [
-            "`cfx leaks A B --near -t 8 --json` (process: load, exact + near, report)",
-            f"{median(walls):.2f}",
-            f"{median(rss):.0f}",
+            "`cfx leaks A B --near -t 8 --json` (process: start, load, exact + near + units)",
+            med(runs, 0),
+            med(runs, 1),
+            med(runs, 2, ".0f"),
         ],
-        ["`cross_code_pairs(A, B, 8, workers=2)` (the near search alone)", f"{search:.2f}", "-"],
-        ["numpy brute force, extrapolated from 1k/2k/4k rows of A × all of B", f"{full:.0f}", "-"],
+        [
+            "`cross_code_pairs(A, B, 8, workers=2)` (the near search alone)",
+            f"{s_wall:.2f}",
+            f"{s_cpu:.2f}",
+            "-",
+        ],
+        ["numpy brute force A × B, extrapolated from 1k/2k/4k rows of A", "-", f"{full:.0f}", "-"],
     ]
-    return table(["what", "wall s", "peak RSS MB"], rows) + (
-        f"\n\n{xa.size:,} cross code pairs found (1,000 near + 1,000 exact injected, plus chance pairs). "
-        f"Brute force: {per_row * 1e3:.2f} ms per row of A against 556,541 codes of B; ratio brute force / "
-        f"cfx search {full / search:.0f}x.\n"
+    return table(["what", "wall s", "CPU s", "peak RSS MB"], rows) + (
+        f"\n\n{load()}. {found[0].size:,} cross code pairs (1,000 near and 1,000 exact copies injected, plus "
+        f"pairs by chance). Brute force: {median(per_row) * 1e3:.2f} ms CPU per row of A against 556,541 codes; "
+        f"CPU ratio brute force / cfx search {full / s_cpu:.0f}x.\n"
     )
 
 

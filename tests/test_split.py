@@ -352,3 +352,20 @@ def test_subset_split_column_errors(cfx: Any, cf_small: Path, tmp_path: Path) ->
     assert r.returncode == 0, r.stderr  # any column with Hub-valid names works (LatDiff, GAN, Real, …)
     r = cfx("subset", str(cf_small), "--out", str(tmp_path / "y"), "--split-column", "model_name")
     assert r.returncode == 3 and "not a valid Hub split name" in r.stderr and not (tmp_path / "y").exists()
+
+
+def test_balance_rebalances_each_split_and_stays_leak_free() -> None:
+    df = manifest(2, generators=30, gen_rows=900, real_rows=600)
+    res = split(Manifest(df, "/x"), SplitOptions(balance=True), workers=1)
+    out = res.manifest.df
+    for name, part in out.group_by(SPLIT_COLUMN):
+        counts = dict(part.group_by("label").len().iter_rows())
+        assert counts.get(0) == counts.get(1), (name, counts)
+    assert out.height < df.height and res.summary["rows"] == out.height
+    gen = out.filter(pl.col("label") == 1)
+    assert spans(gen, gen.get_column("model_name")) == 0 and spans(out, out.get_column("sha256")) == 0
+    assert {p["split"]: p["generated_share"] for p in res.summary["splits"]} == {
+        "train": 0.5,
+        "val": 0.5,
+        "test": 0.5,
+    }
