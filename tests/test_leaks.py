@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 import polars as pl
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -161,3 +162,18 @@ def test_leaks_hashes_both_sides_with_the_cache(cf_small: Path) -> None:
     res = leaks(m, half, LeakOptions(near=True), workers=1)
     assert res.summary["by_kind"]["exact"]["rows_b"] == 60
     assert isinstance(res.a, Manifest) and "phash" in res.a.df.columns
+
+
+@pytest.mark.hub
+def test_cli_leaks_remote_hub_source_against_a_local_shard(local_hub: Any, run_cfx: Any) -> None:
+    from tests.conftest import REPO
+
+    shard = local_hub.file("data/HFCF_small_0.parquet")
+    rows = pq.ParquetFile(shard).metadata.num_rows
+    r = run_cfx(
+        "leaks", f"hf://datasets/{REPO}", str(shard), "--near", "--json", "--fail-on-leak", timeout=600
+    )
+    assert r.returncode == 8, r.stderr
+    s = json.loads(r.stdout)
+    assert s["a_root"].startswith(f"hf://datasets/{REPO}@")
+    assert s["by_kind"]["exact"]["rows_b"] == rows == s["b_rows"]
