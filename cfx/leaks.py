@@ -340,6 +340,25 @@ def write_report(result: LeakResult, folder: Path) -> list[Path]:
     return paths
 
 
+def _pair_members(r: dict[str, Any]) -> list[dict[str, Any]]:
+    """The two contact-sheet cells of one leaked pair (the fields ``cfx.gallery.render_sheet`` reads)."""
+    return [
+        {
+            "shard": f"{side.upper()}:{r['shard_' + side]}",
+            "row": r["row_" + side],
+            "action": "keep" if side == "a" else "drop",  # the frame colour: green for A, red for B
+            "conflict": False,
+            "label": r["label_" + side],
+            "model_name": r["model_name_" + side],
+            "survivor": False,
+            "kind": f"{r['kind']} in {side.upper()}",
+            "distance": r["distance"],
+            "status": side.upper(),
+        }
+        for side in ("a", "b")
+    ]
+
+
 def write_leak_gallery(
     result: LeakResult, folder: Path, max_sheets: int = 12, per_sheet: int = 4
 ) -> list[Path]:
@@ -362,24 +381,8 @@ def write_leak_gallery(
     }
     paths = []
     for s in range(0, len(rows), per_sheet):
-        members = []
-        for r in rows[s : s + per_sheet]:
-            for side, action in (("a", "keep"), ("b", "drop")):
-                members.append(
-                    {
-                        "shard": f"{side.upper()}:{r['shard_' + side]}",
-                        "row": r["row_" + side],
-                        "action": action,
-                        "conflict": False,
-                        "label": r["label_" + side],
-                        "model_name": r["model_name_" + side],
-                        "survivor": False,
-                        "kind": f"{r['kind']} {'in A' if side == 'a' else 'in B'}",
-                        "distance": r["distance"],
-                        "status": side.upper(),
-                    }
-                )
-        title = f"cross-set leaks {s // per_sheet + 1}: {len(members) // 2} pair(s), A (green) beside B (red)\n{result.a.root} × {result.b.root}"
+        members = [m for r in rows[s : s + per_sheet] for m in _pair_members(r)]
+        title = f"cross-set leaks {s // per_sheet + 1}: {len(members) // 2} pair(s), A (green) beside B (red)\nA = {result.a.root}  vs  B = {result.b.root}"
         sheet = render_sheet(members, thumbs, title)
         path = folder / f"leaks-{s // per_sheet:04d}.png"
         write_atomic(path, lambda tmp, sheet=sheet: sheet.save(tmp, format="PNG"))
