@@ -167,8 +167,20 @@ def bench_split(m: Path, work: Path, reps: int) -> str:
         + f"\n\n{load()}. Last run: {s['rows']:,} rows, {s['groups']:,} groups, {s['merged_groups']:,} merged "
         f"({s['rows_in_merged_groups']:,} rows, {s['moved_rows']:,} moved; largest group {s['largest_group_rows']:,} "
         f"rows), {s['near_code_pairs']:,} near code pairs; timings {s['timings']}; shares {shares}; "
-        f"leak proof {s['leak_proof']}.\n"
+        f"leak proof {s['leak_proof']}.\n" + _units_only(m)
     )
+
+
+def _units_only(m: Path) -> str:
+    """The rule's precision when only units group rows (no duplicate or prompt merges)."""
+    from cfx.manifest import read_manifest
+    from cfx.split import SplitOptions, split
+
+    s = split(read_manifest(m), SplitOptions(exact=False, near=False), workers=2).summary
+    shares = ", ".join(
+        f"{p['split']} {p['fraction']:.3f} (generated {p['generated_share']:.3f})" for p in s["splits"]
+    )
+    return f"\nGroups by generator only (`--no-exact --no-near`, no prompts): {s['groups']:,} groups; shares {shares}.\n"
 
 
 def _fold_quality(folds: np.ndarray, label: np.ndarray, k: int) -> tuple[float, float]:

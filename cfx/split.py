@@ -212,6 +212,9 @@ def normalise_prompts(prompts: pl.Series) -> pl.Series:
 
 # --- grouping -----------------------------------------------------------------------------------------
 def _dense(values: pl.Series) -> np.ndarray:
+    """An integer id per distinct non-null value (-1 for null); ids are arbitrary but consistent."""
+    if values.dtype == pl.String:
+        return values.cast(pl.Categorical).to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
     return values.rank("dense").cast(pl.Int64).fill_null(0).to_numpy() - 1
 
 
@@ -321,7 +324,7 @@ def _holdout_rows(df: pl.DataFrame, options: SplitOptions) -> np.ndarray:
 
 def assign(
     df: pl.DataFrame, comp: np.ndarray, own: pl.Series, options: SplitOptions
-) -> tuple[pl.DataFrame, dict[str, int]]:
+) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Split index (``__split``) and group key (``__key``) per row, and the merge counts."""
     names, fractions = options.split_names, options.split_fractions
     held = _holdout_rows(df, options)
@@ -354,6 +357,15 @@ def assign(
         "merged_groups": merged.height,
         "rows_in_merged_groups": int(merged.get_column("__rows").sum() or 0),
         "largest_group_rows": int(groups.select(pl.col("__rows").max()).item() or 0),
+        "largest_groups": groups.sort(["__rows", "__key"], descending=[True, False])
+        .head(5)
+        .select(
+            pl.col("__key").alias("key"),
+            pl.col("__rows").alias("rows"),
+            pl.col("__units").alias("units"),
+            pl.col("__split").replace_strict(dict(enumerate(names)), return_dtype=pl.String).alias("split"),
+        )
+        .to_dicts(),
         "moved_rows": int(((alone != assigned) & ~held).sum()),
         "held_out_rows": int(held.sum()),
         "held_out_group_rows": int(groups.filter(pl.col("__held")).get_column("__rows").sum() or 0),
