@@ -49,6 +49,12 @@ def render(summary: dict[str, Any], console: Console) -> None:
         f"{summary['held_out_group_rows']:,} rows held out; {summary['near_code_pairs']:,} near pHash pairs",
         markup=False,
     )
+    for g in summary.get("largest_groups", [])[:3]:
+        if g["units"] > 1:
+            console.print(
+                f"  merged group {g['key']}: {g['rows']:,} rows from {g['units']:,} units → {g['split']}",
+                markup=False,
+            )
     proof = ", ".join(f"{k} {v:,}" for k, v in summary["leak_proof"].items())
     verdict = "no leaks" if summary["leak_free"] else "LEAKS FOUND (a bug: please report it)"
     console.print(f"Leak proof (values in two splits): {proof} → {verdict}", markup=False)
