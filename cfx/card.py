@@ -38,6 +38,7 @@ class CardInfo:
     cfx_version: str
     transforms: str | None = None  # the --transform pipeline (cfx.transform.Pipeline.spec)
     skipped: int = 0  # images --skip-bad left out because they could not be transformed
+    splits: list[tuple[str, int]] | None = None  # (name, rows) per Hub split; None: one split "train"
 
 
 # --- licences -----------------------------------------------------------------------------------------
@@ -136,6 +137,7 @@ def _size_category(n: int) -> str:
 
 def card_yaml(info: CardInfo) -> dict[str, Any]:
     rows = len(info.manifest)
+    splits = info.splits or [("train", rows)]
     lic: Any = info.licenses[0] if len(info.licenses) == 1 else info.licenses or "unknown"
     data: dict[str, Any] = {
         "license": lic,
@@ -144,14 +146,17 @@ def card_yaml(info: CardInfo) -> dict[str, Any]:
         "tags": ["image-forensics", "synthetic-image-detection", "community-forensics", "cfx"],
         "size_categories": [_size_category(rows)],
         "configs": [
-            {"config_name": "default", "data_files": [{"split": "train", "path": "data/train-*.parquet"}]}
+            {
+                "config_name": "default",
+                "data_files": [{"split": name, "path": f"data/{name}-*.parquet"} for name, _ in splits],
+            }
         ],
     }
     feats = features(info.schema)
     dataset_info: dict[str, Any] = {}
     if feats is not None:
         dataset_info["features"] = feats
-    dataset_info["splits"] = [{"name": "train", "num_examples": rows}]
+    dataset_info["splits"] = [{"name": name, "num_examples": n} for name, n in splits]
     dataset_info["download_size"] = sum(f.bytes for f in info.files)
     data["dataset_info"] = dataset_info
     return data
@@ -276,8 +281,12 @@ def render_card(info: CardInfo) -> str:
         "## Loading\n\n"
         "```python\n"
         "from datasets import load_dataset\n\n"
-        'ds = load_dataset("parquet", data_dir="data", split="train")\n'
-        "```\n\n"
+        + (
+            f'ds = load_dataset("parquet", data_dir="data")  # DatasetDict: {", ".join(n for n, _ in info.splits)}\n'
+            if info.splits
+            else 'ds = load_dataset("parquet", data_dir="data", split="train")\n'
+        )
+        + "```\n\n"
         "Or row group by row group, without loading a whole file:\n\n"
         "```python\n"
         "import io\n\n"

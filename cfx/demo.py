@@ -274,6 +274,34 @@ def _subset_balanced(ctx: DemoContext) -> DemoStep:
     )
 
 
+def _split(ctx: DemoContext) -> DemoStep:
+    from cfx.leaks import LeakOptions, leaks
+    from cfx.leaks import write_report as write_leak_report
+    from cfx.split import SplitOptions, split, write_parts
+
+    options = SplitOptions(prompts=True, test_architectures=("GAN",), seed=0)
+    result = split(ctx.state["kept"], options, workers=2, reporter=ctx.reporter)
+    folder = ctx.out / "splits"
+    write_parts(result, folder)
+    check = leaks(
+        result.parts["train"], result.parts["test"], LeakOptions(near=True, prompts=True), workers=2
+    )
+    write_leak_report(check, folder / "leaks")
+    s = result.summary
+    shares = ", ".join(f"{p['split']} {p['rows']}" for p in s["splits"])
+    kinds = check.summary["by_kind"]
+    return DemoStep(
+        "Split leak-free: GAN generators held out for test, duplicates and prompts kept together",
+        f"cfx split {ctx.state['kept_path']} --prompts --test-architectures GAN --out {folder} && "
+        f"cfx leaks {folder / 'train.parquet'} {folder / 'test.parquet'} --near --prompts --fail-on-leak",
+        f"{shares} rows; {s['held_out_group_rows']} rows held out, {s['merged_groups']} groups merged; "
+        f"leak proof {'zero' if s['leak_free'] else 'FAILED'}; cfx leaks train × test: "
+        f"{kinds['exact']['keys']} exact, {kinds['near']['pairs_not_exact']} near, "
+        f"{kinds['prompt']['keys']} prompt, {kinds['generator']['values']} shared generators",
+        [str(folder)],
+    )
+
+
 STEPS: list[Callable[[DemoContext], DemoStep]] = [
     _synth,
     _index,
@@ -286,6 +314,7 @@ STEPS: list[Callable[[DemoContext], DemoStep]] = [
     _audit_balanced,
     _subset,
     _subset_balanced,
+    _split,
 ]
 
 

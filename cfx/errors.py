@@ -17,6 +17,7 @@ class ExitCode(IntEnum):
     EMPTY = 5  # the selection is empty: nothing to write
     PARTIAL = 6  # some inputs were bad; the rest was processed (e.g. a truncated shard during index)
     OUTPUT = 7  # cannot write output: exists, permission, disk full
+    LEAK = 8  # cfx leaks --fail-on-leak: the two sets overlap (a leak was found)
     INTERRUPTED = 130  # Ctrl-C (SIGINT)
     BROKEN_PIPE = 141  # the reader of stdout went away (`| head -1`): 128 + SIGPIPE, as a killed `cat` gives
     TERMINATED = 143  # SIGTERM: 128 + 15, as a shell reports a program killed by it

@@ -130,7 +130,7 @@ def render_sheet(
             draw.text((x0 + 6, y0 + THUMB // 2), _short(thumb, font, THUMB - 12), fill="black", font=font)
         label = LABEL_NAMES.get(m["label"], "?") if m["label"] is not None else "?"
         who = m.get("model_name") or m.get("real_source") or ""
-        status = "KEEP" if m["action"] == "keep" else "DROP"
+        status = m.get("status") or ("KEEP" if m["action"] == "keep" else "DROP")
         kind = "survivor" if m["survivor"] else f"{m['kind']}, d={m['distance']}"
         if m["survivor"] and m["action"] != "keep":
             kind = "first of group"

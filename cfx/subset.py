@@ -16,9 +16,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -55,6 +56,7 @@ READ_BATCH_BYTES = 4 << 20  # source rows read at once: about this many bytes (a
 DATA_PAGE_BYTES = 1 << 20  # pyarrow's default data_page_size
 CDC_UNCOMPRESSED = {"min_chunk_size": 16 << 20, "max_chunk_size": 18 << 20}  # CDC chunks, uncompressed images
 SPLIT = "train"
+SPLIT_INDEX = "__cfx_split"  # the split index a row carries from read to write (_SplitRowGroups)
 DATA_DIR = "data"
 DATA_GLOB = f"{DATA_DIR}/{SPLIT}-*.parquet"
 PROVENANCE_COLUMNS = ("source_shard", "source_row")
@@ -388,6 +390,82 @@ class _RowGroups:
         self._buf, self._n, self._bytes = [], 0, 0
 
 
+class _SplitRowGroups:
+    """Route the output rows to the row groups of their split's writer.
+
+    With splits, each row carries its split index in a trailing ``SPLIT_INDEX`` column (added when the row is
+    read, so it stays right whatever drops a row on the way: --drop-bad-images, a --skip-bad transform, the
+    shuffle); it is removed here, before the row is written.
+    """
+
+    def __init__(
+        self, writers: list[_ShardWriter], rows: int, schema: pa.Schema, task: Any, split: bool
+    ) -> None:
+        self.parts = [_RowGroups(w, rows, schema, task) for w in writers]
+        self.schema = schema
+        self.split = split
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if not self.split:
+            self.parts[0].add(batch)
+            return
+        idx = batch.column(batch.num_columns - 1).to_numpy()
+        batch = pa.RecordBatch.from_arrays(batch.columns[:-1], schema=self.schema)
+        for s in np.unique(idx).tolist():
+            self.parts[s].add(batch if (idx == s).all() else batch.filter(pa.array(idx == s)))
+
+    def flush(self) -> None:
+        for p in self.parts:
+            p.flush()
+
+    @property
+    def lengths(self) -> list[pa.Array]:
+        return [a for p in self.parts for a in p.lengths]
+
+
+class _Writers:
+    """close/abort every split's writer at once."""
+
+    def __init__(self, writers: list[_ShardWriter]) -> None:
+        self.writers = writers
+
+    def close(self) -> None:
+        for w in self.writers:
+            w.close()
+
+    def abort(self) -> None:
+        for w in self.writers:
+            w.abort()
+
+
+_SPLIT_NAME = re.compile(r"^\w+(\.\w+)*$")
+_SPLIT_ORDER = {"train": 0, "training": 0, "val": 1, "valid": 1, "validation": 1, "dev": 1, "test": 2}
+
+
+def split_layout(df: pl.DataFrame, column: str) -> tuple[list[str], np.ndarray]:
+    """(split names in Hub order: train, validation, test, then the rest by name; split index per row)."""
+    if column not in df.columns:
+        raise InputError(
+            f"--split-column {column}: the manifest has no such column",
+            "add one with `cfx split SOURCE -o split.parquet` and subset that manifest",
+        )
+    values = df.get_column(column).cast(pl.String)
+    if values.null_count():
+        raise InputError(
+            f"--split-column {column}: {values.null_count():,} rows have no split",
+            "give every row a split (e.g. with `cfx split`) or filter them out with --where",
+        )
+    names = sorted(values.unique().to_list(), key=lambda n: (_SPLIT_ORDER.get(n.lower(), 3), n))
+    bad = [n for n in names if not _SPLIT_NAME.match(n)]
+    if bad:
+        raise InputError(
+            f"--split-column {column}: {bad[0]!r} is not a valid Hub split name",
+            "use letters, digits and underscores (dots between words), e.g. train, val, test, fold0",
+        )
+    index = values.replace_strict({n: i for i, n in enumerate(names)}, return_dtype=pl.Int64).to_numpy()
+    return names, index
+
+
 @dataclass
 class _BadImages:
     """Rows whose image_data is null or empty, found while streaming: kept as they are, or dropped."""
@@ -432,12 +510,15 @@ class _BadImages:
 def _keyed_batches(
     plan: SubsetPlan, source: Manifest, schema: pa.Schema, provenance: bool, bad_images: _BadImages
 ) -> Iterator[KeyedBatch]:
-    """Selected rows shard by shard, in source order, as record batches in the output schema."""
+    """Selected rows shard by shard, in source order, as record batches in the output schema (and, with
+    splits, the ``SPLIT_INDEX`` column last)."""
     df = plan.manifest.df
     base = plan.schema.remove_metadata()
     position = 0
     for sp in plan.shards:
-        rows = np.sort(df.filter(pl.col("shard") == sp.shard).get_column("row").to_numpy())
+        picked = df.filter(pl.col("shard") == sp.shard).sort("row")
+        rows = picked.get_column("row").to_numpy()
+        splits = picked.get_column(SPLIT_INDEX).to_numpy() if SPLIT_INDEX in df.columns else None
         per_row = sp.shard_bytes / max(sp.shard_rows, 1)
         batch_rows = int(min(READ_BATCH_ROWS, max(1, READ_BATCH_BYTES // max(per_row, 1))))
         for batch in iter_shard_batches(source, sp.shard, rows, columns=None, batch_rows=batch_rows):
@@ -453,6 +534,8 @@ def _keyed_batches(
             arrays = list(data.columns)
             if provenance:
                 arrays += [pa.array([sp.shard] * data.num_rows, pa.string()), src_rows]
+            if splits is not None:
+                arrays.append(pa.array(splits[np.searchsorted(rows, src_rows.to_numpy())], pa.int64()))
             rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
             yield KeyedBatch(sp.shard, src_rows.to_pylist(), rb)
 
@@ -531,6 +614,7 @@ def write_subset(
     transform: Pipeline | None = None,
     workers: int = 1,
     skip_bad: bool = False,
+    split_column: str | None = None,
     reporter: Reporter | None = None,
 ) -> SubsetResult:
     """Write the manifest's rows as a parquet dataset in ``out`` (data/, README.md, manifest.parquet).
@@ -545,6 +629,8 @@ def write_subset(
     ``resolution``, ``mode`` follow the new bytes, the manifest keeps the source values. An image that cannot
     be transformed (a kept null image too) stops the write (BadImageError naming shard/row) or, with
     ``skip_bad``, is left out.
+
+    ``split_column`` writes one Hub split per value of that column (``data/<split>-0000i-of-0000N.parquet``).
     """
     reporter = reporter or NullReporter()
     if row_group_rows < 1:
@@ -553,6 +639,12 @@ def write_subset(
         raise UsageError("--max-shard-size must be positive", "e.g. 500MB")
     out_abs = check_output(manifest, out, overwrite)
     plan = plan_subset(manifest, order=order, seed=seed, reporter=reporter)
+    names = None
+    if split_column:
+        names, index = split_layout(plan.manifest.df, split_column)
+        plan = replace(
+            plan, manifest=plan.manifest.with_df(plan.manifest.df.with_columns(pl.Series(SPLIT_INDEX, index)))
+        )
     parent = out_abs.parent
     with atomic_folder(out_abs, overwrite=overwrite, warn=reporter.warn) as tmp:
         _check_space(parent, int(plan.est_bytes * (2.05 if order == "shuffle" else 1.05)) + (16 << 20))
@@ -575,6 +667,7 @@ def write_subset(
             command,
             bad_images,
             stage,
+            names,
         )
         if bad_images.drop and bad_images.rows and not len(new):
             raise EmptySelectionError(
@@ -596,6 +689,9 @@ def write_subset(
             cfx_version=__version__,
             transforms=transform.spec if stage is not None and transform is not None else None,
             skipped=len(stage.skipped) if stage is not None else 0,
+            splits=[(n, sum(f.rows for f in files if f.name.startswith(f"{DATA_DIR}/{n}-"))) for n in names]
+            if names
+            else None,
         )
         new.write(tmp / "manifest.parquet")
         write_atomic(tmp / "README.md", lambda p: Path(p).write_text(render_card(info), encoding="utf-8"))
@@ -653,34 +749,52 @@ def _write_rows(
     command: str | None,
     bad_images: _BadImages,
     stage: TransformStage | None,
+    splits: list[str] | None,
 ) -> tuple[list[WrittenFile], Manifest]:
-    """The selected rows into ``tmp/data/`` (final file names); returns the files and the new manifest."""
+    """The selected rows into ``tmp/data/`` (final file names, one set per split); returns the files and the
+    new manifest."""
     schema = _output_schema(plan.schema, with_provenance)
+    stream = schema.append(pa.field(SPLIT_INDEX, pa.int64())) if splits else schema
     row_bytes = plan.est_bytes // max(plan.rows, 1)
-    writer = _ShardWriter(tmp / DATA_DIR, schema, plan.codecs, max_shard_bytes, cdc=cdc, row_bytes=row_bytes)
+    names = splits or [SPLIT]
+    folders = [tmp / DATA_DIR / (f".{name}" if splits else "") for name in names]
+    writers = _Writers(
+        [_ShardWriter(f, schema, plan.codecs, max_shard_bytes, cdc=cdc, row_bytes=row_bytes) for f in folders]
+    )
     task = reporter.task(f"Writing {plan.rows:,} rows", total=plan.rows)
     try:
-        groups = _RowGroups(writer, row_group_rows, schema, task)
+        for folder in folders if splits else []:
+            folder.mkdir()
+        groups = _SplitRowGroups(writers.writers, row_group_rows, schema, task, split=bool(splits))
         if plan.order == "shuffle":
-            _write_shuffled(plan, manifest, schema, with_provenance, groups, tmp, bad_images, stage)
+            _write_shuffled(plan, manifest, stream, with_provenance, groups, tmp, bad_images, stage)
         else:
-            for batch in _source_batches(plan, manifest, schema, with_provenance, bad_images, stage):
+            for batch in _source_batches(plan, manifest, stream, with_provenance, bad_images, stage):
                 groups.add(batch)
         groups.flush()
-        writer.close()
-        files = _finalize_files(tmp, writer.files)
+        writers.close()
+        files = [
+            f
+            for name, w in zip(names, writers.writers, strict=True)
+            for f in _finalize_files(tmp, w.files, name)
+        ]
+        for folder in folders if splits else []:
+            folder.rmdir()
     except OSError as exc:
-        writer.abort()
+        writers.abort()
         raise OutputError(
             f"cannot write the subset into {out_abs.parent}: {exc.strerror or _first_line(exc)}",
             "check free disk space and permissions; nothing was left behind",
         ) from None
     except BaseException:
-        writer.abort()
+        writers.abort()
         raise
     finally:
         task.close()
     _check_not_all_skipped(stage)
+    if splits:  # the files hold the rows split by split, each in plan order
+        df = plan.manifest.df.sort(SPLIT_INDEX, maintain_order=True).drop(SPLIT_INDEX)
+        plan = replace(plan, manifest=plan.manifest.with_df(df))
     dropped = bad_images.rows if bad_images.drop else []
     new = _new_manifest(
         plan, manifest, files, groups.lengths, out_abs, tmp, command or "cfx subset", dropped, stage
@@ -698,7 +812,7 @@ def _write_shuffled(
     source: Manifest,
     schema: pa.Schema,
     provenance: bool,
-    groups: _RowGroups,
+    groups: _SplitRowGroups,
     tmp: Path,
     bad_images: _BadImages,
     stage: TransformStage | None = None,
@@ -731,12 +845,12 @@ def _write_shuffled(
     spill.unlink()
 
 
-def _finalize_files(tmp: Path, parts: list[tuple[Path, int]]) -> list[WrittenFile]:
-    """Rename data/part-N.parquet to the Hub's data/train-0000N-of-0000M.parquet."""
+def _finalize_files(tmp: Path, parts: list[tuple[Path, int]], split: str = SPLIT) -> list[WrittenFile]:
+    """Rename data/part-N.parquet to the Hub's data/<split>-0000N-of-0000M.parquet."""
     n = len(parts)
     files = []
     for i, (path, rows) in enumerate(parts):
-        name = f"{DATA_DIR}/{SPLIT}-{i:05d}-of-{n:05d}.parquet"
+        name = f"{DATA_DIR}/{split}-{i:05d}-of-{n:05d}.parquet"
         os.replace(path, tmp / name)
         files.append(WrittenFile(name=name, rows=rows, bytes=(tmp / name).stat().st_size))
     return files

@@ -39,7 +39,7 @@ def test_every_step_runs(demo_run: tuple[Path, Any]) -> None:
     out, proc = demo_run
     assert proc.returncode == 0, proc.stderr
     titles = [line for line in proc.stdout.splitlines() if line[:3].rstrip(". ").isdigit()]
-    assert len(titles) == 11, proc.stdout
+    assert len(titles) == 12, proc.stdout
     for word in (
         "Build",
         "Index",
@@ -50,6 +50,7 @@ def test_every_step_runs(demo_run: tuple[Path, Any]) -> None:
         "Audit",
         "Balance",
         "Subset",
+        "leak-free",
     ):
         assert word in proc.stdout
     assert "Done in" in proc.stdout
@@ -88,6 +89,23 @@ def test_outputs_are_real(demo_run: tuple[Path, Any]) -> None:
         for b in pq.ParquetFile(p).read(columns=["image_data"]).column(0)
     ]
     assert len(written) == len(balanced) and set(written) <= set(source)
+
+
+def test_held_out_split_and_its_leak_proof(demo_run: tuple[Path, Any]) -> None:
+    import polars as pl
+
+    out, _ = demo_run
+    kept = read_manifest(out / "kept.parquet")
+    parts = {p.stem: read_manifest(p).df for p in (out / "splits").glob("*.parquet")}
+    assert sorted(parts) == ["test", "train", "val"]
+    assert sum(df.height for df in parts.values()) == len(kept)
+    gan = lambda df: df.filter((pl.col("label") == 1) & (pl.col("architecture") == "GAN")).height  # noqa: E731
+    assert gan(parts["test"]) == gan(kept.df) > 0 and gan(parts["train"]) == gan(parts["val"]) == 0
+    train_gens = set(parts["train"].filter(pl.col("label") == 1).get_column("model_name").to_list())
+    test_gens = set(parts["test"].filter(pl.col("label") == 1).get_column("model_name").to_list())
+    assert train_gens and not train_gens & test_gens
+    leaks = json.loads((out / "splits" / "leaks" / "summary.json").read_text())
+    assert leaks["leaks"] == 0 and leaks["by_kind"]["generator"]["values"] == 0
 
 
 def test_rerun_needs_overwrite(demo_run: tuple[Path, Any], cfx: Callable[..., Any]) -> None:

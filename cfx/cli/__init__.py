@@ -11,7 +11,7 @@ from cfx.cli import _errors, _output
 
 app = typer.Typer(
     name="cfx",
-    help="Curate the Community Forensics image-forensics datasets: index, download, slice, dedupe, balance, subset.",
+    help="Curate the Community Forensics image-forensics datasets: index, download, slice, dedupe, balance, split, subset.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -48,8 +48,10 @@ def _register() -> None:
         export,
         index,
         inspect,
+        leaks,
         licenses,
         slice,
+        split,
         stats,
         subset,
         synth,
@@ -67,6 +69,8 @@ def _register() -> None:
         licenses,
         dedupe,
         balance,
+        split,
+        leaks,
         audit,
         demo,
     ):

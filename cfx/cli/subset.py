@@ -138,6 +138,15 @@ def subset(
     transform: TransformOpt = None,
     strip_metadata: StripMetadataOpt = False,
     keep_icc: KeepIccOpt = False,
+    split_column: Annotated[
+        str | None,
+        typer.Option(
+            "--split-column",
+            help="Write one Hub split per value of this column (e.g. assigned_split from `cfx split`): "
+            "data/<split>-0000i-of-0000N.parquet and a card listing each split.",
+            show_default=False,
+        ),
+    ] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
     drop_bad_images: Annotated[
         bool,
@@ -176,6 +185,7 @@ def subset(
       cfx subset data/ --out fixed --transform resize:max-side=512 --transform jpeg:96
       cfx subset data/ --out eval-jpeg30 --labels generated --transform jpeg:30
       cfx subset data/ --out share --labels real --strip-metadata --keep-icc
+      cfx split data/ -o split.parquet && cfx subset split.parquet --out cf-split --split-column assigned_split
     """
     from cfx.licenses import ensure_licenses
     from cfx.load import load_manifest
@@ -236,6 +246,7 @@ def subset(
                 transform=pipeline,
                 workers=workers,
                 skip_bad=skip_bad,
+                split_column=split_column,
                 reporter=reporter,
             )
     if dry_run:

@@ -1,0 +1,574 @@
+"""Leak-free splits: every row of a group lands in one split, and the split proves it.
+
+Pipeline: ``unit_keys`` (the unit that must not be shared: generator, architecture, family, real source or
+any column; a row with none is its own unit) → ``group_ids`` (union–find over units, identical sha256,
+pHash pairs within ``threshold`` from the exact multi-index search of ``cfx.pairs`` and identical
+normalised prompts) → ``assign`` (a seeded hash of each group's key picks its split) → ``leak_proof``
+(recomputes exact / near / prompt / unit overlaps between splits by a separate path: joins and a fresh
+search) → summary.
+
+Assignment rule (stable as data grows). A group's key is the smallest unit key of its rows; its position
+``u = blake2b(seed, key) / 2**64`` on [0, 1) falls in one of the cumulative ranges
+``[0, f1), [f1, f1+f2), …`` of the requested fractions. A group's split depends on nothing but its own key,
+so adding shards or generators never moves an old group — unless new rows merge it with another group
+whose key is smaller (such rows are counted as ``moved``: their own unit alone would have gone elsewhere).
+Fractions hold in expectation for rows of every label × architecture stratum (each group is an
+independent draw), so the achieved fractions are close when a stratum has many groups and coarse when a
+few huge groups dominate; the summary reports the achieved fractions and per-split balance.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from cfx.defaults import DEDUPE_THRESHOLD
+from cfx.errors import InputError, UsageError
+from cfx.manifest import Manifest
+from cfx.pairs import MAX_THRESHOLD, CodePairs, distinct_code_pairs
+from cfx.progress import NullReporter, Reporter
+from cfx.schema import GENERATED, REAL
+from cfx.select import expand_patterns, split_values
+
+SPLIT_COLUMN = "assigned_split"
+GROUP_COLUMN = "split_group"  # the group's key: rows with the same value are always in one split
+UNIT_KINDS = ("generator", "architecture", "family", "real-source")
+FRACTION_SUM_TOLERANCE = 1e-6
+
+
+@dataclass(frozen=True)
+class SplitOptions:
+    names: tuple[str, ...] = ("train", "val", "test")
+    fractions: tuple[float, ...] = (0.8, 0.1, 0.1)
+    folds: int | None = None  # K group folds fold0…fold{K-1} (replaces names/fractions)
+    by: tuple[str, ...] = ("generator",)
+    exact: bool = True
+    near: bool = True
+    threshold: int = DEDUPE_THRESHOLD
+    prompts: bool = False
+    test_generators: tuple[str, ...] = ()  # names, globs or @file.txt
+    test_architectures: tuple[str, ...] = ()
+    test_real_sources: tuple[str, ...] = ()
+    seed: int = 0
+    balance: bool = False
+    family_table: Path | None = None
+    column: str = SPLIT_COLUMN
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        return tuple(f"fold{i}" for i in range(self.folds)) if self.folds else self.names
+
+    @property
+    def split_fractions(self) -> tuple[float, ...]:
+        return (1.0 / self.folds,) * self.folds if self.folds else self.fractions
+
+    @property
+    def holdout_split(self) -> str:
+        return "test" if "test" in self.names else self.names[-1]
+
+    @property
+    def has_holdouts(self) -> bool:
+        return bool(self.test_generators or self.test_architectures or self.test_real_sources)
+
+    def check(self) -> None:
+        if self.folds is not None and self.folds < 2:
+            raise UsageError(f"--folds {self.folds}: needs at least 2 folds", "give --folds 5, for example")
+        if self.folds and self.has_holdouts:
+            raise UsageError(
+                "--folds cannot be combined with --test-generators/--test-architectures/--test-real-sources",
+                "hold out with --names/--fractions, or drop the hold-outs",
+            )
+        names, fr = self.split_names, self.split_fractions
+        if len(set(names)) != len(names) or not all(names):
+            raise UsageError(
+                f"--names {','.join(names)}: names must be distinct and non-empty", "e.g. train,val,test"
+            )
+        if len(names) != len(fr):
+            raise UsageError(
+                f"--names has {len(names)} names but --fractions has {len(fr)} values",
+                "give one fraction per split name",
+            )
+        if any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-3:
+            raise UsageError(
+                f"--fractions {','.join(f'{f:g}' for f in fr)}: must be >= 0 and sum to 1",
+                "e.g. --fractions 0.8,0.1,0.1",
+            )
+        if not 0 <= self.threshold <= MAX_THRESHOLD:
+            raise UsageError(
+                f"--threshold {self.threshold}: must be between 0 and {MAX_THRESHOLD}",
+                f"pHash distances are bits out of 64; the default is {DEDUPE_THRESHOLD}",
+            )
+        if not self.by:
+            raise UsageError(
+                "--by: give at least one unit", f"one of {', '.join(UNIT_KINDS)} or a column name"
+            )
+
+
+@dataclass
+class SplitResult:
+    manifest: Manifest  # every input row with the split column (and hash columns when hashed)
+    summary: dict[str, Any]
+    parts: dict[str, Manifest] = field(default_factory=dict)  # one manifest per split
+
+
+# --- units ---------------------------------------------------------------------------------------------
+def read_family_table(extra: Path | None = None) -> list[tuple[str, str]]:
+    """(glob, family) rows: ``extra``'s first (they override), then the shipped cfx/data/base_models.csv."""
+    rows: list[tuple[str, str]] = []
+    sources: list[tuple[str, str]] = []
+    if extra is not None:
+        try:
+            sources.append((str(extra), Path(extra).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--family-table {extra}: cannot read it ({exc})", "pass a CSV file") from None
+    sources.append(("base_models.csv", resources.files("cfx.data").joinpath("base_models.csv").read_text()))
+    for origin, text in sources:
+        lines = [ln for ln in text.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+        header = [h.strip() for h in lines[0].split(",")] if lines else []
+        if "pattern" not in header or "family" not in header:
+            raise UsageError(
+                f"--family-table {origin}: needs columns pattern,family (got {','.join(header) or 'nothing'})",
+                "write a CSV header `pattern,family` and one glob per row",
+            )
+        ip, ifam = header.index("pattern"), header.index("family")
+        for line in lines[1:]:
+            cells = [c.strip() for c in line.split(",")]
+            if len(cells) > max(ip, ifam) and cells[ip] and cells[ifam]:
+                rows.append((cells[ip].lower(), cells[ifam]))
+    return rows
+
+
+def family_of(name: str, table: list[tuple[str, str]]) -> str:
+    low = name.lower()
+    for pattern, family in table:
+        if fnmatch.fnmatchcase(low, pattern):
+            return family
+    return name.split("/", 1)[0] if "/" in name else name
+
+
+def _column(df: pl.DataFrame, name: str) -> pl.Series:
+    if name not in df.columns:
+        raise InputError(
+            f"--by {name}: the manifest has no column {name!r}",
+            f"pick one of {', '.join(UNIT_KINDS)} or an existing column ({', '.join(df.columns[:12])}…)",
+        )
+    return _blank_to_null(df.get_column(name).cast(pl.String))
+
+
+def _blank_to_null(s: pl.Series) -> pl.Series:
+    return pl.select(pl.when(s == "").then(None).otherwise(s).alias(s.name)).to_series()
+
+
+def _side(df: pl.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    label = df.get_column("label").cast(pl.Int64).to_numpy()
+    return label == GENERATED, label == REAL
+
+
+def unit_keys(df: pl.DataFrame, options: SplitOptions) -> list[pl.Series]:
+    """One string series per unit kind in ``--by`` (null where it does not apply to the row's side)."""
+    gen, real = _side(df)
+    out: list[pl.Series] = []
+    table = read_family_table(options.family_table) if "family" in options.by else []
+    for kind in options.by:
+        if kind == "generator":
+            values, mask = _column(df, "model_name"), gen
+        elif kind == "architecture":
+            values, mask = _column(df, "architecture"), gen
+        elif kind == "family":
+            names = _column(df, "model_name")
+            fam = {n: family_of(n, table) for n in names.drop_nulls().unique().to_list()}
+            values, mask = names.replace_strict(fam, default=None, return_dtype=pl.String), gen
+        elif kind == "real-source":
+            values, mask = _column(df, "real_source"), real
+        else:
+            values, mask = _column(df, kind), np.ones(df.height, bool)
+        keys = pl.select(pl.when(pl.Series(mask)).then(f"{kind}=" + values).otherwise(None)).to_series()
+        out.append(keys.alias(kind))
+    return out
+
+
+def own_keys(df: pl.DataFrame, units: list[pl.Series]) -> pl.Series:
+    """Each row's own unit key: the smallest of its unit keys, else its image (``image=shard:row``)."""
+    image = "image=" + df.get_column("shard") + ":" + df.get_column("row").cast(pl.String)
+    if not units:
+        return image.alias("own")
+    frame = pl.DataFrame(units)
+    smallest = frame.select(pl.min_horizontal(pl.all())).to_series()
+    return smallest.fill_null(image).alias("own")
+
+
+def normalise_prompts(prompts: pl.Series) -> pl.Series:
+    """Case-folded, punctuation and whitespace runs collapsed to one space; empty → null."""
+    s = prompts.cast(pl.String).str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]+", " ").str.strip_chars()
+    return _blank_to_null(s)
+
+
+# --- grouping -----------------------------------------------------------------------------------------
+def _dense(values: pl.Series) -> np.ndarray:
+    """An integer id per distinct non-null value (-1 for null); ids are arbitrary but consistent."""
+    if values.dtype == pl.String:
+        return values.cast(pl.Categorical).to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
+    return values.rank("dense").cast(pl.Int64).fill_null(0).to_numpy() - 1
+
+
+def near_eligible(df: pl.DataFrame) -> np.ndarray:
+    """Rows matched perceptually (as dedupe does): a pHash, not near-uniform, no hash error."""
+    ok = df.get_column("phash").is_not_null()
+    if "near_uniform" in df.columns:
+        ok &= ~df.get_column("near_uniform").fill_null(False)
+    if "hash_error" in df.columns:
+        ok &= df.get_column("hash_error").is_null()
+    return ok.to_numpy()
+
+
+def group_ids(
+    df: pl.DataFrame, units: list[pl.Series], options: SplitOptions, *, workers: int = 1
+) -> tuple[np.ndarray, NearPairs | None]:
+    """Connected components of rows joined by a shared unit, sha256, near pHash or prompt.
+
+    Returns (component id per row, the near code pairs searched). Graph: one node per row plus one per distinct
+    key value; a row links to each of its keys; near pairs link their two code nodes.
+    """
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    n = df.height
+    src: list[np.ndarray] = []
+    dst: list[np.ndarray] = []
+    offset = n
+
+    def link(ids: np.ndarray) -> int:
+        nonlocal offset
+        rows = np.flatnonzero(ids >= 0)
+        src.append(rows)
+        dst.append(ids[rows] + offset)
+        base, offset = offset, offset + (int(ids.max()) + 1 if rows.size else 0)
+        return base
+
+    for keys in units:
+        link(_dense(keys))
+    if options.exact:
+        link(_dense(df.get_column("sha256")))
+    if options.prompts and "prompt" in df.columns:
+        link(_dense(normalise_prompts(df.get_column("prompt"))))
+    found = None
+    if options.near:
+        eligible = near_eligible(df)
+        codes = df.get_column("phash").fill_null(0).to_numpy().astype(np.uint64)
+        uniq, inverse = np.unique(codes[eligible], return_inverse=True)
+        code_id = np.full(n, -1, np.int64)
+        code_id[eligible] = inverse
+        base = link(code_id)
+        pairs = distinct_code_pairs(uniq, options.threshold, workers=workers)
+        found = NearPairs(uniq, pairs)
+        src.append(pairs.a + base)
+        dst.append(pairs.b + base)
+    a = np.concatenate(src) if src else np.zeros(0, np.int64)
+    b = np.concatenate(dst) if dst else np.zeros(0, np.int64)
+    graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(offset, offset))
+    _, labels = connected_components(graph, directed=False)
+    return labels[:n].astype(np.int64), found
+
+
+@dataclass(frozen=True)
+class NearPairs:
+    """The distinct eligible codes and every pair of them within the threshold (exact search)."""
+
+    codes: np.ndarray
+    pairs: CodePairs
+
+
+# --- assignment ----------------------------------------------------------------------------------------
+def key_positions(keys: list[str], seed: int) -> np.ndarray:
+    """Seeded position of each key on [0, 1): blake2b of (seed, key), the same on every machine."""
+    out = np.empty(len(keys), np.float64)
+    for i, k in enumerate(keys):
+        h = hashlib.blake2b(f"{seed}\x00split\x00{k}".encode(), digest_size=8).digest()
+        out[i] = int.from_bytes(h, "little") / 2.0**64
+    return out
+
+
+def split_of(positions: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
+    """Index of the cumulative fraction range holding each position."""
+    edges = np.cumsum(np.asarray(fractions, np.float64))
+    edges[-1] = np.inf  # rounding never drops a position past the last split
+    return np.searchsorted(edges, positions, side="right")
+
+
+def _holdout_rows(df: pl.DataFrame, options: SplitOptions) -> np.ndarray:
+    from cfx.select import match_names
+
+    gen, real = _side(df)
+    held = np.zeros(df.height, bool)
+    for values, column, mask, option in (
+        (options.test_generators, "model_name", gen, "--test-generators"),
+        (options.test_architectures, "architecture", gen, "--test-architectures"),
+        (options.test_real_sources, "real_source", real, "--test-real-sources"),
+    ):
+        patterns = expand_patterns(split_values(values), option)
+        if not patterns:
+            continue
+        col = _column(df, column)
+        known = col.drop_nulls().unique().sort().to_list()
+        names, _ = match_names(patterns, known, option, allow_missing=False)
+        held |= mask & col.is_in(names).fill_null(False).to_numpy()
+    return held
+
+
+def assign(
+    df: pl.DataFrame, comp: np.ndarray, own: pl.Series, options: SplitOptions
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Split index (``__split``) and group key (``__key``) per row, and the merge counts."""
+    names, fractions = options.split_names, options.split_fractions
+    held = _holdout_rows(df, options)
+    t = pl.DataFrame({"__comp": comp, "__own": own, "__held": held})
+    groups = t.group_by("__comp").agg(
+        pl.col("__own").min().alias("__key"),
+        pl.col("__own").n_unique().alias("__units"),
+        pl.col("__held").any().alias("__held"),
+        pl.len().alias("__rows"),
+    )
+    # group keys are own keys (the smallest of the group's), so one hash per distinct own key serves both
+    own_unique = t.get_column("__own").unique()
+    own_split = dict(
+        zip(
+            own_unique.to_list(),
+            split_of(key_positions(own_unique.to_list(), options.seed), fractions).tolist(),
+            strict=True,
+        )
+    )
+    split = groups.get_column("__key").replace_strict(own_split, return_dtype=pl.Int64).to_numpy()
+    if options.has_holdouts:
+        split = np.where(groups.get_column("__held").to_numpy(), names.index(options.holdout_split), split)
+    groups = groups.with_columns(pl.Series("__split", split, pl.Int64))
+    t = t.join(groups.select("__comp", "__split", "__key"), on="__comp", how="left", maintain_order="left")
+    alone = t.get_column("__own").replace_strict(own_split, return_dtype=pl.Int64).to_numpy()
+    merged = groups.filter(pl.col("__units") > 1)
+    assigned = t.get_column("__split").to_numpy()
+    counts = {
+        "groups": groups.height,
+        "merged_groups": merged.height,
+        "rows_in_merged_groups": int(merged.get_column("__rows").sum() or 0),
+        "largest_group_rows": int(groups.select(pl.col("__rows").max()).item() or 0),
+        "largest_groups": groups.sort(["__rows", "__key"], descending=[True, False])
+        .head(5)
+        .select(
+            pl.col("__key").alias("key"),
+            pl.col("__rows").alias("rows"),
+            pl.col("__units").alias("units"),
+            pl.col("__split").replace_strict(dict(enumerate(names)), return_dtype=pl.String).alias("split"),
+        )
+        .to_dicts(),
+        "moved_rows": int(((alone != assigned) & ~held).sum()),
+        "held_out_rows": int(held.sum()),
+        "held_out_group_rows": int(groups.filter(pl.col("__held")).get_column("__rows").sum() or 0),
+    }
+    return t.select("__split", "__key"), counts
+
+
+# --- the leak proof (independent of the assignment path) -----------------------------------------------
+def leak_proof(
+    df: pl.DataFrame,
+    column: str,
+    options: SplitOptions,
+    units: list[pl.Series],
+    near: NearPairs | None = None,
+) -> dict[str, int]:
+    """Values seen in more than one split, recomputed from the output column alone: sha256, prompt, each
+    unit kind (by joins) and near pHash pairs (a pair leaks when its codes' splits differ). ``near``: the
+    pairs of an exact search already run over the same codes (else the search runs again).
+    """
+    split = df.get_column(column)
+    out: dict[str, int] = {}
+
+    def shared(values: pl.Series) -> int:
+        t = pl.DataFrame({"v": values, "s": split}).drop_nulls()
+        return int(t.group_by("v").agg(pl.col("s").n_unique()).filter(pl.col("s") > 1).height)
+
+    if options.exact:
+        out["exact"] = shared(df.get_column("sha256"))
+    if options.prompts and "prompt" in df.columns:
+        out["prompt"] = shared(normalise_prompts(df.get_column("prompt")))
+    for keys in units:
+        out[f"unit:{keys.name}"] = shared(keys)
+    if options.near:
+        out["near"] = near_leaks(df, split, options.threshold, near)
+    return out
+
+
+def near_leaks(df: pl.DataFrame, split: pl.Series, threshold: int, near: NearPairs | None = None) -> int:
+    """Distinct codes or code pairs (within ``threshold``) that occur in two splits."""
+    eligible = near_eligible(df)
+    codes = df.get_column("phash").fill_null(0).to_numpy().astype(np.uint64)[eligible]
+    sid = _dense(split)[eligible]
+    if not codes.size:
+        return 0
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    masks = np.zeros(uniq.size, np.uint64)
+    np.bitwise_or.at(masks, inverse, np.left_shift(np.uint64(1), (sid % 64).astype(np.uint64)))
+    single = (masks & (masks - np.uint64(1))) == 0
+    if near is not None and np.array_equal(near.codes, uniq):
+        pairs = near.pairs
+    else:
+        pairs = distinct_code_pairs(uniq, threshold)
+    cross = masks[pairs.a] != masks[pairs.b]
+    cross |= ~single[pairs.a] | ~single[pairs.b]
+    return int((~single).sum() + cross.sum())
+
+
+# --- summary ---------------------------------------------------------------------------------------------
+def split_summary(df: pl.DataFrame, column: str, names: tuple[str, ...]) -> list[dict[str, Any]]:
+    total = max(df.height, 1)
+    out = []
+    for name in names:
+        part = df.filter(pl.col(column) == name)
+        gen = part.filter(pl.col("label") == GENERATED)
+        real = part.filter(pl.col("label") == REAL)
+
+        def distinct(frame: pl.DataFrame, col: str) -> int:
+            return int(frame.get_column(col).drop_nulls().n_unique()) if col in frame.columns else 0
+
+        arch = (
+            part.group_by("architecture").len().sort("architecture", nulls_last=True).rows()
+            if "architecture" in part.columns
+            else []
+        )
+        out.append(
+            {
+                "split": name,
+                "rows": part.height,
+                "fraction": round(part.height / total, 4),
+                "generated": gen.height,
+                "real": real.height,
+                "generated_share": round(gen.height / part.height, 4) if part.height else None,
+                "generators": distinct(gen, "model_name"),
+                "real_sources": distinct(real, "real_source"),
+                "architectures": distinct(part, "architecture"),
+                "by_architecture": {str(a): int(c) for a, c in arch},
+            }
+        )
+    return out
+
+
+# --- the whole command ------------------------------------------------------------------------------------
+def _hash(manifest: Manifest, options: SplitOptions, reporter: Reporter, **hash_kw: Any) -> Manifest:
+    if not (options.exact or options.near):
+        return manifest
+    from cfx.hashing import hash_manifest
+
+    return hash_manifest(manifest, reporter=reporter, **hash_kw).manifest
+
+
+def _rebalance(
+    df: pl.DataFrame, manifest: Manifest, options: SplitOptions, reporter: Reporter
+) -> pl.DataFrame:
+    from cfx.balance import BalanceOptions, balance
+
+    parts = []
+    for name in options.split_names:
+        part = df.filter(pl.col(options.column) == name)
+        if part.filter(pl.col("label") == GENERATED).height and part.filter(pl.col("label") == REAL).height:
+            part = balance(manifest.with_df(part), BalanceOptions(seed=options.seed), reporter).manifest.df
+        parts.append(part)
+    return pl.concat(parts, how="vertical_relaxed")
+
+
+def split(
+    manifest: Manifest,
+    options: SplitOptions | None = None,
+    *,
+    workers: int = 2,
+    use_cache: bool = True,
+    skip_bad: bool = False,
+    reporter: Reporter | None = None,
+) -> SplitResult:
+    """Assign every row to one split (column ``options.column``); see the module doc."""
+    import time
+
+    options = options or SplitOptions()
+    options.check()
+    reporter = reporter or NullReporter()
+    if "label" not in manifest.df.columns:
+        raise InputError("the manifest has no label column", "split needs label (0 real, 1 generated)")
+    t0 = time.perf_counter()
+    hashed = _hash(manifest, options, reporter, workers=workers, use_cache=use_cache, skip_bad=skip_bad)
+    df = hashed.df
+    t1 = time.perf_counter()
+    units = unit_keys(df, options)
+    comp, near = group_ids(df, units, options, workers=workers)
+    sidx, counts = assign(df, comp, own_keys(df, units), options)
+    names = options.split_names
+    df = df.with_columns(
+        sidx.get_column("__split")
+        .replace_strict(dict(enumerate(names)), return_dtype=pl.String)
+        .alias(options.column),
+        sidx.get_column("__key").alias(GROUP_COLUMN),
+    )
+    t2 = time.perf_counter()
+    proof = leak_proof(df, options.column, options, units, near)
+    t3 = time.perf_counter()
+    if options.balance:
+        df = _rebalance(df, hashed, options, reporter)
+    step = _describe(options)
+    out = hashed.with_df(df, step=step)
+    summary = {
+        "rows": df.height,
+        "options": step,
+        "column": options.column,
+        "splits": split_summary(df, options.column, names),
+        "requested_fractions": dict(zip(names, options.split_fractions, strict=True)),
+        **counts,
+        "near_code_pairs": len(near.pairs) if near else 0,
+        "leak_proof": proof,
+        "leak_free": not any(proof.values()),
+        "timings": {"hash_s": round(t1 - t0, 3), "split_s": round(t2 - t1, 3), "proof_s": round(t3 - t2, 3)},
+    }
+    parts = {name: out.with_df(df.filter(pl.col(options.column) == name)) for name in names}
+    return SplitResult(out, summary, parts)
+
+
+def _describe(o: SplitOptions) -> str:
+    parts = [
+        "split",
+        f"--folds {o.folds}"
+        if o.folds
+        else f"--names {','.join(o.names)} --fractions " + ",".join(f"{f:g}" for f in o.fractions),
+    ]
+    parts += [f"--by {b}" for b in o.by]
+    parts.append(f"--threshold {o.threshold}" if o.near else "--no-near")
+    if not o.exact:
+        parts.append("--no-exact")
+    if o.prompts:
+        parts.append("--prompts")
+    for flag, v in (
+        ("--test-generators", o.test_generators),
+        ("--test-architectures", o.test_architectures),
+        ("--test-real-sources", o.test_real_sources),
+    ):
+        if v:
+            parts.append(f"{flag} {','.join(v)}")
+    if o.balance:
+        parts.append("--balance")
+    parts.append(f"--seed {o.seed}")
+    return " ".join(parts)
+
+
+def write_parts(
+    result: SplitResult, folder: Path, *, overwrite: bool = False, warn: Callable[[str], None] | None = None
+) -> list[Path]:
+    """One manifest per split, ``folder/<split>.parquet``: the folder appears with all of them or not at all
+    (``cfx.outputs.atomic_folder``; an existing one is replaced as a whole only with ``overwrite``)."""
+    from cfx.outputs import atomic_folder
+
+    with atomic_folder(Path(folder), overwrite=overwrite, option="--out", warn=warn) as tmp:
+        for name, part in result.parts.items():
+            part.write(tmp / f"{name}.parquet")
+    return [Path(folder) / f"{name}.parquet" for name in result.parts]
