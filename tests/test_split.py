@@ -369,3 +369,54 @@ def test_balance_rebalances_each_split_and_stays_leak_free() -> None:
         "val": 0.5,
         "test": 0.5,
     }
+
+
+# --- rows dropped on the way keep the others in their split --------------------------------------------------
+@pytest.mark.parametrize("order", ["source", "shuffle"])
+def test_split_column_rows_stay_in_their_split_when_rows_are_dropped(tmp_path: Path, order: str) -> None:
+    """--drop-bad-images and a --skip-bad transform remove rows while the subset streams; the split of every
+    other row must not shift (each row carries its split from read to write)."""
+    import pyarrow.parquet as pq
+
+    from cfx.load import load_manifest
+    from cfx.subset import write_subset
+    from cfx.transform import Pipeline
+    from tests.shards import rows, write_shard
+
+    records = rows(24) + rows(12, label=0, start=24)
+    for i in (1, 7, 8, 30):
+        records[i]["image_data"] = None  # bad rows: dropped by drop_bad_images
+    for i in (3, 15, 26):
+        records[i]["image_data"] = b"not an image"  # cannot be transformed: left out by skip_bad
+    write_shard(tmp_path / "ds" / "data" / "HFCF_small_0.parquet", records[:20])
+    write_shard(tmp_path / "ds" / "data" / "HFCF_small_1.parquet", records[20:])
+    m = load_manifest(str(tmp_path / "ds"))
+    names = ["train", "val", "test"]
+    assigned = [names[(i * 7) % 3] for i in range(m.df.height)]
+    m = m.with_df(m.df.with_columns(pl.Series(SPLIT_COLUMN, assigned)))
+    want = dict(zip(m.df.get_column("image_name").to_list(), assigned, strict=True))
+    out = tmp_path / "out"
+    result = write_subset(
+        m,
+        out,
+        order=order,
+        seed=3,
+        split_column=SPLIT_COLUMN,
+        drop_bad_images=True,
+        transform=Pipeline.parse(["jpeg:90"]),
+        skip_bad=True,
+        workers=2,
+    )
+    gone = {f"{i:08d}.png" for i in (1, 7, 8, 30, 3, 15, 26)}
+    seen = {}
+    for f in result.files:
+        split_name = Path(f.name).name.split("-")[0]
+        for name in pq.read_table(out / f.name, columns=["image_name"]).column("image_name").to_pylist():
+            seen[name.replace(".jpg", ".png")] = split_name
+    assert set(seen) == set(want) - gone
+    assert seen == {k: v for k, v in want.items() if k not in gone}
+    new = read_manifest(out / "manifest.parquet").df
+    assert new.height == len(seen)
+    assert dict(zip(new.get_column("source_image_name"), new.get_column(SPLIT_COLUMN), strict=True)) == {
+        k: v for k, v in want.items() if k not in gone
+    }
