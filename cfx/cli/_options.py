@@ -189,7 +189,7 @@ SELECTION_OPTIONS = (
     *("--licenses", "--exclude-licenses", "--commercial-only"),
     *("--license-table", "--model-column", "--license-column", "--real-license-table"),
 )
-SELECTING_COMMANDS = ("subset", "download", "slice", "balance")
+SELECTING_COMMANDS = ("subset", "download", "slice", "balance", "inspect", "export")
 GeneratorsOpt = Annotated[
     list[str] | None,
     typer.Option(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -175,6 +175,33 @@ def emit_manifest(manifest: Manifest, output: Path | None, what: str = "manifest
         )
     manifest.write_ipc(sys.stdout.buffer)
     sys.stdout.buffer.flush()
+
+
+def emit_outcome(
+    manifest: Manifest,
+    output: Path | None,
+    summary: dict[str, Any],
+    render: Callable[[dict[str, Any], Console], None],
+    *,
+    as_json: bool,
+    what: str,
+    note_without_manifest: str | None = None,
+) -> None:
+    """Where a manifest-and-summary command's results go: the manifest to -o or to a piped stdout; the
+    summary to stdout (rich, or JSON with --json) unless the manifest is using it, then rich to stderr
+    (which --quiet silences). ``note_without_manifest`` goes to stderr when no manifest is written."""
+    to_stdout = output is None and stdout_is_pipe() and not as_json
+    if output is not None or to_stdout:
+        emit_manifest(manifest, output, what=what)
+    elif note_without_manifest and not is_quiet():
+        err_console().print(note_without_manifest, markup=False)
+    if to_stdout:
+        if not is_quiet():
+            render(summary, err_console())
+    elif as_json:
+        print_json(summary)
+    else:
+        render(summary, out_console())
 
 
 def refuse_clobber(

@@ -22,13 +22,8 @@ from cfx.cli._options import (
 )
 from cfx.cli._output import (
     CliReporter,
-    emit_manifest,
-    err_console,
-    is_quiet,
-    out_console,
-    print_json,
+    emit_outcome,
     refuse_clobber,
-    stdout_is_pipe,
 )
 from cfx.defaults import DEDUPE_THRESHOLD, KEEP_POLICIES, SCOPES
 
@@ -199,23 +194,15 @@ def dedupe_cmd(
                 f"Wrote {len(sheets)} contact sheet(s) to {gallery}/"
                 + (f" (first: {sheets[0].name})" if sheets else " (no duplicate groups)")
             )
-    # Where things go: the manifest to -o or to a piped stdout; the summary to stdout unless the
-    # manifest is already using it (then to stderr, which --quiet silences).
-    manifest_to_stdout = output is None and stdout_is_pipe() and not as_json
-    if output is not None or manifest_to_stdout:
-        emit_manifest(result.kept, output, what="deduplicated manifest")
-    elif not is_quiet():
-        err_console().print(
-            "No manifest written (summary only): give -o kept.parquet or pipe into another command.",
-            markup=False,
-        )
-    if manifest_to_stdout:
-        if not is_quiet():
-            _render(result.summary, err_console())
-    elif as_json:
-        print_json(result.summary)
-    else:
-        _render(result.summary, out_console())
+    emit_outcome(
+        result.kept,
+        output,
+        result.summary,
+        _render,
+        as_json=as_json,
+        what="deduplicated manifest",
+        note_without_manifest="No manifest written (summary only): give -o kept.parquet or pipe into another command.",
+    )
 
 
 def register(app: typer.Typer) -> None:

@@ -10,13 +10,21 @@ from rich.table import Table
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
+    AllowMissingOpt,
     ArchitecturesOpt,
+    CommercialOnlyOpt,
+    ExcludeLicensesOpt,
     ExcludeNsfwOpt,
     GeneratorsOpt,
     JsonOpt,
     LabelsOpt,
+    LicenseColumnOpt,
+    LicensesOpt,
+    LicenseTableOpt,
     MaxPerGeneratorOpt,
+    ModelColumnOpt,
     OutputOpt,
+    RealLicenseTableOpt,
     RealSourcesOpt,
     SeedOpt,
     SkipBadOpt,
@@ -24,18 +32,12 @@ from cfx.cli._options import (
     TokenOpt,
     WhereOpt,
     WorkersOpt,
-    build_selection,
 )
 from cfx.cli._output import (
     CliReporter,
-    emit_manifest,
-    err_console,
-    is_quiet,
-    out_console,
-    print_json,
-    refuse_clobber,
-    stdout_is_pipe,
+    emit_outcome,
 )
+from cfx.cli._select import load_selected
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -108,6 +110,14 @@ def inspect_cmd(
     exclude_nsfw: ExcludeNsfwOpt = False,
     max_per_generator: MaxPerGeneratorOpt = None,
     where: WhereOpt = None,
+    licenses: LicensesOpt = None,
+    exclude_licenses: ExcludeLicensesOpt = None,
+    commercial_only: CommercialOnlyOpt = False,
+    license_table: LicenseTableOpt = None,
+    model_column: ModelColumnOpt = None,
+    license_column: LicenseColumnOpt = None,
+    real_license_table: RealLicenseTableOpt = None,
+    allow_missing: AllowMissingOpt = False,
     seed: SeedOpt = 0,
     hashes: Annotated[
         bool,
@@ -143,23 +153,10 @@ def inspect_cmd(
       cfx inspect data/ | cfx stats - --by jpeg_quality
     """
     from cfx.inspect import inspect_manifest, summarize
-    from cfx.load import load_manifest
-    from cfx.select import apply_selection
 
-    selection = build_selection(
-        generators=generators,
-        architectures=architectures,
-        labels=labels,
-        real_sources=real_sources,
-        exclude_nsfw=exclude_nsfw,
-        where=where,
-        max_per_generator=max_per_generator,
-        seed=seed,
-    )
+    params = dict(locals())
     with CliReporter() as reporter:
-        manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
-        refuse_clobber(source, manifest, {"-o": output})
-        manifest = apply_selection(manifest, selection, reporter=reporter).manifest
+        manifest, _ = load_selected(source, params, {"-o": output}, reporter)
         result = inspect_manifest(
             manifest,
             workers=workers,
@@ -169,16 +166,7 @@ def inspect_cmd(
             reporter=reporter,
         )
     summary = summarize(result)
-    manifest_to_stdout = output is None and stdout_is_pipe() and not as_json
-    if output is not None or manifest_to_stdout:
-        emit_manifest(result.manifest, output, what="inspected manifest")
-    if manifest_to_stdout:
-        if not is_quiet():
-            render(summary, err_console())
-    elif as_json:
-        print_json(summary)
-    else:
-        render(summary, out_console())
+    emit_outcome(result.manifest, output, summary, render, as_json=as_json, what="inspected manifest")
 
 
 def register(app: typer.Typer) -> None:

@@ -13,13 +13,8 @@ from cfx.cli._errors import handle_errors
 from cfx.cli._options import JsonOpt, OutputOpt, SeedOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
 from cfx.cli._output import (
     CliReporter,
-    emit_manifest,
-    err_console,
-    is_quiet,
-    out_console,
-    print_json,
+    emit_outcome,
     refuse_clobber,
-    stdout_is_pipe,
 )
 from cfx.defaults import DEDUPE_THRESHOLD
 
@@ -193,16 +188,7 @@ def split_cmd(
         if out is not None:
             paths = write_parts(result, out, overwrite=overwrite, warn=reporter.warn)
             reporter.info(f"Wrote {len(paths)} split manifest(s) to {out}/")
-    manifest_to_stdout = output is None and stdout_is_pipe() and not as_json
-    if output is not None or manifest_to_stdout:
-        emit_manifest(result.manifest, output, what="split manifest")
-    if manifest_to_stdout:
-        if not is_quiet():
-            render(result.summary, err_console())
-    elif as_json:
-        print_json(result.summary)
-    else:
-        render(result.summary, out_console())
+    emit_outcome(result.manifest, output, result.summary, render, as_json=as_json, what="split manifest")
 
 
 def register(app: typer.Typer) -> None:

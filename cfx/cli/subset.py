@@ -36,7 +36,6 @@ from cfx.cli._options import (
     TransformOpt,
     WhereOpt,
     WorkersOpt,
-    build_selection,
     ranged,
 )
 from cfx.cli._output import (
@@ -46,8 +45,8 @@ from cfx.cli._output import (
     is_quiet,
     out_console,
     print_json,
-    refuse_clobber,
 )
+from cfx.cli._select import load_selected
 from cfx.defaults import DEFAULT_ROW_GROUP_ROWS
 from cfx.units import human_bytes, parse_size
 
@@ -187,51 +186,20 @@ def subset(
       cfx subset data/ --out share --labels real --strip-metadata --keep-icc
       cfx split data/ -o split.parquet && cfx subset split.parquet --out cf-split --split-column assigned_split
     """
-    from cfx.licenses import ensure_licenses
-    from cfx.load import load_manifest
-    from cfx.select import apply_selection
     from cfx.subset import check_output, plan_subset, write_subset
     from cfx.transform import Pipeline
 
     max_bytes = parse_size(max_shard_size, "--max-shard-size")
     pipeline = Pipeline.parse(transform or [], strip_metadata=strip_metadata, keep_icc=keep_icc)
-    selection = build_selection(
-        generators=generators,
-        architectures=architectures,
-        labels=labels,
-        real_sources=real_sources,
-        exclude_nsfw=exclude_nsfw,
-        where=where,
-        max_per_generator=max_per_generator,
-        seed=seed,
-        licenses=licenses,
-        exclude_licenses=exclude_licenses,
-        commercial_only=commercial_only,
-        allow_missing=allow_missing,
-    )
+    params = dict(locals())
     with CliReporter() as reporter:
-        manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
-        refuse_clobber(source, manifest, {"--out": out}, extra_inputs=[license_table, real_license_table])
-        manifest = ensure_licenses(
-            manifest,
-            needed=selection.filters_licenses,
-            license_table=license_table,
-            model_column=model_column,
-            license_column=license_column,
-            real_table=real_license_table,
-            token=token,
-            reporter=reporter,
-        )
-        selected = apply_selection(manifest, selection, reporter=reporter)
-        if not is_quiet():
-            for step in selected.steps:
-                reporter.info(f"{step.name}: {step.before:,} → {step.after:,} rows")
+        selected, selection = load_selected(source, params, {"--out": out}, reporter)
         if dry_run:
-            check_output(selected.manifest, out, overwrite)
-            plan = plan_subset(selected.manifest, order=order.value, seed=seed, reporter=reporter)
+            check_output(selected, out, overwrite)
+            plan = plan_subset(selected, order=order.value, seed=seed, reporter=reporter)
         else:
             result = write_subset(
-                selected.manifest,
+                selected,
                 out,
                 order=order.value,
                 seed=seed,
