@@ -36,7 +36,7 @@ from cfx.sources import natural_key
 from cfx.stats import NULL_VALUE
 
 if TYPE_CHECKING:
-    from cfx.engine_ray import RayEngine
+    from cfx.engine import ShardEngine
 
 CONFLICT_MODES = ("drop", "keep", "report")
 STAR_LIMIT = 200  # identical-code groups larger than this are listed as a star in pairs.parquet
@@ -424,7 +424,7 @@ def dedupe(
     use_cache: bool = True,
     skip_bad: bool = False,
     with_dhash: bool = False,
-    engine: RayEngine | None = None,
+    engine: ShardEngine | None = None,
     reporter: Reporter | None = None,
 ) -> DedupeResult:
     """Hash, search, group and choose survivors; returns the kept manifest and the report tables."""

@@ -53,7 +53,7 @@ from cfx.schema import IMAGE_COLUMN
 from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
 
 if TYPE_CHECKING:
-    from cfx.engine_ray import RayEngine
+    from cfx.engine import ShardEngine
 
 try:  # a required dependency; without its wheel Pillow decodes every PNG (same pixels, slower)
     import pyspng as _spng
@@ -444,7 +444,7 @@ def hash_manifest(
     skip_bad: bool = False,
     reuse_columns: bool = True,
     with_dhash: bool = False,
-    engine: RayEngine | None = None,
+    engine: ShardEngine | None = None,
     reporter: Reporter | None = None,
     **options: Any,
 ) -> HashResult:

@@ -41,7 +41,7 @@ from cfx.schema import (
 from cfx.sources import DatasetSource, ShardRef, is_network_error
 
 if TYPE_CHECKING:
-    from cfx.engine_ray import RayEngine
+    from cfx.engine import ShardEngine
 
 INDEX_VERSION = 2  # 2: schema drift mapped (cfx.schema.conform_metadata), unusable sizes are null
 READ_BUFFER = 1 << 20  # bytes pyarrow buffers per column stream: the memory bound of a read
@@ -345,7 +345,7 @@ def build_manifest(
     with_num_bytes: bool = False,
     workers: int = 4,
     use_cache: bool = True,
-    engine: RayEngine | None = None,
+    engine: ShardEngine | None = None,
     reporter: Reporter | None = None,
 ) -> IndexResult:
     """Index every shard of ``source``. Bad shards are collected (not raised) so all of them can be named.

@@ -14,7 +14,7 @@ from cfx.schema import CORE_COLUMNS
 from cfx.sources import resolve
 
 if TYPE_CHECKING:
-    from cfx.engine_ray import RayEngine
+    from cfx.engine import ShardEngine
 
 
 def load_manifest(
@@ -25,7 +25,7 @@ def load_manifest(
     workers: int = 4,
     with_num_bytes: bool = False,
     use_cache: bool = True,
-    engine: RayEngine | None = None,
+    engine: ShardEngine | None = None,
     reporter: Reporter | None = None,
 ) -> Manifest:
     """A saved manifest, '-' (a manifest on stdin), or a dataset source indexed on the fly (cached)."""
