@@ -24,6 +24,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from cfx.errors import OutputError, UsageError
 from cfx.outputs import (
@@ -114,6 +116,12 @@ def _hostile_runs(ds: Path, manifest: Path) -> list[list[str]]:
             ["dedupe", src, "--gallery", str(ds / "data" / "metadata"), "--overwrite"],
             ["subset", src, "--out", str(ds), "--overwrite"],
             ["subset", src, "--out", str(ds / "data"), "--overwrite"],
+            ["inspect", src, "-o", shard],
+            ["export", src, "--format", "imagefolder", "--out", str(ds / "data"), "--overwrite"],
+            ["split", src, "-o", shard],
+            ["split", src, "--out", str(ds / "data"), "--overwrite"],
+            ["leaks", src, src, "--report", str(ds / "data"), "--overwrite"],
+            ["leaks", str(manifest), src, "--gallery", str(ds), "--overwrite"],
         ]
     runs += [  # the manifest itself is an input when it is SOURCE
         ["slice", str(manifest), "--format", "csv", "-o", str(manifest)],
@@ -134,12 +142,101 @@ def test_no_command_changes_a_byte_of_its_inputs(ds: Path, tmp_path: Path, cfx: 
         return {**_hashes(ds), "manifest": hashlib.sha256(manifest.read_bytes()).hexdigest()}
 
     before = digest()
-    via_link = _hostile_runs(tmp_path / "link", manifest)[:12:3]  # the same folder under another name
+    via_link = _hostile_runs(tmp_path / "link", manifest)[:17:3]  # the same folder under another name
     for args in _hostile_runs(ds, manifest) + via_link:
         r = cfx(*args)
         assert r.returncode == 2 and "the input" in r.stderr and "Traceback" not in r.stderr, (args, r.stderr)
     assert digest() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "link", "m.parquet"]
+
+
+# The property behind every refusal above: whatever a command is given, its inputs keep every byte.
+_COMMANDS = {
+    "index": [],
+    "stats": ["--by", "format"],
+    "slice": ["--head", "3"],
+    "licenses": [],
+    "balance": [],
+    "audit": ["--no-joint"],
+    "inspect": [],
+    "dedupe": [],
+    "split": [],
+    "subset": ["--transform", "jpeg:50"],
+    "export": ["--format", "cnndetection"],
+    "leaks": [],
+}
+_OUTPUT_OPTIONS = {
+    "index": ["-o"],
+    "stats": ["--plot"],
+    "slice": ["-o"],
+    "licenses": ["-o"],
+    "balance": ["-o"],
+    "audit": [],
+    "inspect": ["-o"],
+    "dedupe": ["-o", "--report", "--gallery"],
+    "split": ["-o", "--out"],
+    "subset": ["--out"],
+    "export": ["--out"],
+    "leaks": ["--report", "--gallery"],
+}
+_HOSTILE_VALUES = [
+    ["--where", "label = 'x' OR"],
+    ["--generators", ""],
+    ["--workers", "0"],
+    ["--seed", "-1"],
+    ["--skip-bad"],
+    ["--overwrite"],
+    ["--license-table", "{shard}"],
+    ["--threshold", "999"],
+]
+
+
+@pytest.mark.slow
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_property_no_command_changes_a_byte_of_its_inputs(
+    small: Path, tmp_path_factory: pytest.TempPathFactory, data: st.DataObject
+) -> None:
+    """Hypothesis draws a command, an output aimed at one of its inputs (or at a fresh path) and hostile
+    options; after the run every input file (shards, metadata, the manifest) has the sha256 it had."""
+    work = tmp_path_factory.mktemp("prop")
+    ds = Path(shutil.copytree(small, work / "ds"))
+    manifest = work / "m.parquet"
+    r = subprocess.run([sys.executable, "-m", "cfx", "index", str(ds), "-o", str(manifest)], env=_env())
+    assert r.returncode == 0
+    shard = ds / "data" / "HFCF_small_0.parquet"
+    targets = [shard, ds, ds / "data", ds / "data" / "metadata", manifest, ds / "data" / "new.parquet"]
+    targets.append(work / "fresh")
+    command = data.draw(st.sampled_from(sorted(_COMMANDS)))
+    source = data.draw(st.sampled_from([str(ds), str(manifest)]))
+    args = [command, source] + ([source] if command == "leaks" else []) + _COMMANDS[command]
+    for option in data.draw(st.lists(st.sampled_from(_OUTPUT_OPTIONS[command] or ["--json"]), unique=True)):
+        args += [option] if option == "--json" else [option, str(data.draw(st.sampled_from(targets)))]
+    for extra in data.draw(st.lists(st.sampled_from(_HOSTILE_VALUES), max_size=2)):
+        args += [v.format(shard=shard) for v in extra]
+    def inputs() -> dict[str, str]:
+        """sha256 of every input: the dataset's files (with a folder source, also: no new file in it) and
+        the manifest when it is the source."""
+        files = _hashes(ds)
+        if source == str(manifest):
+            files = {k: v for k, v in files.items() if k in before} if before else files
+            files["manifest"] = hashlib.sha256(manifest.read_bytes()).hexdigest()
+        return files
+
+    before: dict[str, str] = {}
+
+    before = inputs()
+    r = subprocess.run([sys.executable, "-m", "cfx", *args], env=_env(), capture_output=True, timeout=300)
+    stderr = r.stderr.decode(errors="replace")
+    assert "Traceback" not in stderr, (args, stderr)
+    assert r.returncode in (0, 2, 3, 5, 6, 7), (args, r.returncode, stderr)
+    assert inputs() == before, (args, stderr)
+
+
+def _env() -> dict[str, str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CFX_DEBUG", None)
+    return env
 
 
 def test_output_file_inside_source_folder_is_refused(ds: Path, cfx: RunCfx) -> None:
