@@ -165,6 +165,90 @@ def _audit_balanced(ctx: DemoContext) -> DemoStep:
     )
 
 
+# The Grommelt et al. fix ("Fake or JPEG?", arXiv 2403.17608): one size and one JPEG quality for both labels.
+# A centre crop rather than resize:max-side: on this set max-side alone makes sizes *more* telling (generated
+# 512x512 stay, reals become 512x384 …: min side 0.53 → 0.78); 256 px enlarges no generated image.
+FIX_TRANSFORMS = ("resize:min-side=256", "center-crop:256", "jpeg:96")
+CANARIES = ("format", "jpeg_quality")  # the container shortcut: real JPEG, generated PNG
+
+
+def _scores(result: Any) -> dict[str, float]:
+    """Feature → AUROC, plus the joint canary under ``joint``."""
+    scores = {f.feature: f.auroc for f in result.features}
+    if result.joint is not None and result.joint.auroc is not None:
+        scores["joint"] = result.joint.auroc
+    return scores
+
+
+def _audit_bytes(ctx: DemoContext, manifest: Any, name: str) -> tuple[Any, Path]:
+    from cfx.audit import audit
+
+    result = audit(manifest, joint=True, seed=0)
+    path = ctx.out / name
+    write_atomic(path, lambda tmp: Path(tmp).write_text(json.dumps(result.to_json(), indent=2)))
+    return result, path
+
+
+def _inspect(ctx: DemoContext) -> DemoStep:
+    import polars as pl
+
+    from cfx.inspect import inspect_manifest
+
+    inspected = inspect_manifest(ctx.state["licensed"], workers=2, reporter=ctx.reporter)
+    path = ctx.out / "inspected.parquet"
+    inspected.manifest.write(path)
+    result, report = _audit_bytes(ctx, inspected.manifest, "audit-bytes.json")
+    ctx.state["bytes_scores"] = scores = _scores(result)
+    df = inspected.manifest.df
+    real_q = df.filter((pl.col("label") == 0) & pl.col("jpeg_quality").is_not_null())["jpeg_quality"]
+    lo, hi = int(real_q.min()), int(real_q.max())  # type: ignore[arg-type]
+    flagged = ", ".join(f.feature for f in result.flagged)
+    return DemoStep(
+        "Inspect the image bytes and audit with byte facts: is it fake, or just JPEG?",
+        f"cfx inspect {ctx.out / 'licensed.parquet'} -o {path} && cfx audit {path} --json",
+        f"{inspected.read_rows} images read, {inspected.cached_rows} from dedupe's cache; reals JPEG "
+        f"(quality {lo}–{hi}) or PNG, generated PNG: "
+        + ", ".join(f"{k} {scores[k]:.2f}" for k in CANARIES)
+        + f", joint canary {scores['joint']:.2f}; flagged: {flagged or 'none'}",
+        [str(path), str(report)],
+    )
+
+
+def _fix_bytes(ctx: DemoContext) -> DemoStep:
+    from cfx.inspect import inspect_manifest
+    from cfx.manifest import read_manifest
+    from cfx.subset import write_subset
+    from cfx.transform import Pipeline
+
+    out = ctx.out / "fixed"
+    transforms = " ".join(f"--transform {t}" for t in FIX_TRANSFORMS)
+    subset = f"cfx subset {ctx.out / 'licensed.parquet'} --out {out} {transforms} --seed 0"
+    written = write_subset(
+        ctx.state["licensed"],
+        out,
+        seed=0,
+        command=subset,
+        transform=Pipeline.parse(list(FIX_TRANSFORMS)),
+        workers=2,
+        reporter=ctx.reporter,
+    )
+    path = ctx.out / "fixed-inspected.parquet"
+    inspected = inspect_manifest(read_manifest(out / "manifest.parquet"), workers=2, reporter=ctx.reporter)
+    inspected.manifest.write(path)
+    result, report = _audit_bytes(ctx, inspected.manifest, "audit-fixed.json")
+    before, after = ctx.state["bytes_scores"], _scores(result)
+    ctx.state["fixed_scores"] = after
+    moved = ", ".join(f"{k} {before[k]:.2f} → {after[k]:.2f}" for k in (*CANARIES, "joint"))
+    left = ", ".join(f"{f.feature} {f.auroc:.2f}" for f in result.flagged)
+    return DemoStep(
+        "The fix (Grommelt et al.): one size, one format, one JPEG quality for both labels; inspect, audit again",
+        f"{subset} && cfx inspect {out / 'manifest.parquet'} -o {path} && cfx audit {path} --json",
+        f"{written.rows} rows re-encoded; {moved}; still flagged: {left or 'none'}"
+        + (" (the pictures themselves, not their container)" if left else ""),
+        [str(out), str(path), str(report)],
+    )
+
+
 def _slice(ctx: DemoContext) -> DemoStep:
     from cfx.slice import SliceSpec, slice_manifest
 
@@ -312,6 +396,8 @@ STEPS: list[Callable[[DemoContext], DemoStep]] = [
     _audit_raw,
     _balance,
     _audit_balanced,
+    _inspect,
+    _fix_bytes,
     _subset,
     _subset_balanced,
     _split,

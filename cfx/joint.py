@@ -113,6 +113,10 @@ def joint_canary(
     ``threads``: OpenMP threads of the classifier. 1 by default: on a busy machine OpenMP's spinning threads
     cost more than they give (measured on 120 rows with other work running: 1.4 s with 1 thread, 20 s with 2).
     """
+    # sklearn first: threadpool_limits only limits the thread pools of libraries already loaded, and the
+    # OpenMP runtime comes with sklearn's gradient boosting (imported after the limit, it ran unlimited:
+    # 279 rows on a loaded 2-core machine took 64 s instead of 2.7 s)
+    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: F401
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(threads):

@@ -14,6 +14,7 @@ import pytest
 from cfx.audit import audit
 from cfx.balance import PAIR_COLUMN
 from cfx.manifest import read_manifest
+from cfx.transform import Pipeline
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +40,7 @@ def test_every_step_runs(demo_run: tuple[Path, Any]) -> None:
     out, proc = demo_run
     assert proc.returncode == 0, proc.stderr
     titles = [line for line in proc.stdout.splitlines() if line[:3].rstrip(". ").isdigit()]
-    assert len(titles) == 12, proc.stdout
+    assert len(titles) == 14, proc.stdout
     for word in (
         "Build",
         "Index",
@@ -49,6 +50,8 @@ def test_every_step_runs(demo_run: tuple[Path, Any]) -> None:
         "Licences",
         "Audit",
         "Balance",
+        "Inspect",
+        "Grommelt",
         "Subset",
         "leak-free",
     ):
@@ -115,3 +118,95 @@ def test_rerun_needs_overwrite(demo_run: tuple[Path, Any], cfx: Callable[..., An
     assert r.returncode == 7
     assert "exists and is not empty" in r.stderr and "--overwrite" in r.stderr
     assert sorted(p.name for p in out.iterdir()) == before
+
+
+def _printed_commands(stdout: str) -> list[list[str]]:
+    import shlex
+
+    lines = [line.strip()[2:] for line in stdout.splitlines() if line.strip().startswith("$ cfx ")]
+    return [shlex.split(part) for line in lines for part in line.split(" && ")]
+
+
+def test_printed_commands_parse(demo_run: tuple[Path, Any]) -> None:
+    """Every printed shell command is a valid cfx command line: the CLI's own parser accepts it."""
+    import typer
+
+    from cfx.cli import app
+
+    _, proc = demo_run
+    commands = _printed_commands(proc.stdout)
+    assert len(commands) >= 14
+    group = typer.main.get_command(app)
+    for argv in commands:
+        assert argv[0] == "cfx", argv
+        parent = group.make_context("cfx", argv[1:2], resilient_parsing=True)
+        command = group.get_command(parent, argv[1])
+        assert command is not None, argv
+        command.make_context(argv[1], argv[2:], parent=parent)  # raises on an unknown or bad option
+        specs = [argv[i + 1] for i, a in enumerate(argv) if a == "--transform"]
+        assert Pipeline.parse(specs).is_empty == (not specs)  # transform specs are checked at run time
+    audit = group.get_command(group.make_context("cfx", ["audit"], resilient_parsing=True), "audit")
+    with pytest.raises(typer.exceptions.TyperException):  # the check bites
+        audit.make_context("audit", ["x.parquet", "--no-such-option"])
+
+
+def _number(summary: str, name: str) -> tuple[float, ...]:
+    import re
+
+    found = re.search(rf"\b{name} ([0-9.]+)(?: → ([0-9.]+))?", summary)
+    assert found, (name, summary)
+    return tuple(float(g) for g in found.groups() if g is not None)
+
+
+def _scores(report: dict[str, Any]) -> dict[str, float]:
+    return {f["feature"]: f["auroc"] for f in report["features"]} | {"joint": report["joint"]["auroc"]}
+
+
+def test_byte_fact_audit_before_and_after_the_fix(demo_run: tuple[Path, Any]) -> None:
+    """The inspect step flags the container shortcut (real JPEG, generated PNG); after the jpeg:96 fix the
+    format and quality canaries sit at 0.5 and the joint canary drops; the printed numbers are the audits'."""
+    import polars as pl
+
+    out, proc = demo_run
+    inspected = read_manifest(out / "inspected.parquet").df
+    real = inspected.filter(pl.col("label") == 0)
+    generated = inspected.filter(pl.col("label") == 1)
+    assert (real.get_column("actual_format") == "JPEG").mean() > 0.5  # type: ignore[operator]
+    assert (generated.get_column("actual_format") == "PNG").mean() > 0.9  # type: ignore[operator]
+    before = _scores(json.loads((out / "audit-bytes.json").read_text()))
+    after = _scores(json.loads((out / "audit-fixed.json").read_text()))
+    assert before["format"] >= 0.8 and before["jpeg_quality"] >= 0.8 and before["joint"] >= 0.9
+    for name in ("format", "jpeg_quality", "actual_format"):
+        assert abs(after[name] - 0.5) <= 0.05, (name, after[name])
+    assert after["joint"] < before["joint"] - 0.1
+    fixed = read_manifest(out / "fixed-inspected.parquet").df
+    assert fixed.height == inspected.height
+    assert fixed.get_column("jpeg_quality").unique().to_list() == [96]
+    assert set(fixed.get_column("actual_format").unique()) == {"JPEG"}
+    # the step reports print these very numbers, rounded
+    lines = proc.stdout.splitlines()
+    inspect_line = lines[lines.index(next(t for t in lines if "is it fake, or just JPEG" in t)) + 2]
+    fix_line = lines[lines.index(next(t for t in lines if "Grommelt" in t)) + 2]
+    for name in ("format", "jpeg_quality"):
+        assert _number(inspect_line, name) == (round(before[name], 2),)
+        assert _number(fix_line, name) == (round(before[name], 2), round(after[name], 2))
+    assert _number(inspect_line, "joint canary") == (round(before["joint"], 2),)
+    assert _number(fix_line, "joint") == (round(before["joint"], 2), round(after["joint"], 2))
+
+
+def test_fix_commands_reproduce_the_audit(demo_run: tuple[Path, Any], cfx: Callable[..., Any]) -> None:
+    """Running the fix step's printed inspect and audit commands gives the demo's audit."""
+    out, proc = demo_run
+    line = next(
+        t for t in proc.stdout.splitlines() if t.strip().startswith("$ cfx subset") and "jpeg:96" in t
+    )
+    chain = _printed_commands(line)
+    assert [c[1] for c in chain] == ["subset", "inspect", "audit"]
+    inspect_cmd, audit_cmd = chain[1], chain[2]
+    target = out / "rerun-inspected.parquet"
+    inspect_cmd[inspect_cmd.index("-o") + 1] = str(target)
+    assert cfx(*inspect_cmd[1:]).returncode == 0
+    audit_cmd[2] = str(target)
+    r = cfx(*audit_cmd[1:])
+    assert r.returncode == 0, r.stderr
+    assert _scores(json.loads(r.stdout)) == _scores(json.loads((out / "audit-fixed.json").read_text()))
