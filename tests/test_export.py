@@ -797,14 +797,11 @@ def test_webdataset_members_and_json_follow_the_new_bytes(tmp_path: Path) -> Non
 def test_bad_image_exit_3_or_skip_bad(cfx: Callable[..., Any], tmp_path: Path) -> None:
     src = _pngs(tmp_path / "src", {3: b"\x89PNG\r\n\x1a\n broken"})
     out = tmp_path / "out"
-    for fmt in ("cnndetection", "webdataset"):
-        r = cfx("export", str(src), "-f", fmt, "--out", str(out), "--transform", "jpeg:90", "-w", "2")
-        assert r.returncode == 3, r.stderr
-        assert (
-            "Error: data/s-0.parquet row 3: cannot decode the image" in r.stderr and "--skip-bad" in r.stderr
-        )
-        assert "Traceback" not in r.stderr
-        assert not out.exists() and not list(tmp_path.glob("out.tmp-*"))
+    r = cfx("export", str(src), "-f", "webdataset", "--out", str(out), "--transform", "jpeg:90", "-w", "2")
+    assert r.returncode == 3, r.stderr
+    assert "Error: data/s-0.parquet row 3: cannot decode the image" in r.stderr and "--skip-bad" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists() and not list(tmp_path.glob("out.tmp-*"))
     r = cfx(
         "export", str(src), "-f", "imagefolder", "--out", str(out), "--transform", "jpeg:90",
         "--skip-bad", "--json", "-w", "2",
@@ -817,10 +814,17 @@ def test_bad_image_exit_3_or_skip_bad(cfx: Callable[..., Any], tmp_path: Path) -
     assert len(meta) == 15 and ("data/s-0.parquet", 3) not in {(m["shard"], m["row"]) for m in meta}
     images = [p for p in walk(out) if p.suffix == ".jpg"]
     assert len(images) == 15 and "s-0-000003" not in {p.stem for p in images}
-    # webdataset, shuffled: the bad sample leaves its tar, the others are all there
-    manifest = load_manifest(str(src))
-    from cfx.transform import Pipeline
 
+
+def test_bad_image_library_inline_and_shuffled_webdataset(tmp_path: Path) -> None:
+    from cfx.transform import BadImageError, Pipeline
+
+    manifest = load_manifest(str(_pngs(tmp_path / "src", {3: b"\x89PNG\r\n\x1a\n broken"})))
+    out = tmp_path / "out"
+    with pytest.raises(BadImageError, match=r"data/s-0.parquet row 3"):  # inline (one worker)
+        export(manifest, out, "cnndetection", transform=Pipeline.parse(["jpeg:90"]))
+    assert not out.exists() and not list(tmp_path.glob("out.tmp-*"))
+    # webdataset, shuffled: the bad sample leaves its tar, the others are all there
     wds = tmp_path / "wds"
     res = export(
         manifest,
