@@ -1,11 +1,13 @@
 """Export a selection to the layouts detector codebases read: CNNDetection folders, the CF trainer's folders,
-Hugging Face ``imagefolder``, WebDataset tar shards. Image bytes are copied verbatim (sha256-identical).
+Hugging Face ``imagefolder``, WebDataset tar shards. Image bytes are copied verbatim (sha256-identical), or
+written through a ``cfx.transform.Pipeline`` (``--transform``, as ``cfx subset``) in the workers.
 
 A pipeline of named steps: ``plan_export`` (rows in source order, split, category, safe names, file stems —
 metadata and footers only) → ``write_export`` (a process pool, one source shard per task, each streaming its
 rows a few at a time, so memory stays at a small batch per worker however large the single-row-group shards
 are) → index files (``names.csv``, ``metadata.jsonl``, ``index.csv``) → one rename of ``DIR.tmp-<pid>-<rand>``
-to ``DIR``. File extensions follow the bytes (``cfx.formats.sniff_format``), never the ``format`` column.
+to ``DIR``. File extensions follow the bytes written (``cfx.formats.sniff_format``), never the ``format``
+column; with a transform the metadata beside the images describes the new bytes (``source_*`` the old ones).
 See docs/export.md for the layouts.
 """
 
@@ -25,13 +27,13 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from cfx.errors import InputError, OutputError, UsageError
+from cfx.errors import EmptySelectionError, InputError, OutputError, UsageError
 from cfx.formats import extension, sniff_format
 from cfx.manifest import Manifest
 from cfx.outputs import atomic_folder
@@ -46,7 +48,12 @@ from cfx.subset import (
     _check_space,
     check_output,
     plan_subset,
+    skipped_message,
+    transformed_rows,
 )
+
+if TYPE_CHECKING:  # PIL is imported only when an export transforms
+    from cfx.transform import BadImageError, Pipeline, Transformed
 
 FORMATS = ("cnndetection", "cf", "imagefolder", "webdataset")
 CATEGORIES = ("generator", "architecture", "family")  # or any manifest column
@@ -63,9 +70,15 @@ _BATCH_ROWS = 8
 _BATCH_BYTES = 8 << 20
 _PROGRESS_EVERY = 16  # rows per progress message from a worker
 
-# A hook for `subset --transform` specs (another issue): bytes in, bytes out, applied in the worker before
-# the extension is sniffed. Must be picklable (workers are spawned). None: the bytes are copied as they are.
-Transform = Callable[[bytes], bytes]
+# What a transform worker reports per written row (cfx.transform_stage.TransformStage.records' columns)
+_FACT_COLUMNS = {
+    "transform": pl.String,
+    "source_sha256": pl.String,
+    "_format": pl.String,
+    "_width": pl.Int32,
+    "_height": pl.Int32,
+    "_mode": pl.String,
+}
 
 
 @dataclass
@@ -78,7 +91,12 @@ class ExportOptions:
     seed: int = 0
     workers: int = 4
     overwrite: bool = False
-    transform: Transform | None = None
+    transform: Pipeline | None = None  # --transform/--strip-metadata; random draws seeded by ``seed``
+    skip_bad: bool = False  # an image the transform cannot handle is left out (and named) instead of exit 3
+
+    @property
+    def transforming(self) -> bool:
+        return self.transform is not None and not self.transform.is_empty
 
 
 # --- plan ---------------------------------------------------------------------------------------------
@@ -113,12 +131,14 @@ class ExportPlan:
 
     def to_json(self) -> dict[str, Any]:
         by_split = self.df.group_by("__split").len().sort("__split").iter_rows()
+        transform = self.options.transform
         return {
             "format": self.options.format,
             "rows": self.rows,
             "files": self.files(),
             "est_bytes": self.est_bytes,
-            "bytes_exact": self.exact,
+            "bytes_exact": self.exact and not self.options.transforming,  # transformed: the source's bytes
+            "transform": transform.spec if transform is not None and self.options.transforming else None,
             "source_shards": len(self.shards),
             "by_split": dict(by_split),
             "categories": self.df.get_column("__cat").n_unique() if self.rows else 0,
@@ -302,7 +322,9 @@ class _Task:
     labels: list[int] = field(default_factory=list)
     meta: list[str] = field(default_factory=list)  # KEY.json
     shard_bytes: int = DEFAULT_SHARD_BYTES
-    transform: Transform | None = None
+    transform: Pipeline | None = None  # None: bytes copied as they are
+    seed: int = 0
+    skip_bad: bool = False
     parent_pid: int | None = None  # a pool worker stops when the exporting process is gone
 
 
@@ -312,6 +334,9 @@ class _TaskResult:
     exts: list[str]
     bytes: int
     parts: list[tuple[str, int, str]] = field(default_factory=list)  # webdataset: (split, bucket, path)
+    facts: list[tuple[str, str, str, int, int, str]] = field(default_factory=list)  # transformed: per file
+    sizes: list[int] = field(default_factory=list)  # transformed: bytes per file
+    skipped: list[BadImageError] = field(default_factory=list)  # --skip-bad: images left out
 
 
 _progress: Any = None  # the pool's progress queue (set by _init_worker)
@@ -390,29 +415,79 @@ def _images(arr: pa.Array) -> Iterator[memoryview | bytes]:
 
 def _run_task(task: _Task, progress: Callable[[int], None] | None) -> _TaskResult:
     tmp = Path(task.tmp)
-    exts: list[str] = []
-    total = 0
+    result = _TaskResult(task.index, [], 0)
     tars = _TarParts(tmp / _PARTS, task.index, task.shard_bytes) if task.fmt == "webdataset" else None
     made: set[str] = set()
+    seen = 0
     try:
         for pos, data in _rows(task):
+            seen += 1
+            if progress is not None and seen % _PROGRESS_EVERY == 0:
+                progress(_PROGRESS_EVERY)
+            meta = task.meta[pos] if tars is not None else ""
             if task.transform is not None:
-                data = task.transform(bytes(data))
+                done = _transform(task, pos, data)
+                if isinstance(done, Exception):  # BadImageError, --skip-bad
+                    result.skipped.append(done)
+                    continue
+                data = done.data
+                result.facts.append(
+                    (done.applied, done.source_sha256, done.format, done.width, done.height, done.mode)
+                )
+                result.sizes.append(len(data))
+                meta = _described_meta(meta, done) if tars is not None else ""
             ext = extension(sniff_format(bytes(data[:16]))) or UNKNOWN_EXT
             if tars is not None:
-                tars.add(task.splits[pos], task.buckets[pos], task.stems[pos], ext, data, task, pos)
+                tars.add(
+                    task.splits[pos], task.buckets[pos], task.stems[pos], ext, data, meta, task.labels[pos]
+                )
             else:
                 _write_file(tmp, task.stems[pos], ext, data, made)
-            exts.append(ext)
-            total += len(data)
-            if progress is not None and len(exts) % _PROGRESS_EVERY == 0:
-                progress(_PROGRESS_EVERY)
-        if progress is not None and len(exts) % _PROGRESS_EVERY:
-            progress(len(exts) % _PROGRESS_EVERY)
+            result.exts.append(ext)
+            result.bytes += len(data)
+        if progress is not None and seen % _PROGRESS_EVERY:
+            progress(seen % _PROGRESS_EVERY)
     finally:
         if tars is not None:
             tars.close()
-    return _TaskResult(task.index, exts, total, tars.parts if tars is not None else [])
+    result.parts = tars.parts if tars is not None else []
+    return result
+
+
+def _transform(task: _Task, pos: int, data: memoryview | bytes) -> Transformed | BadImageError:
+    """One image through the task's pipeline, seeded by its source shard and row as in ``cfx subset`` (so
+    both give the same bytes); with --skip-bad an image that cannot be transformed gives its error."""
+    from cfx.transform import BadImageError
+
+    assert task.transform is not None
+    try:
+        return task.transform.apply(bytes(data), (task.shard, int(task.rows[pos])), task.seed)
+    except BadImageError as exc:
+        if not task.skip_bad:
+            raise  # the first bad image stops the export (exit 3); the temp folder goes with it
+        return exc
+
+
+def _described_meta(line: str, done: Transformed) -> str:
+    """A KEY.json line made from the transformed layout (:func:`_wds_meta`) with the new bytes' facts in."""
+    from cfx.transform_stage import renamed, resolution_like
+
+    meta = json.loads(line)
+    meta.update(
+        format=done.format,
+        mode=done.mode,
+        width=done.width,
+        height=done.height,
+        transform=done.applied,
+        source_sha256=done.source_sha256,
+    )
+    if "resolution" in meta:
+        meta["resolution"] = resolution_like(meta.get("source_resolution"), done.width, done.height)
+    if "image_name" in meta:
+        meta["image_name"] = renamed(meta.get("source_image_name"), done.format)
+    if "num_bytes" in meta:
+        meta["num_bytes"] = len(done.data)
+    return json.dumps(meta, ensure_ascii=False, separators=(",", ":"))
 
 
 def _write_file(tmp: Path, stem: str, ext: str, data: memoryview | bytes, made: set[str]) -> None:
@@ -475,7 +550,7 @@ class _TarParts:
         return path
 
     def add(
-        self, split: str, bucket: int, key: str, ext: str, data: memoryview | bytes, task: _Task, pos: int
+        self, split: str, bucket: int, key: str, ext: str, data: memoryview | bytes, meta: str, label: int
     ) -> None:
         slot = (split, bucket)
         tar = self.open.get(slot)
@@ -486,8 +561,8 @@ class _TarParts:
             tar = _TarWriter(self._path(split, bucket))
             self.open[slot] = tar
         tar.add(f"{key}.{ext}", data)
-        tar.add(f"{key}.json", task.meta[pos].encode())
-        tar.add(f"{key}.cls", str(task.labels[pos]).encode())
+        tar.add(f"{key}.json", meta.encode())
+        tar.add(f"{key}.cls", str(label).encode())
 
     def _close(self, slot: tuple[str, int]) -> None:
         self.open.pop(slot).close()
@@ -533,11 +608,17 @@ class ExportResult:
     plan: ExportPlan
     files: int
     bytes: int
+    rows: int = 0  # images written (the plan's rows less those --skip-bad left out)
     unknown: int = 0  # images whose bytes have no known signature (written as .bin)
+    skipped: int = 0  # --skip-bad: images that could not be transformed
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {"out": str(self.out), **self.plan.to_json(), "files": self.files, "bytes": self.bytes}
+        info = {"out": str(self.out), **self.plan.to_json(), "files": self.files, "bytes": self.bytes}
+        info["rows"] = self.rows
+        if self.plan.options.transforming:
+            info["skipped"] = self.skipped
+        return info
 
 
 def metadata_columns(df: pl.DataFrame) -> list[str]:
@@ -557,6 +638,33 @@ def _meta_frame(df: pl.DataFrame) -> pl.DataFrame:
 
 def _ndjson_lines(df: pl.DataFrame) -> list[str]:
     return df.write_ndjson().splitlines() if df.height else []
+
+
+def _wds_meta(part: pl.DataFrame, transforming: bool) -> list[str]:
+    """KEY.json per row. Transformed: in the layout of the final metadata (``transformed_rows``) with
+    placeholders that the worker fills in from the new bytes (``_described_meta``)."""
+    if transforming:
+        blank = {"transform": "", "source_sha256": "", "_format": "", "_width": 0, "_height": 0, "_mode": ""}
+        records = part.select("shard", "row").with_columns(
+            pl.lit(v, _FACT_COLUMNS[k]).alias(k) for k, v in blank.items()
+        )
+        part = transformed_rows(part, records)
+    return _ndjson_lines(_meta_frame(part))
+
+
+def _transformed_frame(df: pl.DataFrame, results: list[_TaskResult]) -> pl.DataFrame:
+    """The written rows described by their new bytes (names as ``cfx subset``'s manifest: source_*)."""
+    facts = [f for r in results for f in r.facts]
+    columns: list[tuple[Any, ...]] = list(zip(*facts, strict=True)) if facts else [() for _ in _FACT_COLUMNS]
+    records = pl.DataFrame(
+        {"shard": df.get_column("shard"), "row": df.get_column("row")}
+        | {k: pl.Series(k, v, dtype=t) for (k, t), v in zip(_FACT_COLUMNS.items(), columns, strict=True)}
+    )
+    df = transformed_rows(df, records)
+    if "num_bytes" in df.columns:
+        sizes = pl.Series("num_bytes", [n for r in results for n in r.sizes], dtype=df.schema["num_bytes"])
+        df = df.with_columns(sizes)
+    return df
 
 
 def _tasks(plan: ExportPlan, tmp: Path, parent_pid: int | None) -> Iterator[_Task]:
@@ -581,9 +689,11 @@ def _tasks(plan: ExportPlan, tmp: Path, parent_pid: int | None) -> Iterator[_Tas
             splits=part.get_column("__split").to_list() if wds else [],
             buckets=part.get_column("__bucket").to_list() if wds else [],
             labels=part.get_column("label").cast(pl.Int64).to_list() if wds else [],
-            meta=_ndjson_lines(_meta_frame(part)) if wds else [],
+            meta=_wds_meta(part, plan.options.transforming) if wds else [],
             shard_bytes=plan.options.shard_bytes,
-            transform=plan.options.transform,
+            transform=plan.options.transform if plan.options.transforming else None,
+            seed=plan.options.seed,
+            skip_bad=plan.options.skip_bad,
             parent_pid=parent_pid,
         )
 
@@ -652,26 +762,55 @@ def write_export(
         _check_space(parent, int(plan.est_bytes * (2.05 if options.shuffle else 1.05)) + (16 << 20))
         try:
             results = _run_all(plan, tmp, reporter)
-            exts = [e for r in results for e in r.exts]
-            if len(exts) != plan.rows:
-                raise OutputError(
-                    f"wrote {len(exts):,} images but {plan.rows:,} were selected",
-                    "this is a bug in cfx; please report it with CFX_DEBUG=1",
-                )
-            df = plan.df.with_columns(pl.Series("__ext", exts, dtype=pl.String))
+            df = _written_rows(plan, results)
             files = _write_index(plan, df, tmp, out_abs, results, reporter)
         except OSError as exc:
             raise OutputError(
                 f"cannot write the export into {parent}: {exc.strerror or exc}",
                 "check free disk space and permissions; nothing was left behind",
             ) from None
+    exts = df.get_column("__ext").to_list()
+    skipped = [e for r in results for e in r.skipped]
     unknown = exts.count(UNKNOWN_EXT)
-    result = ExportResult(out_abs, plan, files, sum(r.bytes for r in results), unknown)
+    result = ExportResult(
+        out_abs, plan, files, sum(r.bytes for r in results), len(exts), unknown, len(skipped)
+    )
+    messages = [skipped_message(skipped)] if skipped else []
     if unknown:
-        msg = f"{unknown:,} images have no known file signature; they were written as .{UNKNOWN_EXT}"
+        messages.append(
+            f"{unknown:,} images have no known file signature; they were written as .{UNKNOWN_EXT}"
+        )
+    for msg in messages:
         reporter.warn(msg)
         result.warnings.append(msg)
     return result
+
+
+def _written_rows(plan: ExportPlan, results: list[_TaskResult]) -> pl.DataFrame:
+    """The plan's rows that were written (less those --skip-bad left out) with ``__ext``; transformed, the
+    metadata describes the new bytes."""
+    df = plan.df
+    skipped = [e for r in results for e in r.skipped]
+    if skipped:
+        bad = pl.DataFrame(
+            {"shard": [e.shard for e in skipped], "row": [e.row for e in skipped]},
+            schema={"shard": df.schema["shard"], "row": df.schema["row"]},
+        )
+        df = df.join(bad, on=["shard", "row"], how="anti", maintain_order="left")
+        if not df.height:
+            raise EmptySelectionError(
+                f"none of the {len(skipped):,} selected images could be transformed "
+                f"(first: {skipped[0].message})",
+                "check the source images and the --transform specs",
+            )
+    exts = [e for r in results for e in r.exts]
+    if len(exts) != df.height:
+        raise OutputError(
+            f"wrote {len(exts):,} images but {df.height:,} were selected",
+            "this is a bug in cfx; please report it with CFX_DEBUG=1",
+        )
+    df = df.with_columns(pl.Series("__ext", exts, dtype=pl.String))
+    return _transformed_frame(df, results) if plan.options.transforming else df
 
 
 def _write_index(
@@ -691,12 +830,14 @@ def _write_index(
     if fmt == "webdataset":
         _write_wds_card(df, tmp)
         return _finish_tars(plan, df, tmp, results, reporter) + 2
+    splits = 0
     for (split,), part in df.group_by("__split", maintain_order=True):
+        splits += 1
         if fmt == "imagefolder":
             _write_metadata_jsonl(part, tmp / str(split))
         elif fmt == "cf":
             _write_cf_index(part, tmp / str(split), out_abs)
-    return plan.files()
+    return df.height + 1 + (splits if fmt in ("cf", "imagefolder") else 0)
 
 
 def _write_metadata_jsonl(part: pl.DataFrame, folder: Path) -> None:
@@ -784,10 +925,12 @@ def _finish_tars(
             slots.setdefault((split, bucket), []).append(name)
         order = df.sort("__order").group_by("__split", "__bucket", maintain_order=True).agg(pl.col("__stem"))
         keys = {(s, b): k for s, b, k in order.iter_rows()}
-        jobs = [
-            (str(parts), names, keys[slot], str(tmp / f"{slot[0]}-{slot[1]:06d}.tar"))
-            for slot, names in sorted(slots.items())
-        ]
+        jobs = []
+        number: dict[str, int] = {}
+        for slot, names in sorted(slots.items()):
+            n = number.get(slot[0], 0)  # numbered without gaps: --skip-bad may empty a bucket
+            number[slot[0]] = n + 1
+            jobs.append((str(parts), names, keys[slot], str(tmp / f"{slot[0]}-{n:06d}.tar")))
         written = _merge_all(jobs, plan.options.workers, reporter)
     shutil.rmtree(parts, ignore_errors=True)
     return written

@@ -46,7 +46,7 @@ from cfx.transform_stage import KeyedBatch, shuffle_order
 from cfx.units import human_bytes
 
 if TYPE_CHECKING:  # PIL is imported only when a subset transforms
-    from cfx.transform import Pipeline
+    from cfx.transform import BadImageError, Pipeline
     from cfx.transform_stage import TransformStage
 
 DEFAULT_MAX_SHARD_BYTES = 500 * 1000**2
@@ -719,11 +719,16 @@ def _skipped_warnings(stage: TransformStage | None, reporter: Reporter) -> list[
     """One warning naming the images --skip-bad left out."""
     if stage is None or not stage.skipped:
         return []
-    names = ", ".join(e.message for e in stage.skipped[:5])
-    more = f" and {len(stage.skipped) - 5:,} more" if len(stage.skipped) > 5 else ""
-    text = f"skipped {len(stage.skipped):,} image(s) that could not be transformed: {names}{more}"
+    text = skipped_message(stage.skipped)
     reporter.warn(text)
     return [text]
+
+
+def skipped_message(skipped: list[BadImageError]) -> str:
+    """The warning naming the images --skip-bad left out (the first five; cfx export too)."""
+    names = ", ".join(e.message for e in skipped[:5])
+    more = f" and {len(skipped) - 5:,} more" if len(skipped) > 5 else ""
+    return f"skipped {len(skipped):,} image(s) that could not be transformed: {names}{more}"
 
 
 def _check_not_all_skipped(stage: TransformStage | None) -> None:
@@ -873,7 +878,7 @@ def _new_manifest(
         key = pl.col("shard") + pl.lit("\x00") + pl.col("row").cast(pl.String)
         df = df.filter(~key.is_in([f"{s}\x00{r}" for s, r in dropped]))
     if stage is not None:
-        df = _transformed_rows(df, stage)
+        df = transformed_rows(df, stage.records())
     shard_col = np.repeat(np.array([f.name for f in files], dtype=object), [f.rows for f in files])
     row_col = (
         np.concatenate([np.arange(f.rows, dtype=np.int64) for f in files]) if files else np.empty(0, np.int64)
@@ -921,13 +926,15 @@ _BYTE_FACTS += (
 _BYTE_FACTS += ("inspect_error",)
 
 
-def _transformed_rows(df: pl.DataFrame, stage: TransformStage) -> pl.DataFrame:
+def transformed_rows(df: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
     """The selected rows that were written (skipped ones dropped, order kept), described by their new bytes;
-    the source's values kept as ``source_<column>``, with ``transform`` and ``source_sha256``."""
+    the source's values kept as ``source_<column>``, with ``transform`` and ``source_sha256``. ``records``:
+    per written row its source ``shard``/``row``, ``transform``, ``source_sha256`` and the new ``_format``,
+    ``_width``, ``_height``, ``_mode`` (:meth:`cfx.transform_stage.TransformStage.records`; cfx export too)."""
     from cfx.transform_stage import renamed, resolution_like
 
     df = df.drop([c for c in ("transform", "source_sha256", "sha256") if c in df.columns])
-    df = df.join(stage.records(), on=["shard", "row"], how="inner", maintain_order="left")
+    df = df.join(records, on=["shard", "row"], how="inner", maintain_order="left")
     df = df.with_columns(pl.col(c).alias(f"source_{c}") for c in _DESCRIBED if c in df.columns)
     df = df.rename({c: f"source_{c}" for c in _BYTE_FACTS if c in df.columns})
     new: list[pl.Series | pl.Expr] = [pl.col("_width").alias("width"), pl.col("_height").alias("height")]
@@ -957,5 +964,7 @@ __all__ = [
     "SubsetResult",
     "check_output",
     "plan_subset",
+    "skipped_message",
+    "transformed_rows",
     "write_subset",
 ]

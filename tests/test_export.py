@@ -1,5 +1,5 @@
 """cfx export: every layout read back with the real readers (os.walk, datasets, webdataset), hostile names,
-extensions from the bytes, atomicity, --dry-run, refusing an existing DIR."""
+extensions from the bytes, atomicity, --dry-run, refusing an existing DIR, --transform (as cfx subset)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
@@ -433,7 +434,7 @@ def test_safe_names_property(values: list[str]) -> None:
     assert safe_names(list(reversed(values))) == m  # independent of order
 
 
-# --- dry run, refusals, atomicity, transform hook ----------------------------------------------------
+# --- dry run, refusals, atomicity --------------------------------------------------------
 def test_dry_run_writes_nothing(cfx: Callable[..., Any], cf_small: Path, tmp_path: Path) -> None:
     out = tmp_path / "out"
     r = cfx("export", str(cf_small), "--format", "cf", "--out", str(out), "--dry-run", "--json")
@@ -481,20 +482,6 @@ def test_cli_usage_errors(cfx: Callable[..., Any], cf_small: Path, tmp_path: Pat
     r = cfx("export", str(cf_small), "--format", "cf", "--out", out, "--where", "label = 7")
     assert r.returncode == 5
     assert not Path(out).exists()
-
-
-def _to_jpeg(data: bytes) -> bytes:
-    buf = io.BytesIO()
-    Image.open(io.BytesIO(data)).convert("RGB").save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-def test_transform_hook(hostile: Path, tmp_path: Path) -> None:
-    """The hook `subset --transform` specs will plug into: bytes in, bytes out, extension from the result."""
-    manifest = load_manifest(str(hostile))
-    out = tmp_path / "t"
-    write_export(manifest, out, ExportOptions("cnndetection", workers=1, transform=_to_jpeg))
-    assert {p.suffix for p in walk(out) if p.name != "names.csv"} == {".jpg"}
 
 
 def test_kill_9_leaves_no_dir_and_rerun_cleans(tmp_path: Path) -> None:
@@ -679,3 +666,241 @@ def test_unsafe_paths_never_reach_the_disk(stem: str) -> None:
     _check_stems(pl.Series(["train/a/0_real/x-000001", "train/b.c/1_fake/y-000002"]))
     with pytest.raises(OutputError, match="unsafe output path"):
         _check_stems(pl.Series([stem]))
+
+
+# --- --transform (the specs of cfx subset) -------------------------------------------------------------
+def _pngs(root: Path, images: dict[int, bytes] | None = None) -> Path:
+    """Two shards of real PNGs (tests.shards), some rows of shard 0 replaced by ``images``."""
+    recs = rows(8, label=1)
+    for i, data in (images or {}).items():
+        recs[i]["image_data"] = data
+    write_shard(root / "data" / "s-0.parquet", recs)
+    write_shard(root / "data" / "s-1.parquet", rows(8, label=0, start=8))
+    return root
+
+
+def subset_images(out: Path) -> dict[tuple[str, int], bytes]:
+    """(source shard, source row) -> image bytes of a `cfx subset` output, through its manifest."""
+    man = pl.read_parquet(out / "manifest.parquet")
+    data = {
+        s: pq.read_table(out / s, columns=["image_data"]).column(0).to_pylist() for s in set(man["shard"])
+    }
+    return {
+        (s, r): data[shard][row]
+        for s, r, shard, row in man.select("source_shard", "source_row", "shard", "row").iter_rows()
+    }
+
+
+def jsonl(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_cli_transform_jpeg96_equals_subset_and_metadata_follows(
+    cfx: Callable[..., Any], tmp_path: Path
+) -> None:
+    from cfx.jpegquality import parse_jpeg
+
+    src = _pngs(tmp_path / "src")
+    manifest = load_manifest(str(src))
+    source = source_bytes(src, manifest)
+    assert {sniff_format(b) for b in source.values()} == {"PNG"}
+    out, sub = tmp_path / "hf", tmp_path / "sub"
+    r = cfx("export", str(src), "-f", "imagefolder", "--out", str(out), "--transform", "jpeg:96", "-w", "2")
+    assert r.returncode == 0, r.stderr
+    r = cfx("subset", str(src), "--out", str(sub), "--transform", "jpeg:96", "-w", "2")
+    assert r.returncode == 0, r.stderr
+    by_subset = subset_images(sub)
+    meta = {m["file_name"]: m for m in jsonl(out / "train" / "metadata.jsonl")}
+    files = [p for p in walk(out) if p.name not in ("names.csv", "metadata.jsonl")]
+    assert len(files) == len(meta) == len(manifest) == 16
+    for path in files:
+        body = path.read_bytes()
+        assert path.suffix == ".jpg" and sniff_format(body) == "JPEG"
+        assert parse_jpeg(body).quality == (96, True)
+        key = key_to_row(out, path.stem)
+        assert body == by_subset[key]  # the same bytes as `cfx subset --transform jpeg:96`
+        m = meta[str(path.relative_to(out / "train"))]
+        assert (m["shard"], m["row"]) == key
+        assert (m["format"], m["source_format"], m["transform"]) == ("JPEG", "PNG", "jpeg:96")
+        assert (m["width"], m["height"], m["resolution"], m["num_bytes"]) == (32, 32, "[32, 32]", len(body))
+        assert m["image_name"].endswith(".jpg") and m["source_image_name"].endswith(".png")
+        assert m["source_sha256"] == sha(source[key]) and "sha256" not in m
+
+
+def test_seeded_draws_equal_subset_for_every_layout(tmp_path: Path) -> None:
+    from cfx.subset import write_subset
+    from cfx.transform import Pipeline
+
+    src = _pngs(tmp_path / "src")
+    manifest = load_manifest(str(src))
+    pipeline = Pipeline.parse(["noise:2", "jpeg:60-99"])
+    write_subset(manifest, tmp_path / "sub", transform=pipeline, seed=7)
+    by_subset = subset_images(tmp_path / "sub")
+    for fmt in ("cnndetection", "cf"):
+        out = tmp_path / fmt
+        res = export(manifest, out, fmt, workers=2, transform=pipeline, seed=7)
+        assert res.rows == 16 and res.to_json()["transform"] == "noise:2 jpeg:60-99"
+        found = {key_to_row(out, p.stem): p for p in walk(out) if p.suffix == ".jpg"}
+        assert {k: p.read_bytes() for k, p in found.items()} == by_subset
+    index = pl.read_csv(tmp_path / "cf" / "train" / "index.csv")
+    assert index.height == 16 and all(
+        Path(p).suffix == ".jpg" and Path(p).is_file() for p in index["ImagePath"]
+    )
+    other = export(manifest, tmp_path / "seed8", "cnndetection", transform=pipeline, seed=8)
+    assert other.bytes != res.bytes  # the draws follow --seed
+
+
+def test_webdataset_members_and_json_follow_the_new_bytes(tmp_path: Path) -> None:
+    from cfx.transform import Pipeline
+
+    src = _pngs(tmp_path / "src")
+    manifest = load_manifest(str(src))
+    source = source_bytes(src, manifest)
+    out = tmp_path / "wds"
+    pipeline = Pipeline.parse(["resize:0.5", "webp:80"])
+    export(manifest, out, "webdataset", workers=2, transform=pipeline, shuffle=True, seed=2, shard_bytes=4000)
+    import tarfile
+
+    tars = sorted(out.glob("*.tar"))
+    assert [t.name for t in tars] == [f"train-{i:06d}.tar" for i in range(len(tars))] and len(tars) > 1
+    names = []
+    for t in tars:
+        with tarfile.open(t) as tar:
+            names += tar.getnames()
+    assert {Path(n).suffix for n in names} == {".webp", ".json", ".cls"}
+    samples = read_wds(out)
+    assert len(samples) == 16
+    for s in samples:
+        assert set(s) >= {"webp", "json", "cls"} and "png" not in s
+        meta = json.loads(s["json"])
+        key = (meta["shard"], meta["row"])
+        assert key_to_row(out, s["__key__"]) == key
+        image = Image.open(io.BytesIO(s["webp"]))
+        assert (image.format, image.size) == ("WEBP", (16, 16))
+        assert (meta["format"], meta["width"], meta["height"], meta["resolution"]) == (
+            "WEBP",
+            16,
+            16,
+            "[16, 16]",
+        )
+        assert (meta["source_format"], meta["source_width"], meta["source_resolution"]) == (
+            "PNG",
+            32,
+            "[32, 32]",
+        )
+        assert meta["transform"] == "resize:0.5 webp:80" and meta["source_sha256"] == sha(source[key])
+        assert meta["image_name"].endswith(".webp") and meta["num_bytes"] == len(s["webp"])
+    card = (out / "README.md").read_text()
+    assert '- name: "webp"' in card and '"png"' not in card and '"source_format"' in card
+
+
+def test_bad_image_exit_3_or_skip_bad(cfx: Callable[..., Any], tmp_path: Path) -> None:
+    src = _pngs(tmp_path / "src", {3: b"\x89PNG\r\n\x1a\n broken"})
+    out = tmp_path / "out"
+    r = cfx("export", str(src), "-f", "webdataset", "--out", str(out), "--transform", "jpeg:90", "-w", "2")
+    assert r.returncode == 3, r.stderr
+    assert "Error: data/s-0.parquet row 3: cannot decode the image" in r.stderr and "--skip-bad" in r.stderr
+    assert "Traceback" not in r.stderr
+    assert not out.exists() and not list(tmp_path.glob("out.tmp-*"))
+    r = cfx(
+        "export", str(src), "-f", "imagefolder", "--out", str(out), "--transform", "jpeg:90",
+        "--skip-bad", "--json", "-w", "2",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert "skipped 1 image(s) that could not be transformed: data/s-0.parquet row 3" in r.stderr
+    info = json.loads(r.out)
+    assert info["rows"] == 15 and info["skipped"] == 1 and info["files"] == 15 + 2
+    meta = jsonl(out / "train" / "metadata.jsonl")
+    assert len(meta) == 15 and ("data/s-0.parquet", 3) not in {(m["shard"], m["row"]) for m in meta}
+    images = [p for p in walk(out) if p.suffix == ".jpg"]
+    assert len(images) == 15 and "s-0-000003" not in {p.stem for p in images}
+
+
+def test_bad_image_library_inline_and_shuffled_webdataset(tmp_path: Path) -> None:
+    from cfx.transform import BadImageError, Pipeline
+
+    manifest = load_manifest(str(_pngs(tmp_path / "src", {3: b"\x89PNG\r\n\x1a\n broken"})))
+    out = tmp_path / "out"
+    with pytest.raises(BadImageError, match=r"data/s-0.parquet row 3"):  # inline (one worker)
+        export(manifest, out, "cnndetection", transform=Pipeline.parse(["jpeg:90"]))
+    assert not out.exists() and not list(tmp_path.glob("out.tmp-*"))
+    # webdataset, shuffled: the bad sample leaves its tar, the others are all there
+    wds = tmp_path / "wds"
+    res = export(
+        manifest,
+        wds,
+        "webdataset",
+        transform=Pipeline.parse(["jpeg:90"]),
+        skip_bad=True,
+        shuffle=True,
+        shard_bytes=3000,
+    )
+    assert res.rows == 15 and res.skipped == 1 and "row 3" in res.warnings[0]
+    keys = {key_to_row(wds, s["__key__"]) for s in read_wds(wds)}
+    assert len(keys) == 15 and ("data/s-0.parquet", 3) not in keys
+
+
+def test_all_images_bad_is_an_empty_selection(tmp_path: Path) -> None:
+    from cfx.errors import EmptySelectionError
+    from cfx.transform import Pipeline
+
+    write_shard(tmp_path / "src" / "data" / "s-0.parquet", [{**r, "image_data": b"junk"} for r in rows(3)])
+    manifest = load_manifest(str(tmp_path / "src"))
+    with pytest.raises(EmptySelectionError):
+        export(manifest, tmp_path / "out", "cf", transform=Pipeline.parse(["png"]), skip_bad=True)
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob("out.tmp-*"))
+
+
+def test_strip_metadata_keeps_pixels_and_format(cfx: Callable[..., Any], tmp_path: Path) -> None:
+    from tests.test_transform import jpeg_with_metadata, png_with_metadata
+
+    src = _pngs(tmp_path / "src", {0: jpeg_with_metadata(), 1: png_with_metadata()})
+    manifest = load_manifest(str(src))
+    source = source_bytes(src, manifest)
+    out = tmp_path / "out"
+    r = cfx("export", str(src), "-f", "imagefolder", "--out", str(out), "--strip-metadata", "--keep-icc")
+    assert r.returncode == 0, r.stderr
+    meta = {m["file_name"]: m for m in jsonl(out / "train" / "metadata.jsonl")}
+    for path in (p for p in walk(out) if p.suffix in (".jpg", ".png")):
+        key = key_to_row(out, path.stem)
+        before, after = Image.open(io.BytesIO(source[key])), Image.open(io.BytesIO(path.read_bytes()))
+        assert after.format == before.format and path.suffix == "." + extension(before.format)
+        assert not after.getexif() and "parameters" not in after.info and "workflow" not in after.info
+        assert after.info.get("icc_profile") == before.info.get("icc_profile")  # --keep-icc
+        assert (np.asarray(after) == np.asarray(before)).all()  # container edit only, pixels untouched
+        m = meta[str(path.relative_to(out / "train"))]
+        assert (
+            m["transform"] == "strip-metadata(keep-icc)" and m["format"] == after.format
+        )  # the bytes, not the column
+    stripped = (out / "train" / "fake").rglob("s-0-000000.jpg")
+    assert len(next(stripped).read_bytes()) < len(source[("data/s-0.parquet", 0)])
+    r = cfx("export", str(src), "-f", "cf", "--out", str(tmp_path / "x"), "--keep-icc")
+    assert r.returncode == 2 and "--keep-icc needs --strip-metadata" in r.stderr
+
+
+def test_dry_run_says_images_will_be_transformed(cfx: Callable[..., Any], tmp_path: Path) -> None:
+    src = _pngs(tmp_path / "src")
+    out = tmp_path / "out"
+    args = (
+        "export",
+        str(src),
+        "-f",
+        "cnndetection",
+        "--out",
+        str(out),
+        "--transform",
+        "jpeg:96",
+        "--dry-run",
+    )
+    r = cfx(*args)
+    assert r.returncode == 0, r.stderr
+    assert "Would write 16 images (≈ " in r.out
+    assert "Images will be transformed (jpeg:96): sizes are estimates" in r.out
+    r = cfx(*args, "--json")
+    info = json.loads(r.out)
+    assert info["transform"] == "jpeg:96" and info["bytes_exact"] is False and info["rows"] == 16
+    r = cfx(*args[:-3], "--dry-run", "--json")
+    assert json.loads(r.out)["transform"] is None
+    r = cfx(*args[:-2], "jpeg:200")
+    assert r.returncode == 2 and "Error: --transform 'jpeg:200'" in r.stderr
+    assert not out.exists()

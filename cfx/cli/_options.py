@@ -107,7 +107,7 @@ WhereOpt = Annotated[
     ),
 ]
 
-# Transforms on write (cfx subset; see docs/subset.md#transforms).
+# Transforms on write (cfx subset, cfx export; see docs/subset.md#transforms).
 TransformOpt = Annotated[
     list[str] | None,
     typer.Option(

@@ -17,6 +17,7 @@ from cfx.cli._options import (
     ExcludeNsfwOpt,
     GeneratorsOpt,
     JsonOpt,
+    KeepIccOpt,
     LabelsOpt,
     LicenseColumnOpt,
     LicensesOpt,
@@ -28,7 +29,9 @@ from cfx.cli._options import (
     SeedOpt,
     SkipBadOpt,
     SourceArg,
+    StripMetadataOpt,
     TokenOpt,
+    TransformOpt,
     WhereOpt,
     WorkersOpt,
     build_selection,
@@ -48,14 +51,19 @@ class Format(str, Enum):
 
 
 def _render_plan(plan: ExportPlan, out: Path) -> None:
-    approx = "" if plan.exact else "≈ "
     info = plan.to_json()
+    approx = "" if info["bytes_exact"] else "≈ "
     splits = ", ".join(f"{k}: {v:,}" for k, v in info["by_split"].items())
-    out_console().print(
+    text = (
         f"Would write {plan.rows:,} images ({approx}{human_bytes(plan.est_bytes)}) as {plan.options.format} to "
-        f"{out}/: {plan.files():,} files, {info['categories']:,} categories, splits {splits}",
-        markup=False,
+        f"{out}/: {plan.files():,} files, {info['categories']:,} categories, splits {splits}"
     )
+    if info["transform"]:
+        text += (
+            f"\nImages will be transformed ({info['transform']}): sizes are estimates from the source bytes, "
+            "extensions and metadata follow the new bytes"
+        )
+    out_console().print(text, markup=False)
 
 
 @handle_errors
@@ -99,6 +107,9 @@ def export(
     real_license_table: RealLicenseTableOpt = None,
     allow_missing: AllowMissingOpt = False,
     seed: SeedOpt = 0,
+    transform: TransformOpt = None,
+    strip_metadata: StripMetadataOpt = False,
+    keep_icc: KeepIccOpt = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would be written (files, bytes); write nothing.")
@@ -108,14 +119,15 @@ def export(
     skip_bad: SkipBadOpt = False,
     token: TokenOpt = None,
 ) -> None:
-    """Export SOURCE's images to a folder or tar layout detector codebases read, byte-identical.
+    """Export SOURCE's images to a folder or tar layout detector codebases read, byte-identical or --transform'ed.
 
     cnndetection: DIR/<split>/<category>/0_real|1_fake/ (CNNDetection, UniversalFakeDetect, NPR).
     cf: DIR/<split>/<generator>/<real|fake>/ + index.csv (the official Community Forensics trainer; pass
     DIR/<split> as its root). imagefolder: DIR/<split>/… + metadata.jsonl for
     `datasets.load_dataset("imagefolder", data_dir=DIR)`. webdataset: DIR/<split>-000000.tar … with
     KEY.<ext>, KEY.json, KEY.cls. Extensions follow the image bytes; names are made safe (DIR/names.csv
-    maps them back); DIR appears only when complete.
+    maps them back); DIR appears only when complete. --transform/--strip-metadata rewrite the images as
+    `cfx subset` does (same bytes for the same row and --seed); the metadata then describes the new bytes.
 
     Examples:
 
@@ -125,13 +137,16 @@ def export(
       cfx export data/ --format imagefolder --out hf-data --max-per-generator 100
       cfx export data/ --format webdataset --out wds --shard-size 500MB --shuffle --seed 1
       cfx export manifest.parquet --format cnndetection --out x --category architecture --dry-run
+      cfx export data/ --format cnndetection --out cnn-fixed --transform resize:max-side=512 --transform jpeg:96
     """
     from cfx.export import ExportOptions, plan_export, write_export
     from cfx.licenses import ensure_licenses
     from cfx.load import load_manifest
     from cfx.select import apply_selection
     from cfx.subset import check_output
+    from cfx.transform import Pipeline
 
+    pipeline = Pipeline.parse(transform or [], strip_metadata=strip_metadata, keep_icc=keep_icc)
     options = ExportOptions(
         format=format.value,
         category=category,
@@ -141,6 +156,8 @@ def export(
         seed=seed,
         workers=workers,
         overwrite=overwrite,
+        transform=pipeline,
+        skip_bad=skip_bad,
     )
     selection = build_selection(
         generators=generators,
@@ -188,7 +205,7 @@ def export(
         print_json(result.to_json())
     elif not is_quiet():
         err_console().print(
-            f"Wrote {result.plan.rows:,} images ({human_bytes(result.bytes)}) in {result.files:,} file(s) to {out}/",
+            f"Wrote {result.rows:,} images ({human_bytes(result.bytes)}) in {result.files:,} file(s) to {out}/",
             markup=False,
         )
 
