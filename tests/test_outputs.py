@@ -214,6 +214,7 @@ def test_property_no_command_changes_a_byte_of_its_inputs(
         args += [option] if option == "--json" else [option, str(data.draw(st.sampled_from(targets)))]
     for extra in data.draw(st.lists(st.sampled_from(_HOSTILE_VALUES), max_size=2)):
         args += [v.format(shard=shard) for v in extra]
+
     def inputs() -> dict[str, str]:
         """sha256 of every input: the dataset's files (with a folder source, also: no new file in it) and
         the manifest when it is the source."""

@@ -34,9 +34,9 @@ from cfx.cli._options import (
     TransformOpt,
     WhereOpt,
     WorkersOpt,
-    build_selection,
 )
 from cfx.cli._output import CliReporter, err_console, is_quiet, out_console, print_json
+from cfx.cli._select import load_selected
 from cfx.units import human_bytes, parse_size
 
 if TYPE_CHECKING:
@@ -140,9 +140,6 @@ def export(
       cfx export data/ --format cnndetection --out cnn-fixed --transform resize:max-side=512 --transform jpeg:96
     """
     from cfx.export import ExportOptions, plan_export, write_export
-    from cfx.licenses import ensure_licenses
-    from cfx.load import load_manifest
-    from cfx.select import apply_selection
     from cfx.subset import check_output
     from cfx.transform import Pipeline
 
@@ -159,37 +156,9 @@ def export(
         transform=pipeline,
         skip_bad=skip_bad,
     )
-    selection = build_selection(
-        generators=generators,
-        architectures=architectures,
-        labels=labels,
-        real_sources=real_sources,
-        exclude_nsfw=exclude_nsfw,
-        where=where,
-        max_per_generator=max_per_generator,
-        seed=seed,
-        licenses=licenses,
-        exclude_licenses=exclude_licenses,
-        commercial_only=commercial_only,
-        allow_missing=allow_missing,
-    )
+    params = dict(locals())
     with CliReporter() as reporter:
-        manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
-        manifest = ensure_licenses(
-            manifest,
-            needed=selection.filters_licenses,
-            license_table=license_table,
-            model_column=model_column,
-            license_column=license_column,
-            real_table=real_license_table,
-            token=token,
-            reporter=reporter,
-        )
-        picked = apply_selection(manifest, selection, reporter=reporter)
-        if not is_quiet():
-            for step in picked.steps:
-                reporter.info(f"{step.name}: {step.before:,} → {step.after:,} rows")
-        selected = picked.manifest
+        selected, _ = load_selected(source, params, {"--out": out}, reporter)
         if dry_run:
             check_output(selected, out, overwrite)
             plan = plan_export(selected, options, reporter=reporter)
