@@ -54,6 +54,10 @@ class InspectResult:
     bad: list[BadShardError] = field(default_factory=list)
 
 
+# Below this many images a header-only pass is done before a spawned pool is up (~3 s to start two workers,
+# measured: docs/benchmarks.md "Inspect"; 1 core reads ~4,300 headers/s), so it runs in this process.
+POOL_MIN_IMAGES = 25_000
+
 def inspect_shard(
     root: str,
     shard: str,
@@ -181,7 +185,8 @@ def _run(
         )
 
     args = [(manifest.root, s, manifest.shards.get(s), r) for s, r in todo]
-    if workers <= 1 or len(todo) <= 1:
+    images = sum(r.size for _, r in todo)
+    if workers <= 1 or len(todo) <= 1 or images < POOL_MIN_IMAGES:
         for a in args:
             try:
                 finish(a[1], inspect_shard(*a, use_cache=use_cache))
