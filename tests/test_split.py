@@ -420,3 +420,21 @@ def test_split_column_rows_stay_in_their_split_when_rows_are_dropped(tmp_path: P
     assert dict(zip(new.get_column("source_image_name"), new.get_column(SPLIT_COLUMN), strict=True)) == {
         k: v for k, v in want.items() if k not in gone
     }
+
+
+def test_shares_far_from_the_asked_ones_are_warned_about_with_the_largest_group() -> None:
+    from cfx.cli.split import share_warnings
+
+    few = split(
+        Manifest(manifest(5, generators=3, real_rows=0, dup_pairs=0), "/x"), SplitOptions(), workers=1
+    )
+    warnings = share_warnings(few.summary)
+    assert len(warnings) == 1 and "split shares are off what was asked" in warnings[0]
+    assert "the largest group" in warnings[0] and "groups are never cut" in warnings[0]
+    many = split(Manifest(manifest(5, generators=600, gen_rows=6000, real_rows=6000), "/x"), SplitOptions())
+    assert all(
+        abs(s["fraction"] - few_asked) <= 0.05
+        for s, few_asked in zip(
+            many.summary["splits"], many.summary["requested_fractions"].values(), strict=True
+        )
+    ) == (share_warnings(many.summary) == [])

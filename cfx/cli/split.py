@@ -56,6 +56,28 @@ def render(summary: dict[str, Any], console: Console) -> None:
     console.print(f"Leak proof (values in two splits): {proof} → {verdict}", markup=False)
 
 
+SHARE_TOLERANCE = 0.05  # achieved vs asked share of rows per split, before a warning
+
+
+def share_warnings(summary: dict[str, Any]) -> list[str]:
+    """One warning when a split's share of rows is off the asked one by more than ``SHARE_TOLERANCE``: few
+    or huge groups (duplicates and prompts chain units together) make the shares coarse."""
+    asked = summary["requested_fractions"]
+    off = [s for s in summary["splits"] if abs(s["fraction"] - asked[s["split"]]) > SHARE_TOLERANCE]
+    if not off:
+        return []
+    shares = ", ".join(f"{s['split']} {s['fraction']:.3f} (asked {asked[s['split']]:g})" for s in off)
+    largest = summary.get("largest_groups") or []
+    why = ""
+    if largest:
+        g = largest[0]
+        why = f"; the largest group, {g['key']}, holds {g['rows']:,} rows from {g['units']:,} units and went to {g['split']}"
+    return [
+        f"split shares are off what was asked: {shares}{why} — groups are never cut (that would leak); "
+        "try --by generator without --prompts, a lower --threshold, or more units"
+    ]
+
+
 def _floats(text: str) -> tuple[float, ...]:
     from cfx.errors import UsageError
 
@@ -185,6 +207,8 @@ def split_cmd(
         result = split(
             manifest, options, workers=workers, use_cache=not no_cache, skip_bad=skip_bad, reporter=reporter
         )
+        for line in share_warnings(result.summary):
+            reporter.warn(line)
         if out is not None:
             paths = write_parts(result, out, overwrite=overwrite, warn=reporter.warn)
             reporter.info(f"Wrote {len(paths)} split manifest(s) to {out}/")
