@@ -416,6 +416,55 @@ def balance(
     reporter = reporter or NullReporter()
     df = manifest.df
     _check_columns(df, options)
+    _check_options(options)
+    work = _work_frame(df, options)
+    steps = _Steps(reporter, _counts(work, "input"))
+    # 1. licences
+    if options.licenses or options.exclude_licenses or options.commercial_only:
+        work = steps.add(
+            filter_licenses(work, options.licenses, options.exclude_licenses, options.commercial_only),
+            "licences",
+            describe_filter(options.licenses, options.exclude_licenses, options.commercial_only),
+        )
+    # 2. matching: keep rows in bins holding both classes (at the ratio), one step per added feature
+    work, n_bins = _match(work, options, steps)
+    work = _with_hashes(work, options.seed)
+    # 3. generator floor (availability) and cap
+    gen, real = _cap_generators(
+        work.filter(pl.col("label") == GENERATED), work.filter(pl.col("label") == REAL), options, steps
+    )
+    # 4./5. allocate, then enforce the floor on the result
+    gen_sel, real_sel, floor_dropped = _allocate(gen, real, options, reporter)
+    selected = pl.concat([gen_sel, real_sel])
+    steps.add(selected, "balance", _balance_detail(options, n_bins, floor_dropped))
+    # 6. pairs
+    keep_cols = ["__i"]
+    if options.pair:
+        selected = selected.join(_pair(gen_sel, real_sel), on="__i", how="left")
+        keep_cols.append(PAIR_COLUMN)
+    out = (
+        df.with_row_index("__i")
+        .drop([PAIR_COLUMN] if PAIR_COLUMN in df.columns else [])  # old pairs do not survive
+        .join(selected.select(keep_cols), on="__i", how="semi" if not options.pair else "inner")
+    )
+    out = _sort_rows(out).drop("__i")
+    return BalanceResult(
+        manifest=manifest.with_df(out, step=f"balance {options.describe()}"),
+        steps=steps.steps,
+        options=options,
+        bins=int(selected.get_column("__bin").n_unique()),
+        floor_dropped=floor_dropped,
+        per_generator=dict(gen_sel.group_by("__gen").len("n").sort("__gen").iter_rows()),
+        per_source=dict(
+            real_sel.group_by("__src").len("n").sort(["n", "__src"], descending=[True, False]).iter_rows()
+        ),
+        per_stratum=(
+            dict(gen_sel.group_by("__strat").len("n").sort("__strat").iter_rows()) if options.stratify else {}
+        ),
+    )
+
+
+def _check_options(options: BalanceOptions) -> None:
     r, g = options.ratio
     if options.pair and (r, g) != (1, 1):
         raise UsageError(
@@ -438,7 +487,9 @@ def balance(
             "no generator could satisfy both; raise the cap or lower the floor",
         )
 
-    seed = options.seed
+
+def _work_frame(df: pl.DataFrame, options: BalanceOptions) -> pl.DataFrame:
+    """The columns balancing works on: row index, pointer, label, generator, source, stratum, match features."""
     model = pl.col("model_name").cast(pl.String)
     source = pl.col("real_source").cast(pl.String) if "real_source" in df.columns else pl.lit(None, pl.String)
     work = df.with_row_index("__i").select(
@@ -465,28 +516,30 @@ def balance(
         raise InputError(
             f"{bad.height} row(s) have a label other than 0 (real) / 1 (generated)", "re-index the dataset"
         )
-    steps = [_counts(work, "input")]
+    return work
 
-    def step(frame: pl.DataFrame, name: str, detail: str = "") -> pl.DataFrame:
+
+class _Steps:
+    """The row counts after each step (the report); a step that leaves one class empty ends the balance."""
+
+    def __init__(self, reporter: Reporter, first: Step) -> None:
+        self.reporter = reporter
+        self.steps = [first]
+        if first.real == 0 or first.generated == 0:
+            raise _empty_error(self.steps, first)
+
+    def add(self, frame: pl.DataFrame, name: str, detail: str = "") -> pl.DataFrame:
         s = _counts(frame, name, detail)
-        steps.append(s)
-        reporter.info(s.short())
+        self.steps.append(s)
+        self.reporter.info(s.short())
         if s.real == 0 or s.generated == 0:
-            raise _empty_error(steps, s)
+            raise _empty_error(self.steps, s)
         return frame
 
-    if steps[0].real == 0 or steps[0].generated == 0:
-        raise _empty_error(steps, steps[0])
 
-    # 1. licences
-    if options.licenses or options.exclude_licenses or options.commercial_only:
-        work = step(
-            filter_licenses(work, options.licenses, options.exclude_licenses, options.commercial_only),
-            "licences",
-            describe_filter(options.licenses, options.exclude_licenses, options.commercial_only),
-        )
-
-    # 2. matching: keep rows in bins holding both classes (at the ratio), one step per added feature
+def _match(work: pl.DataFrame, options: BalanceOptions, steps: _Steps) -> tuple[pl.DataFrame, int]:
+    """Keep the rows in bins of the match features that hold both classes at the ratio; adds ``__bin``."""
+    r, g = options.ratio
     bin_cols: list[str] = []
     for i, m in enumerate(options.match):
         bin_cols.append(f"__m{i}")
@@ -496,7 +549,7 @@ def balance(
             ((pl.col("label") == GENERATED).sum() // g).alias("__ug"),
         )
         ok = per_bin.filter((pl.col("__ur") > 0) & (pl.col("__ug") > 0)).select(bin_cols)
-        work = step(
+        work = steps.add(
             work.join(ok, on=bin_cols, how="semi"),
             f"match {m.label}",
             f"rows in bins of {' × '.join(x.label for x in options.match[: i + 1])} holding both classes",
@@ -507,24 +560,28 @@ def balance(
         ).drop(bin_cols)
     else:
         work = work.with_columns(pl.lit("").alias("__bin"))
-    n_bins = work.get_column("__bin").n_unique()
+    return work, work.get_column("__bin").n_unique()
 
-    # hashes: rows, generators, strata, sources
+
+def _with_hashes(work: pl.DataFrame, seed: int) -> pl.DataFrame:
+    """Seeded hashes of rows, generators, sources and strata: every order below is drawn from them."""
     work = work.with_columns(row_hashes(work.get_column("shard"), work.get_column("row"), seed))
     for col, kind in (("__gen", "generator"), ("__src", "source"), ("__strat", "stratum")):
         mapping = _name_hashes(work.get_column(col).unique().to_list(), seed, kind)
         work = work.with_columns(pl.col(col).replace_strict(mapping, return_dtype=pl.Int64).alias(f"{col}_h"))
+    return work
 
-    gen = work.filter(pl.col("label") == GENERATED)
-    real = work.filter(pl.col("label") == REAL)
 
-    # 3. generator floor (availability) and cap
+def _cap_generators(
+    gen: pl.DataFrame, real: pl.DataFrame, options: BalanceOptions, steps: _Steps
+) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """--min-per-generator drops generators with too few matchable rows; --per-generator keeps a seeded
+    subset of each."""
     floor = options.min_per_generator
     if floor:
         sizes = gen.group_by("__gen").len("n")
-        keep = sizes.filter(pl.col("n") >= floor).select("__gen")
-        gen = gen.join(keep, on="__gen", how="semi")
-        step(
+        gen = gen.join(sizes.filter(pl.col("n") >= floor).select("__gen"), on="__gen", how="semi")
+        steps.add(
             pl.concat([gen, real]),
             f"min-per-generator {floor}",
             "generators with fewer matchable rows dropped",
@@ -536,18 +593,24 @@ def balance(
             .filter(pl.col("__k") < options.per_generator)
             .drop("__k")
         )
-        step(
+        steps.add(
             pl.concat([gen, real]),
             f"per-generator {options.per_generator}",
             "seeded subset of each generator",
         )
+    return gen, real
 
-    # 4./5. allocate, then enforce the floor on the result
+
+def _allocate(
+    gen: pl.DataFrame, real: pl.DataFrame, options: BalanceOptions, reporter: Reporter
+) -> tuple[pl.DataFrame, pl.DataFrame, list[str]]:
+    """Take rows at the ratio; with a floor, drop the generators the result leaves below it and take again."""
+    floor = options.min_per_generator
     floor_dropped: list[str] = []
     stratified = bool(options.stratify)
     real_ranked = _rank_real(real)  # the real order does not depend on which generators are kept
     for round_no in range(MAX_FLOOR_ROUNDS):
-        gen_sel, real_sel = _take(_rank_generated(gen, stratified), real_ranked, (r, g))
+        gen_sel, real_sel = _take(_rank_generated(gen, stratified), real_ranked, options.ratio)
         if not floor or gen_sel.height == 0:
             break
         drops = _floor_drops(gen_sel, floor, eager=round_no >= EXACT_FLOOR_ROUNDS)
@@ -561,42 +624,19 @@ def balance(
         reporter.info(
             f"min-per-generator {floor}: {len(floor_dropped)} generator(s) could not reach {floor} rows"
         )
-    detail = f"{r}:{g} real:generated in each of {n_bins:,} bin(s)" if bin_cols else f"{r}:{g} real:generated"
+    return gen_sel, real_sel, floor_dropped
+
+
+def _balance_detail(options: BalanceOptions, n_bins: int, floor_dropped: list[str]) -> str:
+    r, g = options.ratio
+    detail = (
+        f"{r}:{g} real:generated in each of {n_bins:,} bin(s)" if options.match else f"{r}:{g} real:generated"
+    )
     if options.stratify:
         detail += f", round-robin over {options.stratify} then generators"
     if floor_dropped:
         detail += f"; {len(floor_dropped)} generator(s) dropped below the floor"
-    selected = pl.concat([gen_sel, real_sel])
-    step(selected, "balance", detail)
-
-    # 6. pairs
-    keep_cols = ["__i"]
-    if options.pair:
-        pairs = _pair(gen_sel, real_sel)
-        selected = selected.join(pairs, on="__i", how="left")
-        keep_cols.append(PAIR_COLUMN)
-
-    out = (
-        df.with_row_index("__i")
-        .drop([PAIR_COLUMN] if PAIR_COLUMN in df.columns else [])  # old pairs do not survive
-        .join(selected.select(keep_cols), on="__i", how="semi" if not options.pair else "inner")
-    )
-    out = _sort_rows(out).drop("__i")
-    result_manifest = manifest.with_df(out, step=f"balance {options.describe()}")
-    return BalanceResult(
-        manifest=result_manifest,
-        steps=steps,
-        options=options,
-        bins=int(selected.get_column("__bin").n_unique()),
-        floor_dropped=floor_dropped,
-        per_generator=dict(gen_sel.group_by("__gen").len("n").sort("__gen").iter_rows()),
-        per_source=dict(
-            real_sel.group_by("__src").len("n").sort(["n", "__src"], descending=[True, False]).iter_rows()
-        ),
-        per_stratum=(
-            dict(gen_sel.group_by("__strat").len("n").sort("__strat").iter_rows()) if options.stratify else {}
-        ),
-    )
+    return detail
 
 
 def _pair(gen_sel: pl.DataFrame, real_sel: pl.DataFrame) -> pl.DataFrame:
