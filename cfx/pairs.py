@@ -172,13 +172,13 @@ class _Buckets:
 
     def __init__(self, key: np.ndarray, bits: int) -> None:
         self.order = np.argsort(key, kind="stable")
-        sk = key[self.order]
+        sk = self.sorted_keys = key[self.order]
         self.ukeys, self.ustart, self.ucount = np.unique(sk, return_index=True, return_counts=True)
-        self.single = bool(self.ucount.max(initial=1) == 1)
         self.dense = bits <= DENSE_TABLE_BITS
         if self.dense:
             self.table = np.zeros(1 << bits, np.int32)
             self.table[self.ukeys] = np.arange(1, self.ukeys.size + 1, dtype=np.int32)
+            self.sorted_keys = sk.astype(np.int32)  # half the bytes per probe
         self._sides: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     def find(self, keys: np.ndarray) -> np.ndarray:
@@ -188,24 +188,23 @@ class _Buckets:
         return np.where(self.ukeys[pos] == keys, pos + 1, 0)
 
     def side(self, top: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, keys) of the distinct keys whose bit ``top`` is 0 (cached per bit)."""
+        """(positions in ``order``, keys) of the codes whose key's bit ``top`` is 0 (cached per bit): probing
+        per code, not per distinct key, leaves no source bucket to expand (most buckets hold one code)."""
         if top not in self._sides:
-            idx = np.flatnonzero((self.ukeys & top) == 0)
-            self._sides[top] = (idx, self.ukeys[idx])
+            pos = np.flatnonzero((self.sorted_keys & top) == 0)
+            self._sides[top] = (pos, self.sorted_keys[pos])
         return self._sides[top]
 
 
-def _expand(
-    x: np.ndarray, ystart: np.ndarray, ylen: np.ndarray, order: np.ndarray
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Candidate pairs (x[k], order[ystart[k] + 0 … ylen[k]-1]), in chunks of about CHUNK_CANDIDATES."""
-    keep = ylen > 0
+def _expand(x: np.ndarray, ystart: np.ndarray, ylen: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Candidate pairs (x[k], ystart[k] + 0 … ylen[k]-1), in chunks of about CHUNK_CANDIDATES."""
+    one = ylen == 1  # the common case (most buckets hold one code): no repeat needed
+    xs, ys = x[one], ystart[one]
+    for lo in range(0, xs.size, CHUNK_CANDIDATES):
+        yield xs[lo : lo + CHUNK_CANDIDATES], ys[lo : lo + CHUNK_CANDIDATES]
+    keep = ylen > 1
     x, ystart, ylen = x[keep], ystart[keep], ylen[keep]
     if not x.size:
-        return
-    if ylen.max() == 1:
-        for lo in range(0, x.size, CHUNK_CANDIDATES):
-            yield x[lo : lo + CHUNK_CANDIDATES], order[ystart[lo : lo + CHUNK_CANDIDATES]]
         return
     ends = np.cumsum(ylen)
     lo = 0
@@ -217,7 +216,7 @@ def _expand(
         total = int(n.sum())
         firsts = np.cumsum(n) - n
         within = np.arange(total, dtype=np.int64) - np.repeat(firsts, n)
-        yield np.repeat(x[lo:hi], n), order[np.repeat(ystart[lo:hi], n) + within]
+        yield np.repeat(x[lo:hi], n), np.repeat(ystart[lo:hi], n) + within
         lo = hi
 
 
@@ -228,52 +227,49 @@ def _search_block(
     block_index: int,
     flips: list[int],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Verified pairs of one block for the given flip masks, minus those an earlier block finds."""
+    """Verified pairs of one block for the given flip masks, minus those an earlier block finds.
+
+    Candidates are positions in the block's key order (``order``): the codes are gathered from a copy in
+    that order, so one side of every candidate is read nearly in sequence, and only verified pairs are
+    mapped back to code indices.
+    """
     block = plan.blocks[block_index]
     key = _block_keys(codes, block)
     buckets = _Buckets(key, len(block))
     earlier = [(_U64(plan.masks[j]), plan.radii[j]) for j in range(block_index)]
     out_a, out_b, out_d = [], [], []
     ustart, ucount, order = buckets.ustart, buckets.ucount, buckets.order
+    sorted_codes = codes[order]
     for flip in flips:
         if flip == 0:
             # pairs inside a bucket: each member against the members after it
             multi = ucount > 1
             s, c = ustart[multi], ucount[multi]
-            members = np.repeat(s, c) + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
-            ends = np.repeat(s + c, c)
-            x = order[members]
-            ystart = members + 1
-            ylen = ends - ystart
+            x = np.repeat(s, c) + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
+            ystart = x + 1
+            ylen = np.repeat(s + c, c) - ystart
         else:
             # key -> key ^ flip, taken once per unordered pair of buckets (the side whose top flipped bit is 0)
-            idx, keys = buckets.side(1 << (flip.bit_length() - 1))
+            pos, keys = buckets.side(1 << (flip.bit_length() - 1))
             found = buckets.find(keys ^ flip)
             hit = np.flatnonzero(found)
             if not hit.size:
                 continue
-            src, tgt = idx[hit], found[hit].astype(np.int64) - 1
-            if buckets.single:  # every bucket holds one code: the pairs are direct
-                x, ystart, ylen = order[ustart[src]], ustart[tgt], np.ones(hit.size, np.int64)
-            else:
-                src_start, src_count = ustart[src], ucount[src]
-                members = np.repeat(src_start, src_count) + (
-                    np.arange(int(src_count.sum())) - np.repeat(np.cumsum(src_count) - src_count, src_count)
-                )
-                x = order[members]
-                ystart = np.repeat(ustart[tgt], src_count)
-                ylen = np.repeat(ucount[tgt], src_count)
-        for xa, yb in _expand(x, ystart, ylen, order):
-            xor = codes[xa] ^ codes[yb]
-            d = popcount(xor)
-            ok = d <= threshold
+            tgt = found[hit].astype(np.int64) - 1
+            x, ystart, ylen = pos[hit], ustart[tgt], ucount[tgt]
+        for px, py in _expand(x, ystart, ylen):
+            xor = sorted_codes[px] ^ sorted_codes[py]
+            ok = np.flatnonzero(popcount(xor) <= threshold)  # few survive: check earlier blocks on those only
+            xor = xor[ok]
+            keep = np.ones(ok.size, bool)
             for mask, r in earlier:
-                ok &= popcount(xor & mask) > r
-            if ok.any():
-                xa, yb, d = xa[ok], yb[ok], d[ok]
+                keep &= popcount(xor & mask) > r
+            if keep.any():
+                ok = ok[keep]
+                xa, yb = order[px[ok]], order[py[ok]]
                 out_a.append(np.minimum(xa, yb))
                 out_b.append(np.maximum(xa, yb))
-                out_d.append(d.astype(np.uint8))
+                out_d.append(popcount(xor[keep]).astype(np.uint8))
     if not out_a:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
     return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_d)
