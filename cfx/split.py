@@ -289,11 +289,15 @@ class NearPairs:
 # --- assignment ----------------------------------------------------------------------------------------
 def key_positions(keys: list[str], seed: int) -> np.ndarray:
     """Seeded position of each key on [0, 1): blake2b of (seed, key), the same on every machine."""
-    out = np.empty(len(keys), np.float64)
-    for i, k in enumerate(keys):
-        h = hashlib.blake2b(f"{seed}\x00split\x00{k}".encode(), digest_size=8).digest()
-        out[i] = int.from_bytes(h, "little") / 2.0**64
-    return out
+    prefix = hashlib.blake2b(f"{seed}\x00split\x00".encode(), digest_size=8)
+
+    def digest(key: str) -> bytes:
+        h = prefix.copy()  # the shared prefix is hashed once
+        h.update(key.encode())
+        return h.digest()
+
+    raw = b"".join(map(digest, keys))
+    return np.frombuffer(raw, "<u8") / 2.0**64
 
 
 def split_of(positions: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
@@ -326,52 +330,48 @@ def _holdout_rows(df: pl.DataFrame, options: SplitOptions) -> np.ndarray:
 def assign(
     df: pl.DataFrame, comp: np.ndarray, own: pl.Series, options: SplitOptions
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Split index (``__split``) and group key (``__key``) per row, and the merge counts."""
+    """Split index (``__split``) and group key (``__key``) per row, and the merge counts.
+
+    Own keys are ranked (dense, in string order), so a group's key, the smallest own key of its rows, is
+    its smallest rank, and every per-group count is a numpy reduction over integer ids.
+    """
     names, fractions = options.split_names, options.split_fractions
     held = _holdout_rows(df, options)
-    t = pl.DataFrame({"__comp": comp, "__own": own, "__held": held})
-    groups = t.group_by("__comp").agg(
-        pl.col("__own").min().alias("__key"),
-        pl.col("__own").n_unique().alias("__units"),
-        pl.col("__held").any().alias("__held"),
-        pl.len().alias("__rows"),
-    )
-    # group keys are own keys (the smallest of the group's), so one hash per distinct own key serves both
-    own_unique = t.get_column("__own").unique()
-    own_split = dict(
-        zip(
-            own_unique.to_list(),
-            split_of(key_positions(own_unique.to_list(), options.seed), fractions).tolist(),
-            strict=True,
-        )
-    )
-    split = groups.get_column("__key").replace_strict(own_split, return_dtype=pl.Int64).to_numpy()
+    rank = own.rank("dense").to_numpy().astype(np.int64) - 1
+    keys = own.unique().sort()  # keys[rank] is the row's own key
+    _, gid = np.unique(comp, return_inverse=True)  # groups numbered 0…G-1
+    gid = gid.reshape(-1)
+    n_groups = int(gid.max()) + 1 if gid.size else 0
+    gkey = np.full(n_groups, np.iinfo(np.int64).max, np.int64)
+    np.minimum.at(gkey, gid, rank)
+    rows = np.bincount(gid, minlength=n_groups)
+    gheld = np.bincount(gid, weights=held, minlength=n_groups) > 0
+    pairs = np.unique(gid * np.int64(keys.len()) + rank)  # distinct (group, own key)
+    units = np.bincount(pairs // np.int64(max(keys.len(), 1)), minlength=n_groups)
+    # a group's key is an own key, so one hash per distinct own key serves both
+    own_split = split_of(key_positions(keys.to_list(), options.seed), fractions)
+    split = own_split[gkey]
     if options.has_holdouts:
-        split = np.where(groups.get_column("__held").to_numpy(), names.index(options.holdout_split), split)
-    groups = groups.with_columns(pl.Series("__split", split, pl.Int64))
-    t = t.join(groups.select("__comp", "__split", "__key"), on="__comp", how="left", maintain_order="left")
-    alone = t.get_column("__own").replace_strict(own_split, return_dtype=pl.Int64).to_numpy()
-    merged = groups.filter(pl.col("__units") > 1)
-    assigned = t.get_column("__split").to_numpy()
+        split = np.where(gheld, names.index(options.holdout_split), split)
+    assigned = split[gid]
+    alone = own_split[rank]
+    merged = units > 1
+    top = np.lexsort((gkey, -rows))[:5]
     counts = {
-        "groups": groups.height,
-        "merged_groups": merged.height,
-        "rows_in_merged_groups": int(merged.get_column("__rows").sum() or 0),
-        "largest_group_rows": int(groups.select(pl.col("__rows").max()).item() or 0),
-        "largest_groups": groups.sort(["__rows", "__key"], descending=[True, False])
-        .head(5)
-        .select(
-            pl.col("__key").alias("key"),
-            pl.col("__rows").alias("rows"),
-            pl.col("__units").alias("units"),
-            pl.col("__split").replace_strict(dict(enumerate(names)), return_dtype=pl.String).alias("split"),
-        )
-        .to_dicts(),
+        "groups": n_groups,
+        "merged_groups": int(merged.sum()),
+        "rows_in_merged_groups": int(rows[merged].sum()),
+        "largest_group_rows": int(rows.max(initial=0)),
+        "largest_groups": [
+            {"key": k, "rows": int(rows[g]), "units": int(units[g]), "split": names[int(split[g])]}
+            for g, k in zip(top.tolist(), keys.gather(gkey[top]).to_list(), strict=True)
+        ],
         "moved_rows": int(((alone != assigned) & ~held).sum()),
         "held_out_rows": int(held.sum()),
-        "held_out_group_rows": int(groups.filter(pl.col("__held")).get_column("__rows").sum() or 0),
+        "held_out_group_rows": int(rows[gheld].sum()),
     }
-    return t.select("__split", "__key"), counts
+    out = pl.DataFrame({"__split": assigned, "__key": keys.gather(gkey[gid])})
+    return out, counts
 
 
 # --- the leak proof (independent of the assignment path) -----------------------------------------------
