@@ -165,35 +165,40 @@ def _flip_masks(bits: int, radius: int) -> list[int]:
 
 
 class _Buckets:
-    """Codes sorted by block key: distinct keys with the (start, count) of their run in ``order``.
+    """Codes sorted by block key (``order``): distinct keys with the (start, count) of their run.
 
-    ``find(keys)`` gives, per key, 1 + the index of its distinct key, or 0 when no code has that key.
+    ``find(keys)`` gives, per key, 0 when no code has it, ``start + 1`` when one code has it (the common
+    case: that code's position, no bucket to expand) and ``-(index of the distinct key + 1)`` otherwise.
     """
 
-    def __init__(self, key: np.ndarray, bits: int) -> None:
+    def __init__(self, key: np.ndarray, bits: int, codes: np.ndarray) -> None:
         self.order = np.argsort(key, kind="stable")
         sk = self.sorted_keys = key[self.order]
+        self.sorted_codes = codes[self.order]
         self.ukeys, self.ustart, self.ucount = np.unique(sk, return_index=True, return_counts=True)
+        code = np.where(self.ucount == 1, self.ustart + 1, -np.arange(1, self.ukeys.size + 1))
         self.dense = bits <= DENSE_TABLE_BITS
         if self.dense:
             self.table = np.zeros(1 << bits, np.int32)
-            self.table[self.ukeys] = np.arange(1, self.ukeys.size + 1, dtype=np.int32)
+            self.table[self.ukeys] = code
             self.sorted_keys = sk.astype(np.int32)  # half the bytes per probe
-        self._sides: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        else:
+            self.code = code
+        self._side: tuple[int, tuple[np.ndarray, ...]] | None = None
 
     def find(self, keys: np.ndarray) -> np.ndarray:
         if self.dense:
             return self.table[keys]
         pos = np.minimum(np.searchsorted(self.ukeys, keys), self.ukeys.size - 1)
-        return np.where(self.ukeys[pos] == keys, pos + 1, 0)
+        return np.where(self.ukeys[pos] == keys, self.code[pos], 0)
 
-    def side(self, top: int) -> tuple[np.ndarray, np.ndarray]:
-        """(positions in ``order``, keys) of the codes whose key's bit ``top`` is 0 (cached per bit): probing
+    def side(self, top: int) -> tuple[np.ndarray, ...]:
+        """(positions, keys, codes) of the codes whose key's bit ``top`` is 0 (the last one kept): probing
         per code, not per distinct key, leaves no source bucket to expand (most buckets hold one code)."""
-        if top not in self._sides:
+        if self._side is None or self._side[0] != top:
             pos = np.flatnonzero((self.sorted_keys & top) == 0)
-            self._sides[top] = (pos, self.sorted_keys[pos])
-        return self._sides[top]
+            self._side = (top, (pos, self.sorted_keys[pos], self.sorted_codes[pos]))
+        return self._side[1]
 
 
 def _expand(x: np.ndarray, ystart: np.ndarray, ylen: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -229,50 +234,57 @@ def _search_block(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Verified pairs of one block for the given flip masks, minus those an earlier block finds.
 
-    Candidates are positions in the block's key order (``order``): the codes are gathered from a copy in
-    that order, so one side of every candidate is read nearly in sequence, and only verified pairs are
-    mapped back to code indices.
+    Candidates are positions in the block's key order (``order``) and are verified on a copy of the codes
+    in that order (the probing side is read in sequence); only verified pairs are mapped back to indices.
     """
     block = plan.blocks[block_index]
-    key = _block_keys(codes, block)
-    buckets = _Buckets(key, len(block))
+    buckets = _Buckets(_block_keys(codes, block), len(block), codes)
     earlier = [(_U64(plan.masks[j]), plan.radii[j]) for j in range(block_index)]
-    out_a, out_b, out_d = [], [], []
-    ustart, ucount, order = buckets.ustart, buckets.ucount, buckets.order
-    sorted_codes = codes[order]
-    for flip in flips:
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    ustart, ucount, order, sorted_codes = buckets.ustart, buckets.ucount, buckets.order, buckets.sorted_codes
+
+    def verify(px: np.ndarray, py: np.ndarray, xor: np.ndarray) -> None:
+        ok = np.flatnonzero(popcount(xor) <= threshold)  # few survive: check earlier blocks on those only
+        xor = xor[ok]
+        keep = np.ones(ok.size, bool)
+        for mask, r in earlier:
+            keep &= popcount(xor & mask) > r
+        if keep.any():
+            ok = ok[keep]
+            xa, yb = order[px[ok]], order[py[ok]]
+            out.append((np.minimum(xa, yb), np.maximum(xa, yb), popcount(xor[keep]).astype(np.uint8)))
+
+    def verify_runs(x: np.ndarray, ystart: np.ndarray, ylen: np.ndarray) -> None:
+        for px, py in _expand(x, ystart, ylen):
+            verify(px, py, sorted_codes[px] ^ sorted_codes[py])
+
+    # flips grouped by their top bit, so each side of the buckets is built once
+    for flip in sorted(flips, key=int.bit_length):
         if flip == 0:
             # pairs inside a bucket: each member against the members after it
             multi = ucount > 1
             s, c = ustart[multi], ucount[multi]
             x = np.repeat(s, c) + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
-            ystart = x + 1
-            ylen = np.repeat(s + c, c) - ystart
-        else:
-            # key -> key ^ flip, taken once per unordered pair of buckets (the side whose top flipped bit is 0)
-            pos, keys = buckets.side(1 << (flip.bit_length() - 1))
-            found = buckets.find(keys ^ flip)
-            hit = np.flatnonzero(found)
-            if not hit.size:
-                continue
-            tgt = found[hit].astype(np.int64) - 1
-            x, ystart, ylen = pos[hit], ustart[tgt], ucount[tgt]
-        for px, py in _expand(x, ystart, ylen):
-            xor = sorted_codes[px] ^ sorted_codes[py]
-            ok = np.flatnonzero(popcount(xor) <= threshold)  # few survive: check earlier blocks on those only
-            xor = xor[ok]
-            keep = np.ones(ok.size, bool)
-            for mask, r in earlier:
-                keep &= popcount(xor & mask) > r
-            if keep.any():
-                ok = ok[keep]
-                xa, yb = order[px[ok]], order[py[ok]]
-                out_a.append(np.minimum(xa, yb))
-                out_b.append(np.maximum(xa, yb))
-                out_d.append(popcount(xor[keep]).astype(np.uint8))
-    if not out_a:
+            verify_runs(x, x + 1, np.repeat(s + c, c) - (x + 1))
+            continue
+        # key -> key ^ flip, taken once per unordered pair of buckets (the side whose top flipped bit is 0)
+        pos, keys, side_codes = buckets.side(1 << (flip.bit_length() - 1))
+        found = buckets.find(keys ^ flip)
+        hit = np.flatnonzero(found)
+        if not hit.size:
+            continue
+        f = found[hit]
+        one = f > 0
+        h1, y1 = hit[one], f[one].astype(np.int64) - 1
+        verify(pos[h1], y1, side_codes[h1] ^ sorted_codes[y1])
+        if not one.all():
+            many = ~one
+            tgt = -f[many].astype(np.int64) - 1
+            verify_runs(pos[hit[many]], ustart[tgt], ucount[tgt])
+    if not out:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_d)
+    a, b, d = (np.concatenate(column) for column in zip(*out, strict=True))
+    return a, b, d
 
 
 def _tasks(plan: _Plan, pieces: int) -> list[tuple[int, list[int]]]:
