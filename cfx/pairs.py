@@ -165,47 +165,51 @@ def _flip_masks(bits: int, radius: int) -> list[int]:
 
 
 class _Buckets:
-    """Codes sorted by block key: distinct keys with the (start, count) of their run in ``order``.
+    """Codes sorted by block key (``order``): distinct keys with the (start, count) of their run.
 
-    ``find(keys)`` gives, per key, 1 + the index of its distinct key, or 0 when no code has that key.
+    ``find(keys)`` gives, per key, 0 when no code has it, ``start + 1`` when one code has it (the common
+    case: that code's position, no bucket to expand) and ``-(index of the distinct key + 1)`` otherwise.
     """
 
-    def __init__(self, key: np.ndarray, bits: int) -> None:
+    def __init__(self, key: np.ndarray, bits: int, codes: np.ndarray) -> None:
         self.order = np.argsort(key, kind="stable")
-        sk = key[self.order]
+        sk = self.sorted_keys = key[self.order]
+        self.sorted_codes = codes[self.order]
         self.ukeys, self.ustart, self.ucount = np.unique(sk, return_index=True, return_counts=True)
-        self.single = bool(self.ucount.max(initial=1) == 1)
+        code = np.where(self.ucount == 1, self.ustart + 1, -np.arange(1, self.ukeys.size + 1))
         self.dense = bits <= DENSE_TABLE_BITS
         if self.dense:
             self.table = np.zeros(1 << bits, np.int32)
-            self.table[self.ukeys] = np.arange(1, self.ukeys.size + 1, dtype=np.int32)
-        self._sides: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+            self.table[self.ukeys] = code
+            self.sorted_keys = sk.astype(np.int32)  # half the bytes per probe
+        else:
+            self.code = code
+        self._side: tuple[int, tuple[np.ndarray, ...]] | None = None
 
     def find(self, keys: np.ndarray) -> np.ndarray:
         if self.dense:
             return self.table[keys]
         pos = np.minimum(np.searchsorted(self.ukeys, keys), self.ukeys.size - 1)
-        return np.where(self.ukeys[pos] == keys, pos + 1, 0)
+        return np.where(self.ukeys[pos] == keys, self.code[pos], 0)
 
-    def side(self, top: int) -> tuple[np.ndarray, np.ndarray]:
-        """(indices, keys) of the distinct keys whose bit ``top`` is 0 (cached per bit)."""
-        if top not in self._sides:
-            idx = np.flatnonzero((self.ukeys & top) == 0)
-            self._sides[top] = (idx, self.ukeys[idx])
-        return self._sides[top]
+    def side(self, top: int) -> tuple[np.ndarray, ...]:
+        """(positions, keys, codes) of the codes whose key's bit ``top`` is 0 (the last one kept): probing
+        per code, not per distinct key, leaves no source bucket to expand (most buckets hold one code)."""
+        if self._side is None or self._side[0] != top:
+            pos = np.flatnonzero((self.sorted_keys & top) == 0)
+            self._side = (top, (pos, self.sorted_keys[pos], self.sorted_codes[pos]))
+        return self._side[1]
 
 
-def _expand(
-    x: np.ndarray, ystart: np.ndarray, ylen: np.ndarray, order: np.ndarray
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Candidate pairs (x[k], order[ystart[k] + 0 … ylen[k]-1]), in chunks of about CHUNK_CANDIDATES."""
-    keep = ylen > 0
+def _expand(x: np.ndarray, ystart: np.ndarray, ylen: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """Candidate pairs (x[k], ystart[k] + 0 … ylen[k]-1), in chunks of about CHUNK_CANDIDATES."""
+    one = ylen == 1  # the common case (most buckets hold one code): no repeat needed
+    xs, ys = x[one], ystart[one]
+    for lo in range(0, xs.size, CHUNK_CANDIDATES):
+        yield xs[lo : lo + CHUNK_CANDIDATES], ys[lo : lo + CHUNK_CANDIDATES]
+    keep = ylen > 1
     x, ystart, ylen = x[keep], ystart[keep], ylen[keep]
     if not x.size:
-        return
-    if ylen.max() == 1:
-        for lo in range(0, x.size, CHUNK_CANDIDATES):
-            yield x[lo : lo + CHUNK_CANDIDATES], order[ystart[lo : lo + CHUNK_CANDIDATES]]
         return
     ends = np.cumsum(ylen)
     lo = 0
@@ -217,7 +221,7 @@ def _expand(
         total = int(n.sum())
         firsts = np.cumsum(n) - n
         within = np.arange(total, dtype=np.int64) - np.repeat(firsts, n)
-        yield np.repeat(x[lo:hi], n), order[np.repeat(ystart[lo:hi], n) + within]
+        yield np.repeat(x[lo:hi], n), np.repeat(ystart[lo:hi], n) + within
         lo = hi
 
 
@@ -228,55 +232,59 @@ def _search_block(
     block_index: int,
     flips: list[int],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Verified pairs of one block for the given flip masks, minus those an earlier block finds."""
+    """Verified pairs of one block for the given flip masks, minus those an earlier block finds.
+
+    Candidates are positions in the block's key order (``order``) and are verified on a copy of the codes
+    in that order (the probing side is read in sequence); only verified pairs are mapped back to indices.
+    """
     block = plan.blocks[block_index]
-    key = _block_keys(codes, block)
-    buckets = _Buckets(key, len(block))
+    buckets = _Buckets(_block_keys(codes, block), len(block), codes)
     earlier = [(_U64(plan.masks[j]), plan.radii[j]) for j in range(block_index)]
-    out_a, out_b, out_d = [], [], []
-    ustart, ucount, order = buckets.ustart, buckets.ucount, buckets.order
-    for flip in flips:
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    ustart, ucount, order, sorted_codes = buckets.ustart, buckets.ucount, buckets.order, buckets.sorted_codes
+
+    def verify(px: np.ndarray, py: np.ndarray, xor: np.ndarray) -> None:
+        ok = np.flatnonzero(popcount(xor) <= threshold)  # few survive: check earlier blocks on those only
+        xor = xor[ok]
+        keep = np.ones(ok.size, bool)
+        for mask, r in earlier:
+            keep &= popcount(xor & mask) > r
+        if keep.any():
+            ok = ok[keep]
+            xa, yb = order[px[ok]], order[py[ok]]
+            out.append((np.minimum(xa, yb), np.maximum(xa, yb), popcount(xor[keep]).astype(np.uint8)))
+
+    def verify_runs(x: np.ndarray, ystart: np.ndarray, ylen: np.ndarray) -> None:
+        for px, py in _expand(x, ystart, ylen):
+            verify(px, py, sorted_codes[px] ^ sorted_codes[py])
+
+    # flips grouped by their top bit, so each side of the buckets is built once
+    for flip in sorted(flips, key=int.bit_length):
         if flip == 0:
             # pairs inside a bucket: each member against the members after it
             multi = ucount > 1
             s, c = ustart[multi], ucount[multi]
-            members = np.repeat(s, c) + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
-            ends = np.repeat(s + c, c)
-            x = order[members]
-            ystart = members + 1
-            ylen = ends - ystart
-        else:
-            # key -> key ^ flip, taken once per unordered pair of buckets (the side whose top flipped bit is 0)
-            idx, keys = buckets.side(1 << (flip.bit_length() - 1))
-            found = buckets.find(keys ^ flip)
-            hit = np.flatnonzero(found)
-            if not hit.size:
-                continue
-            src, tgt = idx[hit], found[hit].astype(np.int64) - 1
-            if buckets.single:  # every bucket holds one code: the pairs are direct
-                x, ystart, ylen = order[ustart[src]], ustart[tgt], np.ones(hit.size, np.int64)
-            else:
-                src_start, src_count = ustart[src], ucount[src]
-                members = np.repeat(src_start, src_count) + (
-                    np.arange(int(src_count.sum())) - np.repeat(np.cumsum(src_count) - src_count, src_count)
-                )
-                x = order[members]
-                ystart = np.repeat(ustart[tgt], src_count)
-                ylen = np.repeat(ucount[tgt], src_count)
-        for xa, yb in _expand(x, ystart, ylen, order):
-            xor = codes[xa] ^ codes[yb]
-            d = popcount(xor)
-            ok = d <= threshold
-            for mask, r in earlier:
-                ok &= popcount(xor & mask) > r
-            if ok.any():
-                xa, yb, d = xa[ok], yb[ok], d[ok]
-                out_a.append(np.minimum(xa, yb))
-                out_b.append(np.maximum(xa, yb))
-                out_d.append(d.astype(np.uint8))
-    if not out_a:
+            x = np.repeat(s, c) + (np.arange(int(c.sum())) - np.repeat(np.cumsum(c) - c, c))
+            verify_runs(x, x + 1, np.repeat(s + c, c) - (x + 1))
+            continue
+        # key -> key ^ flip, taken once per unordered pair of buckets (the side whose top flipped bit is 0)
+        pos, keys, side_codes = buckets.side(1 << (flip.bit_length() - 1))
+        found = buckets.find(keys ^ flip)
+        hit = np.flatnonzero(found)
+        if not hit.size:
+            continue
+        f = found[hit]
+        one = f > 0
+        h1, y1 = hit[one], f[one].astype(np.int64) - 1
+        verify(pos[h1], y1, side_codes[h1] ^ sorted_codes[y1])
+        if not one.all():
+            many = ~one
+            tgt = -f[many].astype(np.int64) - 1
+            verify_runs(pos[hit[many]], ustart[tgt], ucount[tgt])
+    if not out:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
-    return np.concatenate(out_a), np.concatenate(out_b), np.concatenate(out_d)
+    a, b, d = (np.concatenate(column) for column in zip(*out, strict=True))
+    return a, b, d
 
 
 def _tasks(plan: _Plan, pieces: int) -> list[tuple[int, list[int]]]:

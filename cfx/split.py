@@ -207,16 +207,39 @@ def own_keys(df: pl.DataFrame, units: list[pl.Series]) -> pl.Series:
 
 def normalise_prompts(prompts: pl.Series) -> pl.Series:
     """Case-folded, punctuation and whitespace runs collapsed to one space; empty → null."""
-    s = prompts.cast(pl.String).str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]+", " ").str.strip_chars()
-    return _blank_to_null(s)
+    s = prompts.cast(pl.String)
+    uniq = s.unique()  # prompts repeat (a generator reuses its templates): normalise each text once
+    norm = _blank_to_null(
+        uniq.str.to_lowercase().str.replace_all(r"[^\p{L}\p{N}]+", " ").str.strip_chars().alias("n")
+    )
+    table = pl.DataFrame({"p": uniq, "n": norm}).drop_nulls("p")
+    out = pl.DataFrame({"p": s}).join(table, on="p", how="left", maintain_order="left")
+    return out.get_column("n").alias(prompts.name)
 
 
 # --- grouping -----------------------------------------------------------------------------------------
 def _dense(values: pl.Series) -> np.ndarray:
     """An integer id per distinct non-null value (-1 for null); ids are arbitrary but consistent."""
-    if values.dtype == pl.String:
-        return values.cast(pl.Categorical).to_physical().cast(pl.Int64).fill_null(-1).to_numpy()
-    return values.rank("dense").cast(pl.Int64).fill_null(0).to_numpy() - 1
+    ids, _ = _dense_first(values)
+    return ids
+
+
+def _dense_first(values: pl.Series) -> tuple[np.ndarray, np.ndarray]:
+    """(id per row, -1 for null; index of one row per id). Ids come from the values' 64-bit hashes when
+    those are distinct for distinct values (checked: a collision falls back to a categorical)."""
+    null = values.is_null().to_numpy()
+    h = values.hash().to_numpy()
+    uniq, first, ids = np.unique(h, return_index=True, return_inverse=True)
+    if uniq.size != values.n_unique():  # two values share a hash (or one shares the null's)
+        cat = values.cast(pl.String).cast(pl.Categorical).to_physical().cast(pl.Int64).fill_null(-1)
+        _, first, ids = np.unique(cat.to_numpy(), return_index=True, return_inverse=True)
+    ids = ids.reshape(-1).astype(np.int64)
+    if null.any():
+        # the null's id is dropped and the ids above it close the gap
+        nid = int(ids[np.flatnonzero(null)[0]])
+        first = np.delete(first, nid)
+        ids = np.where(null, -1, ids - (ids > nid))
+    return ids, first
 
 
 def near_eligible(df: pl.DataFrame) -> np.ndarray:
@@ -230,12 +253,18 @@ def near_eligible(df: pl.DataFrame) -> np.ndarray:
 
 
 def group_ids(
-    df: pl.DataFrame, units: list[pl.Series], options: SplitOptions, *, workers: int = 1
+    df: pl.DataFrame,
+    units: list[pl.Series],
+    options: SplitOptions,
+    *,
+    workers: int = 1,
+    prompts: pl.Series | None = None,
 ) -> tuple[np.ndarray, NearPairs | None]:
     """Connected components of rows joined by a shared unit, sha256, near pHash or prompt.
 
     Returns (component id per row, the near code pairs searched). Graph: one node per row plus one per distinct
-    key value; a row links to each of its keys; near pairs link their two code nodes.
+    key value; a row links to each of its keys; near pairs link their two code nodes. ``prompts``: the
+    normalised prompts when already computed.
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
@@ -245,9 +274,12 @@ def group_ids(
     dst: list[np.ndarray] = []
     offset = n
 
-    def link(ids: np.ndarray) -> int:
+    def link(ids: np.ndarray, *, keep_single: bool = False) -> int:
         nonlocal offset
         rows = np.flatnonzero(ids >= 0)
+        if not keep_single and rows.size:  # a value only one row has joins nothing: no edge for it
+            shared = np.bincount(ids[rows]) > 1
+            rows = rows[shared[ids[rows]]]
         src.append(rows)
         dst.append(ids[rows] + offset)
         base, offset = offset, offset + (int(ids.max()) + 1 if rows.size else 0)
@@ -258,7 +290,7 @@ def group_ids(
     if options.exact:
         link(_dense(df.get_column("sha256")))
     if options.prompts and "prompt" in df.columns:
-        link(_dense(normalise_prompts(df.get_column("prompt"))))
+        link(_dense(prompts if prompts is not None else normalise_prompts(df.get_column("prompt"))))
     found = None
     if options.near:
         eligible = near_eligible(df)
@@ -266,7 +298,7 @@ def group_ids(
         uniq, inverse = np.unique(codes[eligible], return_inverse=True)
         code_id = np.full(n, -1, np.int64)
         code_id[eligible] = inverse
-        base = link(code_id)
+        base = link(code_id, keep_single=True)  # near pairs join codes one row has
         pairs = distinct_code_pairs(uniq, options.threshold, workers=workers)
         found = NearPairs(uniq, pairs)
         src.append(pairs.a + base)
@@ -289,11 +321,15 @@ class NearPairs:
 # --- assignment ----------------------------------------------------------------------------------------
 def key_positions(keys: list[str], seed: int) -> np.ndarray:
     """Seeded position of each key on [0, 1): blake2b of (seed, key), the same on every machine."""
-    out = np.empty(len(keys), np.float64)
-    for i, k in enumerate(keys):
-        h = hashlib.blake2b(f"{seed}\x00split\x00{k}".encode(), digest_size=8).digest()
-        out[i] = int.from_bytes(h, "little") / 2.0**64
-    return out
+    prefix = hashlib.blake2b(f"{seed}\x00split\x00".encode(), digest_size=8)
+
+    def digest(key: str) -> bytes:
+        h = prefix.copy()  # the shared prefix is hashed once
+        h.update(key.encode())
+        return h.digest()
+
+    raw = b"".join(map(digest, keys))
+    return np.frombuffer(raw, "<u8") / 2.0**64
 
 
 def split_of(positions: np.ndarray, fractions: tuple[float, ...]) -> np.ndarray:
@@ -326,52 +362,72 @@ def _holdout_rows(df: pl.DataFrame, options: SplitOptions) -> np.ndarray:
 def assign(
     df: pl.DataFrame, comp: np.ndarray, own: pl.Series, options: SplitOptions
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
-    """Split index (``__split``) and group key (``__key``) per row, and the merge counts."""
+    """Split index (``__split``) and group key (``__key``) per row, and the merge counts.
+
+    Integer ids throughout: one per distinct own key and one per group; a group's key (its smallest own
+    key) is found by a group-by, every count is a numpy reduction.
+    """
     names, fractions = options.split_names, options.split_fractions
     held = _holdout_rows(df, options)
-    t = pl.DataFrame({"__comp": comp, "__own": own, "__held": held})
-    groups = t.group_by("__comp").agg(
-        pl.col("__own").min().alias("__key"),
-        pl.col("__own").n_unique().alias("__units"),
-        pl.col("__held").any().alias("__held"),
-        pl.len().alias("__rows"),
+    own_id, first = _dense_first(own)
+    keys = own.gather(first)  # keys[own_id] is the row's own key
+    _, gid = np.unique(comp, return_inverse=True)  # groups numbered 0…G-1
+    gid = gid.reshape(-1).astype(np.int64)
+    n_groups = int(gid.max()) + 1 if gid.size else 0
+    smallest = (
+        pl.DataFrame({"g": gid, "own": own, "id": own_id})
+        .group_by("g")
+        .agg(pl.col("id").sort_by("own").first())
     )
-    # group keys are own keys (the smallest of the group's), so one hash per distinct own key serves both
-    own_unique = t.get_column("__own").unique()
-    own_split = dict(
-        zip(
-            own_unique.to_list(),
-            split_of(key_positions(own_unique.to_list(), options.seed), fractions).tolist(),
-            strict=True,
-        )
-    )
-    split = groups.get_column("__key").replace_strict(own_split, return_dtype=pl.Int64).to_numpy()
+    gkey = np.empty(n_groups, np.int64)
+    gkey[smallest.get_column("g").to_numpy()] = smallest.get_column("id").to_numpy()
+    rows = np.bincount(gid, minlength=n_groups)
+    gheld = np.bincount(gid, weights=held, minlength=n_groups) > 0
+    width = np.int64(max(keys.len(), 1))
+    pair = np.sort(gid * width + own_id)  # (group, own key)
+    distinct = np.ones(pair.size, bool)
+    distinct[1:] = pair[1:] != pair[:-1]
+    units = np.bincount(pair[distinct] // width, minlength=n_groups)
+    # a group's key is an own key, so one hash per distinct own key serves both
+    own_split = split_of(key_positions(keys.to_list(), options.seed), fractions)
+    split = own_split[gkey]
     if options.has_holdouts:
-        split = np.where(groups.get_column("__held").to_numpy(), names.index(options.holdout_split), split)
-    groups = groups.with_columns(pl.Series("__split", split, pl.Int64))
-    t = t.join(groups.select("__comp", "__split", "__key"), on="__comp", how="left", maintain_order="left")
-    alone = t.get_column("__own").replace_strict(own_split, return_dtype=pl.Int64).to_numpy()
-    merged = groups.filter(pl.col("__units") > 1)
-    assigned = t.get_column("__split").to_numpy()
+        split = np.where(gheld, names.index(options.holdout_split), split)
+    assigned = split[gid]
+    alone = own_split[own_id]
+    merged = units > 1
     counts = {
-        "groups": groups.height,
-        "merged_groups": merged.height,
-        "rows_in_merged_groups": int(merged.get_column("__rows").sum() or 0),
-        "largest_group_rows": int(groups.select(pl.col("__rows").max()).item() or 0),
-        "largest_groups": groups.sort(["__rows", "__key"], descending=[True, False])
-        .head(5)
-        .select(
-            pl.col("__key").alias("key"),
-            pl.col("__rows").alias("rows"),
-            pl.col("__units").alias("units"),
-            pl.col("__split").replace_strict(dict(enumerate(names)), return_dtype=pl.String).alias("split"),
-        )
-        .to_dicts(),
+        "groups": n_groups,
+        "merged_groups": int(merged.sum()),
+        "rows_in_merged_groups": int(rows[merged].sum()),
+        "largest_group_rows": int(rows.max(initial=0)),
+        "largest_groups": _largest_groups(rows, units, split, keys.gather(gkey), names),
         "moved_rows": int(((alone != assigned) & ~held).sum()),
         "held_out_rows": int(held.sum()),
-        "held_out_group_rows": int(groups.filter(pl.col("__held")).get_column("__rows").sum() or 0),
+        "held_out_group_rows": int(rows[gheld].sum()),
     }
-    return t.select("__split", "__key"), counts
+    out = pl.DataFrame({"__split": assigned, "__key": keys.gather(gkey[gid])})
+    return out, counts
+
+
+def _largest_groups(
+    rows: np.ndarray, units: np.ndarray, split: np.ndarray, key: pl.Series, names: tuple[str, ...]
+) -> list[dict[str, Any]]:
+    """The five largest groups (ties by key)."""
+    if not rows.size:
+        return []
+    k = min(5, rows.size)
+    fifth = np.partition(rows, rows.size - k)[rows.size - k]
+    top = np.flatnonzero(rows >= fifth)
+    frame = pl.DataFrame(
+        {
+            "key": key.gather(top),
+            "rows": rows[top],
+            "units": units[top],
+            "split": np.asarray(names)[split[top]],
+        }
+    )
+    return frame.sort(["rows", "key"], descending=[True, False]).head(5).to_dicts()
 
 
 # --- the leak proof (independent of the assignment path) -----------------------------------------------
@@ -381,10 +437,13 @@ def leak_proof(
     options: SplitOptions,
     units: list[pl.Series],
     near: NearPairs | None = None,
+    *,
+    prompts: pl.Series | None = None,
 ) -> dict[str, int]:
     """Values seen in more than one split, recomputed from the output column alone: sha256, prompt, each
     unit kind (by joins) and near pHash pairs (a pair leaks when its codes' splits differ). ``near``: the
-    pairs of an exact search already run over the same codes (else the search runs again).
+    pairs of an exact search already run over the same codes (else the search runs again); ``prompts``:
+    the normalised prompts (else normalised again).
     """
     split = df.get_column(column)
     out: dict[str, int] = {}
@@ -396,7 +455,7 @@ def leak_proof(
     if options.exact:
         out["exact"] = shared(df.get_column("sha256"))
     if options.prompts and "prompt" in df.columns:
-        out["prompt"] = shared(normalise_prompts(df.get_column("prompt")))
+        out["prompt"] = shared(prompts if prompts is not None else normalise_prompts(df.get_column("prompt")))
     for keys in units:
         out[f"unit:{keys.name}"] = shared(keys)
     if options.near:
@@ -503,7 +562,10 @@ def split(
     df = hashed.df
     t1 = time.perf_counter()
     units = unit_keys(df, options)
-    comp, near = group_ids(df, units, options, workers=workers)
+    prompts = (
+        normalise_prompts(df.get_column("prompt")) if options.prompts and "prompt" in df.columns else None
+    )
+    comp, near = group_ids(df, units, options, workers=workers, prompts=prompts)
     sidx, counts = assign(df, comp, own_keys(df, units), options)
     names = options.split_names
     df = df.with_columns(
@@ -513,7 +575,7 @@ def split(
         sidx.get_column("__key").alias(GROUP_COLUMN),
     )
     t2 = time.perf_counter()
-    proof = leak_proof(df, options.column, options, units, near)
+    proof = leak_proof(df, options.column, options, units, near, prompts=prompts)
     t3 = time.perf_counter()
     if options.balance:
         df = _rebalance(df, hashed, options, reporter)
