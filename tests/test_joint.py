@@ -111,3 +111,35 @@ def test_cli_audit_uses_cached_facts(cfx: Callable[..., Any], cf_small: Path) ->
     assert run.returncode == 0, run.stderr
     assert "jpeg_quality" in run.out and "jpeg_quality: skipped" not in run.out
     assert "fix format: `cfx balance --match format`" in run.out
+
+
+def test_importance_sample_keeps_the_auroc_and_is_seeded() -> None:
+    """Importances on a capped sample of each test fold: the AUROC still uses every test row, same seed same
+    importances, and the top feature survives the cap."""
+    from cfx.audit import BYTE_FEATURES, FEATURES
+    from cfx.joint import joint_canary
+
+    m = _manifest(3000, 5, xor=True)
+    scored = {f.feature for f in audit(m, joint=False).features}
+    used = [f for f in (*FEATURES, *BYTE_FEATURES) if f.name in scored]
+    whole = joint_canary(m.df, used, seed=1, importance_rows=None)
+    capped = joint_canary(m.df, used, seed=1, importance_rows=200)
+    again = joint_canary(m.df, used, seed=1, importance_rows=200)
+    other = joint_canary(m.df, used, seed=2, importance_rows=200)
+    assert capped.auroc == whole.auroc and capped.folds == whole.folds == 5
+    assert capped.to_json() == again.to_json()
+    assert capped.importances != whole.importances and other.importances != capped.importances
+    assert "format" in list(capped.importances)[:2] and "format" in list(whole.importances)[:2]
+
+
+def test_importance_rows_are_a_stratified_capped_sample() -> None:
+    from cfx.joint import _importance_rows
+
+    y = np.zeros(1000, dtype=bool)
+    y[:30] = True
+    rows = _importance_rows(y, 100, np.random.default_rng(0))
+    assert len(rows) == 100 and y[rows].sum() == 3 and len(set(rows)) == 100
+    assert list(rows) == list(_importance_rows(y, 100, np.random.default_rng(0)))
+    y[1:] = False  # one generated row: still in the sample
+    assert y[_importance_rows(y, 100, np.random.default_rng(0))].sum() == 1
+    assert list(_importance_rows(y, None, np.random.default_rng(0))) == list(range(1000))
