@@ -52,6 +52,7 @@ def breakdown(df: Any, used: list[Any]) -> list[list[str]]:
     def predicted_auroc(model: Any, xt: Any, yt: Any) -> float:
         return auroc(model.predict_proba(xt)[:, 1], yt)
 
+    joint.load_sklearn()  # before the limit: it applies to loaded OpenMP runtimes only
     with threadpool_limits(1):
         y_all = (df.get_column("label") == GENERATED).to_numpy()
         keep = joint._sample(df.height, y_all, joint.MAX_ROWS, 0)

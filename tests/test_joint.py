@@ -143,3 +143,32 @@ def test_importance_rows_are_a_stratified_capped_sample() -> None:
     y[1:] = False  # one generated row: still in the sample
     assert y[_importance_rows(y, 100, np.random.default_rng(0))].sum() == 1
     assert list(_importance_rows(y, None, np.random.default_rng(0))) == list(range(1000))
+
+
+def test_classifier_runs_on_one_thread_in_a_fresh_process() -> None:
+    """threadpoolctl limits only loaded OpenMP runtimes: the first fit of a fresh `cfx audit` must be limited too."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, polars as pl
+from threadpoolctl import threadpool_info
+import cfx.joint as joint
+from cfx.audit import FEATURES
+seen = []
+fit = joint.fit
+def spy(*args):
+    seen.append([i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"])
+    return fit(*args)
+joint.fit = spy
+rng = np.random.default_rng(0)
+n = 400
+df = pl.DataFrame({"label": (rng.random(n) < 0.5).astype(np.int8), "width": rng.integers(1, 9, n),
+                   "model_name": [f"g{i}" for i in rng.integers(0, 9, n)],
+                   "real_source": [f"s{i}" for i in rng.integers(0, 9, n)]})
+joint.joint_canary(df, [f for f in FEATURES if f.name == "width"])
+print(seen)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    seen = json.loads(out)
+    assert len(seen) == 5 and all(threads == [1] for threads in seen)
