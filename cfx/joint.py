@@ -10,9 +10,12 @@ joint canary is a cross-validated classifier over every cheap feature the single
 - AUROC: the mean over the folds of each test fold's AUROC (0.5 = the features together say nothing, 1.0 =
   they give the label away; per fold, because pooling the predictions of folds with different class rates
   biases the AUROC below 0.5 on pure noise), and permutation importances: the mean AUROC lost when one
-  feature's column is shuffled in a test fold (that fold's model, seeded).
-- At most ``max_rows`` rows (a seeded stratified sample; default 200,000), so 556k rows take seconds. It never
-  reads image bytes: byte facts come from the manifest (``cfx inspect``).
+  feature's column is shuffled in a test fold (that fold's model, seeded). The AUROC uses every test row; the
+  importances a seeded stratified sample of at most ``importance_rows`` rows of each test fold (default
+  10,000; base and shuffled AUROC on the same rows): scoring each shuffled column on the whole fold cost as
+  much as fitting (9 features × 40k rows × 5 folds on 556k rows) and only ranks the features.
+- At most ``max_rows`` rows (a seeded stratified sample; default 200,000). It never reads image bytes: byte facts
+  come from the manifest (``cfx inspect``).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ if TYPE_CHECKING:
 
 FOLDS = 5
 MAX_ROWS = 200_000
+IMPORTANCE_ROWS = 10_000  # per test fold
 _MAX_CATEGORIES = 250  # HistGradientBoosting takes at most 255 categories per feature
 
 
@@ -98,6 +102,17 @@ def _sample(n: int, y: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate(picked))
 
 
+def _importance_rows(y: np.ndarray, cap: int | None, rng: np.random.Generator) -> np.ndarray:
+    """Positions of at most ``cap`` rows of a test fold, stratified, at least one of each class."""
+    if cap is None or len(y) <= cap:
+        return np.arange(len(y))
+    picked = [
+        rng.choice(where, min(len(where), max(1, round(cap * len(where) / len(y)))), replace=False)
+        for where in (np.flatnonzero(~y), np.flatnonzero(y))
+    ]
+    return np.sort(np.concatenate(picked))
+
+
 def joint_canary(
     df: pl.DataFrame,
     features: Sequence[Feature],
@@ -106,12 +121,15 @@ def joint_canary(
     seed: int = 0,
     folds: int = FOLDS,
     max_rows: int = MAX_ROWS,
+    importance_rows: int | None = IMPORTANCE_ROWS,
     threads: int = 1,
 ) -> JointResult:
     """Cross-validated AUROC and permutation importances of all ``features`` together (see module doc).
 
+    ``importance_rows``: rows of each test fold the importances are scored on (None: all of them).
     ``threads``: OpenMP threads of the classifier. 1 by default: on a busy machine OpenMP's spinning threads
-    cost more than they give (measured on 120 rows with other work running: 1.4 s with 1 thread, 20 s with 2).
+    cost more than they give (measured with other work running: 120 rows took 1.4 s with 1 thread, 20 s with 2;
+    one fold of the 556k-row benchmark, 162k rows, 2.3 CPU-s with 1 thread, 23 CPU-s with 2).
     """
     # sklearn first: threadpool_limits only limits the thread pools of libraries already loaded, and the
     # OpenMP runtime comes with sklearn's gradient boosting (imported after the limit, it ran unlimited:
@@ -119,16 +137,27 @@ def joint_canary(
     from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: F401
     from threadpoolctl import threadpool_limits
 
+    load_sklearn()
     with threadpool_limits(threads):
-        return _joint(df, features, threshold, seed, folds, max_rows)
+        return _joint(df, features, threshold, seed, folds, max_rows, importance_rows)
+
+
+def load_sklearn() -> None:
+    """Import the classifier first: threadpoolctl limits only the OpenMP runtimes already loaded, so in a fresh
+    process (``cfx audit``) the first fit ran on every core (on the busy bench machine: 140 CPU-s instead of 22)."""
+    import sklearn.ensemble
+    import sklearn.model_selection  # noqa: F401
 
 
 def _joint(
-    df: pl.DataFrame, features: Sequence[Feature], threshold: float, seed: int, folds: int, max_rows: int
+    df: pl.DataFrame,
+    features: Sequence[Feature],
+    threshold: float,
+    seed: int,
+    folds: int,
+    max_rows: int,
+    importance_rows: int | None,
 ) -> JointResult:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-    from sklearn.model_selection import StratifiedGroupKFold
-
     from cfx.audit import auroc
 
     names = [f.name for f in features]
@@ -144,16 +173,10 @@ def _joint(
         return JointResult(None, 0, part.height, names, note=f"too few rows or sources for {folds} folds")
     rng = np.random.default_rng(seed)
     scores, lost = [], []
-    for train, test in StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(x, y, groups):
-        if y[test].all() or not y[test].any() or y[train].all() or not y[train].any():
-            continue  # a fold without both classes has no AUROC
-        model = HistGradientBoostingClassifier(categorical_features=categorical, random_state=seed)
-        model.fit(x[train], y[train])
-        base = auroc(model.predict_proba(x[test])[:, 1], y[test])
-        scores.append(base)
-        lost.append(
-            [base - _permuted_auroc(model, x[test], y[test], j, rng, auroc) for j in range(len(names))]
-        )
+    for train, test in fold_splits(x, y, groups, folds, seed):
+        model = fit(x[train], y[train], categorical, seed)
+        scores.append(auroc(model.predict_proba(x[test])[:, 1], y[test]))
+        lost.append(importances(model, x[test], y[test], rng, importance_rows))
     if not scores:
         return JointResult(None, 0, part.height, names, note="no fold holds both classes")
     score = float(np.mean(scores))
@@ -163,9 +186,34 @@ def _joint(
     return JointResult(score, len(scores), part.height, names, ranked, flagged=score > threshold, note=note)
 
 
-def _permuted_auroc(
-    model: Any, x: np.ndarray, y: np.ndarray, j: int, rng: np.random.Generator, auroc: Any
-) -> float:
-    xt = x.copy()
-    xt[:, j] = rng.permutation(xt[:, j])
-    return float(auroc(model.predict_proba(xt)[:, 1], y))
+def fold_splits(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, folds: int, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (train, test) positions of the seeded grouped folds that hold both classes on both sides."""
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splits = StratifiedGroupKFold(folds, shuffle=True, random_state=seed).split(x, y, groups)
+    return [(tr, te) for tr, te in splits if 0 < y[te].sum() < len(te) and 0 < y[tr].sum() < len(tr)]
+
+
+def fit(x: np.ndarray, y: np.ndarray, categorical: list[bool], seed: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    return HistGradientBoostingClassifier(categorical_features=categorical, random_state=seed).fit(x, y)
+
+
+def importances(
+    model: Any, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, rows: int | None
+) -> list[float]:
+    """AUROC lost per feature when its column is shuffled, on at most ``rows`` rows of (x, y)."""
+    from cfx.audit import auroc
+
+    sub = _importance_rows(y, rows, rng)
+    x, y = x[sub], y[sub]
+    base = auroc(model.predict_proba(x)[:, 1], y)
+    lost = []
+    for j in range(x.shape[1]):
+        xt = x.copy()
+        xt[:, j] = rng.permutation(xt[:, j])
+        lost.append(base - float(auroc(model.predict_proba(xt)[:, 1], y)))
+    return lost

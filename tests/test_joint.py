@@ -111,3 +111,64 @@ def test_cli_audit_uses_cached_facts(cfx: Callable[..., Any], cf_small: Path) ->
     assert run.returncode == 0, run.stderr
     assert "jpeg_quality" in run.out and "jpeg_quality: skipped" not in run.out
     assert "fix format: `cfx balance --match format`" in run.out
+
+
+def test_importance_sample_keeps_the_auroc_and_is_seeded() -> None:
+    """Importances on a capped sample of each test fold: the AUROC still uses every test row, same seed same
+    importances, and the top feature survives the cap."""
+    from cfx.audit import BYTE_FEATURES, FEATURES
+    from cfx.joint import joint_canary
+
+    m = _manifest(3000, 5, xor=True)
+    scored = {f.feature for f in audit(m, joint=False).features}
+    used = [f for f in (*FEATURES, *BYTE_FEATURES) if f.name in scored]
+    whole = joint_canary(m.df, used, seed=1, importance_rows=None)
+    capped = joint_canary(m.df, used, seed=1, importance_rows=200)
+    again = joint_canary(m.df, used, seed=1, importance_rows=200)
+    other = joint_canary(m.df, used, seed=2, importance_rows=200)
+    assert capped.auroc == whole.auroc and capped.folds == whole.folds == 5
+    assert capped.to_json() == again.to_json()
+    assert capped.importances != whole.importances and other.importances != capped.importances
+    assert "format" in list(capped.importances)[:2] and "format" in list(whole.importances)[:2]
+
+
+def test_importance_rows_are_a_stratified_capped_sample() -> None:
+    from cfx.joint import _importance_rows
+
+    y = np.zeros(1000, dtype=bool)
+    y[:30] = True
+    rows = _importance_rows(y, 100, np.random.default_rng(0))
+    assert len(rows) == 100 and y[rows].sum() == 3 and len(set(rows)) == 100
+    assert list(rows) == list(_importance_rows(y, 100, np.random.default_rng(0)))
+    y[1:] = False  # one generated row: still in the sample
+    assert y[_importance_rows(y, 100, np.random.default_rng(0))].sum() == 1
+    assert list(_importance_rows(y, None, np.random.default_rng(0))) == list(range(1000))
+
+
+def test_classifier_runs_on_one_thread_in_a_fresh_process() -> None:
+    """threadpoolctl limits only loaded OpenMP runtimes: the first fit of a fresh `cfx audit` must be limited too."""
+    import subprocess
+    import sys
+
+    code = """
+import numpy as np, polars as pl
+from threadpoolctl import threadpool_info
+import cfx.joint as joint
+from cfx.audit import FEATURES
+seen = []
+fit = joint.fit
+def spy(*args):
+    seen.append([i["num_threads"] for i in threadpool_info() if i["user_api"] == "openmp"])
+    return fit(*args)
+joint.fit = spy
+rng = np.random.default_rng(0)
+n = 400
+df = pl.DataFrame({"label": (rng.random(n) < 0.5).astype(np.int8), "width": rng.integers(1, 9, n),
+                   "model_name": [f"g{i}" for i in rng.integers(0, 9, n)],
+                   "real_source": [f"s{i}" for i in rng.integers(0, 9, n)]})
+joint.joint_canary(df, [f for f in FEATURES if f.name == "width"])
+print(seen)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    seen = json.loads(out)
+    assert len(seen) == 5 and all(threads == [1] for threads in seen)
