@@ -131,13 +131,9 @@ def joint_canary(
     cost more than they give (measured with other work running: 120 rows took 1.4 s with 1 thread, 20 s with 2;
     one fold of the 556k-row benchmark, 162k rows, 2.3 CPU-s with 1 thread, 23 CPU-s with 2).
     """
-    # sklearn first: threadpool_limits only limits the thread pools of libraries already loaded, and the
-    # OpenMP runtime comes with sklearn's gradient boosting (imported after the limit, it ran unlimited:
-    # 279 rows on a loaded 2-core machine took 64 s instead of 2.7 s)
-    from sklearn.ensemble import HistGradientBoostingClassifier  # noqa: F401
     from threadpoolctl import threadpool_limits
 
-    load_sklearn()
+    load_sklearn()  # first (see there); on the demo's 279 rows, loaded machine: 64 s unlimited, 2.7 s limited
     with threadpool_limits(threads):
         return _joint(df, features, threshold, seed, folds, max_rows, importance_rows)
 
