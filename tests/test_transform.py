@@ -453,3 +453,52 @@ def test_cli_grommelt_fix_loads_with_datasets(cfx: Any, cf_small: Path, tmp_path
         assert image.quantization == opened(encode(image, "JPEG", quality=96)).quantization  # type: ignore[attr-defined]
     assert set(man["source_format"]) >= {"PNG", "JPEG"}  # both labels' formats went in, one came out
     assert set(man["transform"]) == {"resize:max-side=64 jpeg:96 strip-metadata"}
+
+
+# --- the issue's GenImage-style check: audit flags the format shortcut, jpeg:96 removes it -----------------
+def _genimage_style(root: Path) -> Path:
+    """Reals JPEG at quality 96 (as GenImage's ImageNet), fakes PNG; the same sizes and content on both sides,
+    5 generators and 5 real sources so the joint canary has groups to fold by."""
+    rng = np.random.default_rng(7)
+    records = []
+    for i in range(80):
+        label = i % 2
+        w, h = [(64, 64), (96, 64), (64, 80)][i % 3]
+        base = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
+        image = Image.fromarray(base).resize((w, h), Image.Resampling.BICUBIC)
+        buf = io.BytesIO()
+        image.save(buf, "PNG") if label else image.save(buf, "JPEG", quality=96)
+        records.append(
+            {
+                **rows(1, label=label, start=i)[0],
+                "image_name": f"{i:05d}.{'png' if label else 'jpg'}",
+                "format": "PNG" if label else "JPEG",
+                "resolution": f"[{w}, {h}]",
+                "image_data": buf.getvalue(),
+                "model_name": f"org/gen-{i % 5}" if label else "",
+                "real_source": "" if label else f"source-{i % 5}",
+            }
+        )
+    return write_shard(root / "data" / "HFCF_small_0.parquet", records).parents[1]
+
+
+def _audit(source: Path) -> dict[str, float]:
+    from cfx.audit import audit
+    from cfx.inspect import inspect_manifest
+
+    m = inspect_manifest(load_manifest(str(source)), workers=1, use_cache=False).manifest
+    result = audit(m, joint=True)
+    assert result.joint is not None and result.joint.auroc is not None
+    return {f.feature: f.auroc for f in result.features} | {"joint": result.joint.auroc}
+
+
+def test_genimage_style_set_format_and_quality_canaries_at_one_half_after_jpeg96(tmp_path: Path) -> None:
+    source = _genimage_style(tmp_path / "genimage")
+    before = _audit(source)
+    out = tmp_path / "fixed"
+    write_subset(load_manifest(str(source)), out, transform=Pipeline.parse(["jpeg:96"]))
+    after = _audit(out)
+    print(f"GenImage-style: before {before}\nafter {after}")  # the numbers, for the closing note
+    assert before["format"] > 0.95 and before["jpeg_quality"] > 0.95
+    assert abs(after["format"] - 0.5) <= 0.02 and abs(after["jpeg_quality"] - 0.5) <= 0.02
+    assert after["joint"] < before["joint"]
