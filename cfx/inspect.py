@@ -58,6 +58,7 @@ class InspectResult:
 # measured: docs/benchmarks.md "Inspect"; 1 core reads ~4,300 headers/s), so it runs in this process.
 POOL_MIN_IMAGES = 25_000
 
+
 def inspect_shard(
     root: str,
     shard: str,
