@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+Bytes = bytes | memoryview  # encoded image bytes, or a view into a buffer holding them
+
 # Zig-zag position -> natural (row-major) index. DQT segments store entries in zig-zag order.
 ZIGZAG = np.array(
     [
@@ -197,7 +199,7 @@ def subsampling_name(factors: list[tuple[int, int]]) -> str:
     return ",".join(f"{h}x{v}" for h, v in factors)  # unusual: spell out every component's factors
 
 
-def _parse_dqt(seg: bytes, keys: dict[int, bytes]) -> None:
+def _parse_dqt(seg: Bytes, keys: dict[int, bytes]) -> None:
     pos = 0
     while pos < len(seg):
         pq, tq = seg[pos] >> 4, seg[pos] & 15
@@ -207,12 +209,13 @@ def _parse_dqt(seg: bytes, keys: dict[int, bytes]) -> None:
             raise JpegError("truncated quantisation table (DQT)")
         if pq:  # 16-bit entries: the 8-bit key when they all fit (table_key)
             values = struct.unpack(">64H", body)
-            body = bytes(values) if max(values) <= 255 else body
-        keys[tq] = body
+            keys[tq] = bytes(values) if max(values) <= 255 else bytes(body)
+        else:
+            keys[tq] = bytes(body)
         pos += 1 + size
 
 
-def _parse_sof(seg: bytes, marker: int, head: JpegHeader) -> None:
+def _parse_sof(seg: Bytes, marker: int, head: JpegHeader) -> None:
     if len(seg) < 6:
         raise JpegError("truncated frame header (SOF)")
     head.bit_depth, head.height, head.width, n = struct.unpack(">BHHB", seg[:6])
@@ -224,12 +227,12 @@ def _parse_sof(seg: bytes, marker: int, head: JpegHeader) -> None:
     head.progressive = marker in _PROGRESSIVE
 
 
-def exif_has_gps(tiff: bytes) -> bool:
+def exif_has_gps(tiff: Bytes) -> bool:
     """Whether IFD0 of a TIFF/EXIF block holds the GPS IFD pointer (tag 0x8825)."""
     return _gps_in_ifd0(tiff, 0, len(tiff))
 
 
-def _gps_in_ifd0(data: bytes, start: int, stop: int) -> bool:
+def _gps_in_ifd0(data: Bytes, start: int, stop: int) -> bool:
     """exif_has_gps of ``data[start:stop]``, read in place (an APP1 segment can be 64 KB)."""
     if stop - start < 8:
         return False
@@ -254,20 +257,22 @@ def _gps_in_ifd0(data: bytes, start: int, stop: int) -> bool:
     return False
 
 
-def _parse_app(marker: int, data: bytes, start: int, stop: int, head: JpegHeader) -> None:
+def _parse_app(marker: int, data: Bytes, start: int, stop: int, head: JpegHeader) -> None:
     """An APPn segment's body, ``data[start:stop]``, read in place."""
-    if marker == 0xE1 and data.startswith(b"Exif\x00", start):
+    if marker == 0xE1 and data[start : start + 5] == b"Exif\x00":
         head.has_exif = True
         head.has_gps = head.has_gps or _gps_in_ifd0(data, start + 6, stop)
-    elif marker == 0xE2 and data.startswith(b"ICC_PROFILE\x00", start):
+    elif marker == 0xE2 and data[start : start + 12] == b"ICC_PROFILE\x00":
         head.has_icc = True
-    elif marker == 0xEB and data.startswith(b"JP", start) and data.find(b"jumb", start, stop) >= 0:
+    elif marker == 0xEB and data[start : start + 2] == b"JP" and b"jumb" in bytes(data[start:stop]):
         head.has_c2pa = True  # JUMBF box (C2PA manifests)
 
 
-def parse_jpeg(data: bytes) -> JpegHeader:
-    """Read the marker segments of ``data`` up to the first scan (SOS). Raises JpegError when malformed."""
-    if not data.startswith(b"\xff\xd8"):
+def parse_jpeg(data: Bytes) -> JpegHeader:
+    """Read the marker segments of ``data`` up to the first scan (SOS). Raises JpegError when malformed.
+
+    ``data`` may be a memoryview (e.g. into an Arrow buffer): it is read in place, never copied whole."""
+    if data[:2] != b"\xff\xd8":
         raise JpegError("no JPEG start-of-image marker")
     head = JpegHeader()
     pos, n = 2, len(data)
