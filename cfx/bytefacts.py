@@ -189,7 +189,9 @@ def facts(data: bytes | bytearray | memoryview | None, max_pixels: int = MAX_PIX
         out["inspect_error"] = "empty image data"
         return out
     if not isinstance(data, bytes):
-        data = memoryview(data).cast("B")
+        data = memoryview(data)
+        if data.format != "B":  # parsers index bytes as 0..255
+            data = data.cast("B")
     out["num_bytes"] = len(data)
     out["actual_format"] = sniff_format(data)
     try:
@@ -229,7 +231,7 @@ def binary_views(column: pa.Array) -> list[memoryview | None]:
     _, offsets_buf, data_buf = column.buffers()
     width = np.int64 if pa.types.is_large_binary(column.type) else np.int32
     offsets = np.frombuffer(offsets_buf, width)[column.offset : column.offset + len(column) + 1].tolist()
-    data = memoryview(data_buf) if data_buf is not None else memoryview(b"")
+    data = memoryview(data_buf if data_buf is not None else b"").cast("B")  # Arrow exports signed bytes
     views: list[memoryview | None] = [data[a:b] for a, b in pairwise(offsets)]
     if column.null_count:
         for i in np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False)).tolist():

@@ -271,7 +271,8 @@ def _parse_app(marker: int, data: Bytes, start: int, stop: int, head: JpegHeader
 def parse_jpeg(data: Bytes) -> JpegHeader:
     """Read the marker segments of ``data`` up to the first scan (SOS). Raises JpegError when malformed.
 
-    ``data`` may be a memoryview (e.g. into an Arrow buffer): it is read in place, never copied whole."""
+    ``data`` may be a memoryview of unsigned bytes (format "B", e.g. into an Arrow buffer): it is read in
+    place, never copied whole."""
     if data[:2] != b"\xff\xd8":
         raise JpegError("no JPEG start-of-image marker")
     head = JpegHeader()
