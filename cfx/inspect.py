@@ -55,7 +55,8 @@ class InspectResult:
 
 
 # Below this many images a header-only pass is done before a spawned pool is up (~3 s to start two workers,
-# measured: docs/benchmarks.md "Inspect"; 1 core reads ~4,300 headers/s), so it runs in this process.
+# measured: docs/benchmarks.md "Inspect"; 1 core read ~4,300 headers/s then, ~9,800 since the in-place
+# read), so it runs in this process.
 POOL_MIN_IMAGES = 25_000
 
 
