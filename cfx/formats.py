@@ -40,7 +40,7 @@ EXTENSIONS = {
 }
 
 
-def sniff_format(data: bytes | None) -> str | None:
+def sniff_format(data: bytes | memoryview | None) -> str | None:
     """The format named by the file signature of ``data``, or None when it is none that cfx knows."""
     if not data:
         return None

@@ -411,7 +411,7 @@ def hash_shard(
 def _with_facts(batches: Iterable[pa.RecordBatch], out: list[pa.Table]) -> Iterator[pa.RecordBatch]:
     """Pass the batches on, collecting the byte facts of their images (the fused hash + inspect pass)."""
     for batch in batches:
-        images = batch.column(IMAGE_COLUMN).to_pylist()
+        images = bytefacts.binary_views(batch.column(IMAGE_COLUMN))
         out.append(bytefacts.facts_table(batch.column(ROW_COLUMN).to_numpy(), images))
         yield batch
 

@@ -55,7 +55,8 @@ class InspectResult:
 
 
 # Below this many images a header-only pass is done before a spawned pool is up (~3 s to start two workers,
-# measured: docs/benchmarks.md "Inspect"; 1 core reads ~4,300 headers/s), so it runs in this process.
+# measured: docs/benchmarks.md "Inspect"; 1 core read ~4,300 headers/s then, ~9,800 since the in-place
+# read), so it runs in this process.
 POOL_MIN_IMAGES = 25_000
 
 
@@ -70,11 +71,13 @@ def inspect_shard(
 ) -> pa.Table:
     """Byte facts of the given rows of one shard (runs in a worker process), merged into its cache."""
     m = Manifest(df=pl.DataFrame(), root=root, shards={shard: info} if info is not None else {})
-    parts = [
-        bytefacts.facts_table(b.column(ROW_COLUMN).to_numpy(), b.column(IMAGE_COLUMN).to_pylist())
-        for b in iter_shard_batches(m, shard, rows, (IMAGE_COLUMN,), batch_rows, hub_fs)
-    ]
-    table = pa.concat_tables(parts) if parts else bytefacts.FACTS_SCHEMA.empty_table()
+    read: list[np.ndarray] = []
+    found: list[dict[str, Any]] = []
+    for batch in iter_shard_batches(m, shard, rows, (IMAGE_COLUMN,), batch_rows, hub_fs):
+        read.append(batch.column(ROW_COLUMN).to_numpy())
+        found.extend(map(bytefacts.facts, bytefacts.binary_views(batch.column(IMAGE_COLUMN))))
+    # one table per shard: Arrow arrays built per 16-row batch cost more than the facts in them
+    table = bytefacts.table_of(np.concatenate(read) if read else np.zeros(0, np.int64), found)
     if use_cache:
         bytefacts.store_cached(root, shard, info, table)
     return table

@@ -16,9 +16,12 @@ ImageMagick's fit, without its hard-coded hash tables.
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+Bytes = bytes | memoryview  # encoded image bytes, or a view into a buffer holding them
 
 # Zig-zag position -> natural (row-major) index. DQT segments store entries in zig-zag order.
 ZIGZAG = np.array(
@@ -69,6 +72,47 @@ _LUM = {b: _scaled_all(STD_LUMINANCE, b) for b in (True, False)}
 _CHROM = {b: _scaled_all(STD_CHROMINANCE, b) for b in (True, False)}
 
 
+def table_key(zigzag: Sequence[int] | np.ndarray) -> bytes:
+    """A dict key for a table's 64 values in zig-zag order: equal values give equal keys, whatever the DQT
+    precision (8-bit values as 64 bytes, others as 128 big-endian 16-bit ones)."""
+    values = np.asarray(zigzag)
+    if values.dtype.kind not in "iu" and not np.array_equal(values, np.round(values)):
+        return b""  # no scaled table has fractions
+    if values.size != 64 or values.min() < 0 or values.max() > 65535:
+        return b""
+    return values.astype(np.uint8 if values.max() <= 255 else ">u2").tobytes()
+
+
+def _qualities_by_key(scaled: np.ndarray) -> dict[bytes, frozenset[int]]:
+    found: dict[bytes, set[int]] = {}
+    for q, natural in zip(QUALITIES, scaled, strict=True):
+        found.setdefault(table_key(natural[ZIGZAG]), set()).add(int(q))
+    return {k: frozenset(v) for k, v in found.items()}
+
+
+# Exact matches by hash lookup: {table key: the qualities whose scaled table it is}, per clamping.
+_LUM_KEYS = {b: _qualities_by_key(_LUM[b]) for b in (True, False)}
+_CHROM_KEYS = {b: _qualities_by_key(_CHROM[b]) for b in (True, False)}
+_NONE: frozenset[int] = frozenset()
+
+
+def exact_quality(keys: dict[int, bytes]) -> int | None:
+    """The quality whose scaled tables equal all the given ones ({table id: table_key}), else None.
+
+    The same rule as ``estimate_quality``'s exact step: baseline-clamped tables first, then 16-bit ones."""
+    ids = sorted(keys)
+    for baseline in (True, False):
+        lum, chrom = _LUM_KEYS[baseline], _CHROM_KEYS[baseline]
+        found = lum.get(keys[ids[0]], _NONE)
+        for i in ids[1:]:
+            if not found:
+                break
+            found = found & chrom.get(keys[i], _NONE)
+        if found:
+            return max(found)
+    return None
+
+
 def estimate_quality(tables: dict[int, np.ndarray]) -> tuple[int, bool] | None:
     """(quality, exact) for quantisation tables {table id: 64 entries in natural order}; None if none.
 
@@ -76,20 +120,21 @@ def estimate_quality(tables: dict[int, np.ndarray]) -> tuple[int, bool] | None:
     """
     if not tables:
         return None
+    exact = exact_quality({i: table_key(t[ZIGZAG]) for i, t in tables.items()})
+    if exact is not None:
+        return exact, True
+    return nearest_quality(tables), False
+
+
+def nearest_quality(tables: dict[int, np.ndarray]) -> int:
+    """The q whose scaled (16-bit) tables are nearest in summed squared error (ties: the higher q)."""
     ids = sorted(tables)
-    for baseline in (True, False):
-        ok = np.ones(len(QUALITIES), bool)
-        for i in ids:
-            ref = _LUM[baseline] if i == ids[0] else _CHROM[baseline]
-            ok &= (ref == tables[i]).all(axis=1)
-        if ok.any():
-            return int(QUALITIES[np.flatnonzero(ok)[-1]]), True
     err = np.zeros(len(QUALITIES))
     for i in ids:
         ref = _LUM[False] if i == ids[0] else _CHROM[False]
         err += ((ref - tables[i].astype(np.int64)) ** 2).sum(axis=1)
     best = np.flatnonzero(err == err.min())[-1]
-    return int(QUALITIES[best]), False
+    return int(QUALITIES[best])
 
 
 @dataclass
@@ -102,15 +147,29 @@ class JpegHeader:
     components: int | None = None
     subsampling: str | None = None
     progressive: bool = False
-    tables: dict[int, np.ndarray] = field(default_factory=dict)  # natural order
+    table_keys: dict[int, bytes] = field(default_factory=dict)  # table id -> table_key (zig-zag order)
     has_exif: bool = False
     has_gps: bool = False
     has_icc: bool = False
     has_c2pa: bool = False
 
     @property
+    def tables(self) -> dict[int, np.ndarray]:
+        """The quantisation tables, {table id: 64 entries in natural order}."""
+        out = {}
+        for i, key in self.table_keys.items():
+            natural = np.empty(64, np.int64)
+            natural[ZIGZAG] = np.frombuffer(key, "u1" if len(key) == 64 else ">u2")
+            out[i] = natural
+        return out
+
+    @property
     def quality(self) -> tuple[int, bool] | None:
-        return estimate_quality(self.tables)
+        """estimate_quality of the tables: a dict lookup when they are standard, least squares otherwise."""
+        if not self.table_keys:
+            return None
+        exact = exact_quality(self.table_keys)
+        return (exact, True) if exact is not None else (nearest_quality(self.tables), False)
 
     @property
     def mode(self) -> str | None:
@@ -140,7 +199,7 @@ def subsampling_name(factors: list[tuple[int, int]]) -> str:
     return ",".join(f"{h}x{v}" for h, v in factors)  # unusual: spell out every component's factors
 
 
-def _parse_dqt(seg: bytes, tables: dict[int, np.ndarray]) -> None:
+def _parse_dqt(seg: Bytes, keys: dict[int, bytes]) -> None:
     pos = 0
     while pos < len(seg):
         pq, tq = seg[pos] >> 4, seg[pos] & 15
@@ -148,14 +207,15 @@ def _parse_dqt(seg: bytes, tables: dict[int, np.ndarray]) -> None:
         body = seg[pos + 1 : pos + 1 + size]
         if len(body) < size:
             raise JpegError("truncated quantisation table (DQT)")
-        values = np.frombuffer(body, ">u2" if pq else "u1").astype(np.int64)
-        natural = np.empty(64, np.int64)
-        natural[ZIGZAG] = values
-        tables[tq] = natural
+        if pq:  # 16-bit entries: the 8-bit key when they all fit (table_key)
+            values = struct.unpack(">64H", body)
+            keys[tq] = bytes(values) if max(values) <= 255 else bytes(body)
+        else:
+            keys[tq] = bytes(body)
         pos += 1 + size
 
 
-def _parse_sof(seg: bytes, marker: int, head: JpegHeader) -> None:
+def _parse_sof(seg: Bytes, marker: int, head: JpegHeader) -> None:
     if len(seg) < 6:
         raise JpegError("truncated frame header (SOF)")
     head.bit_depth, head.height, head.width, n = struct.unpack(">BHHB", seg[:6])
@@ -167,43 +227,61 @@ def _parse_sof(seg: bytes, marker: int, head: JpegHeader) -> None:
     head.progressive = marker in _PROGRESSIVE
 
 
-def exif_has_gps(tiff: bytes) -> bool:
+def exif_has_gps(tiff: Bytes) -> bool:
     """Whether IFD0 of a TIFF/EXIF block holds the GPS IFD pointer (tag 0x8825)."""
-    if len(tiff) < 8 or tiff[:2] not in (b"II", b"MM"):
+    return _gps_in_ifd0(tiff, 0, len(tiff))
+
+
+def _gps_in_ifd0(data: Bytes, start: int, stop: int) -> bool:
+    """exif_has_gps of ``data[start:stop]``, read in place (an APP1 segment can be 64 KB)."""
+    if stop - start < 8:
         return False
-    end = "<" if tiff[:2] == b"II" else ">"
-    (ifd,) = struct.unpack_from(end + "I", tiff, 4)
-    if ifd + 2 > len(tiff):
+    order = data[start : start + 2]
+    if order == b"II":
+        u16, u32 = "<H", "<I"
+    elif order == b"MM":
+        u16, u32 = ">H", ">I"
+    else:
         return False
-    (count,) = struct.unpack_from(end + "H", tiff, ifd)
-    for k in range(count):
-        at = ifd + 2 + 12 * k
-        if at + 12 > len(tiff):
+    ifd = start + struct.unpack_from(u32, data, start + 4)[0]
+    if ifd + 2 > stop:
+        return False
+    (count,) = struct.unpack_from(u16, data, ifd)
+    at = ifd + 2
+    for _ in range(count):  # entries are sorted by tag in valid files, but that is not relied on
+        if at + 12 > stop:
             return False
-        if struct.unpack_from(end + "H", tiff, at)[0] == 0x8825:
+        if struct.unpack_from(u16, data, at)[0] == 0x8825:
             return True
+        at += 12
     return False
 
 
-def _parse_app(marker: int, seg: bytes, head: JpegHeader) -> None:
-    if marker == 0xE1 and seg.startswith(b"Exif\x00"):
+def _parse_app(marker: int, data: Bytes, start: int, stop: int, head: JpegHeader) -> None:
+    """An APPn segment's body, ``data[start:stop]``, read in place."""
+    if marker == 0xE1 and data[start : start + 5] == b"Exif\x00":
         head.has_exif = True
-        head.has_gps = head.has_gps or exif_has_gps(seg[6:])
-    elif marker == 0xE2 and seg.startswith(b"ICC_PROFILE\x00"):
+        head.has_gps = head.has_gps or _gps_in_ifd0(data, start + 6, stop)
+    elif marker == 0xE2 and data[start : start + 12] == b"ICC_PROFILE\x00":
         head.has_icc = True
-    elif marker == 0xEB and seg.startswith(b"JP") and b"jumb" in seg:  # JUMBF box (C2PA manifests)
-        head.has_c2pa = True
+    elif marker == 0xEB and data[start : start + 2] == b"JP" and b"jumb" in bytes(data[start:stop]):
+        head.has_c2pa = True  # JUMBF box (C2PA manifests)
 
 
-def parse_jpeg(data: bytes) -> JpegHeader:
-    """Read the marker segments of ``data`` up to the first scan (SOS). Raises JpegError when malformed."""
-    if not data.startswith(b"\xff\xd8"):
+def parse_jpeg(data: Bytes) -> JpegHeader:
+    """Read the marker segments of ``data`` up to the first scan (SOS). Raises JpegError when malformed.
+
+    ``data`` may be a memoryview of unsigned bytes (format "B", e.g. into an Arrow buffer): it is read in
+    place, never copied whole."""
+    if data[:2] != b"\xff\xd8":
         raise JpegError("no JPEG start-of-image marker")
     head = JpegHeader()
     pos, n = 2, len(data)
+    unpack = struct.unpack_from
     while pos < n:
         if data[pos] != 0xFF:
             raise JpegError(f"bad marker at byte {pos}")
+        pos += 1
         while pos < n and data[pos] == 0xFF:  # fill bytes
             pos += 1
         if pos >= n:
@@ -212,21 +290,21 @@ def parse_jpeg(data: bytes) -> JpegHeader:
         pos += 1
         if marker in _STANDALONE:
             continue
-        if marker in (0xD9, 0xDA):  # EOI, SOS: the header is over
+        if marker == 0xD9 or marker == 0xDA:  # EOI, SOS: the header is over
             break
         if pos + 2 > n:
             raise JpegError("truncated marker segment")
-        (length,) = struct.unpack_from(">H", data, pos)
-        seg = data[pos + 2 : pos + length]
-        if length < 2 or len(seg) < length - 2:
+        (length,) = unpack(">H", data, pos)
+        end = pos + length
+        if length < 2 or end > n:
             raise JpegError("truncated marker segment")
         if marker == 0xDB:
-            _parse_dqt(seg, head.tables)
-        elif marker in _SOF:
-            _parse_sof(seg, marker, head)
+            _parse_dqt(data[pos + 2 : end], head.table_keys)
         elif 0xE0 <= marker <= 0xEF:
-            _parse_app(marker, seg, head)
-        pos += length
+            _parse_app(marker, data, pos + 2, end, head)
+        elif marker in _SOF:
+            _parse_sof(data[pos + 2 : end], marker, head)
+        pos = end
     if head.width is None:
         raise JpegError("no frame header (SOF) before the image data")
     return head

@@ -7,10 +7,11 @@ import struct
 import zlib
 
 import numpy as np
+import pyarrow as pa
 import pytest
 from PIL import Image, ImageCms, PngImagePlugin
 
-from cfx.bytefacts import FACT_COLUMNS, facts, facts_table
+from cfx.bytefacts import FACT_COLUMNS, binary_views, facts, facts_table
 
 _RNG = np.random.default_rng(1)
 
@@ -126,3 +127,13 @@ def test_facts_table_schema() -> None:
     assert table.column_names == ["row", *FACT_COLUMNS]
     assert table.column("row").to_pylist() == [4, 9]
     assert table.column("inspect_error").to_pylist() == [None, "no image data"]
+
+
+@pytest.mark.parametrize("typ", [pa.binary(), pa.large_binary()])
+def test_facts_of_arrow_views_equal_facts_of_bytes(typ: pa.DataType) -> None:
+    images = [_encode("RGB", "JPEG", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\x00\x00"), None, b""]
+    images += [_encode(m, f) for m, f in (("RGBA", "PNG"), ("RGB", "WEBP"), ("P", "GIF"))]
+    column = pa.array(images, typ).slice(1)  # a slice: offsets start past 0
+    views = binary_views(column)
+    assert [v if v is None else bytes(v) for v in views] == images[1:]
+    assert [facts(v) for v in views] == [facts(b) for b in images[1:]]
