@@ -55,9 +55,9 @@ class InspectResult:
 
 
 # Below this many images a header-only pass is done before a spawned pool is up (~3 s to start two workers,
-# measured: docs/benchmarks.md "Inspect"; 1 core read ~4,300 headers/s then, ~9,800 since the in-place
-# read), so it runs in this process.
-POOL_MIN_IMAGES = 25_000
+# measured: docs/benchmarks.md "Inspect"), so it runs in this process: one core reads ~9,800 headers/s, so two
+# workers gain on ~3 s of start only beyond ~60,000 images.
+POOL_MIN_IMAGES = 60_000
 
 
 def inspect_shard(
