@@ -4,9 +4,9 @@ Kinds: ``exact`` (identical sha256), ``near`` (pHash within ``threshold``; pairs
 ``exact`` instead), ``prompt`` (the same normalised prompt, as ``cfx split`` normalises it) and the shared
 units ``generator`` (generated rows) and ``real_source`` (real rows).
 
-Near search: the distinct codes of A and B are searched together with the exact multi-index search of
-``cfx.pairs`` and only pairs with one code in A and the other in B are kept (plus codes present in both),
-so the result is exactly a brute-force A × B comparison. Row pairs sharing one key are listed up to
+Near search: ``cfx.pairs.cross_code_pairs``, the exact multi-index search between the distinct codes of A
+and those of B (the larger side indexed, the smaller probing), so only A × B candidates are generated and
+the result is exactly a brute-force A × B comparison. Row pairs sharing one key are listed up to
 ``max_per_key`` rows per side (the counts in the summary are always complete).
 """
 
@@ -26,7 +26,8 @@ from cfx.defaults import DEDUPE_THRESHOLD
 from cfx.errors import CfxError, ExitCode, UsageError
 from cfx.manifest import Manifest
 from cfx.outputs import atomic_folder, write_atomic
-from cfx.pairs import MAX_THRESHOLD, distinct_code_pairs
+from cfx.pairs import MAX_THRESHOLD
+from cfx.pairs import cross_code_pairs as cross_distinct_pairs
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, REAL
 from cfx.split import near_eligible, normalise_prompts
@@ -90,17 +91,8 @@ def cross_code_pairs(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every (code of A, code of B) within ``threshold``, as values (uint64, uint64, distance)."""
     ua, ub = np.unique(codes_a.astype(np.uint64)), np.unique(codes_b.astype(np.uint64))
-    union = np.unique(np.concatenate([ua, ub]))
-    in_a, in_b = np.isin(union, ua), np.isin(union, ub)
-    both = np.flatnonzero(in_a & in_b)
-    xs, ys, ds = [union[both]], [union[both]], [np.zeros(both.size, np.uint8)]
-    p = distinct_code_pairs(union, threshold, workers=workers)
-    for x, y in ((p.a, p.b), (p.b, p.a)):
-        keep = in_a[x] & in_b[y]
-        xs.append(union[x[keep]])
-        ys.append(union[y[keep]])
-        ds.append(p.distance[keep])
-    return np.concatenate(xs), np.concatenate(ys), np.concatenate(ds)
+    p = cross_distinct_pairs(ua, ub, threshold, workers=workers)
+    return ua[p.a], ub[p.b], p.distance
 
 
 def brute_force_cross(codes_a: np.ndarray, codes_b: np.ndarray, threshold: int) -> set[tuple[int, int, int]]:

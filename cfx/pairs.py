@@ -9,6 +9,10 @@ so no global de-duplication is needed.
 
 Identical codes are merged first (``np.unique``): a thousand copies of one image are one code, not a
 million candidate pairs. ``hamming_pairs`` expands them back when asked for row-level pairs.
+
+``cross_code_pairs`` is the same search between two sets (every ``x`` of A and ``y`` of B within ``t``):
+the larger set is indexed, every code of the smaller one probes every key within ``r_i`` of its own, so
+only cross candidates are generated (none inside A or inside B).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ _U64 = np.uint64
 
 @dataclass(frozen=True)
 class CodePairs:
-    """Pairs ``(a[k], b[k])`` with ``a < b`` (indices into the searched codes) and their distance."""
+    """Pairs ``(a[k], b[k])`` and their distance: indices into the searched codes with ``a < b``, or for
+    ``cross_code_pairs`` an index into the first set and one into the second."""
 
     a: np.ndarray  # int64
     b: np.ndarray  # int64
@@ -118,13 +123,25 @@ def _ball(bits: int, radius: int) -> int:
     return sum(comb(bits, k) for k in range(radius + 1))
 
 
-def _plan(codes: np.ndarray, threshold: int, blocks: int | None = None) -> _Plan:
-    """Pick blocks and radii minimising (probes x distinct keys + expected candidates) for these codes.
+def _plan(
+    codes: np.ndarray,
+    threshold: int,
+    blocks: int | None = None,
+    *,
+    probing: int | None = None,
+    compared: float | None = None,
+) -> _Plan:
+    """Pick blocks and radii minimising (probes x probing keys + expected candidates) for these codes.
+
+    Self-join (the defaults): ``probing`` is the distinct keys of a block (at most the codes) and
+    ``compared`` the n²/2 pairs. A cross search passes the probing set's size and ``|A| x |B|``, with
+    ``codes`` both sets (for the bit statistics).
 
     Bits are dealt round-robin into blocks in order of how balanced they are, so near-constant bits
     (pHash's DC bit is almost always 1) do not all land in one block and inflate its buckets.
     """
     n = codes.size
+    pairs = n * n / 2 if compared is None else compared
     ones = np.array([int(((codes >> _U64(p)) & _U64(1)).sum()) for p in range(64)])
     balance = np.abs(ones / max(n, 1) - 0.5)
     order = [int(p) for p in np.argsort(balance, kind="stable")]
@@ -140,8 +157,8 @@ def _plan(codes: np.ndarray, threshold: int, blocks: int | None = None) -> _Plan
         for block, r in zip(parts, radii, strict=True):
             b = len(block)
             probes = _ball(b, r)
-            keys_seen = min(n, 2**b)
-            cost += probes * keys_seen * 1.0 + probes * n * n / 2**b * 0.5
+            keys_seen = min(n, 2**b) if probing is None else probing
+            cost += probes * keys_seen * 1.0 + probes * pairs / 2**b
         plan = _Plan(parts, radii, cost)
         if best is None or cost < best[0]:
             best = (cost, plan)
@@ -225,6 +242,39 @@ def _expand(x: np.ndarray, ystart: np.ndarray, ylen: np.ndarray) -> Iterator[tup
         lo = hi
 
 
+def _earlier(plan: _Plan, block_index: int) -> list[tuple[np.uint64, int]]:
+    """(mask, radius) of the blocks before ``block_index``: a pair one of them finds is theirs."""
+    return [(_U64(plan.masks[j]), plan.radii[j]) for j in range(block_index)]
+
+
+def _verified(
+    xor: np.ndarray, threshold: int, earlier: list[tuple[np.uint64, int]]
+) -> tuple[np.ndarray, np.ndarray]:
+    """(positions in ``xor`` of the candidates within ``threshold`` that no earlier block finds, their
+    distances). Few candidates survive the threshold, so the earlier blocks are checked on those only."""
+    ok = np.flatnonzero(popcount(xor) <= threshold)
+    xor = xor[ok]
+    keep = np.ones(ok.size, bool)
+    for mask, r in earlier:
+        keep &= popcount(xor & mask) > r
+    return ok[keep], popcount(xor[keep]).astype(np.uint8)
+
+
+def _hits(
+    buckets: _Buckets, keys: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None:
+    """Which ``keys`` are in ``buckets``: (probe positions, code positions) for buckets of one code and
+    (probe positions, distinct-key indices) for larger ones; None when no key is."""
+    found = buckets.find(keys)
+    hit = np.flatnonzero(found)
+    if not hit.size:
+        return None
+    f = found[hit]
+    one = f > 0
+    many = ~one
+    return hit[one], f[one].astype(np.int64) - 1, hit[many], -f[many].astype(np.int64) - 1
+
+
 def _search_block(
     codes: np.ndarray,
     threshold: int,
@@ -239,20 +289,15 @@ def _search_block(
     """
     block = plan.blocks[block_index]
     buckets = _Buckets(_block_keys(codes, block), len(block), codes)
-    earlier = [(_U64(plan.masks[j]), plan.radii[j]) for j in range(block_index)]
+    earlier = _earlier(plan, block_index)
     out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
     ustart, ucount, order, sorted_codes = buckets.ustart, buckets.ucount, buckets.order, buckets.sorted_codes
 
     def verify(px: np.ndarray, py: np.ndarray, xor: np.ndarray) -> None:
-        ok = np.flatnonzero(popcount(xor) <= threshold)  # few survive: check earlier blocks on those only
-        xor = xor[ok]
-        keep = np.ones(ok.size, bool)
-        for mask, r in earlier:
-            keep &= popcount(xor & mask) > r
-        if keep.any():
-            ok = ok[keep]
+        ok, d = _verified(xor, threshold, earlier)
+        if ok.size:
             xa, yb = order[px[ok]], order[py[ok]]
-            out.append((np.minimum(xa, yb), np.maximum(xa, yb), popcount(xor[keep]).astype(np.uint8)))
+            out.append((np.minimum(xa, yb), np.maximum(xa, yb), d))
 
     def verify_runs(x: np.ndarray, ystart: np.ndarray, ylen: np.ndarray) -> None:
         for px, py in _expand(x, ystart, ylen):
@@ -269,18 +314,19 @@ def _search_block(
             continue
         # key -> key ^ flip, taken once per unordered pair of buckets (the side whose top flipped bit is 0)
         pos, keys, side_codes = buckets.side(1 << (flip.bit_length() - 1))
-        found = buckets.find(keys ^ flip)
-        hit = np.flatnonzero(found)
-        if not hit.size:
+        hits = _hits(buckets, keys ^ flip)
+        if hits is None:
             continue
-        f = found[hit]
-        one = f > 0
-        h1, y1 = hit[one], f[one].astype(np.int64) - 1
+        h1, y1, hm, tgt = hits
         verify(pos[h1], y1, side_codes[h1] ^ sorted_codes[y1])
-        if not one.all():
-            many = ~one
-            tgt = -f[many].astype(np.int64) - 1
-            verify_runs(pos[hit[many]], ustart[tgt], ucount[tgt])
+        if hm.size:
+            verify_runs(pos[hm], ustart[tgt], ucount[tgt])
+    return _columns(out)
+
+
+def _columns(
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not out:
         return np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
     a, b, d = (np.concatenate(column) for column in zip(*out, strict=True))
@@ -317,16 +363,28 @@ def distinct_code_pairs(
     if method == "brute" or (method == "auto" and n <= BRUTE_FORCE_MAX):
         return brute_force_pairs(codes, threshold).sorted()
     plan = _plan(codes, threshold)
+    return _run(_search_block, (codes, threshold, plan), plan, workers, executor_factory)
+
+
+def _run(
+    search: Callable[..., tuple[np.ndarray, ...]],
+    args: tuple[object, ...],
+    plan: _Plan,
+    workers: int,
+    executor_factory: Callable[[int], Executor] | None,
+) -> CodePairs:
+    """``search(*args, block, flips)`` over the plan's tasks, on a process pool when the work pays for it
+    (``workers`` > 1 and an estimated cost from ``PARALLEL_MIN_COST``, or an injected executor)."""
     parallel = workers > 1 and (plan.cost >= PARALLEL_MIN_COST or executor_factory is not None)
     tasks = _tasks(plan, pieces=workers if parallel else 1)
     parts: list[tuple[np.ndarray, ...]] = []
     if parallel:
         factory = executor_factory or process_pool
         with factory(workers) as pool:
-            futures = [pool.submit(_search_block, codes, threshold, plan, i, f) for i, f in tasks]
+            futures = [pool.submit(search, *args, i, f) for i, f in tasks]
             parts.extend(p for p in results(futures))
     else:
-        parts = [_search_block(codes, threshold, plan, i, f) for i, f in tasks]
+        parts = [search(*args, i, f) for i, f in tasks]
     parts = [p for p in parts if p[0].size]
     if not parts:
         return _empty()
@@ -334,6 +392,96 @@ def distinct_code_pairs(
     b = np.concatenate([p[1] for p in parts])
     d = np.concatenate([p[2] for p in parts])
     return CodePairs(a.astype(np.int64), b.astype(np.int64), d).sorted()
+
+
+# --- cross search: A x B -----------------------------------------------------------------------------
+def brute_force_cross_pairs(codes_a: np.ndarray, codes_b: np.ndarray, threshold: int) -> CodePairs:
+    """Every ``(i, j)`` with ``codes_a[i]`` and ``codes_b[j]`` within ``threshold`` (O(|A| x |B|))."""
+    codes_a, codes_b = _check(codes_a, threshold), _check(codes_b, threshold)
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    step = max(1, (1 << 22) // max(codes_b.size, 1))
+    for start in range(0, codes_a.size, step):
+        d = popcount(codes_a[start : start + step, None] ^ codes_b[None, :])
+        i, j = np.nonzero(d <= threshold)
+        out.append((i + start, j, d[i, j].astype(np.uint8)))
+    a, b, d = _columns(out)
+    return CodePairs(a.astype(np.int64), b.astype(np.int64), d).sorted()
+
+
+def _cross_block(
+    probe: np.ndarray,
+    indexed: np.ndarray,
+    threshold: int,
+    plan: _Plan,
+    block_index: int,
+    flips: list[int],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Verified (probe index, indexed index, distance) of one block for the given flip masks, minus those
+    an earlier block finds. Every probing code looks up ``key ^ flip`` for every flip: a pair within the
+    block's radius is met by exactly one flip (``key_x ^ key_y``), so no pair is found twice."""
+    block = plan.blocks[block_index]
+    buckets = _Buckets(_block_keys(indexed, block), len(block), indexed)
+    # the probing codes in key order too: ``key ^ flip`` then walks the table nearly in sequence
+    keys = _block_keys(probe, block)
+    probe_order = np.argsort(keys, kind="stable")
+    keys, probe_codes = keys[probe_order], probe[probe_order]
+    if buckets.dense:
+        keys = keys.astype(np.int32)  # half the bytes per probe
+    earlier = _earlier(plan, block_index)
+    out: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    ustart, ucount, order, sorted_codes = buckets.ustart, buckets.ucount, buckets.order, buckets.sorted_codes
+
+    def verify(px: np.ndarray, py: np.ndarray) -> None:
+        ok, d = _verified(probe_codes[px] ^ sorted_codes[py], threshold, earlier)
+        if ok.size:
+            out.append((probe_order[px[ok]], order[py[ok]], d))
+
+    for flip in flips:
+        hits = _hits(buckets, keys ^ flip)
+        if hits is None:
+            continue
+        h1, y1, hm, tgt = hits
+        verify(h1, y1)
+        if hm.size:
+            for px, py in _expand(hm, ustart[tgt], ucount[tgt]):
+                verify(px, py)
+    return _columns(out)
+
+
+def cross_code_pairs(
+    codes_a: np.ndarray,
+    codes_b: np.ndarray,
+    threshold: int,
+    *,
+    workers: int = 1,
+    method: str = "auto",
+    executor_factory: Callable[[int], Executor] | None = None,
+) -> CodePairs:
+    """Every ``(i, j)`` with ``popcount(codes_a[i] ^ codes_b[j]) <= threshold``, exact, sorted; each side's
+    codes must be unique (a code may be in both). ``a`` indexes ``codes_a``, ``b`` indexes ``codes_b``.
+
+    ``method``: "index" (multi-index hashing: the larger side indexed, the smaller one probing), "brute"
+    or "auto" (brute force for small inputs). ``workers`` > 1 splits the probes over a process pool
+    (only for large inputs).
+    """
+    codes_a, codes_b = _check(codes_a, threshold), _check(codes_b, threshold)
+    na, nb = codes_a.size, codes_b.size
+    if not na or not nb:
+        return _empty()
+    if threshold == 0:
+        _, i, j = np.intersect1d(codes_a, codes_b, assume_unique=True, return_indices=True)
+        return CodePairs(i.astype(np.int64), j.astype(np.int64), np.zeros(i.size, np.uint8)).sorted()
+    if method == "brute" or (method == "auto" and na * nb <= BRUTE_FORCE_MAX**2 // 2):
+        return brute_force_cross_pairs(codes_a, codes_b, threshold)
+    swap = na > nb  # probe with the smaller side: probes cost per probing code, candidates do not
+    probe, indexed = (codes_b, codes_a) if swap else (codes_a, codes_b)
+    plan = _plan(
+        np.concatenate([codes_a, codes_b]), threshold, probing=probe.size, compared=float(na) * float(nb)
+    )
+    found = _run(_cross_block, (probe, indexed, threshold, plan), plan, workers, executor_factory)
+    if swap:
+        found = CodePairs(found.b, found.a, found.distance).sorted()
+    return found
 
 
 def hamming_pairs(codes: np.ndarray, threshold: int, *, workers: int = 1, method: str = "auto") -> CodePairs:

@@ -51,6 +51,73 @@ def test_cross_pairs_equal_brute_force_on_the_index_path() -> None:
     assert set(zip(xa.tolist(), xb.tolist(), d.tolist(), strict=True)) == brute_force_cross(a, b, 8)
 
 
+def planted(rng: np.random.Generator, codes: np.ndarray, k: int, max_distance: int) -> np.ndarray:
+    """``k`` copies of random ``codes`` with 0..max_distance random bits flipped (one distance each)."""
+    src = codes[rng.integers(0, codes.size, k)]
+    out = src.copy()
+    for i, d in enumerate(rng.integers(0, max_distance + 1, k).tolist()):
+        for bit in rng.choice(64, d, replace=False).tolist():
+            out[i] ^= np.uint64(1) << np.uint64(bit)
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    na=st.integers(0, 600),
+    nb=st.integers(0, 600),
+    t=st.sampled_from([0, 1, 4, 8, 12]),
+    dup=st.sampled_from([0.0, 0.3]),
+    method=st.sampled_from(["index", "auto"]),
+)
+def test_cross_search_equals_brute_force_with_planted_pairs(
+    seed: int, na: int, nb: int, t: int, dup: float, method: str
+) -> None:
+    """The A × B multi-index search (forced on small sets) finds exactly brute force's pairs: planted pairs
+    at every distance 0..t (and a little beyond), duplicates inside a side, empty sides."""
+    from cfx.pairs import cross_code_pairs as cross_distinct_pairs
+
+    rng = np.random.default_rng(seed)
+    a = rng.integers(0, 2**64 - 1, na, dtype=np.uint64)
+    b = rng.integers(0, 2**64 - 1, nb, dtype=np.uint64)
+    if na and nb:
+        b[: nb // 2] = planted(rng, a, nb // 2, min(t + 2, 64))
+    for side in (a, b):  # duplicates within a side
+        if side.size:
+            copies = rng.random(side.size) < dup
+            side[copies] = side[rng.integers(0, side.size, int(copies.sum()))]
+    xa, xb, d = cross_code_pairs(a, b, t)
+    got = set(zip(xa.tolist(), xb.tolist(), d.tolist(), strict=True))
+    expected = brute_force_cross(a, b, t)
+    assert len(got) == xa.size and got == expected
+    ua, ub = np.unique(a), np.unique(b)
+    p = cross_distinct_pairs(ua, ub, t, method=method)
+    direct = set(zip(ua[p.a].tolist(), ub[p.b].tolist(), p.distance.tolist(), strict=True))
+    assert len(direct) == len(p) and direct == expected
+
+
+def test_cross_search_splits_over_workers() -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from cfx.pairs import cross_code_pairs as cross_distinct_pairs
+
+    rng = np.random.default_rng(4)
+    a = np.unique(rng.integers(0, 2**64 - 1, 5000, dtype=np.uint64))
+    b = np.unique(
+        np.concatenate([planted(rng, a, 1500, 8), rng.integers(0, 2**64 - 1, 3000, dtype=np.uint64)])
+    )
+    one = cross_distinct_pairs(a, b, 8, method="index")
+    # the pool is injected (threads): the same tasks and merge as the process pool, without its start-up
+    two = cross_distinct_pairs(
+        a, b, 8, method="index", workers=2, executor_factory=lambda w: ThreadPoolExecutor(w)
+    )
+    assert len(one) >= 1400
+    assert np.array_equal(one.a, two.a) and np.array_equal(one.b, two.b)
+    assert np.array_equal(one.distance, two.distance)
+    swapped = cross_distinct_pairs(b, a, 8, method="index")  # the other side indexed
+    assert np.array_equal(np.sort(one.a), np.sort(swapped.b)) and len(swapped) == len(one)
+
+
 def frame(n: int, seed: int, prefix: str, label: int = 1) -> pl.DataFrame:
     rng = np.random.default_rng(seed)
     return pl.DataFrame(
