@@ -51,6 +51,7 @@ from cfx.subset import (
     skipped_message,
     transformed_rows,
 )
+from cfx.transform_stage import RECORD_COLUMNS
 
 if TYPE_CHECKING:  # PIL is imported only when an export transforms
     from cfx.transform import BadImageError, Pipeline, Transformed
@@ -70,15 +71,8 @@ _BATCH_ROWS = 8
 _BATCH_BYTES = 8 << 20
 _PROGRESS_EVERY = 16  # rows per progress message from a worker
 
-# What a transform worker reports per written row (cfx.transform_stage.TransformStage.records' columns)
-_FACT_COLUMNS = {
-    "transform": pl.String,
-    "source_sha256": pl.String,
-    "_format": pl.String,
-    "_width": pl.Int32,
-    "_height": pl.Int32,
-    "_mode": pl.String,
-}
+# What a transform worker reports per written row: the transform stage's record columns
+_FACT_COLUMNS = RECORD_COLUMNS
 
 
 @dataclass

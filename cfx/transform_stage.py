@@ -33,6 +33,19 @@ _RES_PARTS = re.compile(r"^(\D*)(\d+)(\D+)(\d+)(\D*)$")
 _IMAGE_EXT = re.compile(r"\.(" + "|".join(sorted({*EXTENSIONS.values(), "jpeg", "tif"})) + r")$", re.I)
 
 
+# What the stage records per written row besides its source (shard, row): the transform applied, the source's
+# sha256 and the new bytes' facts (renamed onto the manifest by cfx.subset.transformed_rows; cfx.export's
+# workers report the same columns)
+RECORD_COLUMNS: dict[str, pl.DataType | type[pl.DataType]] = {
+    "transform": pl.String,
+    "source_sha256": pl.String,
+    "_format": pl.String,
+    "_width": pl.Int32,
+    "_height": pl.Int32,
+    "_mode": pl.String,
+}
+
+
 @dataclass(frozen=True)
 class KeyedBatch:
     """Source rows of one shard: ``rows`` are their row numbers there, ``batch`` the rows (output schema)."""
@@ -134,16 +147,7 @@ class TransformStage:
 
     def records(self) -> pl.DataFrame:
         """Per written row: source (shard, row), the transform applied, source_sha256 and the new facts."""
-        schema = {
-            "shard": pl.String,
-            "row": pl.Int64,
-            "transform": pl.String,
-            "source_sha256": pl.String,
-            "_format": pl.String,
-            "_width": pl.Int32,
-            "_height": pl.Int32,
-            "_mode": pl.String,
-        }
+        schema = {"shard": pl.String, "row": pl.Int64, **RECORD_COLUMNS}
         if not self._records:
             return pl.DataFrame(schema=schema)
         return pl.DataFrame(self._records, schema=schema)
