@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import io
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -99,7 +100,9 @@ def main() -> None:
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--rows", type=int, default=100)
     ap.add_argument("--scale", type=float, default=0.5)
+    ap.add_argument("--only", default="inspect,hash,joint", help="comma-separated parts to run")
     args = ap.parse_args()
+    only = set(args.only.split(","))
     from cfx.synth import make_dataset
 
     _fresh_cache()
@@ -121,8 +124,16 @@ def main() -> None:
         )
     print(f"### Inspect — {n} images ({args.shards} shards, synth scale {args.scale}), {machine()}\n")
     print(table(["what", "workers", "seconds (median)", "images/s", "speed vs Pillow"], rows))
-    alone = median([(_fresh_cache(), time_hash(root, False))[1] for _ in range(args.reps)])
-    fused = median([(_fresh_cache(), time_hash(root, True))[1] for _ in range(args.reps)])
+    if "hash" in only:
+        _hash_part(root, args.reps)
+    if "joint" in only:
+        _joint_part(args.reps)
+    shutil.rmtree(root, ignore_errors=True)
+
+
+def _hash_part(root: Path, reps: int) -> None:
+    alone = median([(_fresh_cache(), time_hash(root, False))[1] for _ in range(reps)])
+    fused = median([(_fresh_cache(), time_hash(root, True))[1] for _ in range(reps)])
     print()
     print(
         table(
@@ -133,11 +144,14 @@ def main() -> None:
             ],
         )
     )
+
+
+def _joint_part(reps: int) -> None:
     from cfx.audit import audit
 
     m = joint_rows()
     times, result = [], None
-    for _ in range(args.reps):
+    for _ in range(reps):
         t = time.perf_counter()
         result = audit(m, joint=True)
         times.append(time.perf_counter() - t)
