@@ -101,6 +101,9 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=100)
     ap.add_argument("--scale", type=float, default=0.5)
     ap.add_argument("--only", default="inspect,hash,joint", help="comma-separated parts to run")
+    ap.add_argument(
+        "--copies", type=int, default=1, help="hard-link every shard this many times (a large set, quickly)"
+    )
     args = ap.parse_args()
     only = set(args.only.split(","))
     from cfx.synth import make_dataset
@@ -108,7 +111,8 @@ def main() -> None:
     _fresh_cache()
     root = Path(tempfile.mkdtemp(prefix="cfx-bench-inspect-"))
     make_dataset(root, shards=args.shards, rows_per_shard=args.rows, seed=0, scale=args.scale)
-    n = args.shards * args.rows
+    _link_copies(root, args.shards, args.copies)
+    n = args.shards * args.rows * args.copies
     peer = median([_timed(pillow_loop, root) for _ in range(args.reps)])
     rows = [["Pillow loop: open + size/mode/quantization", "1", f"{peer:.2f}", f"{n / peer:,.0f}", "1.00"]]
     for w in (1, 2):
@@ -129,6 +133,14 @@ def main() -> None:
     if "joint" in only:
         _joint_part(args.reps)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _link_copies(root: Path, shards: int, copies: int) -> None:
+    """More shards with the same bytes under new names (separate cache entries: the cache keys by path)."""
+    data = root / "data"
+    for k in range(1, copies):
+        for i in range(shards):
+            os.link(data / f"HFCF_small_{i}.parquet", data / f"HFCF_small_{k * shards + i}.parquet")
 
 
 def _hash_part(root: Path, reps: int) -> None:
