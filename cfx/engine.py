@@ -8,7 +8,7 @@ other way round (no import of ``cfx.engine_ray`` outside the CLI and the engine 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
     import numpy as np
@@ -19,6 +19,18 @@ if TYPE_CHECKING:
     from cfx.sources import ShardRef
 
 
+class HashedShard(NamedTuple):
+    """One shard's result of ``ShardEngine.hash_shards``: its hash table or its error, and the byte facts read
+    from the same bytes (``with_facts``) for the caller to store in its facts cache."""
+
+    shard: str
+    rows: np.ndarray  # the rows asked for
+    table: pa.Table | None  # None when ``error``
+    facts: pa.Table | None  # None unless ``with_facts`` (and no error)
+    decoded: int
+    error: BadShardError | None
+
+
 class ShardEngine(Protocol):
     def scan_shards(
         self, shards: list[tuple[int, ShardRef]], fs: Any, with_num_bytes: bool
@@ -27,7 +39,12 @@ class ShardEngine(Protocol):
         ...
 
     def hash_shards(
-        self, root: str, todo: list[tuple[str, ShardInfo | None, np.ndarray]], options: dict[str, Any]
-    ) -> Iterator[tuple[str, np.ndarray, pa.Table | None, int, BadShardError | None]]:
-        """``cfx.hashing.hash_shard`` of the given rows of each shard: (shard, rows, table, decoded, error)."""
+        self,
+        root: str,
+        todo: list[tuple[str, ShardInfo | None, np.ndarray]],
+        options: dict[str, Any],
+        with_facts: bool,
+    ) -> Iterator[HashedShard]:
+        """``cfx.hashing.shard_hashes_and_facts`` of the given rows of each shard. Writes no cache: workers
+        may not share the caller's cache folder."""
         ...

@@ -1,11 +1,12 @@
 """Index and hash on Ray Data (``--engine ray``): the only module that imports ray, and only when used.
 
 Each shard is one Ray Data row (``ray.data.from_items``, one block per shard) mapped by a task that runs the
-very functions the local engine runs (``cfx.index.scan_shard``, ``cfx.hashing.hash_shard`` →
+very functions the local engine runs (``cfx.index.scan_shard``, ``cfx.hashing.shard_hashes_and_facts`` →
 ``hash_shard_batches``), so results are identical by construction. Workers read the shard bytes themselves
 (local paths must be visible to every node, e.g. a shared file system; ``hf://`` shards are read through
-HfFileSystem on each worker); only small result tables travel back. The driver writes the per-shard caches,
-so caches live where the command runs, exactly as with the local engine.
+HfFileSystem on each worker); only small result tables travel back: the hashes and, for the fused pass, the
+byte facts of the same bytes. The driver writes the per-shard caches (index, hashes, facts), so caches live
+where the command runs, exactly as with the local engine.
 
 A worker that dies mid-task (OOM, lost node) is a system failure: Ray retries the task (``MAX_RETRIES``).
 Test hook: when ``CFX_TEST_RAY_KILL_ONCE`` names a file that does not exist yet, the first task to start
@@ -25,8 +26,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
-import pyarrow as pa
 
+from cfx.engine import HashedShard
 from cfx.errors import BadShardError, CfxError, NetworkError, UsageError
 from cfx.manifest import ShardInfo
 from cfx.sources import ShardRef
@@ -142,9 +143,13 @@ class RayEngine:
             yield int(row["key"]), df, warn, err
 
     def hash_shards(
-        self, root: str, todo: list[tuple[str, ShardInfo | None, np.ndarray]], options: dict[str, Any]
-    ) -> Iterator[tuple[str, np.ndarray, pa.Table | None, int, BadShardError | None]]:
-        """``cfx.hashing.hash_shard`` of the given rows of each shard: (shard, rows, table, decoded, error)."""
+        self,
+        root: str,
+        todo: list[tuple[str, ShardInfo | None, np.ndarray]],
+        options: dict[str, Any],
+        with_facts: bool,
+    ) -> Iterator[HashedShard]:
+        """``cfx.hashing.shard_hashes_and_facts`` of the given rows of each shard on the cluster."""
         if not todo:
             return
         items = [
@@ -156,15 +161,16 @@ class RayEngine:
             for shard, info, rows in todo
         ]
         rows_of = {shard: rows for shard, _, rows in todo}
+        options = {**options, "with_facts": with_facts}
         if root.startswith("hf://"):  # workers use this process's Hub endpoint and token, not their own
             from cfx.sources import hub_filesystem
 
-            options = {**options, "hub_fs": hub_filesystem()}
+            options["hub_fs"] = hub_filesystem()
         for row in self._map(items, _hash_task, root=root, options=options):
-            table, decoded, err = pickle.loads(row["result"])
+            table, facts, decoded, err = pickle.loads(row["result"])
             if err is not None and not isinstance(err, BadShardError):
                 raise err
-            yield row["shard"], rows_of[row["shard"]], table, decoded, err
+            yield HashedShard(row["shard"], rows_of[row["shard"]], table, facts, decoded, err)
 
 
 @contextmanager
@@ -215,14 +221,14 @@ def _scan_task(
 def _hash_task(
     row: dict[str, Any], *, root: str, options: dict[str, Any], kill_once: str | None
 ) -> dict[str, Any]:
-    from cfx.hashing import hash_shard
+    from cfx.hashing import shard_hashes_and_facts
 
     _maybe_die(kill_once)
     info = ShardInfo.from_json(json.loads(row["info"])) if row["info"] else None
     rows = np.frombuffer(row["rows"], np.int64)
     try:
-        table, decoded = hash_shard(root, row["shard"], info, rows, **options)
-        out: tuple[Any, ...] = (table, decoded, None)
+        table, decoded, facts = shard_hashes_and_facts(root, row["shard"], info, rows, **options)
+        out: tuple[Any, ...] = (table, facts, decoded, None)
     except CfxError as exc:
-        out = (None, 0, exc)
+        out = (None, None, 0, exc)
     return {"shard": row["shard"], "result": pickle.dumps(out)}

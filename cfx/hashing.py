@@ -15,8 +15,9 @@
   decided by noise, so it is left out of near-duplicate matching (exact matching still applies).
 - ``hash_error``: why an image could not be decoded (None when it could). Such rows get no perceptual hash.
 
-The pure part (``hash_images``, ``hash_shard_batches``) knows nothing of files, caches or pools, so another
-executor (e.g. Ray ``map_batches``) can run it and write the same caches (``store_cached``).
+The pure part (``hash_images``, ``hash_shard_batches``, ``shard_hashes_and_facts``) knows nothing of caches or
+pools, so another executor (cfx.engine_ray) runs it and the driver writes the same caches (``store_cached``,
+``bytefacts.store_cached``).
 """
 
 from __future__ import annotations
@@ -389,23 +390,39 @@ def hash_shard(
     shard: str,
     info: ShardInfo | None,
     rows: np.ndarray,
-    batch_rows: int = HASH_BATCH_ROWS,
-    hub_fs: Any = None,
     with_facts: bool = False,
     **options: Any,
 ) -> tuple[pa.Table, int]:
-    """Stream the given rows of one shard and hash them (runs in a worker process; ``hub_fs`` see
-    ``cfx.sources.hub_filesystem``). ``with_facts``: also parse the byte facts of the same bytes
-    (cfx.bytefacts) and merge them into that shard's facts cache, so a later ``cfx inspect`` reads nothing."""
+    """Hash the given rows of one shard (runs in a worker process of this machine; options see
+    ``shard_hashes_and_facts``). ``with_facts``: also parse the byte facts of the same bytes (cfx.bytefacts)
+    and merge them into that shard's facts cache, so a later ``cfx inspect`` reads nothing."""
+    table, decoded, facts = shard_hashes_and_facts(root, shard, info, rows, with_facts=with_facts, **options)
+    if facts is not None:
+        bytefacts.store_cached(root, shard, info, facts)
+    return table, decoded
+
+
+def shard_hashes_and_facts(
+    root: str,
+    shard: str,
+    info: ShardInfo | None,
+    rows: np.ndarray,
+    batch_rows: int = HASH_BATCH_ROWS,
+    hub_fs: Any = None,
+    with_facts: bool = True,
+    **options: Any,
+) -> tuple[pa.Table, int, pa.Table | None]:
+    """Stream the given rows of one shard and hash them (``hub_fs`` see ``cfx.sources.hub_filesystem``):
+    the hash table, the images decoded, and with ``with_facts`` the byte facts of the same bytes (None when
+    not asked or no row was read). Writes no cache: an engine whose workers may not share this machine's
+    cache folder (cfx.engine_ray) returns the facts for the driver to store."""
     m = Manifest(df=pl.DataFrame(), root=root, shards={shard: info} if info is not None else {})
     batches = iter_shard_batches(m, shard, rows, (IMAGE_COLUMN,), batch_rows, hub_fs)
     if not with_facts:
-        return hash_shard_batches(batches, **options)
+        return (*hash_shard_batches(batches, **options), None)
     facts: list[pa.Table] = []
     table, decoded = hash_shard_batches(_with_facts(batches, facts), **options)
-    if facts:
-        bytefacts.store_cached(root, shard, info, pa.concat_tables(facts))
-    return table, decoded
+    return table, decoded, pa.concat_tables(facts) if facts else None
 
 
 def _with_facts(batches: Iterable[pa.RecordBatch], out: list[pa.Table]) -> Iterator[pa.RecordBatch]:
@@ -454,7 +471,8 @@ def hash_manifest(
     so only row numbers and small result tables cross process boundaries. With ``reuse_columns`` a
     manifest that already carries complete hash columns (e.g. the output of an earlier dedupe) is kept
     as it is and no shard is read. ``with_dhash`` also computes the ``dhash`` column. With ``engine``
-    (cfx.engine_ray) each shard is a Ray task running the same ``hash_shard``; caches are written here.
+    (cfx.engine_ray) each shard is a Ray task running the same ``shard_hashes_and_facts``; its caches, hashes
+    and the fused byte facts alike, are written here (``use_cache=False``: none, as locally).
     """
     reporter = reporter or NullReporter()
     options["with_dhash"] = with_dhash
@@ -513,12 +531,14 @@ def hash_manifest(
     local = {**options, "with_facts": use_cache}  # fused pass: the facts cache fills as a side effect
     if todo and engine is not None:
         infos = [(s, manifest.shards.get(s), r) for s, r in todo]
-        for shard, rows, table, decoded, err in engine.hash_shards(manifest.root, infos, options):
-            if err is not None:
-                failed(shard, rows, err)
-            else:
-                assert table is not None
-                finish(shard, table, decoded)
+        for got in engine.hash_shards(manifest.root, infos, options, with_facts=use_cache):
+            if got.error is not None:
+                failed(got.shard, got.rows, got.error)
+                continue
+            assert got.table is not None
+            if got.facts is not None:  # stored here as hash_shard's with_facts stores them in a local worker
+                bytefacts.store_cached(manifest.root, got.shard, manifest.shards.get(got.shard), got.facts)
+            finish(got.shard, got.table, got.decoded)
     elif todo and (workers <= 1 or len(todo) == 1):
         for shard, rows in todo:
             try:

@@ -1,4 +1,5 @@
-"""--engine ray: manifests, hash caches and dedupe results identical to the local engine; bad input.
+"""--engine ray: manifests, hash and byte-fact caches and dedupe results identical to the local engine (so an
+inspect after a Ray dedupe reads no image); bad input.
 
 One local Ray (2 CPUs) serves the whole module; CLI subprocesses join it through RAY_ADDRESS, which also
 exercises the "existing cluster" path.
@@ -24,6 +25,7 @@ from cfx.engine_ray import KILL_ONCE_ENV, RayEngine
 from cfx.errors import UsageError
 from cfx.hashing import HashResult, hash_manifest
 from cfx.index import IndexResult, build_manifest
+from cfx.inspect import cached_facts, inspect_manifest
 from cfx.manifest import read_manifest
 from cfx.sources import resolve
 from tests.conftest import REPO, HubDataset, RunCfx
@@ -37,13 +39,23 @@ def ray_address() -> Iterator[str]:
     import ray  # part of the test extra: Ray tests run, never skip
 
     tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's unix socket paths are length-limited
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        _temp_dir=tmp,
-        object_store_memory=200 * 1024**2,
-        log_to_driver=False,
-    )
+    # Workers inherit the environment of the Ray processes started here: put this checkout first, or the
+    # workers of the CLI subprocesses (whose cwd is a tmp folder) import whatever cfx is installed.
+    saved = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), saved) if p)
+    try:
+        ray.init(
+            num_cpus=2,
+            include_dashboard=False,
+            _temp_dir=tmp,
+            object_store_memory=200 * 1024**2,
+            log_to_driver=False,
+        )
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONPATH")
+        else:
+            os.environ["PYTHONPATH"] = saved
     try:
         yield ray.get_runtime_context().gcs_address
     finally:
@@ -128,9 +140,9 @@ def test_hashes_and_caches_identical(
     assert on_ray.manifest.df.get_column("phash").null_count() < 80  # hashes were computed
     assert (on_ray.decoded, on_ray.hashed_rows, on_ray.cached_rows) == (80, 80, 0)
     assert (on_ray.decoded, on_ray.hashed_rows) == (local.decoded, local.hashed_rows)
-    local_files = {k: v for k, v in _files(local_cache).items() if k.startswith("hashes/")}
-    ray_files = {k: v for k, v in _files(ray_cache).items() if k.startswith("hashes/")}
-    assert len(ray_files) == 4 and ray_files == local_files
+    local_files, ray_files = _files(local_cache), _files(ray_cache)
+    assert sorted({k.split("/")[0] for k in ray_files}) == ["facts", "hashes"]
+    assert len(ray_files) == 8 and ray_files == local_files  # the fused facts too, byte for byte
     again = hash_manifest(
         on_ray.manifest.with_df(local.manifest.df.select("shard", "row")), engine=RayEngine()
     )
@@ -145,7 +157,41 @@ def test_worker_death_is_retried(
     local, on_ray, local_cache, ray_cache = _hash_both(dataset, tmp_path, monkeypatch)
     assert marker.exists()  # one task's worker really died (os._exit) ...
     assert on_ray.manifest.df.equals(local.manifest.df)  # ... and its retry gave the same result
-    assert _files(ray_cache) == {k: v for k, v in _files(local_cache).items() if k.startswith("hashes/")}
+    assert len(_files(ray_cache)) == 8 and _files(ray_cache) == _files(local_cache)
+
+
+def test_inspect_after_ray_hashing_reads_no_image(
+    ray_address: str, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = build_manifest(resolve(str(dataset))).manifest
+    _cache(tmp_path, "fresh", monkeypatch)
+    fresh = inspect_manifest(manifest, workers=1, use_cache=False)
+    assert fresh.read_rows == 80
+    _cache(tmp_path, "ray", monkeypatch)
+    hash_manifest(manifest, engine=RayEngine())
+    after = inspect_manifest(manifest, workers=1)
+    assert (after.read_rows, after.cached_rows) == (0, 80)  # every fact came from the Ray hashing pass
+    assert after.manifest.df.equals(fresh.manifest.df)
+
+
+def test_ray_hashing_leaves_every_fact_in_the_cache(
+    ray_address: str, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = build_manifest(resolve(str(dataset))).manifest
+    cache = _cache(tmp_path, "ray", monkeypatch)
+    assert cached_facts(manifest) is None
+    hash_manifest(manifest, engine=RayEngine())
+    assert len([k for k in _files(cache) if k.startswith("facts/")]) == 4
+    assert cached_facts(manifest) is not None  # what `stats --by jpeg_quality` uses to read no image
+
+
+def test_ray_hashing_without_cache_writes_none(
+    ray_address: str, dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = build_manifest(resolve(str(dataset))).manifest
+    cache = _cache(tmp_path, "ray", monkeypatch)
+    on_ray = hash_manifest(manifest, engine=RayEngine(), use_cache=False)
+    assert on_ray.hashed_rows == 80 and _files(cache) == {}
 
 
 def _run(
@@ -181,6 +227,23 @@ def test_cli_dedupe_on_ray_matches_local(ray_address: str, dataset: Path, tmp_pa
     assert kr.equals(kl) and 0 < kr.height < 80  # some duplicates were removed
     assert pr.equals(pl_) and gr.equals(gl) and pr.num_rows > 0
     assert sr == sl
+
+
+def test_cli_inspect_after_ray_dedupe_reads_no_image(ray_address: str, dataset: Path, tmp_path: Path) -> None:
+    env = {"CFX_CACHE_DIR": str(tmp_path / "cache"), "RAY_ADDRESS": ray_address}
+    proc = _run(
+        ["-m", "cfx", "dedupe", str(dataset), "--engine", "ray", "-o", "kept.parquet"], env=env, cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr.decode()
+    summaries = []
+    for extra in ([], ["--no-cache"]):
+        proc = _run(["-m", "cfx", "inspect", str(dataset), "--json", *extra], env=env, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr.decode()
+        summaries.append(json.loads(proc.stdout))
+    cached, fresh = summaries
+    assert (cached.pop("read_now"), cached.pop("from_cache")) == (0, 80)
+    assert (fresh.pop("read_now"), fresh.pop("from_cache")) == (80, 0)
+    assert cached == fresh
 
 
 def test_ray_address_without_ray_engine_is_a_usage_error(dataset: Path, cfx: Callable[..., Any]) -> None:
