@@ -2,7 +2,8 @@
 
 1. `cfx inspect` (cold cache, 1 and 2 workers) vs a plain Pillow loop over the same shards that opens each image
    (header only, as `Image.open` does) and reads `size`, `mode` and `quantization` — images/s, median of --reps.
-   (ImageMagick `identify -format %Q` was not installed on the bench machine, so Pillow is the peer.)
+   A second peer, when installed: ImageMagick `identify -ping -format %Q` in one process over the images written
+   out as files (the writing not timed).
 2. The dedupe hashing pass with the facts fused in (`with_facts=True`) vs hashing alone, one worker.
 3. The joint canary (`cfx audit --joint`) on 556,541 synthetic rows (CF-shaped sizes and formats).
 
@@ -43,6 +44,29 @@ def pillow_loop(root: Path) -> int:
                 _ = img.size, img.mode, getattr(img, "quantization", None)
                 n += 1
     return n
+
+
+def write_images(root: Path) -> list[Path]:
+    """Every image as a file of its own, for identify (which reads files, not parquet)."""
+    import pyarrow.parquet as pq
+
+    out = root / "files"
+    out.mkdir(exist_ok=True)
+    paths = []
+    for shard in sorted((root / "data").glob("*.parquet")):
+        for data in pq.read_table(shard, columns=["image_data"]).column(0).to_pylist():
+            paths.append(out / f"{len(paths)}.img")
+            paths[-1].write_bytes(data)
+    return paths
+
+
+def identify_loop(paths: list[Path]) -> None:
+    """The second peer: one ``identify -ping -format %Q`` process over ``paths``."""
+    import subprocess
+
+    subprocess.run(
+        ["identify", "-ping", "-format", "%Q\n", *map(str, paths)], check=True, capture_output=True
+    )
 
 
 def time_inspect(root: Path, workers: int) -> tuple[float, int]:
@@ -121,6 +145,18 @@ def main() -> None:
             [
                 f"cfx inspect (cold cache, --workers {w})",
                 str(w),
+                f"{t:.2f}",
+                f"{n / t:,.0f}",
+                f"{peer / t:.2f}",
+            ]
+        )
+    if shutil.which("identify"):
+        paths = write_images(root)
+        t = median([_timed(identify_loop, paths) for _ in range(args.reps)])
+        rows.append(
+            [
+                "ImageMagick identify -ping -format %Q (files)",
+                "1",
                 f"{t:.2f}",
                 f"{n / t:,.0f}",
                 f"{peer / t:.2f}",

@@ -9,8 +9,8 @@ standard (Annex K.1 luminance, K.2 chrominance) scaled by ``jpeg_quality_scaling
 ``estimate_quality`` compares the file's tables with those scaled tables for q = 1..100: when they are
 equal for some q the estimate is **exact** (table 0 against the luminance table, every other table against
 the chrominance table). Otherwise the estimate is the q whose scaled tables are nearest in summed squared
-error over all entries (ties: the higher q), with ``exact=False`` — the same least-squares idea as
-ImageMagick's fit, without its hard-coded hash tables.
+error over all entries (ties: the higher q; baseline-clamped tables when all entries fit in 8 bits), with
+``exact=False``. docs/inspect.md compares this with ImageMagick's ``identify -format %Q``.
 """
 
 from __future__ import annotations
@@ -127,11 +127,15 @@ def estimate_quality(tables: dict[int, np.ndarray]) -> tuple[int, bool] | None:
 
 
 def nearest_quality(tables: dict[int, np.ndarray]) -> int:
-    """The q whose scaled (16-bit) tables are nearest in summed squared error (ties: the higher q)."""
+    """The q whose scaled tables are nearest in summed squared error (ties: the higher q).
+
+    Baseline-clamped tables are the reference when every entry fits in 8 bits: a baseline table at low q is
+    mostly 255s, far from the unclamped ones (perturbed q=1 tables came out as q=17 against those)."""
     ids = sorted(tables)
+    baseline = all(int(t.max()) <= 255 for t in tables.values())
     err = np.zeros(len(QUALITIES))
     for i in ids:
-        ref = _LUM[False] if i == ids[0] else _CHROM[False]
+        ref = _LUM[baseline] if i == ids[0] else _CHROM[baseline]
         err += ((ref - tables[i].astype(np.int64)) ** 2).sum(axis=1)
     best = np.flatnonzero(err == err.min())[-1]
     return int(QUALITIES[best])

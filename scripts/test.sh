@@ -5,10 +5,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# The local Hub used by the tests: nginx (range requests) in front of olah, git-lfs for LFS shards.
+# System packages. The local Hub used by the tests: nginx (range requests) in front of olah, git-lfs for LFS shards.
 need=()
 command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v git-lfs >/dev/null 2>&1 || need+=(git-lfs)
+# tests/test_jpegquality_magick.py: ImageMagick's identify (the peer for jpeg_quality) and cjpeg (other tables).
+command -v identify >/dev/null 2>&1 || need+=(imagemagick)
+command -v cjpeg >/dev/null 2>&1 || need+=(libjpeg-turbo-progs)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO=sudo
@@ -29,6 +32,8 @@ echo "== mypy" >&2
 
 # Hub tests must run, not skip, when this script runs them.
 export CFX_REQUIRE_HUB=1
+# Likewise tests needing identify/cjpeg (installed above).
+export CFX_REQUIRE_TOOLS=1
 echo "== tests" >&2
 if [ "${1:-}" = "--fast" ]; then
   exec $PY -m pytest -m "not slow" -q
