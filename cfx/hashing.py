@@ -29,6 +29,7 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -521,12 +522,13 @@ def hash_manifest(
                 finish(shard, table, decoded)
     elif todo:  # this process hashes too, from the start (cfx.pool.shared_work)
         tasks = [(manifest.root, s, manifest.shards.get(s), r) for s, r in todo]
-        for i, fut in shared_work(partial(hash_shard, **local), tasks, workers):
-            shard, rows = todo[i]
-            try:
-                finish(shard, *fut.result())
-            except BadShardError as exc:
-                failed(shard, rows, exc)
+        with closing(shared_work(partial(hash_shard, **local), tasks, workers)) as done:
+            for i, fut in done:  # closed on an error: the pool stops
+                shard, rows = todo[i]
+                try:
+                    finish(shard, *fut.result())
+                except BadShardError as exc:
+                    failed(shard, rows, exc)
     task.close()
     joined = _join(df, tables)
     if not with_dhash:

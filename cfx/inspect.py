@@ -20,6 +20,7 @@ Consistency columns (null when either side is unknown):
 
 from __future__ import annotations
 
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -189,12 +190,13 @@ def _run(
 
     args = [(manifest.root, s, manifest.shards.get(s), r, 16, None, use_cache) for s, r in todo]
     images = sum(r.size for _, r in todo)
-    for i, fut in shared_work(inspect_shard, args, workers if images >= POOL_MIN_IMAGES else 1):
-        shard, rows = todo[i]
-        try:
-            finish(shard, fut.result())
-        except BadShardError as exc:
-            failed(shard, rows, exc)
+    with closing(shared_work(inspect_shard, args, workers if images >= POOL_MIN_IMAGES else 1)) as done:
+        for i, fut in done:  # closed on an error: the pool stops
+            shard, rows = todo[i]
+            try:
+                finish(shard, fut.result())
+            except BadShardError as exc:
+                failed(shard, rows, exc)
     task.close()
 
 

@@ -29,7 +29,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from types import TracebackType
@@ -151,7 +151,7 @@ def results(futures: Iterable[Future[T]]) -> Iterator[T]:
 
 def shared_work(
     fn: Callable[..., T], tasks: Sequence[tuple[object, ...]], workers: int
-) -> Iterator[tuple[int, Future[T]]]:
+) -> Generator[tuple[int, Future[T]], None, None]:
     """``fn(*task)`` for every task, as ``(index, finished future)`` pairs in the order they finish, with this
     process as one of the ``workers``.
 
@@ -181,6 +181,36 @@ def shared_work(
             elif pending:
                 for fut in wait_first(pending):
                     yield pending.pop(fut), fut
+        pool.stop()  # nothing is left: do not wait for a worker that is still starting
+
+
+def shared_map(
+    fn: Callable[..., T], tasks: Iterable[tuple[object, ...]], workers: int
+) -> Generator[Future[T], None, None]:
+    """``fn(*task)`` for every task, as finished futures in the order of ``tasks`` (read lazily), with this
+    process as one of the ``workers``: a task goes to the pool of ``workers - 1`` when a worker is up and the
+    pool has fewer than two tasks a worker, else it runs here. At most ``4 * workers`` results wait to be
+    taken, so memory stays bounded however long ``tasks`` is; a task's exception is in its future."""
+    if workers <= 1:
+        for task in tasks:
+            yield _here(fn, task)
+        return
+    helpers = workers - 1
+    with process_pool(helpers) as pool:
+        up = [pool.submit(os.getpid) for _ in range(helpers)]  # done once a worker has started
+        ahead: deque[Future[T]] = deque()
+        for task in tasks:
+            busy = sum(not f.done() for f in ahead)  # only the pool's can be unfinished
+            if busy < 2 * helpers and any(f.done() and not f.exception() for f in up):
+                ahead.append(pool.submit(fn, *task))
+            else:
+                ahead.append(_here(fn, task))
+            while ahead and (ahead[0].done() or len(ahead) >= 4 * workers):
+                wait_first([ahead[0]])
+                yield ahead.popleft()
+        while ahead:
+            wait_first([ahead[0]])
+            yield ahead.popleft()
         pool.stop()  # nothing is left: do not wait for a worker that is still starting
 
 
