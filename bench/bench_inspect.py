@@ -32,11 +32,26 @@ def _fresh_cache() -> None:
 
 def pillow_loop(root: Path) -> int:
     """The peer: stream every shard's image_data and read what Pillow's lazy open gives."""
+    return pillow_files(sorted((root / "data").glob("*.parquet")))
+
+
+def pillow_loop_2(root: Path) -> int:
+    """The peer on two processes, as a user splits it (`xargs -P 2`): each takes every other shard. Spawned,
+    like cfx's workers, and timed from before they start."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    shards = sorted((root / "data").glob("*.parquet"))
+    with ProcessPoolExecutor(2, mp_context=get_context("spawn")) as pool:
+        return sum(pool.map(pillow_files, [shards[0::2], shards[1::2]]))
+
+
+def pillow_files(shards: list[Path]) -> int:
     import pyarrow.parquet as pq
     from PIL import Image
 
     n = 0
-    for shard in sorted((root / "data").glob("*.parquet")):
+    for shard in shards:
         pf = pq.ParquetFile(shard, pre_buffer=False, buffer_size=1 << 20)
         for batch in pf.iter_batches(batch_size=16, columns=["image_data"], use_threads=False):
             for data in batch.column(0).to_pylist():
@@ -137,38 +152,41 @@ def main() -> None:
     make_dataset(root, shards=args.shards, rows_per_shard=args.rows, seed=0, scale=args.scale)
     _link_copies(root, args.shards, args.copies)
     n = args.shards * args.rows * args.copies
-    peer = median([_timed(pillow_loop, root) for _ in range(args.reps)])
-    rows = [["Pillow loop: open + size/mode/quantization", "1", f"{peer:.2f}", f"{n / peer:,.0f}", "1.00"]]
-    for w in (1, 2):
-        t = median([time_inspect(root, w)[0] for _ in range(args.reps)])
-        rows.append(
-            [
-                f"cfx inspect (cold cache, --workers {w})",
-                str(w),
-                f"{t:.2f}",
-                f"{n / t:,.0f}",
-                f"{peer / t:.2f}",
-            ]
-        )
-    if shutil.which("identify"):
-        paths = write_images(root)
-        t = median([_timed(identify_loop, paths) for _ in range(args.reps)])
-        rows.append(
-            [
-                "ImageMagick identify -ping -format %Q (files)",
-                "1",
-                f"{t:.2f}",
-                f"{n / t:,.0f}",
-                f"{peer / t:.2f}",
-            ]
-        )
-    print(f"### Inspect — {n} images ({args.shards} shards, synth scale {args.scale}), {machine()}\n")
-    print(table(["what", "workers", "seconds (median)", "images/s", "speed vs Pillow"], rows))
+    if "inspect" in only:
+        _inspect_part(root, n, args)
     if "hash" in only:
         _hash_part(root, args.reps)
     if "joint" in only:
         _joint_part(args.reps)
     shutil.rmtree(root, ignore_errors=True)
+
+
+def _inspect_part(root: Path, n: int, args: argparse.Namespace) -> None:
+    sides = {
+        ("Pillow loop: open + size/mode/quantization", 1): lambda: _timed(pillow_loop, root),
+        ("Pillow loop, 2 processes (every other shard each)", 2): lambda: _timed(pillow_loop_2, root),
+        ("cfx inspect (cold cache)", 1): lambda: time_inspect(root, 1)[0],
+        ("cfx inspect (cold cache)", 2): lambda: time_inspect(root, 2)[0],
+    }
+    if shutil.which("identify") and n <= 10_000:  # a second peer, on the images as files (one argv)
+        paths = write_images(root)
+        sides[("ImageMagick identify -ping -format %Q (files)", 1)] = lambda: _timed(identify_loop, paths)
+    times: dict[tuple[str, int], list[float]] = {k: [] for k in sides}
+    for _ in range(args.reps):  # interleaved, so that a change of load falls on every side
+        for key, fn in sides.items():
+            times[key].append(fn())
+    t = {k: median(v) for k, v in times.items()}
+    peer = t[("Pillow loop: open + size/mode/quantization", 1)]
+    rows = [
+        [name, str(w), f"{s:.2f} ({', '.join(f'{x:.2f}' for x in times[(name, w)])})", f"{n / s:,.0f}",
+         f"{peer / s:.2f}"]
+        for (name, w), s in t.items()
+    ]  # fmt: skip
+    print(f"### Inspect — {n} images ({args.shards} shards, synth scale {args.scale}), {machine()}\n")
+    print(table(["what", "processes", "seconds, median (runs)", "images/s", "speed vs Pillow loop"], rows))
+    peer2 = t[("Pillow loop, 2 processes (every other shard each)", 2)]
+    cfx1, cfx2 = t[("cfx inspect (cold cache)", 1)], t[("cfx inspect (cold cache)", 2)]
+    print(f"\nscaling 2 vs 1: cfx {cfx1 / cfx2:.2f}×, Pillow loop {peer / peer2:.2f}× (the machine's)")
 
 
 def _link_copies(root: Path, shards: int, copies: int) -> None:
@@ -180,17 +198,23 @@ def _link_copies(root: Path, shards: int, copies: int) -> None:
 
 
 def _hash_part(root: Path, reps: int) -> None:
-    alone = median([(_fresh_cache(), time_hash(root, False))[1] for _ in range(reps)])
-    fused = median([(_fresh_cache(), time_hash(root, True))[1] for _ in range(reps)])
+    """Alone and fused interleaved, each on a fresh cache; wall and CPU seconds of this process (one worker:
+    no pool), and the median of the paired ratios (each fused run against the alone run next to it)."""
+    runs: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    for _ in range(reps):
+        for with_facts in (False, True):
+            _fresh_cache()
+            cpu = time.process_time()
+            wall = time_hash(root, with_facts)
+            runs[with_facts].append((wall, time.process_time() - cpu))
+    rows = []
+    for name, with_facts in (("hash alone", False), ("hash + byte facts (fused)", True)):
+        wall, cpu = (median([r[i] for r in runs[with_facts]]) for i in (0, 1))
+        paired = [f[1] / a[1] for a, f in zip(runs[False], runs[True], strict=True)]
+        rows.append([name, f"{wall:.2f}", f"{cpu:.2f}", f"{median(paired):.3f}" if with_facts else "1.000"])
     print()
     print(
-        table(
-            ["pass (1 worker)", "seconds (median)", "ratio"],
-            [
-                ["hash alone", f"{alone:.2f}", "1.00"],
-                ["hash + byte facts (fused)", f"{fused:.2f}", f"{fused / alone:.3f}"],
-            ],
-        )
+        table(["pass (1 worker)", "wall s (median)", "CPU s (median)", "CPU ratio (median of pairs)"], rows)
     )
 
 

@@ -27,6 +27,7 @@ import polars as pl  # noqa: E402
 from bench._common import ROOT, cfx_cmd, machine, median, run, table  # noqa: E402
 
 PEER_NAME = "Pillow loop (1 process)"
+PEER2_NAME = "Pillow loop (2 processes, every other shard each)"
 SPECS = ["--transform", "resize:max-side=512", "--transform", "jpeg:96"]
 
 PEER = r"""
@@ -36,8 +37,9 @@ from pathlib import Path
 from PIL import Image
 
 src, out = Path(sys.argv[1]), Path(sys.argv[2])
-out.mkdir(parents=True)
-for n, path in enumerate(sorted((src / "data").glob("*.parquet"))):
+part, parts = map(int, (sys.argv[3] if len(sys.argv) > 3 else "0/1").split("/"))  # every parts-th shard
+out.mkdir(parents=True, exist_ok=True)
+for n, path in list(enumerate(sorted((src / "data").glob("*.parquet"))))[part::parts]:
     pf = pq.ParquetFile(path)
     with pq.ParquetWriter(out / f"part-{n}.parquet", pf.schema_arrow) as writer:
         for batch in pf.iter_batches(batch_size=16):
@@ -56,16 +58,22 @@ for n, path in enumerate(sorted((src / "data").glob("*.parquet"))):
 """
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall s, CPU s) of ``cmd`` and its worker processes: CPU shows the work done whatever the machine's
-    load, wall what a user waits for."""
+def timed(cmd: list[str] | list[list[str]]) -> tuple[float, float]:
+    """(wall s, CPU s) of ``cmd`` (or of several commands run at once) and its worker processes: CPU shows
+    the work done whatever the machine's load, wall what a user waits for."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    cmds = cmd if isinstance(cmd[0], list) else [cmd]
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    procs = [
+        subprocess.Popen(c, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for c in cmds
+    ]
+    errors = [p.communicate()[1] for p in procs]
     wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
+    for c, p, err in zip(cmds, procs, errors, strict=True):
+        if p.returncode != 0:
+            raise SystemExit(f"command failed ({p.returncode}): {' '.join(c)}\n{err}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
 
@@ -87,8 +95,10 @@ def main() -> None:
         n = pl.read_parquet(manifest).height
         peer_py = tmp / "peer.py"
         peer_py.write_text(PEER)
+        src = str(tmp / "src")
         sides = {
-            PEER_NAME: lambda out: [sys.executable, str(peer_py), str(tmp / "src"), str(out)],
+            PEER_NAME: lambda out: [sys.executable, str(peer_py), src, str(out)],
+            PEER2_NAME: lambda out: [[sys.executable, str(peer_py), src, str(out), f"{k}/2"] for k in (0, 1)],
             "cfx -w 1": lambda out: cfx_cmd("subset", str(manifest), "--out", str(out), *SPECS, "-w", "1"),
             f"cfx -w {args.workers}": lambda out: cfx_cmd(
                 "subset", str(manifest), "--out", str(out), *SPECS, "-w", str(args.workers)
@@ -98,6 +108,8 @@ def main() -> None:
         cpus: dict[str, list[float]] = {k: [] for k in sides}
         rss: dict[str, float] = {}
         for name, cmd in sides.items():  # peak RSS once, through the shared wrapper
+            if name == PEER2_NAME:
+                continue
             rss[name] = run(cmd(tmp / "out"))[1]
             shutil.rmtree(tmp / "out")
         load0 = os.getloadavg()[0]
@@ -126,7 +138,7 @@ def report(
         runs = ", ".join(f"{x:.2f}" for x in times[name])
         rows.append(
             [name, f"{t:.2f} ({runs})", f"{n / t:.1f}", f"{peer / t:.2f}×", f"{c:.2f}", f"{peer_cpu / c:.2f}×",
-             f"{rss[name]:.0f}"]
+             f"{rss[name]:.0f}" if name in rss else "–"]
         )  # fmt: skip
     print(
         f"{machine()}; {n} rows from cfx.synth.make_dataset(shards={args.shards}, rows_per_shard={args.rows})"
@@ -136,6 +148,9 @@ def report(
     print(table([*headers, "peak RSS MB"], rows))
     w1, wn = median(times["cfx -w 1"]), median(times[f"cfx -w {args.workers}"])
     print(f"\nwall scaling cfx -w {args.workers} / -w 1: {w1 / wn:.2f}×")
+    print(
+        f"wall scaling of the Pillow loop, 2 processes / 1 (the machine's): {peer / median(times[PEER2_NAME]):.2f}×"
+    )
 
 
 if __name__ == "__main__":

@@ -30,8 +30,9 @@ import struct
 import warnings
 import zlib
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -47,7 +48,7 @@ from cfx.errors import BadShardError, CfxError, PartialError
 from cfx.index import cache_dir
 from cfx.manifest import Manifest, ShardInfo
 from cfx.outputs import write_atomic
-from cfx.pool import process_pool, wait_first
+from cfx.pool import shared_work
 from cfx.progress import NullReporter, Reporter
 from cfx.resample import lanczos_resize
 from cfx.schema import IMAGE_COLUMN
@@ -539,26 +540,15 @@ def hash_manifest(
             if got.facts is not None:  # stored here as hash_shard's with_facts stores them in a local worker
                 bytefacts.store_cached(manifest.root, got.shard, manifest.shards.get(got.shard), got.facts)
             finish(got.shard, got.table, got.decoded)
-    elif todo and (workers <= 1 or len(todo) == 1):
-        for shard, rows in todo:
-            try:
-                finish(shard, *hash_shard(manifest.root, shard, manifest.shards.get(shard), rows, **local))
-            except BadShardError as exc:
-                failed(shard, rows, exc)
-    elif todo:
-        with process_pool(min(workers, len(todo))) as pool:
-            pending: dict[Future[tuple[pa.Table, int]], tuple[str, np.ndarray]] = {
-                pool.submit(hash_shard, manifest.root, s, manifest.shards.get(s), r, **local): (s, r)
-                for s, r in todo
-            }
-            while pending:
-                done = wait_first(pending)
-                for fut in done:
-                    shard, rows = pending.pop(fut)
-                    try:
-                        finish(shard, *fut.result())
-                    except BadShardError as exc:
-                        failed(shard, rows, exc)
+    elif todo:  # this process hashes too, from the start (cfx.pool.shared_work)
+        tasks = [(manifest.root, s, manifest.shards.get(s), r) for s, r in todo]
+        with closing(shared_work(partial(hash_shard, **local), tasks, workers)) as done:
+            for i, fut in done:  # closed on an error: the pool stops
+                shard, rows = todo[i]
+                try:
+                    finish(shard, *fut.result())
+                except BadShardError as exc:
+                    failed(shard, rows, exc)
     task.close()
     joined = _join(df, tables)
     if not with_dhash:

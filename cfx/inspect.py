@@ -20,7 +20,7 @@ Consistency columns (null when either side is unknown):
 
 from __future__ import annotations
 
-from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,7 +32,7 @@ from cfx import bytefacts
 from cfx.errors import BadShardError, PartialError
 from cfx.index import load_resolution_orders, save_resolution_orders, source_expr
 from cfx.manifest import Manifest, ShardInfo
-from cfx.pool import process_pool, wait_first
+from cfx.pool import shared_work
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import IMAGE_COLUMN
 from cfx.stats import quality_histogram
@@ -54,10 +54,10 @@ class InspectResult:
     bad: list[BadShardError] = field(default_factory=list)
 
 
-# Below this many images a header-only pass is done before a spawned pool is up (~3 s to start two workers,
-# measured: docs/benchmarks.md "Inspect"), so it runs in this process: one core reads ~9,800 headers/s, so two
-# workers gain on ~3 s of start only beyond ~60,000 images.
-POOL_MIN_IMAGES = 60_000
+# Below this many images (about a second of header parsing on one core) a job is over before a spawned
+# worker is up (0.5–3 s), so no worker is started; above it this process parses from the start and a worker
+# joins when it is up (cfx.pool.shared_work; docs/benchmarks.md "Inspect").
+POOL_MIN_IMAGES = 10_000
 
 
 def inspect_shard(
@@ -188,27 +188,15 @@ def _run(
             schema=bytefacts.FACTS_SCHEMA,
         )
 
-    args = [(manifest.root, s, manifest.shards.get(s), r) for s, r in todo]
+    args = [(manifest.root, s, manifest.shards.get(s), r, 16, None, use_cache) for s, r in todo]
     images = sum(r.size for _, r in todo)
-    if workers <= 1 or len(todo) <= 1 or images < POOL_MIN_IMAGES:
-        for a in args:
+    with closing(shared_work(inspect_shard, args, workers if images >= POOL_MIN_IMAGES else 1)) as done:
+        for i, fut in done:  # closed on an error: the pool stops
+            shard, rows = todo[i]
             try:
-                finish(a[1], inspect_shard(*a, use_cache=use_cache))
+                finish(shard, fut.result())
             except BadShardError as exc:
-                failed(a[1], a[3], exc)
-    elif todo:
-        with process_pool(min(workers, len(todo))) as pool:
-            pending: dict[Future[pa.Table], tuple[str, np.ndarray]] = {
-                pool.submit(inspect_shard, *a, use_cache=use_cache): (a[1], a[3]) for a in args
-            }
-            while pending:
-                done = wait_first(pending)
-                for fut in done:
-                    shard, rows = pending.pop(fut)
-                    try:
-                        finish(shard, fut.result())
-                    except BadShardError as exc:
-                        failed(shard, rows, exc)
+                failed(shard, rows, exc)
     task.close()
 
 

@@ -28,7 +28,8 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
 from types import TracebackType
@@ -146,3 +147,78 @@ def results(futures: Iterable[Future[T]]) -> Iterator[T]:
     for fut in futures:
         wait_first([fut])
         yield fut.result()
+
+
+def shared_work(
+    fn: Callable[..., T], tasks: Sequence[tuple[object, ...]], workers: int
+) -> Generator[tuple[int, Future[T]], None, None]:
+    """``fn(*task)`` for every task, as ``(index, finished future)`` pairs in the order they finish, with this
+    process as one of the ``workers``.
+
+    This process runs tasks from the front of the list at once; a pool of ``workers - 1`` takes them from the
+    end once a worker is up (a spawned worker takes 0.5–3 s to import its modules: a task queued to it before
+    then could leave this process waiting at the end), each worker with one task queued behind the one it
+    runs. The two sides meet in the middle; a job that ends before a worker is up never waits for one.
+    ``fn`` must be importable (it runs in workers); a task's exception is in its future."""
+    if workers <= 1 or len(tasks) <= 1:
+        for i, task in enumerate(tasks):
+            yield i, _here(fn, task)
+        return
+    queue = deque(enumerate(tasks))
+    helpers = min(workers - 1, len(tasks) - 1)
+    with process_pool(helpers) as pool:
+        up = [pool.submit(os.getpid) for _ in range(helpers)]  # done once a worker has started
+        pending: dict[Future[T], int] = {}
+        while queue or pending:
+            while queue and len(pending) < 2 * helpers and any(f.done() and not f.exception() for f in up):
+                i, task = queue.pop()
+                pending[pool.submit(fn, *task)] = i
+            for fut in [f for f in pending if f.done()]:
+                yield pending.pop(fut), fut
+            if queue:
+                i, task = queue.popleft()
+                yield i, _here(fn, task)
+            elif pending:
+                for fut in wait_first(pending):
+                    yield pending.pop(fut), fut
+        pool.stop()  # nothing is left: do not wait for a worker that is still starting
+
+
+def shared_map(
+    fn: Callable[..., T], tasks: Iterable[tuple[object, ...]], workers: int
+) -> Generator[Future[T], None, None]:
+    """``fn(*task)`` for every task, as finished futures in the order of ``tasks`` (read lazily), with this
+    process as one of the ``workers``: a task goes to the pool of ``workers - 1`` when a worker is up and the
+    pool has fewer than two tasks a worker, else it runs here. At most ``4 * workers`` results wait to be
+    taken, so memory stays bounded however long ``tasks`` is; a task's exception is in its future."""
+    if workers <= 1:
+        for task in tasks:
+            yield _here(fn, task)
+        return
+    helpers = workers - 1
+    with process_pool(helpers) as pool:
+        up = [pool.submit(os.getpid) for _ in range(helpers)]  # done once a worker has started
+        ahead: deque[Future[T]] = deque()
+        for task in tasks:
+            busy = sum(not f.done() for f in ahead)  # only the pool's can be unfinished
+            if busy < 2 * helpers and any(f.done() and not f.exception() for f in up):
+                ahead.append(pool.submit(fn, *task))
+            else:
+                ahead.append(_here(fn, task))
+            while ahead and (ahead[0].done() or len(ahead) >= 4 * workers):
+                wait_first([ahead[0]])
+                yield ahead.popleft()
+        while ahead:
+            wait_first([ahead[0]])
+            yield ahead.popleft()
+        pool.stop()  # nothing is left: do not wait for a worker that is still starting
+
+
+def _here(fn: Callable[..., T], task: tuple[object, ...]) -> Future[T]:
+    """``fn(*task)`` run in this process, as a finished future (its exception kept, as a pool's would be)."""
+    fut: Future[T] = Future()
+    try:
+        fut.set_result(fn(*task))
+    except Exception as exc:  # noqa: BLE001 - handed to the caller through the future
+        fut.set_exception(exc)
+    return fut

@@ -1,7 +1,8 @@
 """The transform stage of ``cfx subset --transform``: source record batches in, transformed batches out.
 
-Batches (a few source rows each) go to a process pool (encoding is CPU-bound) and come back in order; at most
-``2 * workers`` batches are in flight, so memory stays bounded whatever the selection. Each output row keeps
+Batches (a few source rows each) are transformed by this process and a pool of ``workers - 1`` (encoding is
+CPU-bound; cfx.pool.shared_map) and come back in order; at most ``4 * workers`` batches are in flight, so
+memory stays bounded whatever the selection. Each output row keeps
 the source schema with ``image_data`` replaced and ``format`` / ``resolution`` / ``mode`` (and the extension
 of ``image_name``) describing the new bytes. What each row was before, and what was done to it, is kept for
 the subset's manifest (:meth:`TransformStage.records`).
@@ -13,7 +14,7 @@ import re
 import sys
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -22,8 +23,7 @@ import polars as pl
 import pyarrow as pa
 
 from cfx.formats import EXTENSIONS, extension
-from cfx.pool import process_pool
-from cfx.pool import results as in_order
+from cfx.pool import shared_map
 from cfx.schema import IMAGE_COLUMN
 
 if TYPE_CHECKING:
@@ -90,28 +90,16 @@ class TransformStage:
         """The transformed batches, in the order of ``batches``."""
         from cfx.transform import transform_rows
 
-        if self.workers <= 1:
+        keyed: deque[KeyedBatch] = deque()
+
+        def tasks() -> Iterator[tuple[object, ...]]:
             for kb in batches:
-                yield self._rebuild(
-                    kb, transform_rows(self.pipeline, self.seed, kb.shard, kb.rows, _images(kb))
-                )
-            return
-        pool = process_pool(self.workers)
-        pending: deque[tuple[KeyedBatch, Future[list[Transformed | BadImageError]]]] = deque()
-        try:
-            for kb in batches:
-                args = (self.pipeline, self.seed, kb.shard, kb.rows, _images(kb))
-                pending.append((kb, pool.submit(transform_rows, *args)))
-                if len(pending) >= 2 * self.workers:
-                    done, fut = pending.popleft()
-                    yield self._rebuild(done, next(in_order([fut])))
-            while pending:
-                done, fut = pending.popleft()
-                yield self._rebuild(done, next(in_order([fut])))
-        except BaseException:
-            pool.stop()
-            raise
-        pool.shutdown()
+                keyed.append(kb)
+                yield (self.pipeline, self.seed, kb.shard, kb.rows, _images(kb))
+
+        with closing(shared_map(transform_rows, tasks(), self.workers)) as done:  # closed: the pool stops
+            for fut in done:
+                yield self._rebuild(keyed.popleft(), fut.result())
 
     def _rebuild(self, kb: KeyedBatch, results: list[Transformed | BadImageError]) -> KeyedBatch:
         from cfx.transform import BadImageError, Transformed

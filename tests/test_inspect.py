@@ -132,10 +132,11 @@ def test_dedupe_after_inspect_hashes_reads_no_bytes(tmp_path: Path) -> None:
     assert (again.decoded, again.cached_rows) == (0, 11)
 
 
-def test_rerun_reads_nothing_and_cache_can_be_off(tmp_path: Path) -> None:
+def test_rerun_reads_nothing_and_cache_can_be_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     root = _dataset(tmp_path)
     m = _saved_manifest(root)
-    first = inspect_manifest(m, workers=2)  # two shards: the process pool
+    monkeypatch.setattr("cfx.inspect.POOL_MIN_IMAGES", 0)  # cfx.pool.shared_work however few the images
+    first = inspect_manifest(m, workers=2)
     second = inspect_manifest(m, workers=1)
     assert (second.read_rows, second.cached_rows) == (0, 11)
     assert second.manifest.df.equals(first.manifest.df)
@@ -159,6 +160,9 @@ def test_unreadable_shard(tmp_path: Path) -> None:
         inspect_manifest(m, workers=1)
     skipped = inspect_manifest(m, workers=1, skip_bad=True).manifest.df
     assert skipped.get_column("inspect_error").str.starts_with("unreadable shard").all()
+    with pytest.MonkeyPatch.context() as mp:  # the same through cfx.pool.shared_work
+        mp.setattr("cfx.inspect.POOL_MIN_IMAGES", 0)
+        assert inspect_manifest(m, workers=2, skip_bad=True).manifest.df.equals(skipped)
 
 
 # --- CLI ------------------------------------------------------------------------------------------------

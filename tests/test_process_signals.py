@@ -1,7 +1,7 @@
 """Issue 11 item 15: no process outlives `cfx dedupe` — kill -9, SIGTERM (exit 143) and Ctrl-C (exit 130).
 
-Real processes and real signals: `python -m cfx dedupe` hashes a dataset with 2 workers; once the pool's
-workers exist the test signals the parent and checks that every child (workers and the multiprocessing
+Real processes and real signals: `python -m cfx dedupe` hashes a dataset with 3 workers (this process and a
+pool of 2: cfx.pool.shared_work); once the pool's workers exist the test signals the parent and checks that every child (workers and the multiprocessing
 resource tracker) is gone within a few seconds. stderr goes to a file, not a pipe: orphans would hold a pipe
 open and hang the test instead of failing it.
 """
@@ -52,7 +52,7 @@ def running_dedupe(
     env.pop("CFX_DEBUG", None)
     with open(tmp_path / "stderr.txt", "wb") as err:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "cfx", "dedupe", str(dataset), "--no-cache", "-w", "2", "--json"],
+            [sys.executable, "-m", "cfx", "dedupe", str(dataset), "--no-cache", "-w", "3", "--json"],
             stdout=subprocess.DEVNULL,
             stderr=err,
             cwd=tmp_path,
