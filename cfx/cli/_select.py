@@ -96,14 +96,23 @@ def load_licensed(
 ) -> Manifest:
     """SOURCE loaded, its outputs refused when they are inputs, and licences added when ``selection``
     filters by them (from the licence tables of ``select``)."""
-    from cfx.licenses import ensure_licenses
     from cfx.load import load_manifest
 
     manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
     refuse_clobber(source, manifest, outputs, extra_inputs=select.tables)
+    return add_licenses(manifest, select, needed=selection.filters_licenses, token=token, reporter=reporter)
+
+
+def add_licenses(
+    manifest: Manifest, select: SelectionOptions, *, needed: bool, token: str | None, reporter: Reporter
+) -> Manifest:
+    """``manifest`` with a license column (as `cfx licenses` adds it, from the licence tables of ``select``)
+    when ``needed`` and it has none yet."""
+    from cfx.licenses import ensure_licenses
+
     return ensure_licenses(
         manifest,
-        needed=selection.filters_licenses,
+        needed=needed,
         license_table=select.license_table,
         model_column=select.model_column,
         license_column=select.license_column,
@@ -116,13 +125,13 @@ def load_licensed(
 def load_selected(
     source: str,
     select: SelectionOptions,
-    *,
     seed: int,
     outputs: dict[str, Path | None],
+    reporter: Reporter,
+    *,
     token: str | None,
     skip_bad: bool,
     workers: int,
-    reporter: Reporter,
 ) -> tuple[Manifest, Selection]:
     """SOURCE loaded and selected as ``select`` says (see module doc), and the selection (for its
     description in a card). ``outputs`` are the command's output options, refused when they are inputs."""

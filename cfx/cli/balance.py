@@ -23,7 +23,7 @@ from cfx.cli._options import (
     ranged,
 )
 from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, print_json, refuse_clobber
-from cfx.cli._select import with_selection_options
+from cfx.cli._select import add_licenses, with_selection_options
 from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES
 
 
@@ -146,7 +146,7 @@ def balance_cmd(
           cfx balance data/ --ratio 2:1 | cfx stats -
     """
     from cfx.balance import BalanceOptions, balance, parse_match, parse_ratio
-    from cfx.licenses import check_license_patterns, ensure_licenses
+    from cfx.licenses import check_license_patterns
     from cfx.load import load_manifest
     from cfx.select import apply_selection
 
@@ -169,16 +169,8 @@ def balance_cmd(
                 manifest, workers=workers, skip_bad=skip_bad, reporter=reporter
             ).manifest
         specs = [parse_match(s, manifest.df.columns) for s in match or []]
-        manifest = ensure_licenses(
-            manifest,
-            needed=bool(include or exclude or select.commercial_only),
-            license_table=select.license_table,
-            model_column=select.model_column,
-            license_column=select.license_column,
-            real_table=select.real_license_table,
-            token=token,
-            reporter=reporter,
-        )
+        needed = bool(include or exclude or select.commercial_only)
+        manifest = add_licenses(manifest, select, needed=needed, token=token, reporter=reporter)
         options = BalanceOptions(
             ratio=r,
             per_generator=per_generator,

@@ -132,14 +132,7 @@ def export(
     )
     with CliReporter() as reporter:
         selected, _ = load_selected(
-            source,
-            select,
-            seed=seed,
-            outputs={"--out": out},
-            token=token,
-            skip_bad=skip_bad,
-            workers=workers,
-            reporter=reporter,
+            source, select, seed, {"--out": out}, reporter, token=token, skip_bad=skip_bad, workers=workers
         )
         if dry_run:
             check_output(selected, out, overwrite)

@@ -130,14 +130,7 @@ def inspect_cmd(
 
     with CliReporter() as reporter:
         manifest, _ = load_selected(
-            source,
-            select,
-            seed=seed,
-            outputs={"-o": output},
-            token=token,
-            skip_bad=skip_bad,
-            workers=workers,
-            reporter=reporter,
+            source, select, seed, {"-o": output}, reporter, token=token, skip_bad=skip_bad, workers=workers
         )
         result = inspect_manifest(
             manifest,

@@ -167,14 +167,7 @@ def subset(
     pipeline = Pipeline.parse(transform or [], strip_metadata=strip_metadata, keep_icc=keep_icc)
     with CliReporter() as reporter:
         selected, selection = load_selected(
-            source,
-            select,
-            seed=seed,
-            outputs={"--out": out},
-            token=token,
-            skip_bad=skip_bad,
-            workers=workers,
-            reporter=reporter,
+            source, select, seed, {"--out": out}, reporter, token=token, skip_bad=skip_bad, workers=workers
         )
         if dry_run:
             check_output(selected, out, overwrite)
