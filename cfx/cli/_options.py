@@ -176,6 +176,7 @@ RealLicenseTableOpt = Annotated[
     ),
 ]
 
+# Row selection options: declared once, as the fields of SelectionOptions (below).
 GeneratorsOpt = Annotated[
     list[str] | None,
     typer.Option(
