@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -175,21 +176,7 @@ RealLicenseTableOpt = Annotated[
     ),
 ]
 
-# --- the row selection shared by every selecting command (cfx.select.Selection) ----------------------
-# subset, download, slice and balance take all of these options (balance: its --per-generator stands for
-# --max-per-generator); tests/test_reliability_inputs.py checks that they do.
-SELECTION_OPTIONS = (
-    "--generators",
-    "--architectures",
-    "--labels",
-    "--real-sources",
-    "--exclude-nsfw",
-    "--where",
-    "--allow-missing",
-    *("--licenses", "--exclude-licenses", "--commercial-only"),
-    *("--license-table", "--model-column", "--license-column", "--real-license-table"),
-)
-SELECTING_COMMANDS = ("subset", "download", "slice", "balance", "inspect", "export")
+# Row selection options: declared once, as the fields of SelectionOptions (below).
 GeneratorsOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -241,54 +228,80 @@ AllowMissingOpt = Annotated[
 ]
 
 
-def build_selection(
-    *,
-    generators: list[str] | None = None,
-    architectures: list[str] | None = None,
-    labels: list[str] | None = None,
-    real_sources: list[str] | None = None,
-    exclude_nsfw: bool = False,
-    where: str | None = None,
-    max_per_generator: int | None = None,
-    seed: int = 0,
-    licenses: list[str] | None = None,
-    exclude_licenses: list[str] | None = None,
-    commercial_only: bool = False,
-    allow_missing: bool = False,
-) -> Selection:
-    """A Selection from the parsed options above (comma-separated values are split).
+# --- the row selection shared by every selecting command (cfx.select.Selection) ----------------------
+@dataclass(frozen=True)
+class SelectionOptions:
+    """The selection and licence options of every selecting command, declared once.
 
-    An option given with nothing in it (``--generators ''``) is a usage error, never "no filter"."""
-    from cfx.errors import UsageError
-    from cfx.select import Selection, split_values
+    ``cfx.cli._select.with_selection_options`` adds these fields, in this order, as typer options to a
+    command and hands the command their values as one SelectionOptions."""
 
-    given = {
-        "--generators": generators,
-        "--architectures": architectures,
-        "--labels": labels,
-        "--real-sources": real_sources,
-        "--licenses": licenses,
-        "--exclude-licenses": exclude_licenses,
-    }
-    for option, values in given.items():
-        if values is not None and not split_values(values):
+    generators: GeneratorsOpt = None
+    architectures: ArchitecturesOpt = None
+    labels: LabelsOpt = None
+    real_sources: RealSourcesOpt = None
+    exclude_nsfw: ExcludeNsfwOpt = False
+    max_per_generator: MaxPerGeneratorOpt = None
+    where: WhereOpt = None
+    licenses: LicensesOpt = None
+    exclude_licenses: ExcludeLicensesOpt = None
+    commercial_only: CommercialOnlyOpt = False
+    license_table: LicenseTableOpt = None
+    model_column: ModelColumnOpt = None
+    license_column: LicenseColumnOpt = None
+    real_license_table: RealLicenseTableOpt = None
+    allow_missing: AllowMissingOpt = False
+
+    @property
+    def tables(self) -> list[Path | None]:
+        """The licence tables given: inputs, never to be overwritten by an output."""
+        return [self.license_table, self.real_license_table]
+
+    def selection(self, seed: int) -> Selection:
+        """The Selection these options ask for (comma-separated values are split).
+
+        An option given with nothing in it (``--generators ''``) is a usage error, never "no filter"."""
+        from cfx.errors import UsageError
+        from cfx.select import Selection, split_values
+
+        given = {
+            "--generators": self.generators,
+            "--architectures": self.architectures,
+            "--labels": self.labels,
+            "--real-sources": self.real_sources,
+            "--licenses": self.licenses,
+            "--exclude-licenses": self.exclude_licenses,
+        }
+        for option, values in given.items():
+            if values is not None and not split_values(values):
+                raise UsageError(
+                    f"{option} was given no value", f"name at least one, or leave {option} out for no filter"
+                )
+        if self.where is not None and not self.where.strip():
             raise UsageError(
-                f"{option} was given no value", f"name at least one, or leave {option} out for no filter"
+                "--where was given an empty expression", "write a condition, or leave --where out"
             )
-    if where is not None and not where.strip():
-        raise UsageError("--where was given an empty expression", "write a condition, or leave --where out")
 
-    return Selection(
-        generators=split_values(generators),
-        architectures=split_values(architectures),
-        labels=split_values(labels),
-        real_sources=split_values(real_sources),
-        exclude_nsfw=exclude_nsfw,
-        where=where,
-        max_per_generator=max_per_generator,
-        seed=seed,
-        licenses=split_values(licenses),
-        exclude_licenses=split_values(exclude_licenses),
-        commercial_only=commercial_only,
-        allow_missing=allow_missing,
-    )
+        return Selection(
+            generators=split_values(self.generators),
+            architectures=split_values(self.architectures),
+            labels=split_values(self.labels),
+            real_sources=split_values(self.real_sources),
+            exclude_nsfw=self.exclude_nsfw,
+            where=self.where,
+            max_per_generator=self.max_per_generator,
+            seed=seed,
+            licenses=split_values(self.licenses),
+            exclude_licenses=split_values(self.exclude_licenses),
+            commercial_only=self.commercial_only,
+            allow_missing=self.allow_missing,
+        )
+
+
+NO_SELECTION = SelectionOptions()
+# Every selecting command takes all of these (balance: its --per-generator stands for --max-per-generator);
+# tests/test_reliability_inputs.py checks that they do.
+SELECTION_OPTIONS = tuple(
+    "--" + f.name.replace("_", "-") for f in fields(SelectionOptions) if f.name != "max_per_generator"
+)
+SELECTING_COMMANDS = ("subset", "download", "slice", "balance", "inspect", "export")

@@ -1,18 +1,22 @@
 """The one selection flow of the selecting commands: load SOURCE, refuse outputs on inputs, licences, filters.
 
-Commands declare the selection options of ``cfx.cli._options`` (``SELECTION_OPTIONS``) as parameters and
-hand their parameters (``locals()``) here, so the options mean the same in every command and the steps run
-in the same order: load, refuse outputs on inputs, licences (only when a licence filter needs them), row
-filters, then each step's row counts as info lines.
+Commands take the selection options (``cfx.cli._options.SelectionOptions``) through
+``with_selection_options`` and hand them here, so the options mean the same in every command and the steps
+run in the same order: load, refuse outputs on inputs, licences (only when a licence filter needs them),
+row filters, then each step's row counts as info lines.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
+import typing
+from collections.abc import Callable, Collection
+from dataclasses import fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from cfx.cli._options import build_selection
+from cfx.cli._options import SelectionOptions
 from cfx.cli._output import is_quiet, refuse_clobber
 
 if TYPE_CHECKING:
@@ -20,44 +24,128 @@ if TYPE_CHECKING:
     from cfx.progress import Reporter
     from cfx.select import Selection
 
-_SELECTION_PARAMS = tuple(inspect.signature(build_selection).parameters)
+R = TypeVar("R")
 
 
-def selection_from(params: dict[str, Any]) -> Selection:
-    """``build_selection`` from a command's parameters: the selection options it declares."""
-    return build_selection(**{k: params[k] for k in _SELECTION_PARAMS if k in params})
+def with_selection_options(
+    *, without: Collection[str] = ()
+) -> Callable[[Callable[..., R]], Callable[..., R]]:
+    """Add the fields of SelectionOptions to a command as typer options, in place of its parameter annotated
+    SelectionOptions (so --help lists them there), and call the command with their values in that parameter.
+
+    ``without``: fields the command does not offer (they keep their defaults), e.g. balance's
+    ``max_per_generator``, which its own --per-generator stands for."""
+    options = _option_parameters(without)
+
+    def decorate(command: Callable[..., R]) -> Callable[..., R]:
+        signature = inspect.signature(command, eval_str=True)
+        slot = _selection_slot(command, signature)
+        params = list(signature.parameters.values())
+        at = params.index(signature.parameters[slot])
+        extended = signature.replace(parameters=[*params[:at], *options, *params[at + 1 :]])
+
+        @functools.wraps(command)
+        def run(*args: Any, **kwargs: Any) -> R:
+            given = extended.bind(*args, **kwargs)
+            given.apply_defaults()
+            values = dict(given.arguments)
+            chosen = SelectionOptions(**{p.name: values.pop(p.name) for p in options})
+            return command(**values, **{slot: chosen})
+
+        run.__signature__ = extended  # type: ignore[attr-defined]  # what typer reads
+        run.__annotations__ = {p.name: p.annotation for p in extended.parameters.values()}
+        return run
+
+    return decorate
+
+
+def _option_parameters(without: Collection[str]) -> list[inspect.Parameter]:
+    """SelectionOptions' fields (less ``without``) as keyword parameters with their typer annotations."""
+    names = [f.name for f in fields(SelectionOptions)]
+    unknown = set(without) - set(names)
+    if unknown:
+        raise TypeError(f"not fields of SelectionOptions: {sorted(unknown)}")
+    hints = typing.get_type_hints(SelectionOptions, include_extras=True)
+    return [
+        inspect.Parameter(
+            f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD, default=f.default, annotation=hints[f.name]
+        )
+        for f in fields(SelectionOptions)
+        if f.name not in without
+    ]
+
+
+def _selection_slot(command: Callable[..., Any], signature: inspect.Signature) -> str:
+    """The name of the command's one parameter annotated SelectionOptions."""
+    slots = [p.name for p in signature.parameters.values() if p.annotation is SelectionOptions]
+    if len(slots) != 1:
+        raise TypeError(f"{command.__name__} needs one parameter annotated SelectionOptions, has {slots}")
+    return slots[0]
+
+
+def load_licensed(
+    source: str,
+    select: SelectionOptions,
+    selection: Selection,
+    *,
+    outputs: dict[str, Path | None],
+    token: str | None,
+    skip_bad: bool,
+    workers: int,
+    reporter: Reporter,
+) -> Manifest:
+    """SOURCE loaded, its outputs refused when they are inputs, and licences added when ``selection``
+    filters by them (from the licence tables of ``select``)."""
+    from cfx.load import load_manifest
+
+    manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
+    refuse_clobber(source, manifest, outputs, extra_inputs=select.tables)
+    return add_licenses(manifest, select, needed=selection.filters_licenses, token=token, reporter=reporter)
+
+
+def add_licenses(
+    manifest: Manifest, select: SelectionOptions, *, needed: bool, token: str | None, reporter: Reporter
+) -> Manifest:
+    """``manifest`` with a license column (as `cfx licenses` adds it, from the licence tables of ``select``)
+    when ``needed`` and it has none yet."""
+    from cfx.licenses import ensure_licenses
+
+    return ensure_licenses(
+        manifest,
+        needed=needed,
+        license_table=select.license_table,
+        model_column=select.model_column,
+        license_column=select.license_column,
+        real_table=select.real_license_table,
+        token=token,
+        reporter=reporter,
+    )
 
 
 def load_selected(
-    source: str, params: dict[str, Any], outputs: dict[str, Path | None], reporter: Reporter
+    source: str,
+    select: SelectionOptions,
+    seed: int,
+    outputs: dict[str, Path | None],
+    reporter: Reporter,
+    *,
+    token: str | None,
+    skip_bad: bool,
+    workers: int,
 ) -> tuple[Manifest, Selection]:
-    """SOURCE loaded and selected as the command's selection options say (see module doc), and the
-    selection (for its description in a card).
-
-    ``params`` are the command's parameters (``token``, ``skip_bad``, ``workers`` and the selection and
-    licence options it declares); ``outputs`` its output options, refused when they are inputs."""
-    from cfx.licenses import ensure_licenses
-    from cfx.load import load_manifest
+    """SOURCE loaded and selected as ``select`` says (see module doc), and the selection (for its
+    description in a card). ``outputs`` are the command's output options, refused when they are inputs."""
     from cfx.select import apply_selection
 
-    selection = selection_from(params)
-    tables = [params.get("license_table"), params.get("real_license_table")]
-    manifest = load_manifest(
+    selection = select.selection(seed)
+    manifest = load_licensed(
         source,
-        token=params.get("token"),
-        skip_bad=bool(params.get("skip_bad")),
-        workers=int(params.get("workers") or 1),
-        reporter=reporter,
-    )
-    refuse_clobber(source, manifest, outputs, extra_inputs=tables)
-    manifest = ensure_licenses(
-        manifest,
-        needed=selection.filters_licenses,
-        license_table=params.get("license_table"),
-        model_column=params.get("model_column"),
-        license_column=params.get("license_column"),
-        real_table=params.get("real_license_table"),
-        token=params.get("token"),
+        select,
+        selection,
+        outputs=outputs,
+        token=token,
+        skip_bad=skip_bad,
+        workers=workers,
         reporter=reporter,
     )
     picked = apply_selection(manifest, selection, reporter=reporter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Annotated, Any
 
 import typer
@@ -11,30 +12,18 @@ from rich.table import Table
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
     COUNT_MAX,
-    AllowMissingOpt,
-    ArchitecturesOpt,
-    CommercialOnlyOpt,
-    ExcludeLicensesOpt,
-    ExcludeNsfwOpt,
-    GeneratorsOpt,
-    LabelsOpt,
-    LicenseColumnOpt,
-    LicensesOpt,
-    LicenseTableOpt,
-    ModelColumnOpt,
+    NO_SELECTION,
     OutputOpt,
-    RealLicenseTableOpt,
-    RealSourcesOpt,
     SeedOpt,
+    SelectionOptions,
     SkipBadOpt,
     SourceArg,
     TokenOpt,
-    WhereOpt,
     WorkersOpt,
-    build_selection,
     ranged,
 )
 from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, print_json, refuse_clobber
+from cfx.cli._select import add_licenses, with_selection_options
 from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES
 
 
@@ -87,6 +76,7 @@ def _byte_fact(spec: str) -> bool:
 
 
 @handle_errors
+@with_selection_options(without={"max_per_generator"})
 def balance_cmd(
     source: SourceArg,
     output: OutputOpt = None,
@@ -126,20 +116,7 @@ def balance_cmd(
         bool, typer.Option("--pair", help="Add pair_id linking each generated row to one real row (1:1).")
     ] = False,
     seed: SeedOpt = 0,
-    generators: GeneratorsOpt = None,
-    architectures: ArchitecturesOpt = None,
-    labels: LabelsOpt = None,
-    real_sources: RealSourcesOpt = None,
-    exclude_nsfw: ExcludeNsfwOpt = False,
-    where: WhereOpt = None,
-    allow_missing: AllowMissingOpt = False,
-    licenses: LicensesOpt = None,
-    exclude_licenses: ExcludeLicensesOpt = None,
-    commercial_only: CommercialOnlyOpt = False,
-    license_table: LicenseTableOpt = None,
-    model_column: ModelColumnOpt = None,
-    license_column: LicenseColumnOpt = None,
-    real_license_table: RealLicenseTableOpt = None,
+    select: SelectionOptions = NO_SELECTION,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -169,26 +146,18 @@ def balance_cmd(
           cfx balance data/ --ratio 2:1 | cfx stats -
     """
     from cfx.balance import BalanceOptions, balance, parse_match, parse_ratio
-    from cfx.licenses import check_license_patterns, ensure_licenses
+    from cfx.licenses import check_license_patterns
     from cfx.load import load_manifest
     from cfx.select import apply_selection
 
     r = parse_ratio(ratio)
-    rows = build_selection(  # licences are balance's own first step (BalanceOptions)
-        generators=generators,
-        architectures=architectures,
-        labels=labels,
-        real_sources=real_sources,
-        exclude_nsfw=exclude_nsfw,
-        where=where,
-        seed=seed,
-        allow_missing=allow_missing,
-    )
-    include = check_license_patterns(licenses, "--licenses")
-    exclude = check_license_patterns(exclude_licenses, "--exclude-licenses")
+    # licences are balance's own first step (BalanceOptions), not a filter of the row selection
+    rows = replace(select, licenses=None, exclude_licenses=None, commercial_only=False).selection(seed)
+    include = check_license_patterns(select.licenses, "--licenses")
+    exclude = check_license_patterns(select.exclude_licenses, "--exclude-licenses")
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
-        refuse_clobber(source, manifest, {"-o": output}, extra_inputs=[license_table, real_license_table])
+        refuse_clobber(source, manifest, {"-o": output}, extra_inputs=select.tables)
         if not rows.is_empty():
             manifest = apply_selection(manifest, rows, reporter=reporter).manifest
         if any(_byte_fact(s) for s in match or []) and "actual_format" not in manifest.df.columns:
@@ -200,16 +169,8 @@ def balance_cmd(
                 manifest, workers=workers, skip_bad=skip_bad, reporter=reporter
             ).manifest
         specs = [parse_match(s, manifest.df.columns) for s in match or []]
-        manifest = ensure_licenses(
-            manifest,
-            needed=bool(include or exclude or commercial_only),
-            license_table=license_table,
-            model_column=model_column,
-            license_column=license_column,
-            real_table=real_license_table,
-            token=token,
-            reporter=reporter,
-        )
+        needed = bool(include or exclude or select.commercial_only)
+        manifest = add_licenses(manifest, select, needed=needed, token=token, reporter=reporter)
         options = BalanceOptions(
             ratio=r,
             per_generator=per_generator,
@@ -220,7 +181,7 @@ def balance_cmd(
             seed=seed,
             licenses=include,
             exclude_licenses=exclude,
-            commercial_only=commercial_only,
+            commercial_only=select.commercial_only,
         )
         result = balance(manifest, options)
     report = result.to_json()

@@ -12,27 +12,13 @@ from rich.table import Table
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
-    AllowMissingOpt,
-    ArchitecturesOpt,
-    CommercialOnlyOpt,
-    ExcludeLicensesOpt,
-    ExcludeNsfwOpt,
-    GeneratorsOpt,
+    NO_SELECTION,
     JsonOpt,
-    LabelsOpt,
-    LicenseColumnOpt,
-    LicensesOpt,
-    LicenseTableOpt,
-    MaxPerGeneratorOpt,
-    ModelColumnOpt,
-    RealLicenseTableOpt,
-    RealSourcesOpt,
     RevisionOpt,
     SeedOpt,
+    SelectionOptions,
     TokenOpt,
-    WhereOpt,
     WorkersOpt,
-    build_selection,
 )
 from cfx.cli._output import (
     CliReporter,
@@ -43,6 +29,7 @@ from cfx.cli._output import (
     print_json,
     refuse_clobber,
 )
+from cfx.cli._select import with_selection_options
 from cfx.defaults import DEFAULT_REPO, DOWNLOAD_WORKERS
 from cfx.errors import UsageError
 from cfx.progress import NullReporter, Task
@@ -254,27 +241,14 @@ def _print_summary(result: DownloadResult) -> None:
 
 
 @handle_errors
+@with_selection_options()
 def download(
     repo: RepoArg = DEFAULT_REPO,
     out: OutDirOpt = ...,  # type: ignore[assignment]
     revision: RevisionOpt = None,
     shards: ShardsOpt = None,
     include: IncludeOpt = None,
-    generators: GeneratorsOpt = None,
-    architectures: ArchitecturesOpt = None,
-    labels: LabelsOpt = None,
-    real_sources: RealSourcesOpt = None,
-    exclude_nsfw: ExcludeNsfwOpt = False,
-    max_per_generator: MaxPerGeneratorOpt = None,
-    where: WhereOpt = None,
-    licenses: LicensesOpt = None,
-    exclude_licenses: ExcludeLicensesOpt = None,
-    commercial_only: CommercialOnlyOpt = False,
-    license_table: LicenseTableOpt = None,
-    model_column: ModelColumnOpt = None,
-    license_column: LicenseColumnOpt = None,
-    real_license_table: RealLicenseTableOpt = None,
-    allow_missing: AllowMissingOpt = False,
+    select: SelectionOptions = NO_SELECTION,
     seed: SeedOpt = 0,
     manifest: ManifestOpt = None,
     budget: BudgetOpt = None,
@@ -310,28 +284,14 @@ def download(
       cfx download --out cf --architectures GAN --budget 50GB --subset-out gan
       cfx slice hf://datasets/OwensLab/CommunityForensics-Small --where "width >= 1024" | cfx download --out cf --manifest -
     """
-    selection = build_selection(
-        generators=generators,
-        architectures=architectures,
-        labels=labels,
-        real_sources=real_sources,
-        exclude_nsfw=exclude_nsfw,
-        where=where,
-        max_per_generator=max_per_generator,
-        seed=seed,
-        licenses=licenses,
-        exclude_licenses=exclude_licenses,
-        commercial_only=commercial_only,
-        allow_missing=allow_missing,
-    )
+    selection = select.selection(seed)
     # --out holds the files a re-run resumes from: refused only when it *is* a file this run reads
-    tables = [manifest if manifest != "-" else None, license_table, real_license_table]
+    tables = [manifest if manifest != "-" else None, *select.tables]
     refuse_clobber(None, None, {"--out": out}, extra_inputs=tables, within=False)
     refuse_clobber(None, None, {"--subset-out": subset_out}, extra_inputs=tables)
     plan_first = (
         not selection.is_empty()
-        or license_table is not None
-        or real_license_table is not None
+        or any(table is not None for table in select.tables)
         or manifest is not None
         or budget is not None
         or subset_out is not None
@@ -347,10 +307,7 @@ def download(
             revision=revision,
             shards=shards,
             include=include,
-            license_table=license_table,
-            model_column=model_column,
-            license_column=license_column,
-            real_license_table=real_license_table,
+            select=select,
             workers=workers,
             dry_run=dry_run,
             verify=verify,
@@ -385,10 +342,7 @@ def _download_planned(
     revision: str | None,
     shards: str | None,
     include: list[str] | None,
-    license_table: Path | None,
-    model_column: str | None,
-    license_column: str | None,
-    real_license_table: Path | None,
+    select: SelectionOptions,
     workers: int,
     dry_run: bool,
     verify: bool,
@@ -420,10 +374,10 @@ def _download_planned(
             manifest=source,
             revision=revision,
             budget=max_bytes,
-            license_table=license_table,
-            model_column=model_column,
-            license_column=license_column,
-            real_license_table=real_license_table,
+            license_table=select.license_table,
+            model_column=select.model_column,
+            license_column=select.license_column,
+            real_license_table=select.real_license_table,
             shards=parse_shard_set(shards) if shards is not None else None,
             include=include or (),
             token=token,

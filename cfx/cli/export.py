@@ -10,33 +10,20 @@ import typer
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
-    AllowMissingOpt,
-    ArchitecturesOpt,
-    CommercialOnlyOpt,
-    ExcludeLicensesOpt,
-    ExcludeNsfwOpt,
-    GeneratorsOpt,
+    NO_SELECTION,
     JsonOpt,
     KeepIccOpt,
-    LabelsOpt,
-    LicenseColumnOpt,
-    LicensesOpt,
-    LicenseTableOpt,
-    MaxPerGeneratorOpt,
-    ModelColumnOpt,
-    RealLicenseTableOpt,
-    RealSourcesOpt,
     SeedOpt,
+    SelectionOptions,
     SkipBadOpt,
     SourceArg,
     StripMetadataOpt,
     TokenOpt,
     TransformOpt,
-    WhereOpt,
     WorkersOpt,
 )
 from cfx.cli._output import CliReporter, err_console, is_quiet, out_console, print_json
-from cfx.cli._select import load_selected
+from cfx.cli._select import load_selected, with_selection_options
 from cfx.units import human_bytes, parse_size
 
 if TYPE_CHECKING:
@@ -67,6 +54,7 @@ def _render_plan(plan: ExportPlan, out: Path) -> None:
 
 
 @handle_errors
+@with_selection_options()
 def export(
     source: SourceArg,
     format: Annotated[
@@ -91,21 +79,7 @@ def export(
     shuffle: Annotated[
         bool, typer.Option("--shuffle", help="webdataset: shuffle samples across and within tars (--seed).")
     ] = False,
-    generators: GeneratorsOpt = None,
-    architectures: ArchitecturesOpt = None,
-    labels: LabelsOpt = None,
-    real_sources: RealSourcesOpt = None,
-    exclude_nsfw: ExcludeNsfwOpt = False,
-    max_per_generator: MaxPerGeneratorOpt = None,
-    where: WhereOpt = None,
-    licenses: LicensesOpt = None,
-    exclude_licenses: ExcludeLicensesOpt = None,
-    commercial_only: CommercialOnlyOpt = False,
-    license_table: LicenseTableOpt = None,
-    model_column: ModelColumnOpt = None,
-    license_column: LicenseColumnOpt = None,
-    real_license_table: RealLicenseTableOpt = None,
-    allow_missing: AllowMissingOpt = False,
+    select: SelectionOptions = NO_SELECTION,
     seed: SeedOpt = 0,
     transform: TransformOpt = None,
     strip_metadata: StripMetadataOpt = False,
@@ -156,9 +130,10 @@ def export(
         transform=pipeline,
         skip_bad=skip_bad,
     )
-    params = dict(locals())
     with CliReporter() as reporter:
-        selected, _ = load_selected(source, params, {"--out": out}, reporter)
+        selected, _ = load_selected(
+            source, select, seed, {"--out": out}, reporter, token=token, skip_bad=skip_bad, workers=workers
+        )
         if dry_run:
             check_output(selected, out, overwrite)
             plan = plan_export(selected, options, reporter=reporter)

@@ -10,34 +10,21 @@ from rich.table import Table
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
-    AllowMissingOpt,
-    ArchitecturesOpt,
-    CommercialOnlyOpt,
-    ExcludeLicensesOpt,
-    ExcludeNsfwOpt,
-    GeneratorsOpt,
+    NO_SELECTION,
     JsonOpt,
-    LabelsOpt,
-    LicenseColumnOpt,
-    LicensesOpt,
-    LicenseTableOpt,
-    MaxPerGeneratorOpt,
-    ModelColumnOpt,
     OutputOpt,
-    RealLicenseTableOpt,
-    RealSourcesOpt,
     SeedOpt,
+    SelectionOptions,
     SkipBadOpt,
     SourceArg,
     TokenOpt,
-    WhereOpt,
     WorkersOpt,
 )
 from cfx.cli._output import (
     CliReporter,
     emit_outcome,
 )
-from cfx.cli._select import load_selected
+from cfx.cli._select import load_selected, with_selection_options
 
 
 def _counts_table(title: str, counts: dict[str, int]) -> Table:
@@ -100,24 +87,11 @@ def render(s: dict[str, Any], console: Console) -> None:
 
 
 @handle_errors
+@with_selection_options()
 def inspect_cmd(
     source: SourceArg,
     output: OutputOpt = None,
-    generators: GeneratorsOpt = None,
-    architectures: ArchitecturesOpt = None,
-    labels: LabelsOpt = None,
-    real_sources: RealSourcesOpt = None,
-    exclude_nsfw: ExcludeNsfwOpt = False,
-    max_per_generator: MaxPerGeneratorOpt = None,
-    where: WhereOpt = None,
-    licenses: LicensesOpt = None,
-    exclude_licenses: ExcludeLicensesOpt = None,
-    commercial_only: CommercialOnlyOpt = False,
-    license_table: LicenseTableOpt = None,
-    model_column: ModelColumnOpt = None,
-    license_column: LicenseColumnOpt = None,
-    real_license_table: RealLicenseTableOpt = None,
-    allow_missing: AllowMissingOpt = False,
+    select: SelectionOptions = NO_SELECTION,
     seed: SeedOpt = 0,
     hashes: Annotated[
         bool,
@@ -154,9 +128,10 @@ def inspect_cmd(
     """
     from cfx.inspect import inspect_manifest, summarize
 
-    params = dict(locals())
     with CliReporter() as reporter:
-        manifest, _ = load_selected(source, params, {"-o": output}, reporter)
+        manifest, _ = load_selected(
+            source, select, seed, {"-o": output}, reporter, token=token, skip_bad=skip_bad, workers=workers
+        )
         result = inspect_manifest(
             manifest,
             workers=workers,

@@ -12,31 +12,18 @@ import typer
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
     COUNT_MAX,
-    AllowMissingOpt,
-    ArchitecturesOpt,
-    CommercialOnlyOpt,
-    ExcludeLicensesOpt,
-    ExcludeNsfwOpt,
-    GeneratorsOpt,
-    LabelsOpt,
-    LicenseColumnOpt,
-    LicensesOpt,
-    LicenseTableOpt,
-    MaxPerGeneratorOpt,
-    ModelColumnOpt,
+    NO_SELECTION,
     OutputOpt,
-    RealLicenseTableOpt,
-    RealSourcesOpt,
     SeedOpt,
+    SelectionOptions,
     SkipBadOpt,
     SourceArg,
     TokenOpt,
-    WhereOpt,
     WorkersOpt,
-    build_selection,
     ranged,
 )
-from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, refuse_clobber
+from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet
+from cfx.cli._select import load_licensed, with_selection_options
 
 if TYPE_CHECKING:
     import polars as pl
@@ -48,6 +35,7 @@ class TextFormat(str, Enum):
 
 
 @handle_errors
+@with_selection_options()
 def slice_(
     source: SourceArg,
     rows: Annotated[
@@ -90,21 +78,7 @@ def slice_(
             show_default=False,
         ),
     ] = None,
-    where: WhereOpt = None,
-    generators: GeneratorsOpt = None,
-    architectures: ArchitecturesOpt = None,
-    labels: LabelsOpt = None,
-    real_sources: RealSourcesOpt = None,
-    exclude_nsfw: ExcludeNsfwOpt = False,
-    max_per_generator: MaxPerGeneratorOpt = None,
-    licenses: LicensesOpt = None,
-    exclude_licenses: ExcludeLicensesOpt = None,
-    commercial_only: CommercialOnlyOpt = False,
-    license_table: LicenseTableOpt = None,
-    model_column: ModelColumnOpt = None,
-    license_column: LicenseColumnOpt = None,
-    real_license_table: RealLicenseTableOpt = None,
-    allow_missing: AllowMissingOpt = False,
+    select: SelectionOptions = NO_SELECTION,
     columns: Annotated[
         str | None,
         typer.Option(
@@ -139,11 +113,10 @@ def slice_(
       cfx slice data/ --shards 0-9 --head 5 --format jsonl --columns shard,row,model_name
       cfx slice data/ --commercial-only --labels generated --sample 500 -o open.parquet
     """
-    from cfx.licenses import ensure_licenses
-    from cfx.load import load_manifest
     from cfx.outputs import write_atomic
     from cfx.slice import SliceSpec, parse_sample, slice_manifest, write_rows
 
+    selection = select.selection(seed)
     spec = SliceSpec(
         rows=rows,
         shards=shards,
@@ -151,33 +124,17 @@ def slice_(
         sample=parse_sample(sample) if sample is not None else None,
         seed=seed,
         stratify=stratify,
-        selection=build_selection(
-            generators=generators,
-            architectures=architectures,
-            labels=labels,
-            real_sources=real_sources,
-            exclude_nsfw=exclude_nsfw,
-            where=where,
-            max_per_generator=max_per_generator,
-            seed=seed,
-            licenses=licenses,
-            exclude_licenses=exclude_licenses,
-            commercial_only=commercial_only,
-            allow_missing=allow_missing,
-        ),
+        selection=selection,
     )
-    assert spec.selection is not None
     with CliReporter() as reporter:
-        manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
-        refuse_clobber(source, manifest, {"-o": output}, extra_inputs=[license_table, real_license_table])
-        manifest = ensure_licenses(
-            manifest,
-            needed=spec.selection.filters_licenses,
-            license_table=license_table,
-            model_column=model_column,
-            license_column=license_column,
-            real_table=real_license_table,
+        manifest = load_licensed(
+            source,
+            select,
+            selection,
+            outputs={"-o": output},
             token=token,
+            skip_bad=skip_bad,
+            workers=workers,
             reporter=reporter,
         )
         result = slice_manifest(manifest, spec, reporter=reporter)

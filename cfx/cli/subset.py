@@ -11,30 +11,17 @@ from rich.table import Table
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
+    NO_SELECTION,
     ROW_GROUP_MAX,
-    AllowMissingOpt,
-    ArchitecturesOpt,
-    CommercialOnlyOpt,
-    ExcludeLicensesOpt,
-    ExcludeNsfwOpt,
-    GeneratorsOpt,
     JsonOpt,
     KeepIccOpt,
-    LabelsOpt,
-    LicenseColumnOpt,
-    LicensesOpt,
-    LicenseTableOpt,
-    MaxPerGeneratorOpt,
-    ModelColumnOpt,
-    RealLicenseTableOpt,
-    RealSourcesOpt,
     SeedOpt,
+    SelectionOptions,
     SkipBadOpt,
     SourceArg,
     StripMetadataOpt,
     TokenOpt,
     TransformOpt,
-    WhereOpt,
     WorkersOpt,
     ranged,
 )
@@ -46,7 +33,7 @@ from cfx.cli._output import (
     out_console,
     print_json,
 )
-from cfx.cli._select import load_selected
+from cfx.cli._select import load_selected, with_selection_options
 from cfx.defaults import DEFAULT_ROW_GROUP_ROWS
 from cfx.units import human_bytes, parse_size
 
@@ -88,26 +75,13 @@ def _render_plan(plan: SubsetPlan, out: Path) -> None:
 
 
 @handle_errors
+@with_selection_options()
 def subset(
     source: SourceArg,
     out: Annotated[
         Path, typer.Option("--out", help="Folder to write the new dataset into.", show_default=False)
     ],
-    generators: GeneratorsOpt = None,
-    architectures: ArchitecturesOpt = None,
-    labels: LabelsOpt = None,
-    real_sources: RealSourcesOpt = None,
-    exclude_nsfw: ExcludeNsfwOpt = False,
-    max_per_generator: MaxPerGeneratorOpt = None,
-    where: WhereOpt = None,
-    licenses: LicensesOpt = None,
-    exclude_licenses: ExcludeLicensesOpt = None,
-    commercial_only: CommercialOnlyOpt = False,
-    license_table: LicenseTableOpt = None,
-    model_column: ModelColumnOpt = None,
-    license_column: LicenseColumnOpt = None,
-    real_license_table: RealLicenseTableOpt = None,
-    allow_missing: AllowMissingOpt = False,
+    select: SelectionOptions = NO_SELECTION,
     seed: SeedOpt = 0,
     order: Annotated[
         Order, typer.Option("--order", help="Row order: as in the source, or shuffled with --seed.")
@@ -191,9 +165,10 @@ def subset(
 
     max_bytes = parse_size(max_shard_size, "--max-shard-size")
     pipeline = Pipeline.parse(transform or [], strip_metadata=strip_metadata, keep_icc=keep_icc)
-    params = dict(locals())
     with CliReporter() as reporter:
-        selected, selection = load_selected(source, params, {"--out": out}, reporter)
+        selected, selection = load_selected(
+            source, select, seed, {"--out": out}, reporter, token=token, skip_bad=skip_bad, workers=workers
+        )
         if dry_run:
             check_output(selected, out, overwrite)
             plan = plan_subset(selected, order=order.value, seed=seed, reporter=reporter)
