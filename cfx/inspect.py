@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from contextlib import closing
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -188,9 +189,9 @@ def _run(
             schema=bytefacts.FACTS_SCHEMA,
         )
 
-    args = [(manifest.root, s, manifest.shards.get(s), r, 16, None, use_cache) for s, r in todo]
-    images = sum(r.size for _, r in todo)
-    with closing(shared_work(inspect_shard, args, workers if images >= POOL_MIN_IMAGES else 1)) as done:
+    args = [(manifest.root, s, manifest.shards.get(s), r) for s, r in todo]
+    workers = workers if sum(r.size for _, r in todo) >= POOL_MIN_IMAGES else 1
+    with closing(shared_work(partial(inspect_shard, use_cache=use_cache), args, workers)) as done:
         for i, fut in done:  # closed on an error: the pool stops
             shard, rows = todo[i]
             try:
