@@ -12,7 +12,9 @@ import polars as pl
 import pyarrow as pa
 import yaml
 
+from cfx import evidence
 from cfx.licenses import LICENSE_COLUMN, UNKNOWN
+from cfx.lineage import describe
 from cfx.manifest import Manifest
 from cfx.schema import GENERATED, REAL
 from cfx.stats import value_counts
@@ -39,6 +41,7 @@ class CardInfo:
     transforms: str | None = None  # the --transform pipeline (cfx.transform.Pipeline.spec)
     skipped: int = 0  # images --skip-bad left out because they could not be transformed
     splits: list[tuple[str, int]] | None = None  # (name, rows) per Hub split; None: one split "train"
+    evidence: dict[str, Any] | None = None  # cfx.evidence.measure of the written rows
 
 
 # --- licences -----------------------------------------------------------------------------------------
@@ -156,10 +159,22 @@ def card_yaml(info: CardInfo) -> dict[str, Any]:
     dataset_info: dict[str, Any] = {}
     if feats is not None:
         dataset_info["features"] = feats
-    dataset_info["splits"] = [{"name": name, "num_examples": n} for name, n in splits]
+    sizes = {name: _split_bytes(info, name) for name, _ in splits}
+    dataset_info["splits"] = [
+        {"name": name, "num_bytes": sizes[name], "num_examples": n} for name, n in splits
+    ]
     dataset_info["download_size"] = sum(f.bytes for f in info.files)
+    dataset_info["dataset_size"] = sum(sizes.values())
     data["dataset_info"] = dataset_info
+    if info.evidence is not None:
+        data["cfx_evidence"] = info.evidence
     return data
+
+
+def _split_bytes(info: CardInfo, name: str) -> int:
+    """A split's uncompressed data size (the row groups' total_byte_size: what ``datasets`` calls num_bytes)."""
+    files = [f for f in info.files if f.name.startswith(f"data/{name}-")] if info.splits else info.files
+    return sum(getattr(f, "data_bytes", f.bytes) for f in files)
 
 
 # --- body ---------------------------------------------------------------------------------------------
@@ -237,10 +252,16 @@ def render_card(info: CardInfo) -> str:
         parts.append(f"- Command:\n\n  ```\n  {info.command}\n  ```")
     if info.source_history:
         parts.append("- Source manifest history: " + "; ".join(f"`{h}`" for h in info.source_history))
+    if info.manifest.lineage:
+        parts.append("- Lineage (the cfx commands that made this set, first to last):\n")
+        parts += [f"  {i}. `{describe(e)}`" for i, e in enumerate(info.manifest.lineage, 1)]
+        parts.append("")
     parts.append(
         "- `manifest.parquet` lists every row with its metadata and `source_shard` / `source_row`, "
         "the row it was copied from.\n"
     )
+    if info.evidence is not None:
+        parts.append(evidence.render(info.evidence))
     if info.transforms:
         parts.append(_transforms_section(info))
     parts.append("## Licence\n")

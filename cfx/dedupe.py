@@ -450,6 +450,7 @@ def dedupe(
         f"conflicts={options.conflicts}"
         + ("" if options.near else " exact-only")
         + ("" if options.exact else " near-only")
+        + f" removed={int(d.removed.sum())}"
     )
     kept = hashed.manifest.with_df(df.filter(pl.Series(~d.removed)), step=step)
     summary = _summary(

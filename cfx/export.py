@@ -822,7 +822,7 @@ def _write_index(
         writer.writerows(plan.names)
     fmt = plan.options.format
     if fmt == "webdataset":
-        _write_wds_card(df, tmp)
+        _write_wds_card(df, tmp, plan.manifest)
         return _finish_tars(plan, df, tmp, results, reporter) + 2
     splits = 0
     for (split,), part in df.group_by("__split", maintain_order=True):
@@ -873,9 +873,13 @@ _HF_DTYPES = {
 }
 
 
-def _write_wds_card(df: pl.DataFrame, tmp: Path) -> None:
+def _write_wds_card(df: pl.DataFrame, tmp: Path, source: Manifest) -> None:
     """README.md declaring the features, so ``load_dataset(DIR)`` reads shards that mix .png and .jpg
-    members (the webdataset loader infers features from the first 5 samples only: datasets#6880)."""
+    members (the webdataset loader infers features from the first 5 samples only: datasets#6880), and the
+    evidence measured on the exported rows (cfx.evidence)."""
+    from cfx import evidence
+
+    ev = evidence.measure(source.with_df(df), split_column="__split")
     q = json.dumps  # a JSON string is a valid YAML scalar
     lines = ["---", "dataset_info:", "  features:"]
     for ext in sorted(set(df.get_column("__ext").to_list())):
@@ -889,11 +893,13 @@ def _write_wds_card(df: pl.DataFrame, tmp: Path) -> None:
     lines += ["configs:", "- config_name: default", "  data_files:"]
     for split in sorted(set(df.get_column("__split").to_list())):
         lines += [f"  - split: {q(split)}", f"    path: {q(split + '-*.tar')}"]
+    lines += ["cfx_evidence: " + q(ev, sort_keys=False)]
     lines += [
         "---",
         "",
         "WebDataset shards written by `cfx export --format webdataset` (see docs/export.md).",
         "",
+        evidence.render(ev),
     ]
     (tmp / "README.md").write_text("\n".join(lines), encoding="utf-8")
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from cfx.errors import InputError
 from cfx.index import build_manifest, raise_for_bad
+from cfx.lineage import note_input
 from cfx.manifest import Manifest, is_manifest_file, read_manifest, read_manifest_stream
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import CORE_COLUMNS
@@ -44,12 +45,14 @@ def load_manifest(
             reporter=reporter,
         )
         raise_for_bad(result, skip_bad, reporter)
+        note_input(spec, result.manifest)
         return result.manifest
     missing = [c for c in ("shard", "row") if c not in manifest.df.columns]
     if missing:
         raise InputError(
             f"{spec}: manifest lacks column(s) {', '.join(missing)}", "re-create it with `cfx index`"
         )
+    note_input(spec, manifest)
     return manifest
 
 

@@ -50,13 +50,15 @@ class Manifest:
     """``df`` has the columns of ``cfx.schema.MANIFEST_SCHEMA`` (plus any added later).
 
     ``root`` is an absolute local folder or ``hf://datasets/ORG/REPO@COMMIT``; ``shards`` maps each
-    shard path (relative to root) to its fingerprint. ``history`` lists the commands that made it.
+    shard path (relative to root) to its fingerprint. ``history`` lists the library steps that made it;
+    ``lineage`` the cfx commands that wrote it, with their inputs (cfx.lineage).
     """
 
     df: pl.DataFrame
     root: str
     shards: dict[str, ShardInfo] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)
+    lineage: list[dict[str, Any]] = field(default_factory=list)
 
     def __len__(self) -> int:
         return self.df.height
@@ -66,7 +68,12 @@ class Manifest:
         used = set(df.get_column("shard").unique().to_list()) if df.height else set()
         shards = {k: v for k, v in self.shards.items() if k in used}
         history = [*self.history, step] if step else list(self.history)
-        return Manifest(df=df, root=self.root, shards=shards, history=history)
+        return Manifest(df=df, root=self.root, shards=shards, history=history, lineage=list(self.lineage))
+
+    def with_lineage(self, entry: dict[str, Any]) -> Manifest:
+        """The same manifest with one more lineage entry (cfx.lineage.entry)."""
+        lineage = [*self.lineage, entry]
+        return Manifest(df=self.df, root=self.root, shards=self.shards, history=self.history, lineage=lineage)
 
     def shard_path(self, shard: str) -> str:
         """Where the shard's bytes are: a local path or an hf:// URL."""
@@ -87,6 +94,7 @@ class Manifest:
                 "root": self.root,
                 "shards": {k: v.to_json() for k, v in sorted(self.shards.items())},
                 "history": self.history,
+                "lineage": self.lineage,
             }
         ).encode()
 
@@ -123,6 +131,7 @@ def _from_arrow(table: pa.Table, origin: str) -> Manifest:
         root=meta["root"],
         shards={k: ShardInfo.from_json(v) for k, v in meta.get("shards", {}).items()},
         history=list(meta.get("history", [])),
+        lineage=[e for e in meta.get("lineage", []) if isinstance(e, dict)],
     )
 
 

@@ -624,13 +624,19 @@ def _describe(o: SplitOptions) -> str:
 
 
 def write_parts(
-    result: SplitResult, folder: Path, *, overwrite: bool = False, warn: Callable[[str], None] | None = None
+    result: SplitResult,
+    folder: Path,
+    *,
+    overwrite: bool = False,
+    warn: Callable[[str], None] | None = None,
+    lineage: dict[str, Any] | None = None,
 ) -> list[Path]:
     """One manifest per split, ``folder/<split>.parquet``: the folder appears with all of them or not at all
-    (``cfx.outputs.atomic_folder``; an existing one is replaced as a whole only with ``overwrite``)."""
+    (``cfx.outputs.atomic_folder``; an existing one is replaced as a whole only with ``overwrite``).
+    ``lineage``: this command's entry (cfx.lineage), added to each part."""
     from cfx.outputs import atomic_folder
 
     with atomic_folder(Path(folder), overwrite=overwrite, option="--out", warn=warn) as tmp:
         for name, part in result.parts.items():
-            part.write(tmp / f"{name}.parquet")
+            (part.with_lineage(lineage) if lineage else part).write(tmp / f"{name}.parquet")
     return [Path(folder) / f"{name}.parquet" for name in result.parts]

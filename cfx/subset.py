@@ -30,10 +30,11 @@ import pyarrow.compute as pc
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from cfx import __version__
+from cfx import __version__, lineage
 from cfx.card import CardInfo, render_card, source_licenses
 from cfx.defaults import DEFAULT_ROW_GROUP_ROWS
 from cfx.errors import BadShardError, EmptySelectionError, InputError, OutputError, UsageError
+from cfx.evidence import measure as measure_evidence
 from cfx.index import open_shard
 from cfx.manifest import Manifest, ShardInfo
 from cfx.outputs import atomic_folder, check_folder_output, output_error, write_atomic
@@ -273,6 +274,7 @@ class WrittenFile:
     name: str  # relative to the output folder, e.g. data/train-00000-of-00002.parquet
     rows: int
     bytes: int
+    data_bytes: int = 0  # uncompressed size of its row groups (the card's num_bytes)
 
 
 class _ShardWriter:
@@ -615,6 +617,7 @@ def write_subset(
     workers: int = 1,
     skip_bad: bool = False,
     split_column: str | None = None,
+    joint_canary: bool = False,
     reporter: Reporter | None = None,
 ) -> SubsetResult:
     """Write the manifest's rows as a parquet dataset in ``out`` (data/, README.md, manifest.parquet).
@@ -631,6 +634,8 @@ def write_subset(
     ``skip_bad``, is left out.
 
     ``split_column`` writes one Hub split per value of that column (``data/<split>-0000i-of-0000N.parquet``).
+    The card's Evidence section is measured on the written rows (cfx.evidence); ``joint_canary`` adds the
+    joint shortcut canary to it (seconds of model fitting).
     """
     reporter = reporter or NullReporter()
     if row_group_rows < 1:
@@ -692,6 +697,7 @@ def write_subset(
             splits=[(n, sum(f.rows for f in files if f.name.startswith(f"{DATA_DIR}/{n}-"))) for n in names]
             if names
             else None,
+            evidence=measure_evidence(new, split_column=split_column, joint=joint_canary, seed=seed),
         )
         new.write(tmp / "manifest.parquet")
         write_atomic(tmp / "README.md", lambda p: Path(p).write_text(render_card(info), encoding="utf-8"))
@@ -857,7 +863,9 @@ def _finalize_files(tmp: Path, parts: list[tuple[Path, int]], split: str = SPLIT
     for i, (path, rows) in enumerate(parts):
         name = f"{DATA_DIR}/{split}-{i:05d}-of-{n:05d}.parquet"
         os.replace(path, tmp / name)
-        files.append(WrittenFile(name=name, rows=rows, bytes=(tmp / name).stat().st_size))
+        meta = pq.read_metadata(tmp / name)
+        data = sum(meta.row_group(g).total_byte_size for g in range(meta.num_row_groups))
+        files.append(WrittenFile(name=name, rows=rows, bytes=(tmp / name).stat().st_size, data_bytes=data))
     return files
 
 
@@ -901,7 +909,14 @@ def _new_manifest(
     for f in files:
         st = (tmp / f.name).stat()
         shards[f.name] = ShardInfo(size=st.st_size, mtime_ns=st.st_mtime_ns)
-    return Manifest(df=new_df, root=str(out_abs), shards=shards, history=[*source.history, command])
+    made = lineage.entry(command, lineage.noted_inputs() or [lineage.input_fingerprint(source.root, source)])
+    return Manifest(
+        df=new_df,
+        root=str(out_abs),
+        shards=shards,
+        history=[*source.history, command],
+        lineage=[*source.lineage, made],
+    )
 
 
 _DESCRIBED = ("image_name", "format", "resolution", "mode", "width", "height", "num_bytes")

@@ -369,7 +369,12 @@ def test_card_and_manifest(mixed: Path, manifest: Manifest, tmp_path: Path) -> N
     ]
     assert [f["name"] for f in meta["dataset_info"]["features"]] == SOURCE_SCHEMA.names
     assert meta["dataset_info"]["features"][4] == {"name": "image_data", "dtype": "binary"}
-    assert meta["dataset_info"]["splits"] == [{"name": "train", "num_examples": sel.df.height}]
+    written = pq.read_metadata(out / "data" / "train-00000-of-00001.parquet")
+    data_bytes = sum(written.row_group(i).total_byte_size for i in range(written.num_row_groups))
+    assert meta["dataset_info"]["splits"] == [
+        {"name": "train", "num_bytes": data_bytes, "num_examples": sel.df.height}
+    ]
+    assert meta["dataset_info"]["dataset_size"] == data_bytes
     assert "cfx subset mixed --out card --generators 'gan/*'" in text
     assert f"local folder `{mixed}`" in text and "cfx 0.1.0" in text
     n_ffhq = sel.df.filter(pl.col("real_source") == "FFHQ").height

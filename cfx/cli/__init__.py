@@ -35,6 +35,9 @@ def _root(
     ] = False,
 ) -> None:
     """Curate the Community Forensics image-forensics datasets."""
+    from cfx import lineage
+
+    lineage.reset()
     _output.set_quiet(quiet)
 
 

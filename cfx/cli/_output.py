@@ -162,7 +162,9 @@ def print_json(obj: Any) -> None:
 
 
 def emit_manifest(manifest: Manifest, output: Path | None, what: str = "manifest") -> None:
-    """Save to ``output``, else stream Arrow IPC to stdout when it is a pipe; never dump binary on a terminal."""
+    """Save to ``output``, else stream Arrow IPC to stdout when it is a pipe; never dump binary on a terminal.
+    Either way the manifest gains this command's lineage entry (cfx.lineage)."""
+    manifest = manifest.with_lineage(lineage_entry())
     if output is not None:
         manifest.write(output)
         if not is_quiet():
@@ -220,8 +222,16 @@ def refuse_clobber(
     refuse_outputs_on_inputs(dict(outputs), inputs, within=within)
 
 
-def command_line() -> str:
-    """The command line this process was started with, as the user would type it (for provenance)."""
-    import shlex
+def lineage_entry() -> dict[str, Any]:
+    """This command's lineage entry: its command line and the inputs it loaded (cfx.lineage)."""
+    from cfx import lineage
 
-    return shlex.join(["cfx", *sys.argv[1:]])
+    return lineage.entry(command_line(), lineage.noted_inputs())
+
+
+def command_line() -> str:
+    """The command line this process was started with, as the user would type it (for provenance), without
+    the options that change only how it runs (cfx.lineage.RUN_OPTIONS): outputs are the same on any engine."""
+    from cfx.lineage import command_text
+
+    return command_text(sys.argv[1:])

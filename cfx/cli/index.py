@@ -17,6 +17,7 @@ from cfx.cli._options import (
     WorkersOpt,
 )
 from cfx.cli._output import CliReporter, emit_manifest, refuse_clobber
+from cfx.lineage import note_input
 
 
 @handle_errors
@@ -66,6 +67,7 @@ def index(
             reporter=reporter,
         )
     raise_for_bad(result, skip_bad, reporter)
+    note_input(source, result.manifest)
     emit_manifest(result.manifest.with_df(result.manifest.df, step=f"index {source}"), output)
 
 

@@ -14,6 +14,7 @@ from cfx.cli._options import JsonOpt, OutputOpt, SeedOpt, SkipBadOpt, SourceArg,
 from cfx.cli._output import (
     CliReporter,
     emit_outcome,
+    lineage_entry,
     refuse_clobber,
 )
 from cfx.defaults import DEDUPE_THRESHOLD
@@ -210,7 +211,7 @@ def split_cmd(
         for line in share_warnings(result.summary):
             reporter.warn(line)
         if out is not None:
-            paths = write_parts(result, out, overwrite=overwrite, warn=reporter.warn)
+            paths = write_parts(result, out, overwrite=overwrite, warn=reporter.warn, lineage=lineage_entry())
             reporter.info(f"Wrote {len(paths)} split manifest(s) to {out}/")
     emit_outcome(result.manifest, output, result.summary, render, as_json=as_json, what="split manifest")
 

@@ -132,6 +132,14 @@ def subset(
         bool,
         typer.Option("--dry-run", help="Print what would be written (rows, shards, bytes); write nothing."),
     ] = False,
+    joint_canary: Annotated[
+        bool,
+        typer.Option(
+            "--joint-canary",
+            help="Add the joint shortcut canary (cfx audit --joint) of the written rows to the card's Evidence "
+            "section (fits a model: seconds to a minute); the single-feature audit is always there.",
+        ),
+    ] = False,
     as_json: JsonOpt = False,
     workers: WorkersOpt = 4,
     skip_bad: SkipBadOpt = False,
@@ -190,6 +198,7 @@ def subset(
                 workers=workers,
                 skip_bad=skip_bad,
                 split_column=split_column,
+                joint_canary=joint_canary,
                 reporter=reporter,
             )
     if dry_run:
