@@ -135,6 +135,8 @@ def test_list_resolution_through_strip_split_column_and_load_dataset(cfx: Any, t
     _check_rows(_data_table(out), "list", "hw")
     ds = datasets.load_dataset("parquet", data_dir=str(out), cache_dir=str(tmp_path / "hf"))
     assert set(ds) == {"LatDiff", "Real"}
+    card = datasets.load_dataset(str(out), cache_dir=str(tmp_path / "hf2"))  # the card declares the features
+    assert card["Real"].features["resolution"] == datasets.List(datasets.Value("int64"))
     assert ds["LatDiff"].features["resolution"] == datasets.List(datasets.Value("int64"))
     assert ds["LatDiff"]["resolution"] == [[12, 20], [12, 12]] and ds["Real"]["resolution"] == [[25, 15]]
 
