@@ -66,7 +66,7 @@ while total < {target}:
     total += len(pool[n % 30]); n += 1
 img = pa.chunked_array([pa.array(pool, pa.binary())] * (n // 30) + [pa.array(pool[: n % 30], pa.binary())])
 label = rng.integers(0, 2, n)
-cols = dict(image_name=[f"{{i:08d}}.png" for i in range(n)], format=["PNG"] * n, resolution=["[1024, 1024]"] * n,
+cols = dict(image_name=[f"{{i:08d}}.png" for i in range(n)], format=["PNG"] * n, resolution=[[1024, 1024]] * n,
             mode=["RGB"] * n, image_data=img, model_name=np.where(label == 1, "stabilityai/sd-2", "").tolist(),
             nsfw_flag=[False] * n, prompt=["p"] * n, real_source=np.where(label == 1, "", "LAION").tolist(),
             subset=["s"] * n, split=["train"] * n, label=label.tolist(),
@@ -102,7 +102,7 @@ for s in range(8):
     model = np.where(label == 1, np.array(gens)[rng.choice(12, n, p=weights)], "")
     imgs = [rng.bytes(int(k)) for k in rng.integers(200_000, 900_000, n)]
     cols = dict(image_name=[f"{{i:08d}}.png" for i in range(n)], format=["PNG"] * n,
-                resolution=["[512, 512]"] * n, mode=["RGB"] * n, image_data=imgs, model_name=model.tolist(),
+                resolution=[[512, 512]] * n, mode=["RGB"] * n, image_data=imgs, model_name=model.tolist(),
                 nsfw_flag=[False] * n, prompt=["p"] * n, real_source=np.where(label == 1, "", "COCO").tolist(),
                 subset=["s"] * n, split=["train"] * n, label=label.tolist(),
                 architecture=np.where(label == 1, "LatDiff", "Real").tolist())

@@ -53,7 +53,8 @@ for n, path in list(enumerate(sorted((src / "data").glob("*.parquet"))))[part::p
                 buf = io.BytesIO()
                 im.save(buf, "JPEG", quality=96)
                 row.update(image_data=buf.getvalue(), format="JPEG", mode="RGB",
-                           resolution=f"[{im.width}, {im.height}]")
+                           resolution=[im.width, im.height] if isinstance(row["resolution"], list)
+                           else f"[{im.width}, {im.height}]")
             writer.write_table(pa.Table.from_pylist(rows, schema=pf.schema_arrow))
 """
 

@@ -117,8 +117,11 @@ _DTYPES = {
 
 def features(schema: pa.Schema) -> list[dict[str, Any]] | None:
     """``dataset_info.features`` for flat schemas; None when a column has a type without a plain dtype."""
-    out = []
+    out: list[dict[str, Any]] = []
     for f in schema:
+        if pa.types.is_list(f.type) and f.type.value_type in _DTYPES:  # the real shards' list resolution
+            out.append({"name": f.name, "list": _DTYPES[f.type.value_type]})
+            continue
         dtype = _DTYPES.get(f.type)
         if dtype is None:
             return None

@@ -41,7 +41,7 @@ from cfx.pool import process_pool, wait_first
 from cfx.pool import results as in_order
 from cfx.progress import NullReporter, Reporter
 from cfx.safenames import safe_names
-from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
+from cfx.schema import GENERATED, IMAGE_COLUMN, REAL, is_list_type
 from cfx.stream import iter_shard_batches
 from cfx.subset import (
     ShardPlan,
@@ -51,7 +51,7 @@ from cfx.subset import (
     skipped_message,
     transformed_rows,
 )
-from cfx.transform_stage import RECORD_COLUMNS
+from cfx.transform_stage import RECORD_COLUMNS, SizeOrder
 
 if TYPE_CHECKING:  # PIL is imported only when an export transforms
     from cfx.transform import BadImageError, Pipeline, Transformed
@@ -233,6 +233,7 @@ def plan_export(manifest: Manifest, options: ExportOptions, reporter: Reporter |
     )
     df = df.with_columns(_stems(df, options.format).alias("__stem"))
     df = _buckets(df, options, sub.est_bytes)
+    df = _resolution_as_source(df, sub.schema)
     _check_stems(df.get_column("__stem"))
     return ExportPlan(
         options=options,
@@ -243,6 +244,17 @@ def plan_export(manifest: Manifest, options: ExportOptions, reporter: Reporter |
         exact=sub.exact,
         shards=sub.shards,
     )
+
+
+def _resolution_as_source(df: pl.DataFrame, schema: pa.Schema) -> pl.DataFrame:
+    """The manifest's ``resolution`` text back in the source's type: a list source's metadata keeps lists
+    (``[512, 512]`` as numbers, in the source's order); a string source keeps its strings."""
+    if "resolution" not in df.columns or "resolution" not in schema.names:
+        return df
+    if not is_list_type(schema.field("resolution").type) or df.schema["resolution"] != pl.String:
+        return df
+    numbers = pl.col("resolution").str.extract_all(r"\d+").list.eval(pl.element().cast(pl.Int64))
+    return df.with_columns(numbers.alias("resolution"))
 
 
 def _check_stems(stems: pl.Series) -> None:
@@ -315,6 +327,7 @@ class _Task:
     buckets: list[int] = field(default_factory=list)
     labels: list[int] = field(default_factory=list)
     meta: list[str] = field(default_factory=list)  # KEY.json
+    declared: list[Any] = field(default_factory=list)  # transformed: each row's resolution, as in the plan
     shard_bytes: int = DEFAULT_SHARD_BYTES
     transform: Pipeline | None = None  # None: bytes copied as they are
     seed: int = 0
@@ -328,7 +341,9 @@ class _TaskResult:
     exts: list[str]
     bytes: int
     parts: list[tuple[str, int, str]] = field(default_factory=list)  # webdataset: (split, bucket, path)
-    facts: list[tuple[str, str, str, int, int, str]] = field(default_factory=list)  # transformed: per file
+    facts: list[tuple[str, str, str, int, int, str, bool]] = field(
+        default_factory=list
+    )  # transformed: per file
     sizes: list[int] = field(default_factory=list)  # transformed: bytes per file
     skipped: list[BadImageError] = field(default_factory=list)  # --skip-bad: images left out
 
@@ -413,6 +428,7 @@ def _run_task(task: _Task, progress: Callable[[int], None] | None) -> _TaskResul
     tars = _TarParts(tmp / _PARTS, task.index, task.shard_bytes) if task.fmt == "webdataset" else None
     made: set[str] = set()
     seen = 0
+    order = SizeOrder()
     try:
         for pos, data in _rows(task):
             seen += 1
@@ -425,11 +441,13 @@ def _run_task(task: _Task, progress: Callable[[int], None] | None) -> _TaskResul
                     result.skipped.append(done)
                     continue
                 data = done.data
+                declared = task.declared[pos] if task.declared else None
+                hw = order.reads_hw(task.shard, declared, done.source_size)
                 result.facts.append(
-                    (done.applied, done.source_sha256, done.format, done.width, done.height, done.mode)
+                    (done.applied, done.source_sha256, done.format, done.width, done.height, done.mode, hw)
                 )
                 result.sizes.append(len(data))
-                meta = _described_meta(meta, done) if tars is not None else ""
+                meta = _described_meta(meta, done, hw) if tars is not None else ""
             ext = extension(sniff_format(bytes(data[:16]))) or UNKNOWN_EXT
             if tars is not None:
                 tars.add(
@@ -462,7 +480,7 @@ def _transform(task: _Task, pos: int, data: memoryview | bytes) -> Transformed |
         return exc
 
 
-def _described_meta(line: str, done: Transformed) -> str:
+def _described_meta(line: str, done: Transformed, hw: bool) -> str:
     """A KEY.json line made from the transformed layout (:func:`_wds_meta`) with the new bytes' facts in."""
     from cfx.transform_stage import renamed, resolution_like
 
@@ -476,7 +494,7 @@ def _described_meta(line: str, done: Transformed) -> str:
         source_sha256=done.source_sha256,
     )
     if "resolution" in meta:
-        meta["resolution"] = resolution_like(meta.get("source_resolution"), done.width, done.height)
+        meta["resolution"] = resolution_like(meta.get("source_resolution"), done.width, done.height, hw)
     if "image_name" in meta:
         meta["image_name"] = renamed(meta.get("source_image_name"), done.format)
     if "num_bytes" in meta:
@@ -638,7 +656,15 @@ def _wds_meta(part: pl.DataFrame, transforming: bool) -> list[str]:
     """KEY.json per row. Transformed: in the layout of the final metadata (``transformed_rows``) with
     placeholders that the worker fills in from the new bytes (``_described_meta``)."""
     if transforming:
-        blank = {"transform": "", "source_sha256": "", "_format": "", "_width": 0, "_height": 0, "_mode": ""}
+        blank = {
+            "transform": "",
+            "source_sha256": "",
+            "_format": "",
+            "_width": 0,
+            "_height": 0,
+            "_mode": "",
+            "_hw": False,
+        }
         records = part.select("shard", "row").with_columns(
             pl.lit(v, _FACT_COLUMNS[k]).alias(k) for k, v in blank.items()
         )
@@ -684,6 +710,9 @@ def _tasks(plan: ExportPlan, tmp: Path, parent_pid: int | None) -> Iterator[_Tas
             buckets=part.get_column("__bucket").to_list() if wds else [],
             labels=part.get_column("label").cast(pl.Int64).to_list() if wds else [],
             meta=_wds_meta(part, plan.options.transforming) if wds else [],
+            declared=part.get_column("resolution").to_list()
+            if plan.options.transforming and "resolution" in part.columns
+            else [],
             shard_bytes=plan.options.shard_bytes,
             transform=plan.options.transform if plan.options.transforming else None,
             seed=plan.options.seed,
@@ -886,6 +915,10 @@ def _write_wds_card(df: pl.DataFrame, tmp: Path, source: Manifest) -> None:
         lines += [f"  - name: {q(ext)}", "    dtype: " + ("binary" if ext == UNKNOWN_EXT else "image")]
     lines += ["  - name: json", "    struct:"]
     for name, dtype in _meta_frame(df.head(0)).schema.items():
+        if isinstance(dtype, pl.List):  # a list resolution
+            inner = _HF_DTYPES.get(type(dtype.inner), "string")  # type: ignore[arg-type]
+            lines += [f"    - name: {q(name)}", f"      list: {inner}"]
+            continue
         lines += [f"    - name: {q(name)}", f"      dtype: {_HF_DTYPES.get(type(dtype), 'string')}"]
     lines += ["  - name: cls", "    dtype:", "      class_label:", "        names:"]
     lines += [f"          '{i}': {LABEL_NAMES[i]}" for i in (REAL, GENERATED)]

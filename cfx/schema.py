@@ -7,12 +7,18 @@ import pyarrow as pa
 
 from cfx.errors import BadShardError
 
-# Source shards, in the order the real dataset has them (dataset-server schema).
+# ``resolution`` as the real shards store it: a list<int64> (Parquet leaf ``element``) of two sizes. The other
+# form, a string such as ``"[512, 512]"``, is read as well; every output keeps the form (and the order) its
+# source has.
+RESOLUTION_LIST = pa.list_(pa.int64())
+RESOLUTION_TYPES = ("list", "string")
+
+# Source shards, in the order the real dataset has them (footer probes of the real shards; cf-small.md).
 SOURCE_SCHEMA = pa.schema(
     [
         ("image_name", pa.string()),
         ("format", pa.string()),
-        ("resolution", pa.string()),
+        ("resolution", RESOLUTION_LIST),
         ("mode", pa.string()),
         ("image_data", pa.binary()),
         ("model_name", pa.string()),
@@ -60,9 +66,27 @@ CORE_COLUMNS = tuple(MANIFEST_SCHEMA)
 SOURCE_COLUMN_ORDER = tuple(SOURCE_SCHEMA.names)
 
 
-# --- the one schema mapping layer: a shard's metadata columns -> the types above ------------------------
-# Drifted types with one obvious meaning are mapped (a ``[512, 512]`` list resolution, "True"/"0" NSFW
-# strings); anything else is a BadShardError naming shard and column, which ``--skip-bad`` skips and counts.
+def source_schema(resolution_type: str = "list") -> pa.Schema:
+    """SOURCE_SCHEMA with ``resolution`` as a ``list`` (the real shards) or as a ``string`` (the other form)."""
+    if resolution_type not in RESOLUTION_TYPES:
+        raise ValueError(f"resolution type {resolution_type!r}: use one of {', '.join(RESOLUTION_TYPES)}")
+    if resolution_type == "list":
+        return SOURCE_SCHEMA
+    return SOURCE_SCHEMA.set(SOURCE_SCHEMA.get_field_index("resolution"), pa.field("resolution", pa.string()))
+
+
+def is_list_type(t: pa.DataType) -> bool:
+    """A list type of any kind (list, large list, fixed-size list)."""
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+# --- the one schema mapping layer: a shard's metadata columns -> the manifest's types ------------------
+# Types with one obvious meaning are mapped (the list resolution to its text ``"[512, 512]"`` in the list's
+# order, "True"/"0" NSFW strings); anything else is a BadShardError naming shard and column, which
+# ``--skip-bad`` skips and counts. The manifest keeps ``resolution`` as text whichever form the source has
+# (one type across sources; ``width``/``height`` are the parsed numbers); outputs written from source rows
+# (cfx subset) keep the source's own type.
+_METADATA_TYPES = {f.name: f.type for f in SOURCE_SCHEMA} | {"resolution": pa.string()}
 _TRUE_WORDS = ("true", "1", "yes")
 _FALSE_WORDS = ("false", "0", "no")
 
@@ -79,13 +103,14 @@ def check_column_names(names: list[str], shard: str) -> None:
 
 
 def conform_metadata(table: pa.Table, shard: str) -> pa.Table:
-    """``table`` (a shard's metadata columns) with each column in the type of SOURCE_SCHEMA (label aside:
-    ``cfx.index.normalize_labels`` maps it). Raises BadShardError for a type without one obvious meaning."""
+    """``table`` (a shard's metadata columns) with each column in the manifest's type (SOURCE_SCHEMA's, with
+    ``resolution`` as text; label aside: ``cfx.index.normalize_labels`` maps it). Raises BadShardError for a
+    type without one obvious meaning."""
     check_column_names(table.column_names, shard)
     for i, name in enumerate(table.column_names):
-        if name == "label" or name not in SOURCE_SCHEMA.names:
+        if name == "label" or name not in _METADATA_TYPES:
             continue
-        target = SOURCE_SCHEMA.field(name).type
+        target = _METADATA_TYPES[name]
         column = table.column(i)
         if column.type != target:
             table = table.set_column(i, name, _conform(column, name, target, shard))
@@ -116,12 +141,11 @@ def _is_text(t: pa.DataType) -> bool:
 
 
 def _is_int_list(t: pa.DataType) -> bool:
-    lists = pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
-    return lists and pa.types.is_integer(t.value_type)
+    return is_list_type(t) and pa.types.is_integer(t.value_type)
 
 
 def _resolution_from_list(column: pa.ChunkedArray, shard: str) -> pa.ChunkedArray:
-    """``[512, 512]`` as a list -> the string ``"[512, 512]"`` the real dataset has; other lengths are bad."""
+    """``[512, 512]`` as a list -> the text ``"[512, 512]"`` (the list's order kept); other lengths are bad."""
     s = pl.Series("resolution", column.combine_chunks().cast(pa.large_list(pa.int64())))
     lengths = s.list.len()
     bad = (lengths != 2).fill_null(False)

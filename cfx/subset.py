@@ -954,20 +954,24 @@ def transformed_rows(df: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
     df = df.rename({c: f"source_{c}" for c in _BYTE_FACTS if c in df.columns})
     new: list[pl.Series | pl.Expr] = [pl.col("_width").alias("width"), pl.col("_height").alias("height")]
     new += [pl.col("_format").alias("format"), pl.col("_mode").alias("mode")]
-    if "resolution" in df.columns:
+    if "resolution" in df.columns:  # in the type it has here (text in a manifest, a list in a list's export)
         res = [
-            resolution_like(r, w, h)
-            for r, w, h in zip(
-                df["resolution"].to_list(), df["_width"].to_list(), df["_height"].to_list(), strict=True
+            resolution_like(r, w, h, bool(hw))
+            for r, w, h, hw in zip(
+                df["resolution"].to_list(),
+                df["_width"].to_list(),
+                df["_height"].to_list(),
+                df["_hw"].to_list(),
+                strict=True,
             )
         ]
-        new.append(pl.Series("resolution", res, dtype=pl.String))
+        new.append(pl.Series("resolution", res, dtype=df.schema["resolution"]))
     if "image_name" in df.columns:
         names = [
             renamed(n, f) for n, f in zip(df["image_name"].to_list(), df["_format"].to_list(), strict=True)
         ]
         new.append(pl.Series("image_name", names, dtype=pl.String))
-    return df.with_columns(new).drop("_format", "_width", "_height", "_mode")
+    return df.with_columns(new).drop("_format", "_width", "_height", "_mode", "_hw")
 
 
 __all__ = [

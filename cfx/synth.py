@@ -7,6 +7,12 @@ Three generators, all deterministic for a given seed (same arguments -> byte-ide
 - ``make_scale_replica``: the real shard layout and row counts (556,541 rows) with tiny image bytes.
 - ``make_large_shard``: one shard above a byte target as one single row group, for bounded-memory tests.
 
+Shards have the real layout (cf-small.md): ``resolution`` a ``list<int64>`` holding ``[width, height]``
+(``resolution_type="string"`` writes the other form, ``"[width, height]"``), a real row's ``model_name`` its
+source dataset (FFHQ, COCO, ...), a generated row's ``real_source`` where its prompt came from (LAION), ``subset``
+Systematic / Manual / Real, one row group per shard and pyarrow's default pages and dictionary for every column
+(``make_large_shard`` aside: see there).
+
 Layout written under ``root``::
 
     README.md                        dataset card (licence, config data/*.parquet)
@@ -39,7 +45,15 @@ from PIL import Image
 from cfx.errors import InputError, UsageError
 from cfx.outputs import ensure_folder, write_atomic
 from cfx.progress import NullReporter, Reporter
-from cfx.schema import GENERATED, IMAGE_COLUMN, REAL, SOURCE_SCHEMA
+from cfx.schema import (
+    GENERATED,
+    IMAGE_COLUMN,
+    REAL,
+    RESOLUTION_LIST,
+    RESOLUTION_TYPES,
+    SOURCE_SCHEMA,
+    source_schema,
+)
 
 __all__ = [
     "GROUND_TRUTH_SCHEMA",
@@ -73,6 +87,9 @@ _MIN_DISTINCT_BITS = 18
 _NEAR_MAX_BITS = 8
 _UNRELATED_MIN_BITS = 14
 _PNG_LEVEL = 1
+# Where the prompts of generated rows came from (their ``real_source``, as in the real set).
+_PROMPT_SOURCE = "LAION"
+_SYSTEMATIC, _MANUAL, _REAL_SUBSET = "Systematic", "Manual", "Real"
 # Share of rows per injected duplicate kind (at least 3 pairs per kind when the set allows).
 _DUP_SHARE = 0.025
 _NSFW_SHARE = 0.03
@@ -270,7 +287,8 @@ def _write_text(path: Path, text: str) -> None:
 
 
 def _write_table(path: Path, table: pa.Table, **options: Any) -> None:
-    # One row group per file, like the real shards.
+    # One row group per file, like the real shards; pyarrow's defaults otherwise (dictionary, snappy, pages
+    # cut every 1,024 values), as the real shards were written.
     _atomic_write(
         path, lambda tmp: pq.write_table(table, tmp, row_group_size=max(1, table.num_rows), **options)
     )
@@ -559,8 +577,8 @@ def _generated_row(
         label=GENERATED,
         architecture=arch,
         model_name=gen.model_name,
-        real_source="",
-        subset="manual" if rng.random() < _MANUAL_SHARE else "systematic",
+        real_source=_PROMPT_SOURCE,
+        subset=_MANUAL if rng.random() < _MANUAL_SHARE else _SYSTEMATIC,
         prompt=_prompt(rng),
         nsfw=bool(rng.random() < _NSFW_SHARE),
         fmt="JPEG" if rng.random() < _GEN_JPEG_SHARE else "PNG",
@@ -581,9 +599,9 @@ def _real_row(shard: int, row: int, gidx: int, scale: float, rng: np.random.Gene
         gidx=gidx,
         label=REAL,
         architecture="Real",
-        model_name="",
+        model_name=src.name,  # the real set names a real row by its source dataset
         real_source=src.name,
-        subset=src.name.lower(),
+        subset=_REAL_SUBSET,
         prompt="",
         nsfw=bool(rng.random() < _NSFW_SHARE),
         fmt=fmt,
@@ -760,16 +778,22 @@ def _apply_pair(rows: list[_Row], pair: _Pair) -> None:
             setattr(b, name, getattr(a, name))
     elif b.label == REAL:
         # A generated image that leaked into a scraped real source.
-        b.real_source, b.subset = "LAION", "laion"
+        b.model_name = b.real_source = "LAION"
+        b.subset = _REAL_SUBSET
 
 
-def _shard_table(rows: Sequence[_Row], images: dict[int, _Image]) -> pa.Table:
+def _resolution(width: int, height: int, resolution_type: str) -> list[int] | str:
+    """``[width, height]`` as the real shards write it (a list) or as text (``resolution_type="string"``)."""
+    return [width, height] if resolution_type == "list" else f"[{width}, {height}]"
+
+
+def _shard_table(rows: Sequence[_Row], images: dict[int, _Image], resolution_type: str) -> pa.Table:
     cols: dict[str, list[Any]] = {n: [] for n in SOURCE_SCHEMA.names}
     for r in rows:
         img = images[r.gidx]
         cols["image_name"].append(f"{r.gidx:08d}.{'png' if img.fmt == 'PNG' else 'jpg'}")
         cols["format"].append(img.fmt)
-        cols["resolution"].append(f"[{img.width}, {img.height}]")
+        cols["resolution"].append(_resolution(img.width, img.height, resolution_type))
         cols["mode"].append(img.mode)
         cols["image_data"].append(img.data)
         cols["model_name"].append(r.model_name)
@@ -780,12 +804,19 @@ def _shard_table(rows: Sequence[_Row], images: dict[int, _Image]) -> pa.Table:
         cols["split"].append("train")
         cols["label"].append(r.label)
         cols["architecture"].append(r.architecture)
-    return pa.table(cols, schema=SOURCE_SCHEMA)
+    return pa.table(cols, schema=source_schema(resolution_type))
 
 
 def _check_seed(seed: int) -> None:
     if seed < 0:
         raise UsageError(f"seed must be >= 0, got {seed}", "pass a non-negative --seed")
+
+
+def _check_resolution_type(resolution_type: str) -> None:
+    if resolution_type not in RESOLUTION_TYPES:
+        raise UsageError(
+            f"resolution type {resolution_type!r} is not known", "use list (as the real shards) or string"
+        )
 
 
 def make_dataset(
@@ -796,6 +827,7 @@ def make_dataset(
     seed: int = 0,
     scale: float = 1.0,
     duplicates: bool = True,
+    resolution_type: str = "list",
     reporter: Reporter | None = None,
 ) -> SynthInfo:
     """Write a small, realistic CF-shaped dataset under ``root``.
@@ -828,9 +860,11 @@ def make_dataset(
 
     Also writes ``data/metadata/generators.csv`` (two generators deliberately missing) and ``README.md``.
     Shards or ground truth left by an earlier run that this one does not rewrite are removed.
+    ``resolution_type``: ``list`` (the real shards' ``[width, height]`` list) or ``string``.
     """
     reporter = reporter or NullReporter()
     _check_seed(seed)
+    _check_resolution_type(resolution_type)
     if shards < 1 or rows_per_shard < 1:
         raise UsageError(
             "shards and rows per shard must be >= 1", "pass --shards N and --rows-per-shard N >= 1"
@@ -864,7 +898,8 @@ def make_dataset(
     task = reporter.task("Writing shards", total=shards, unit="shards")
     n_bytes = 0
     for s, path in enumerate(paths):
-        _write_table(path, _shard_table(rows[s * rows_per_shard : (s + 1) * rows_per_shard], images))
+        part = rows[s * rows_per_shard : (s + 1) * rows_per_shard]
+        _write_table(path, _shard_table(part, images, resolution_type))
         n_bytes += path.stat().st_size
         task.advance()
     task.close()
@@ -982,7 +1017,7 @@ _FINETUNE_LICENCES = (
 class _Vocab:
     """Lookup tables for the replica: every string column is a ``take`` from one of these."""
 
-    names: pa.Array  # "" first (real rows)
+    names: pa.Array  # generators, then the real sources (real rows are named by their dataset)
     licences: tuple[tuple[str, str | None], ...]
     arch_models: dict[str, tuple[np.ndarray, np.ndarray]]  # arch -> (indices into names, probabilities)
     resolutions: pa.Array
@@ -991,11 +1026,13 @@ class _Vocab:
     source_png: np.ndarray
     source_gray: np.ndarray
     source_p: np.ndarray
-    sources: pa.Array  # "" first (generated rows)
-    subsets: pa.Array  # systematic, manual, then one per real source
+    source_names: np.ndarray  # index into names of each real source
+    sources: pa.Array  # the prompt source first (generated rows), then the real sources
+    subsets: pa.Array  # Systematic, Manual, Real
     prompts: pa.Array  # "" first (real rows)
     archs: pa.Array
-    pool: pa.Array  # tiny images: PNG/RGB, JPEG/RGB, JPEG/L blocks of _REPLICA_POOL_PER_KIND
+    pool: pa.Array
+    resolution_type: str  # tiny images: PNG/RGB, JPEG/RGB, JPEG/L blocks of _REPLICA_POOL_PER_KIND
 
 
 def _zipf(n: int) -> np.ndarray:
@@ -1039,9 +1076,9 @@ def _tiny_pool(seed: int) -> list[bytes]:
     return out
 
 
-def _build_vocab(seed: int) -> _Vocab:
+def _build_vocab(seed: int, resolution_type: str) -> _Vocab:
     by_arch = _replica_names()
-    names: list[str] = [""]
+    names: list[str] = []
     licences: list[tuple[str, str | None]] = []
     arch_models: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     for arch in _ARCHITECTURES:
@@ -1050,13 +1087,14 @@ def _build_vocab(seed: int) -> _Vocab:
         names += [n for n, _ in entries]
         licences += entries
         arch_models[arch] = (np.arange(start, len(names)), _zipf(len(entries)))
-    res_strings: list[str] = []
+    source_names = np.arange(len(names), len(names) + len(_REAL_SOURCES))
+    names += [s.name for s in _REAL_SOURCES]
+    sizes: list[tuple[int, int]] = []
 
     def res_index(size: tuple[int, int]) -> int:
-        s = f"[{size[0]}, {size[1]}]"
-        if s not in res_strings:
-            res_strings.append(s)
-        return res_strings.index(s)
+        if size not in sizes:
+            sizes.append(size)
+        return sizes.index(size)
 
     arch_res = {
         a: (
@@ -1072,17 +1110,22 @@ def _build_vocab(seed: int) -> _Vocab:
         names=pa.array(names, pa.string()),
         licences=tuple(licences),
         arch_models=arch_models,
-        resolutions=pa.array(res_strings, pa.string()),
+        resolutions=pa.array(
+            [_resolution(w, h, resolution_type) for w, h in sizes],
+            RESOLUTION_LIST if resolution_type == "list" else pa.string(),
+        ),
         arch_res=arch_res,
         source_res=source_res,
         source_png=np.array([s.png_share for s in _REAL_SOURCES]),
         source_gray=np.array([s.gray_share for s in _REAL_SOURCES]),
         source_p=weights / weights.sum(),
-        sources=pa.array([""] + [s.name for s in _REAL_SOURCES], pa.string()),
-        subsets=pa.array(["systematic", "manual"] + [s.name.lower() for s in _REAL_SOURCES], pa.string()),
+        source_names=source_names,
+        sources=pa.array([_PROMPT_SOURCE] + [s.name for s in _REAL_SOURCES], pa.string()),
+        subsets=pa.array([_SYSTEMATIC, _MANUAL, _REAL_SUBSET], pa.string()),
         prompts=pa.array(prompts, pa.string()),
         archs=pa.array([*_ARCHITECTURES, "Real"], pa.string()),
         pool=pa.array(_tiny_pool(seed), pa.binary()),
+        resolution_type=resolution_type,
     )
 
 
@@ -1133,11 +1176,15 @@ def _replica_table(
         arch = np.full(n_gen, arch_ids.get(rule, 0))
     model = np.zeros(n, np.int64)
     res = np.zeros(n, np.int64)
+    # the real set: LatDiff-only shards are the Systematic subset, the mixed ones (and shard 93) Manual
+    subset = np.full(n, 0 if rule == "LatDiff" else 1, np.int64)
     for a, i in arch_ids.items():
         sel = np.flatnonzero(arch == i)
         model[sel] = _sample(rng, vocab.arch_models[a], sel.size)
         res[sel] = _sample(rng, vocab.arch_res[a], sel.size)
     src = rng.choice(len(_REAL_SOURCES), size=n_real, p=vocab.source_p)
+    model[n_gen:] = vocab.source_names[src]
+    subset[n_gen:] = 2
     for i, choices in enumerate(vocab.source_res):
         sel = np.flatnonzero(src == i)
         res[n_gen + sel] = choices[rng.integers(len(choices), size=sel.size)]
@@ -1150,7 +1197,6 @@ def _replica_table(
     # pool blocks: 0 PNG/RGB, 1 JPEG/RGB, 2 JPEG/L
     block = is_jpeg.astype(np.int64) + is_gray
     pool_idx = block * _REPLICA_POOL_PER_KIND + rng.integers(_REPLICA_POOL_PER_KIND, size=n)
-    subset = np.concatenate([(rng.random(n_gen) < _MANUAL_SHARE).astype(np.int64), 2 + src])
     prompt = np.concatenate([rng.integers(1, len(vocab.prompts), size=n_gen), np.zeros(n_real, np.int64)])
     label = np.concatenate([np.full(n_gen, GENERATED), np.full(n_real, REAL)]).astype(np.int64)
     arch_all = np.concatenate([arch, np.full(n_real, len(_ARCHITECTURES))])
@@ -1171,11 +1217,16 @@ def _replica_table(
         "label": pa.array(label, pa.int64()),
         "architecture": vocab.archs.take(pa.array(arch_all)),
     }
-    return pa.table(columns, schema=SOURCE_SCHEMA)
+    return pa.table(columns, schema=source_schema(vocab.resolution_type))
 
 
 def make_scale_replica(
-    root: Path, *, seed: int = 0, shards: int = 186, reporter: Reporter | None = None
+    root: Path,
+    *,
+    seed: int = 0,
+    shards: int = 186,
+    resolution_type: str = "list",
+    reporter: Reporter | None = None,
 ) -> SynthInfo:
     """Write the real set's shard layout with tiny images: for scale tests of indexing and planning.
 
@@ -1194,12 +1245,14 @@ def make_scale_replica(
     real sources with their sizes and formats) but ``image_data`` cycles through a pool of 384 tiny 16x16
     images whose format and mode match the row; ``resolution`` does NOT match these bytes. Also writes
     ``generators.csv`` (about 3% of generators missing) and ``README.md``; no duplicate ground truth.
+    Generated rows of LatDiff-only shards are ``Systematic``, those of the other shards ``Manual``.
     """
     reporter = reporter or NullReporter()
     _check_seed(seed)
+    _check_resolution_type(resolution_type)
     root = Path(root)
     sources = replica_source_shards(shards)
-    vocab = _build_vocab(seed)
+    vocab = _build_vocab(seed, resolution_type)
     paths = _shard_paths(root, shards)
     _clear_stale(root, paths, keep_ground_truth=False)
     task = reporter.task("Writing replica shards", total=shards, unit="shards")
@@ -1245,17 +1298,25 @@ def _noisy_png(seed: int, i: int) -> tuple[bytes, tuple[int, int]]:
 
 
 def make_large_shard(
-    root: Path, *, target_bytes: int = 1_100_000_000, seed: int = 0, reporter: Reporter | None = None
+    root: Path,
+    *,
+    target_bytes: int = 1_100_000_000,
+    seed: int = 0,
+    resolution_type: str = "list",
+    reporter: Reporter | None = None,
 ) -> Path:
     """Write ``data/HFCF_small_0.parquet`` of at least ``target_bytes`` as ONE row group.
 
     Rows cycle through 30 distinct noisy ~1 MB PNGs (so rows i and i+30 are exact duplicates) with
-    varied metadata; ``resolution``/``format``/``mode`` match the bytes. ``image_data`` is stored
-    uncompressed, without dictionary and without statistics, and the column is a chunked array that
-    repeats the pool zero-copy, so the writer needs ~the pool (~30 MB) in RAM, not the shard.
+    varied metadata; ``resolution``/``format``/``mode`` match the bytes; the schema is the real one.
+    Unlike the real shards, ``image_data`` is stored uncompressed, without dictionary and without
+    statistics: with pyarrow's default dictionary the 30 repeated images would be stored once each (a small
+    file, not a large one), and the column is a chunked array that repeats the pool zero-copy, so the writer
+    needs ~the pool (~30 MB) in RAM, not the shard.
     """
     reporter = reporter or NullReporter()
     _check_seed(seed)
+    _check_resolution_type(resolution_type)
     if target_bytes < 1:
         raise UsageError(f"target size must be positive, got {target_bytes}", "pass e.g. --large-bytes 1.1GB")
     root = Path(root)
@@ -1281,11 +1342,12 @@ def make_large_shard(
     pool_idx = np.arange(n) % _LARGE_POOL
     label = rng.integers(0, 2, size=n)
     gens = [g for g in _GENERATORS if g.architecture == "LatDiff"]
-    names = pa.array([""] + [g.model_name for g in gens])
+    names = pa.array(["LAION"] + [g.model_name for g in gens])  # real rows: their source dataset
     model = np.where(label == GENERATED, 1 + rng.integers(len(gens), size=n), 0)
     prompts = pa.array([""] + [f"{a} {b}, {c}" for a in _SUBJECTS for b in _SETTINGS for c in _STYLES])
     prompt = np.where(label == GENERATED, rng.integers(1, len(prompts), size=n), 0)
-    res = pa.array([f"[{w}, {h}]" for w, h in sizes]).take(pa.array(pool_idx))
+    res_type = RESOLUTION_LIST if resolution_type == "list" else pa.string()
+    res = pa.array([_resolution(w, h, resolution_type) for w, h in sizes], res_type).take(pa.array(pool_idx))
     is_real = label == REAL
     columns = {
         "image_name": pa.array([f"{i:08d}.png" for i in range(n)], pa.string()),
@@ -1296,22 +1358,25 @@ def make_large_shard(
         "model_name": names.take(pa.array(model)),
         "nsfw_flag": pa.array(rng.random(n) < _NSFW_SHARE),
         "prompt": prompts.take(pa.array(prompt)),
-        "real_source": pa.array(np.where(is_real, "LAION", ""), pa.string()),
-        "subset": pa.array(np.where(is_real, "laion", "systematic"), pa.string()),
+        "real_source": pa.array(
+            np.full(n, "LAION"), pa.string()
+        ),  # real: the source; generated: the prompts'
+        "subset": pa.array(np.where(is_real, _REAL_SUBSET, _SYSTEMATIC), pa.string()),
         "split": pa.array(np.full(n, "train"), pa.string()),
         "label": pa.array(label, pa.int64()),
         "architecture": pa.array(np.where(is_real, "Real", "LatDiff"), pa.string()),
     }
-    table = pa.table(columns, schema=SOURCE_SCHEMA)
+    schema = source_schema(resolution_type)
+    table = pa.table(columns, schema=schema)
     path = root / "data" / shard_name(0)
     _clear_stale(root, [path], keep_ground_truth=False)
-    others = [c for c in SOURCE_SCHEMA.names if c != IMAGE_COLUMN]
+    others = [c for c in schema.names if c != IMAGE_COLUMN]
     reporter.info(f"Writing {path} ({n} rows, one row group)")
     _write_table(
         path,
         table,
         use_dictionary=others,
         write_statistics=others,
-        compression={c: ("none" if c == IMAGE_COLUMN else "snappy") for c in SOURCE_SCHEMA.names},
+        compression={c: ("none" if c == IMAGE_COLUMN else "snappy") for c in schema.names},
     )
     return path

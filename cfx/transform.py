@@ -214,6 +214,7 @@ class Transformed:
     mode: str
     applied: str  # the specs as applied to this image (drawn qualities resolved)
     source_sha256: str = ""
+    source_size: tuple[int, int] | None = None  # the source image's decoded (width, height)
 
 
 def row_rng(seed: int, shard: str, row: int) -> np.random.Generator:
@@ -269,6 +270,10 @@ class Pipeline:
         if not data:
             raise _RowProblem("the image is empty")
         image = self._open(data)
+        size = image.size
+        return replace(self._transform(data, image, rng), source_size=size)
+
+    def _transform(self, data: bytes, image: Image.Image, rng: np.random.Generator) -> Transformed:
         if self.lossless_strip:
             out = strip_container(data, keep_icc=self.keep_icc)
             return _describe(out, self.spec)

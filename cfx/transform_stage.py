@@ -1,5 +1,9 @@
 """The transform stage of ``cfx subset --transform``: source record batches in, transformed batches out.
 
+``resolution`` keeps its source's type (a list stays a list, a string keeps its text around the numbers) and
+its order: a row whose declared resolution is its decoded size transposed reads ``[h, w]``, and a row that
+cannot tell (square, or neither order matches) takes the order its shard showed so far (:class:`SizeOrder`).
+
 Batches (a few source rows each) are transformed by this process and a pool of ``workers - 1`` (encoding is
 CPU-bound; cfx.pool.shared_map) and come back in order; at most ``4 * workers`` batches are in flight, so
 memory stays bounded whatever the selection. Each output row keeps
@@ -13,7 +17,7 @@ from __future__ import annotations
 import re
 import sys
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -43,6 +47,7 @@ RECORD_COLUMNS: dict[str, pl.DataType | type[pl.DataType]] = {
     "_width": pl.Int32,
     "_height": pl.Int32,
     "_mode": pl.String,
+    "_hw": pl.Boolean,  # the new resolution is written [h, w], as its source wrote it
 }
 
 
@@ -55,12 +60,46 @@ class KeyedBatch:
     batch: pa.RecordBatch
 
 
-def resolution_like(source: str | None, width: int, height: int) -> str:
-    """``width`` and ``height`` written the way ``source`` writes a resolution (``[512, 512]`` by default)."""
-    m = _RES_PARTS.match(source or "")
+Resolution = str | list[int]
+
+
+def declared_pair(source: object) -> tuple[int, int] | None:
+    """The two numbers of a declared resolution (a list or a string such as ``"[512, 512]"``), as written."""
+    if isinstance(source, list | tuple):
+        if len(source) == 2 and all(isinstance(v, int) for v in source):
+            return int(source[0]), int(source[1])
+        return None
+    m = _RES_PARTS.match(source) if isinstance(source, str) else None
+    return (int(m.group(2)), int(m.group(4))) if m else None
+
+
+@dataclass
+class SizeOrder:
+    """Which order (``[w, h]`` or ``[h, w]``) each shard writes ``resolution`` in, learnt from the rows whose
+    declared resolution matches their decoded size one way only (a square image cannot tell)."""
+
+    hw: dict[str, bool] = field(default_factory=dict)  # shard -> reads [h, w]
+
+    def reads_hw(self, shard: str, declared: object, decoded: tuple[int, int] | None) -> bool:
+        pair = declared_pair(declared)
+        if pair is not None and decoded is not None and decoded[0] != decoded[1]:
+            if pair == decoded:
+                self.hw[shard] = False
+            elif pair == decoded[::-1]:
+                self.hw[shard] = True
+        return self.hw.get(shard, False)
+
+
+def resolution_like(source: object, width: int, height: int, hw: bool = False) -> Resolution:
+    """``width`` and ``height`` written the way ``source`` writes a resolution: a list stays a list, a string
+    keeps its text around the numbers (``[512, 512]`` when ``source`` is neither); ``hw``: height first."""
+    first, second = (height, width) if hw else (width, height)
+    if isinstance(source, list | tuple):
+        return [first, second]
+    m = _RES_PARTS.match(source) if isinstance(source, str) else None
     if not m:
-        return f"[{width}, {height}]"
-    return f"{m.group(1)}{width}{m.group(3)}{height}{m.group(5)}"
+        return f"[{first}, {second}]"
+    return f"{m.group(1)}{first}{m.group(3)}{second}{m.group(5)}"
 
 
 def renamed(name: str | None, fmt: str) -> str | None:
@@ -85,6 +124,7 @@ class TransformStage:
     skipped_positions: list[int] = field(default_factory=list)  # in source order, 0-based
     _records: dict[str, list[object]] = field(default_factory=dict)
     _position: int = 0
+    _order: SizeOrder = field(default_factory=SizeOrder)
 
     def run(self, batches: Iterator[KeyedBatch]) -> Iterator[KeyedBatch]:
         """The transformed batches, in the order of ``batches``."""
@@ -117,12 +157,20 @@ class TransformStage:
         batch = kb.batch.take(pa.array(keep, pa.int64())) if len(keep) < len(results) else kb.batch
         done = [r for r in results if isinstance(r, Transformed)]
         rows = [kb.rows[i] for i in keep]
-        self._record(kb.shard, rows, batch, done)
-        return KeyedBatch(kb.shard, rows, _replace_columns(batch, done))
+        hw = self._orders(kb.shard, batch, done)
+        self._record(kb.shard, rows, done, hw)
+        return KeyedBatch(kb.shard, rows, _replace_columns(batch, done, hw))
 
-    def _record(self, shard: str, rows: list[int], batch: pa.RecordBatch, done: list[Transformed]) -> None:
+    def _orders(self, shard: str, batch: pa.RecordBatch, done: list[Transformed]) -> list[bool]:
+        """Per row: is the new resolution written [h, w] (as its source writes it)."""
+        if "resolution" not in batch.schema.names:
+            return [False] * len(done)
+        declared = batch.column(batch.schema.get_field_index("resolution")).to_pylist()
+        return [self._order.reads_hw(shard, d, t.source_size) for d, t in zip(declared, done, strict=True)]
+
+    def _record(self, shard: str, rows: list[int], done: list[Transformed], hw: list[bool]) -> None:
         rec = self._records
-        for key in ("shard", "row", "transform", "source_sha256", "_format", "_width", "_height", "_mode"):
+        for key in ("shard", "row", *RECORD_COLUMNS):
             rec.setdefault(key, [])
         rec["shard"] += [shard] * len(rows)
         rec["row"] += rows
@@ -132,6 +180,7 @@ class TransformStage:
         rec["_width"] += [t.width for t in done]
         rec["_height"] += [t.height for t in done]
         rec["_mode"] += [t.mode for t in done]
+        rec["_hw"] += hw
 
     def records(self) -> pl.DataFrame:
         """Per written row: source (shard, row), the transform applied, source_sha256 and the new facts."""
@@ -145,12 +194,12 @@ def _images(kb: KeyedBatch) -> list[bytes | None]:
     return kb.batch.column(kb.batch.schema.get_field_index(IMAGE_COLUMN)).to_pylist()
 
 
-def _replace_columns(batch: pa.RecordBatch, done: list[Transformed]) -> pa.RecordBatch:
+def _replace_columns(batch: pa.RecordBatch, done: list[Transformed], hw: list[bool]) -> pa.RecordBatch:
     """``batch`` with the new bytes and the columns that describe them (where the schema has them)."""
     names = batch.schema.names
     arrays = list(batch.columns)
 
-    def put(name: str, values: list[object]) -> None:
+    def put(name: str, values: Sequence[object]) -> None:
         if name in names:
             i = names.index(name)
             arrays[i] = pa.array(values, batch.schema.field(i).type)
@@ -160,7 +209,8 @@ def _replace_columns(batch: pa.RecordBatch, done: list[Transformed]) -> pa.Recor
     put("mode", [t.mode for t in done])
     if "resolution" in names:
         old = batch.column(names.index("resolution")).to_pylist()
-        put("resolution", [resolution_like(o, t.width, t.height) for o, t in zip(old, done, strict=True)])
+        new = [resolution_like(o, t.width, t.height, h) for o, t, h in zip(old, done, hw, strict=True)]
+        put("resolution", new)
     if "image_name" in names:
         old = batch.column(names.index("image_name")).to_pylist()
         put("image_name", [renamed(o, t.format) for o, t in zip(old, done, strict=True)])

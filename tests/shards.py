@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from cfx.schema import SOURCE_SCHEMA
+from cfx.schema import source_schema
 
 
 def png(seed: int, size: int = 32) -> bytes:
@@ -28,14 +28,14 @@ def rows(n: int, label: Any = 1, start: int = 0) -> list[dict[str, Any]]:
             dict(
                 image_name=f"{i:08d}.png",
                 format="PNG",
-                resolution="[32, 32]",
+                resolution=[32, 32],
                 mode="RGB",
                 image_data=png(i),
-                model_name="stabilityai/stable-diffusion-2" if label in (1, True, "generated") else "",
+                model_name="stabilityai/stable-diffusion-2" if label in (1, True, "generated") else "COCO",
                 nsfw_flag=False,
                 prompt="a photo",
-                real_source="" if label in (1, True, "generated") else "COCO",
-                subset="systematic",
+                real_source="LAION" if label in (1, True, "generated") else "COCO",
+                subset="Systematic" if label in (1, True, "generated") else "Real",
                 split="train",
                 label=label,
                 architecture="LatDiff" if label in (1, True, "generated") else "Real",
@@ -46,6 +46,9 @@ def rows(n: int, label: Any = 1, start: int = 0) -> list[dict[str, Any]]:
 
 def write_shard(path: Path, records: list[dict[str, Any]], schema: pa.Schema | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(records, schema=schema or SOURCE_SCHEMA)
+    if schema is None:  # the real schema; the string form of resolution when the records use it
+        text = any(isinstance(r.get("resolution"), str) for r in records)
+        schema = source_schema("string" if text else "list")
+    table = pa.Table.from_pylist(records, schema=schema)
     pq.write_table(table, path, row_group_size=max(1, len(records)))
     return path

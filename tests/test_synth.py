@@ -19,6 +19,7 @@ from types import ModuleType
 import imagehash
 import numpy as np
 import polars as pl
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import typer
@@ -72,9 +73,13 @@ class Decoded:
 
 
 def _read(root: Path) -> pl.DataFrame:
+    """Every shard's rows, with ``resolution`` (a [w, h] list in the shards) as its text "[w, h]"."""
     frames = []
     for path in sorted((root / "data").glob("*.parquet"), key=lambda p: int(p.stem.rsplit("_", 1)[1])):
         df = pl.read_parquet(path)
+        assert df.schema["resolution"] == pl.List(pl.Int64)
+        res = pl.col("resolution")
+        df = df.with_columns(pl.format("[{}, {}]", res.list.get(0), res.list.get(1)).alias("resolution"))
         frames.append(
             df.with_columns(
                 shard=pl.lit(path.relative_to(root).as_posix()), row=pl.int_range(pl.len(), dtype=pl.Int64)
@@ -163,18 +168,49 @@ def test_layout_mirrors_the_real_shards(rows: pl.DataFrame, demo: synth.SynthInf
     assert demo.n_real == int((rows["label"] == 0).sum())
 
 
+def test_files_are_written_as_the_real_shards(demo: synth.SynthInfo) -> None:
+    """One row group; resolution a list<int64> with Parquet leaf ``element``; every column (the image column
+    too) in pyarrow's default layout: dictionary encoded, snappy."""
+    for path in demo.shards:
+        pf = pq.ParquetFile(path)
+        assert pf.metadata.num_row_groups == 1
+        assert pf.schema_arrow.field("resolution").type == pa.list_(pa.int64())
+        assert (
+            pf.schema.column(pf.schema_arrow.get_field_index("resolution")).path == "resolution.list.element"
+        )
+        rg = pf.metadata.row_group(0)
+        chunks = {c.path_in_schema: c for c in (rg.column(i) for i in range(rg.num_columns))}
+        image = chunks["image_data"]
+        assert image.has_dictionary_page and "RLE_DICTIONARY" in image.encodings, image
+        assert image.compression == "SNAPPY"
+
+
+def test_string_resolution_is_the_other_form(tmp_path: Path) -> None:
+    info = synth.make_dataset(tmp_path, shards=2, rows_per_shard=6, scale=0.1, resolution_type="string")
+    for path in info.shards:
+        table = pq.read_table(path)
+        assert table.schema.field("resolution").type == pa.string()
+        for r in table.to_pylist():
+            assert r["resolution"] == "[{}, {}]".format(*_decode(r["image_data"]).size)
+    with pytest.raises(UsageError, match="resolution type"):
+        synth.make_dataset(tmp_path / "x", shards=1, rows_per_shard=1, resolution_type="tuple")
+
+
 def test_label_semantics(rows: pl.DataFrame) -> None:
     real = rows.filter(pl.col("label") == 0)
     gen = rows.filter(pl.col("label") == 1)
     assert set(rows["label"].unique()) == {0, 1}
     assert set(real["architecture"]) == {"Real"}
-    assert set(real["model_name"]) == {""} and set(real["prompt"]) == {""}
+    # as in the real set: a real row is named by its source dataset, a generated row's real_source is
+    # where its prompt came from
+    assert real["model_name"].to_list() == real["real_source"].to_list() and set(real["prompt"]) == {""}
     assert set(real["real_source"]) <= REAL_SOURCES
-    assert real["subset"].to_list() == [s.lower() for s in real["real_source"]]
+    assert set(real["subset"]) == {"Real"}
     assert set(gen["architecture"]) == GENERATED_ARCHS
     assert (gen["model_name"] != "").all() and (gen["prompt"].str.len_chars() > 10).all()
-    assert set(gen["real_source"]) == {""}
-    assert set(gen["subset"]) == {"systematic", "manual"}
+    assert not set(gen["model_name"]) & REAL_SOURCES
+    assert set(gen["real_source"]) == {"LAION"}
+    assert set(gen["subset"]) == {"Systematic", "Manual"}
     assert set(rows["split"]) == {"train"}
     assert 0 < rows["nsfw_flag"].mean() < 0.1
 
@@ -448,7 +484,12 @@ def test_scale_replica_three_shards(tmp_path: Path) -> None:
     df = _read(tmp_path)
     assert df["image_name"].n_unique() == df.height
     gen, real = df.filter(pl.col("label") == 1), df.filter(pl.col("label") == 0)
-    assert gen["model_name"].n_unique() > 300 and set(real["model_name"]) == {""}
+    assert (
+        gen["model_name"].n_unique() > 300 and real["model_name"].to_list() == real["real_source"].to_list()
+    )
+    assert set(real["subset"]) == {"Real"} and set(gen["real_source"]) == {"LAION"}
+    assert set(df.filter(pl.col("architecture") == "LatDiff")["subset"]) == {"Systematic"}
+    assert set(df.filter(pl.col("architecture") == "GAN")["subset"]) == {"Manual"}
     assert set(real["real_source"]) == REAL_SOURCES
     assert (gen["resolution"] == "[512, 512]").mean() > 0.4
     assert (real.filter(pl.col("real_source") == "FFHQ")["resolution"] == "[1024, 1024]").all()
@@ -502,7 +543,7 @@ def _check_large(path: Path, target: int) -> None:
     )
     for r in first:
         d = _decode(r["image_data"])
-        assert (d.format, d.mode, f"[{d.size[0]}, {d.size[1]}]") == (r["format"], r["mode"], r["resolution"])
+        assert (d.format, d.mode, list(d.size)) == (r["format"], r["mode"], r["resolution"])
         assert len(r["image_data"]) > 800_000
 
 
@@ -588,6 +629,14 @@ def test_cli_scale_and_large_modes(cli: typer.Typer, tmp_path: Path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert "one row group" in result.stdout
+    result = CliRunner().invoke(
+        cli, ["synth", str(tmp_path / "s"), "--mode", "scale", "--shards", "1", "--resolution-type", "string"]
+    )
+    assert result.exit_code == 0, result.output
+    assert (
+        pq.read_schema(tmp_path / "s" / "data" / "HFCF_small_0.parquet").field("resolution").type
+        == pa.string()
+    )
     assert (tmp_path / "l" / "data" / "HFCF_small_0.parquet").stat().st_size >= 3_000_000
 
 

@@ -335,7 +335,7 @@ def test_subset_transform_schema_columns_manifest_and_card(tmp_path: Path) -> No
     for row in t.to_pylist():
         image = opened(row["image_data"])
         assert (image.format, image.size, image.mode) == ("JPEG", (16, 16), "RGB")
-        assert (row["format"], row["resolution"], row["mode"]) == ("JPEG", "[16, 16]", "RGB")
+        assert (row["format"], row["resolution"], row["mode"]) == ("JPEG", [16, 16], "RGB")
         assert row["image_name"].endswith(".jpg")
     man = pl.read_parquet(tmp_path / "out" / "manifest.parquet")
     assert man.height == res.rows == 24
@@ -449,7 +449,7 @@ def test_cli_grommelt_fix_loads_with_datasets(cfx: Any, cf_small: Path, tmp_path
     for row in ds:
         image = opened(row["image_data"])
         assert image.format == row["format"] == "JPEG" and max(image.size) <= 64
-        assert row["resolution"] == f"[{image.width}, {image.height}]" and row["mode"] == image.mode
+        assert row["resolution"] == [image.width, image.height] and row["mode"] == image.mode
         assert image.quantization == opened(encode(image, "JPEG", quality=96)).quantization  # type: ignore[attr-defined]
     assert set(man["source_format"]) >= {"PNG", "JPEG"}  # both labels' formats went in, one came out
     assert set(man["transform"]) == {"resize:max-side=64 jpeg:96 strip-metadata"}

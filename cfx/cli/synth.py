@@ -15,6 +15,11 @@ from cfx.errors import OutputError, UsageError
 from cfx.units import human_bytes, parse_size
 
 
+class ResolutionType(str, Enum):
+    list = "list"
+    string = "string"
+
+
 class Mode(str, Enum):
     small = "small"
     scale = "scale"
@@ -70,6 +75,14 @@ def synth(
             help="Minimum shard size for --mode large, e.g. 30MB (default 1.1GB).",
         ),
     ] = None,
+    resolution_type: Annotated[
+        ResolutionType,
+        typer.Option(
+            "--resolution-type",
+            help="How shards store resolution: list ([width, height] as list<int64>, as the real shards) "
+            'or string ("[width, height]").',
+        ),
+    ] = ResolutionType.list,
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="Replace the shards of an existing DIR/data.")
     ] = False,
@@ -77,7 +90,8 @@ def synth(
 ) -> None:
     """Write a synthetic dataset shaped like CommunityForensics-Small (offline demo, tests, benchmarks).
 
-    Same schema and shard names as the real set; deterministic for a given --seed. The small set also
+    Same schema, shard names and layout as the real set (resolution a [width, height] list, real rows named by
+    their dataset, one row group per shard); deterministic for a given --seed. The small set also
     gets data/metadata/generators.csv, README.md and ground_truth/duplicates.parquet.
 
     Examples:
@@ -87,6 +101,7 @@ def synth(
       cfx synth ./cf-tiny --shards 4 --rows-per-shard 20 --scale 0.25 --overwrite
       cfx synth ./cf-replica --mode scale --json
       cfx synth ./cf-large --mode large --large-bytes 1.1GB
+      cfx synth ./cf-strings --resolution-type string
     """
     import pyarrow.parquet as pq
 
@@ -108,10 +123,13 @@ def synth(
             )
     target = parse_size(large_bytes, "--large-bytes") if large_bytes is not None else 1_100_000_000
     _check_output(directory, overwrite)
+    res_type = resolution_type.value
 
     with _output.CliReporter() as reporter:
         if mode is Mode.large:
-            path = lib.make_large_shard(directory, target_bytes=target, seed=seed, reporter=reporter)
+            path = lib.make_large_shard(
+                directory, target_bytes=target, seed=seed, resolution_type=res_type, reporter=reporter
+            )
             meta = pq.ParquetFile(path).metadata
             summary: dict[str, Any] = {
                 "mode": mode.value,
@@ -131,11 +149,16 @@ def synth(
                     seed=seed,
                     scale=1.0 if scale is None else scale,
                     duplicates=not no_duplicates,
+                    resolution_type=res_type,
                     reporter=reporter,
                 )
             else:
                 info = lib.make_scale_replica(
-                    directory, seed=seed, shards=186 if shards is None else shards, reporter=reporter
+                    directory,
+                    seed=seed,
+                    shards=186 if shards is None else shards,
+                    resolution_type=res_type,
+                    reporter=reporter,
                 )
             summary = {"mode": mode.value, **info.to_dict()}
             line = (
