@@ -164,7 +164,7 @@ class ZstdStream(_Streaming):
     def __init__(self, chunks: Iterator[bytes]) -> None:
         import zstandard  # streaming zstd (pyarrow's codec decodes a whole buffer only)
 
-        self.reader = zstandard.ZstdDecompressor().stream_reader(_Chunks(chunks), read_size=OUT_STEP)
+        self.reader = zstandard.ZstdDecompressor().stream_reader(_Chunks(chunks), read_size=OUT_STEP)  # type: ignore[arg-type]
         self.out = _Produced()
 
     def _fill(self) -> bool:

@@ -19,7 +19,9 @@ class Source(Protocol):
 def thrift() -> Any:
     import thriftpy2  # imported on first use: loading the definitions costs ~40 ms
 
-    return thriftpy2.load(str(Path(__file__).with_name("parquet_pages.thrift")), module_name="cfx_pages_thrift")
+    return thriftpy2.load(
+        str(Path(__file__).with_name("parquet_pages.thrift")), module_name="cfx_pages_thrift"
+    )
 
 
 class _Buffer:

@@ -88,7 +88,15 @@ def chunks(pf: pq.ParquetFile, column: str) -> list[Chunk]:
         start = col.data_page_offset
         if col.has_dictionary_page and col.dictionary_page_offset:
             start = min(start, col.dictionary_page_offset)
-        out.append(Chunk(start, start + col.total_compressed_size, col.compression, meta.row_group(rg).num_rows, max_def))
+        out.append(
+            Chunk(
+                start,
+                start + col.total_compressed_size,
+                col.compression,
+                meta.row_group(rg).num_rows,
+                max_def,
+            )
+        )
     return out
 
 
@@ -122,7 +130,9 @@ class Dictionary:
     def _open(self) -> None:
         h = self.head
         body = _body(self.src, self.start, h.compressed_page_size, b"")
-        self.stream = codecs.open_stream(self.chunk.codec, body, h.compressed_page_size, h.uncompressed_page_size)
+        self.stream = codecs.open_stream(
+            self.chunk.codec, body, h.compressed_page_size, h.uncompressed_page_size
+        )
         self.next = 0
 
     def get(self, i: int) -> bytes:
@@ -174,7 +184,9 @@ def _levels(data: bytes, chunk: Chunk, n: int) -> np.ndarray:
     return decode_hybrid(data, chunk.max_def.bit_length(), n) == chunk.max_def
 
 
-def _page_v1(src: Source, chunk: Chunk, start: int, head: Any, probe: bytes) -> tuple[np.ndarray, codecs.Stream]:
+def _page_v1(
+    src: Source, chunk: Chunk, start: int, head: Any, probe: bytes
+) -> tuple[np.ndarray, codecs.Stream]:
     dph = head.data_page_header
     if chunk.max_def and thrift_name("Encoding", dph.definition_level_encoding) != "RLE":
         raise Unsupported(f"definition levels in {thrift_name('Encoding', dph.definition_level_encoding)}")
@@ -186,7 +198,9 @@ def _page_v1(src: Source, chunk: Chunk, start: int, head: Any, probe: bytes) -> 
     return present, stream
 
 
-def _page_v2(src: Source, chunk: Chunk, start: int, head: Any, probe: bytes) -> tuple[np.ndarray, codecs.Stream]:
+def _page_v2(
+    src: Source, chunk: Chunk, start: int, head: Any, probe: bytes
+) -> tuple[np.ndarray, codecs.Stream]:
     dph = head.data_page_header_v2
     rl, dl = dph.repetition_levels_byte_length or 0, dph.definition_levels_byte_length or 0
     raw = codecs._Chunks(_body(src, start, head.compressed_page_size, probe))
