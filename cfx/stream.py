@@ -8,7 +8,9 @@ so a manifest never silently points at moved or changed data.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,9 +18,11 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
+from cfx import pages
 from cfx.errors import BadShardError, InputError
 from cfx.index import open_shard
 from cfx.manifest import Manifest, ShardInfo
+from cfx.schema import IMAGE_COLUMN
 from cfx.sources import HubSpec, ShardRef, hub_filesystem, is_network_error
 
 ROW_COLUMN = "__row"
@@ -85,7 +89,9 @@ def iter_shard_batches(
 ) -> Iterator[pa.RecordBatch]:
     """Record batches of ``columns`` (None: all) for ``rows`` (None: all) of one shard, plus a ``__row`` column.
 
-    Batches hold at most ``batch_rows`` source rows, so memory is bounded by the largest images in them.
+    Batches hold at most ``batch_rows`` source rows. The image column is read by cfx.pages (constant memory
+    whatever the page size; only the row groups and pages holding wanted rows are read); a shard it cannot
+    decode is read by pyarrow, which holds a whole page, and that is said once on stderr.
     A shard that ends early or cannot be decoded raises BadShardError naming it.
     """
     ref, fs = shard_ref(manifest, shard, hub_fs)
@@ -105,36 +111,150 @@ def iter_shard_batches(
                 f"manifest points at row {int(wanted[-1])} of {shard}, which has {total:,} rows",
                 "the shard changed since indexing: re-index the dataset",
             )
-        start = 0
-        pos = 0  # next index into wanted
-        last = int(wanted[-1]) if wanted is not None and wanted.size else -1
-        try:
-            for batch in pf.iter_batches(batch_size=batch_rows, columns=cols, use_threads=False):
-                n = batch.num_rows
-                if wanted is None:
-                    idx = np.arange(n)
-                else:
-                    end = np.searchsorted(wanted, start + n, side="left")
-                    idx = wanted[pos:end] - start
-                    pos = int(end)
-                if idx.size:
-                    picked = batch.take(pa.array(idx)) if idx.size != n else batch
-                    yield picked.append_column(ROW_COLUMN, pa.array(idx + start, pa.int64()))
-                start += n
-                if wanted is not None and start > last:
-                    break
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
-            if fs is not None and is_network_error(exc):
-                raise  # open_shard reports it as a NetworkError
+        read = _Read(shard, pf, cols or names, batch_rows, fs)
+        count = 0
+        for batch in read.batches(ref, wanted):
+            count += batch.num_rows
+            yield batch
+        expected = total if wanted is None else int(wanted.size)
+        if count != expected:
             raise BadShardError(
-                shard,
-                f"cannot read rows after row {start} ({str(exc).splitlines()[0][:200]})",
+                shard, f"ended after {count:,} of {expected:,} rows", "the file is truncated; re-fetch it"
+            )
+
+
+_NOTED: set[str] = set()
+
+
+def _note_once(reason: str) -> None:
+    if reason not in _NOTED:
+        _NOTED.add(reason)
+        print(
+            f"note: the image column is read by pyarrow where {reason} is used (cfx's page reader does not "
+            "decode it): memory grows with the page size",
+            file=sys.stderr,
+        )
+
+
+@dataclass
+class _Read:
+    """One read of a shard: the image column through cfx.pages, the other columns (small) through pyarrow."""
+
+    shard: str
+    pf: Any
+    cols: list[str]
+    batch_rows: int
+    fs: Any
+    done: int = -1  # the last row yielded
+
+    def batches(self, ref: ShardRef, wanted: np.ndarray | None) -> Iterator[pa.RecordBatch]:
+        why = pages.unsupported(self.pf, IMAGE_COLUMN) if IMAGE_COLUMN in self.cols else "no image column"
+        try:
+            if why is None:
+                with _open_source(ref, self.fs) as src:
+                    yield from self._paged(src, wanted)
+                return
+        except pages.Unsupported as exc:
+            why = str(exc)
+        except EOFError as exc:
+            raise BadShardError(
+                self.shard,
+                f"cannot read rows after row {self.done + 1} ({exc})",
                 "the file may be truncated; re-fetch it",
             ) from None
-        if wanted is None and start != total or wanted is not None and pos != wanted.size:
-            raise BadShardError(
-                shard, f"ended after {start:,} of {total:,} rows", "the file is truncated; re-fetch it"
-            )
+        if why != "no image column":
+            _note_once(why)
+        rest = wanted if wanted is None or self.done < 0 else wanted[wanted > self.done]
+        yield from self._arrow(rest, self.done + 1 if wanted is None else 0)
+
+    def _paged(self, src: pages.Source, wanted: np.ndarray | None) -> Iterator[pa.RecordBatch]:
+        image_type = self.pf.schema_arrow.field(IMAGE_COLUMN).type
+        for group in pages.row_groups(self.pf, wanted):
+            others = self._others(group)
+            rows: list[int] = []
+            values: list[bytes | None] = []
+            for row, value in pages.iter_column(src, self.pf, IMAGE_COLUMN, group):
+                rows.append(row)
+                values.append(value)
+                if len(rows) == self.batch_rows:
+                    yield self._batch(others, rows, values, image_type)
+                    rows, values = [], []
+            if rows:
+                yield self._batch(others, rows, values, image_type)
+
+    def _others(self, group: pages.RowGroupRows) -> Iterator[pa.Table] | None:
+        """The wanted rows of the other columns of one row group (metadata: small next to the images), in
+        slices of one batch."""
+        others = [c for c in self.cols if c != IMAGE_COLUMN]
+        if not others:
+            return None
+        table = self.pf.read_row_group(group.index, columns=others, use_threads=False)
+        if group.rows is not None:
+            table = table.take(pa.array(group.rows))
+        return _slices(table, self.batch_rows)
+
+    def _batch(
+        self,
+        others: Iterator[pa.Table] | None,
+        rows: list[int],
+        values: list[bytes | None],
+        image_type: pa.DataType,
+    ) -> pa.RecordBatch:
+        self.done = rows[-1]
+        arrays: dict[str, pa.Array] = {IMAGE_COLUMN: pa.array(values, image_type)}
+        if others is not None:
+            part = next(others)
+            arrays.update({c: part.column(c).combine_chunks() for c in part.column_names})
+        arrays[ROW_COLUMN] = pa.array(rows, pa.int64())
+        names = [*self.cols, ROW_COLUMN]
+        return pa.RecordBatch.from_arrays([arrays[c] for c in names], names=names)
+
+    def _arrow(self, wanted: np.ndarray | None, first: int) -> Iterator[pa.RecordBatch]:
+        """pyarrow's reader (whole pages in memory), row group by row group, from row ``first``."""
+        for group in pages.row_groups(self.pf, wanted):
+            start = group.first
+            idx_all = None if group.rows is None else group.rows + group.first
+            try:
+                for batch in self.pf.iter_batches(
+                    batch_size=self.batch_rows, row_groups=[group.index], columns=self.cols, use_threads=False
+                ):
+                    n = batch.num_rows
+                    if idx_all is None:
+                        idx = np.arange(max(first - start, 0), n)
+                    else:
+                        idx = idx_all[(idx_all >= start) & (idx_all < start + n)] - start
+                    if idx.size:
+                        picked = batch.take(pa.array(idx)) if idx.size != n else batch
+                        yield picked.append_column(ROW_COLUMN, pa.array(idx + start, pa.int64()))
+                    start += n
+                    if idx_all is not None and start > idx_all[-1]:
+                        break
+            except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+                if self.fs is not None and is_network_error(exc):
+                    raise  # open_shard reports it as a NetworkError
+                raise BadShardError(
+                    self.shard,
+                    f"cannot read rows after row {start} ({str(exc).splitlines()[0][:200]})",
+                    "the file may be truncated; re-fetch it",
+                ) from None
+
+
+def _slices(table: pa.Table, n: int) -> Iterator[pa.Table]:
+    for start in range(0, table.num_rows, n):
+        yield table.slice(start, n)
+
+
+@contextmanager
+def _open_source(ref: ShardRef, fs: Any) -> Iterator[pages.Source]:
+    """A handle for positioned reads: on hf://, each read fetches exactly the range asked for."""
+    if fs is not None:
+        handle = fs.open(ref.path, "rb", block_size=pages.CHUNK, cache_type="none")
+    else:
+        handle = open(ref.path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+    try:
+        yield pages.Source(handle)
+    finally:
+        handle.close()
 
 
 def iter_images(
