@@ -131,17 +131,19 @@ def _fact(name: str) -> pl.Expr:
     return pl.when(pl.col("actual_format").is_not_null()).then(pl.col(name))
 
 
+def _not_jpeg() -> pl.Expr:
+    """Inspected and not a JPEG: the JPEG facts do not apply ("none"); a JPEG without them is unknown."""
+    return pl.col("actual_format").is_not_null() & (pl.col("actual_format") != "JPEG")
+
+
 # Byte facts (cfx inspect): present when the manifest was inspected, or every row's facts are cached.
 BYTE_FEATURES: tuple[Feature, ...] = (
     Feature(
         "jpeg_quality",
         "numeric",
-        "JPEG quality from the quantisation tables (non-JPEG images = 101: lossless)",
-        lambda: (
-            _fact("jpeg_quality")
-            .cast(pl.Float64)
-            .fill_null(pl.when(pl.col("actual_format").is_not_null()).then(101.0))
-        ),
+        "JPEG quality from the quantisation tables (non-JPEG images = 101: lossless; a JPEG whose "
+        "quality could not be read is left out)",
+        lambda: _fact("jpeg_quality").cast(pl.Float64).fill_null(pl.when(_not_jpeg()).then(101.0)),
         ("jpeg_quality", "actual_format"),
     ),
     Feature(
@@ -156,9 +158,7 @@ BYTE_FEATURES: tuple[Feature, ...] = (
         "categorical",
         "JPEG chroma subsampling (non-JPEG = none)",
         lambda: (
-            _fact("chroma_subsampling")
-            .cast(pl.String)
-            .fill_null(pl.when(pl.col("actual_format").is_not_null()).then(pl.lit("none")))
+            _fact("chroma_subsampling").cast(pl.String).fill_null(pl.when(_not_jpeg()).then(pl.lit("none")))
         ),
         ("chroma_subsampling", "actual_format"),
     ),
@@ -237,6 +237,7 @@ class FeatureScore:
     coverage: float
     flagged: bool
     note: str = ""
+    unknown_rows: int = 0  # rows without a value (unknown feature): left out of the score
     categories: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -263,6 +264,7 @@ class FeatureScore:
             "threshold": self.threshold,
             "rows": self.rows,
             "coverage": round(self.coverage, 6),
+            "unknown_rows": self.unknown_rows,
             "flagged": self.flagged,
             "note": self.note,
             "fix": self.fix,
@@ -385,6 +387,7 @@ def audit(
                 coverage=coverage,
                 flagged=max(raw, 1 - raw) > threshold,
                 note=note,
+                unknown_rows=df.height - frame.height,
                 categories=cats,
             )
         )

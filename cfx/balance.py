@@ -138,24 +138,39 @@ class MatchSpec:
 
     def _byte_fact(self) -> pl.Expr:
         """jpeg-quality / chroma-subsampling / actual-format; an image without the fact (a PNG has no JPEG
-        quality) is in the bin "none", an image that could not be inspected in none (null)."""
+        quality) is in the bin "none"; an image that could not be inspected, or a JPEG whose quality or
+        subsampling could not be read, is unknown (null: left out of matching and counted)."""
         inspected = pl.col("actual_format").is_not_null()
         if self.feature == "actual-format":
             return pl.col("actual_format").cast(pl.String)
         if self.feature == "chroma-subsampling":
-            value = pl.col("chroma_subsampling").cast(pl.String)
+            raw = pl.col("chroma_subsampling")
+            value = raw.cast(pl.String)
         else:
-            q = pl.col("jpeg_quality").cast(pl.Int64)
+            raw = pl.col("jpeg_quality")
+            q = raw.cast(pl.Int64)
             binned = ((q - 1).cast(pl.Float64) / self.bin).floor().cast(pl.Int64) if self.bin else q
             value = binned.cast(pl.String)
-        return pl.when(inspected).then(value.fill_null(pl.lit("none")))
+        unreadable = (pl.col("actual_format") == "JPEG") & raw.is_null()
+        return pl.when(inspected & ~unreadable).then(value.fill_null(pl.lit("none")))
+
+
+def match_feature(spec: str) -> str:
+    """The feature a ``--match`` spec names, aliases resolved (``bytes:1000`` -> ``num-bytes``)."""
+    name = (spec or "").partition(":")[0].strip()
+    return _ALIASES.get(name.lower(), name.lower())
 
 
 def parse_match(spec: str, columns: Sequence[str]) -> MatchSpec:
     """'min-side', 'min-side:64', 'format', 'aspect:0.1', or any manifest column (with an optional bin)."""
     text = (spec or "").strip()
-    name, _, bin_text = text.partition(":")
+    name, colon, bin_text = text.partition(":")
     name = name.strip()
+    if not name or (colon and not bin_text.strip()):
+        raise UsageError(
+            f"--match {spec!r}: {'the feature' if not name else 'the bin width after the colon'} is empty",
+            "write e.g. --match min-side:64, or --match min-side for its default bin",
+        )
     key = _ALIASES.get(name.lower(), name.lower())
     if key not in MATCH_FEATURES and name not in columns:
         raise UsageError(
@@ -273,6 +288,7 @@ class BalanceResult:
     steps: list[Step]
     options: BalanceOptions
     bins: int
+    unknown: dict[str, int] = field(default_factory=dict)  # match feature -> rows left out as unknown
     floor_dropped: list[str] = field(default_factory=list)
     per_generator: dict[str, int] = field(default_factory=dict)
     per_source: dict[str, int] = field(default_factory=dict)
@@ -289,6 +305,7 @@ class BalanceResult:
             "ratio": f"{self.options.ratio[0]}:{self.options.ratio[1]}",
             "seed": self.options.seed,
             "match": [m.label for m in self.options.match],
+            "unknown_match_rows": self.unknown,
             "steps": [s.to_json() for s in self.steps],
             "result": {
                 "rows": self.final.rows,
@@ -452,6 +469,7 @@ def balance(
         manifest=manifest.with_df(out, step=f"balance {options.describe()}"),
         steps=steps.steps,
         options=options,
+        unknown=steps.unknown,
         bins=int(selected.get_column("__bin").n_unique()),
         floor_dropped=floor_dropped,
         per_generator=dict(gen_sel.group_by("__gen").len("n").sort("__gen").iter_rows()),
@@ -525,6 +543,7 @@ class _Steps:
     def __init__(self, reporter: Reporter, first: Step) -> None:
         self.reporter = reporter
         self.steps = [first]
+        self.unknown: dict[str, int] = {}  # match feature -> rows left out because it is unknown
         if first.real == 0 or first.generated == 0:
             raise _empty_error(self.steps, first)
 
@@ -543,6 +562,14 @@ def _match(work: pl.DataFrame, options: BalanceOptions, steps: _Steps) -> tuple[
     bin_cols: list[str] = []
     for i, m in enumerate(options.match):
         bin_cols.append(f"__m{i}")
+        unknown = work.get_column(f"__m{i}").null_count()
+        if unknown:
+            steps.add(
+                work.filter(pl.col(f"__m{i}").is_not_null()),
+                f"known {m.feature}",
+                f"{unknown:,} rows whose {m.feature} is unknown left out of matching",
+            )
+            steps.unknown[m.feature] = unknown
         work = work.filter(pl.col(f"__m{i}").is_not_null())
         per_bin = work.group_by(bin_cols).agg(
             ((pl.col("label") == REAL).sum() // r).alias("__ur"),

@@ -87,6 +87,12 @@ class ExportOptions:
     overwrite: bool = False
     transform: Pipeline | None = None  # --transform/--strip-metadata; random draws seeded by ``seed``
     skip_bad: bool = False  # an image the transform cannot handle is left out (and named) instead of exit 3
+    keep_non_images: bool = False  # folder layouts: also write rows that are not images (as .bin)
+    drop_bad_images: bool = False  # leave out rows with null or empty image_data (every format), as subset
+
+    @property
+    def folder_layout(self) -> bool:
+        return self.format != "webdataset"
 
     @property
     def transforming(self) -> bool:
@@ -205,6 +211,11 @@ def _check_options(options: ExportOptions) -> None:
         raise UsageError("--workers must be at least 1", "e.g. --workers 4")
     if not options.split:
         raise UsageError("--split must not be empty", "e.g. --split train")
+    if options.shuffle and options.folder_layout:
+        raise UsageError(
+            f"--shuffle applies to --format webdataset only, not {options.format}",
+            "folder layouts have no order to shuffle: leave --shuffle out (loaders shuffle at training time)",
+        )
 
 
 def plan_export(manifest: Manifest, options: ExportOptions, reporter: Reporter | None = None) -> ExportPlan:
@@ -332,6 +343,8 @@ class _Task:
     transform: Pipeline | None = None  # None: bytes copied as they are
     seed: int = 0
     skip_bad: bool = False
+    drop_non_images: bool = False  # folder layouts without --keep-non-images
+    drop_empty: bool = False  # --drop-bad-images
     parent_pid: int | None = None  # a pool worker stops when the exporting process is gone
 
 
@@ -346,6 +359,55 @@ class _TaskResult:
     )  # transformed: per file
     sizes: list[int] = field(default_factory=list)  # transformed: bytes per file
     skipped: list[BadImageError] = field(default_factory=list)  # --skip-bad: images left out
+    non_images: list[LeftOut] = field(default_factory=list)  # folder layouts: rows that are not images
+    bad_images: list[LeftOut] = field(default_factory=list)  # --drop-bad-images: null or empty image_data
+
+    def left_out(self) -> list[tuple[str, int]]:
+        rows = [(e.shard, e.row) for e in self.skipped]
+        return rows + [(e.shard, e.row) for e in (*self.non_images, *self.bad_images)]
+
+
+@dataclass(frozen=True)
+class LeftOut:
+    """A source row an export did not write, and why."""
+
+    shard: str
+    row: int
+    reason: str
+
+    @property
+    def message(self) -> str:
+        return f"{self.shard} row {self.row}: {self.reason}"
+
+    def to_json(self) -> dict[str, object]:
+        return {"shard": self.shard, "row": self.row, "reason": self.reason}
+
+
+_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
+
+
+def non_image_reason(data: memoryview | bytes) -> str | None:
+    """Why these bytes are not an image a trainer's ``PIL.Image.open`` reads (None: they are one): empty
+    (null or 0 bytes), no known signature, or a header Pillow cannot read. Only the header is parsed."""
+    if not len(data):
+        return "no image data (null or 0 bytes)"
+    if sniff_format(bytes(data[:16])) is None:
+        return "no known image signature"
+    import io
+    import warnings
+
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(io.BytesIO(data)) as image:
+                image.size  # noqa: B018 - the header is parsed by open
+    except Image.DecompressionBombError:
+        return None  # an image, only a large one: the trainer decides
+    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError… for a bad header
+        return f"unreadable image header ({_ADDRESS.sub('', str(exc)) or type(exc).__name__})"
+    return None
 
 
 _progress: Any = None  # the pool's progress queue (set by _init_worker)
@@ -435,6 +497,14 @@ def _run_task(task: _Task, progress: Callable[[int], None] | None) -> _TaskResul
             if progress is not None and seen % _PROGRESS_EVERY == 0:
                 progress(_PROGRESS_EVERY)
             meta = task.meta[pos] if tars is not None else ""
+            if task.drop_empty and not len(data):
+                result.bad_images.append(_left_out(task, pos, "null or empty image_data"))
+                continue
+            if task.drop_non_images and task.transform is None:
+                why = non_image_reason(data)
+                if why is not None:
+                    result.non_images.append(_left_out(task, pos, why))
+                    continue
             if task.transform is not None:
                 done = _transform(task, pos, data)
                 if isinstance(done, Exception):  # BadImageError, --skip-bad
@@ -464,6 +534,10 @@ def _run_task(task: _Task, progress: Callable[[int], None] | None) -> _TaskResul
             tars.close()
     result.parts = tars.parts if tars is not None else []
     return result
+
+
+def _left_out(task: _Task, pos: int, reason: str) -> LeftOut:
+    return LeftOut(task.shard, int(task.rows[pos]), reason)
 
 
 def _transform(task: _Task, pos: int, data: memoryview | bytes) -> Transformed | BadImageError:
@@ -620,16 +694,24 @@ class ExportResult:
     plan: ExportPlan
     files: int
     bytes: int
-    rows: int = 0  # images written (the plan's rows less those --skip-bad left out)
+    rows: int = 0  # images written (the plan's rows less those left out)
     unknown: int = 0  # images whose bytes have no known signature (written as .bin)
     skipped: int = 0  # --skip-bad: images that could not be transformed
     warnings: list[str] = field(default_factory=list)
+    by_split: dict[str, int] = field(default_factory=dict)  # images written per (safe) split name
+    categories: int = 0  # categories written
+    left_out: dict[str, list[Any]] = field(default_factory=dict)  # skipped / non_images / bad_images rows
 
     def to_json(self) -> dict[str, Any]:
+        """The plan's facts with the counts of what was written (not what was planned), and every row
+        left out with its reason."""
         info = {"out": str(self.out), **self.plan.to_json(), "files": self.files, "bytes": self.bytes}
-        info["rows"] = self.rows
+        info.update(rows=self.rows, by_split=self.by_split, categories=self.categories)
         if self.plan.options.transforming:
             info["skipped"] = self.skipped
+        for kind, rows in self.left_out.items():
+            info[f"{kind}_rows"] = [r.to_json() for r in rows]
+            info.setdefault(kind, len(rows))
         return info
 
 
@@ -717,6 +799,8 @@ def _tasks(plan: ExportPlan, tmp: Path, parent_pid: int | None) -> Iterator[_Tas
             transform=plan.options.transform if plan.options.transforming else None,
             seed=plan.options.seed,
             skip_bad=plan.options.skip_bad,
+            drop_non_images=plan.options.folder_layout and not plan.options.keep_non_images,
+            drop_empty=plan.options.drop_bad_images,
             parent_pid=parent_pid,
         )
 
@@ -782,7 +866,8 @@ def write_export(
     plan = plan_export(manifest, options, reporter)
     parent = out_abs.parent
     with atomic_folder(out_abs, overwrite=options.overwrite, warn=reporter.warn) as tmp:
-        _check_space(parent, int(plan.est_bytes * (2.05 if options.shuffle else 1.05)) + (16 << 20))
+        need, how = _space_needed(plan)
+        _check_space(parent, int(need * (2.05 if options.shuffle else 1.05)) + (16 << 20), how)
         try:
             results = _run_all(plan, tmp, reporter)
             df = _written_rows(plan, results)
@@ -793,12 +878,26 @@ def write_export(
                 "check free disk space and permissions; nothing was left behind",
             ) from None
     exts = df.get_column("__ext").to_list()
-    skipped = [e for r in results for e in r.skipped]
+    left_out = {
+        kind: [e for r in results for e in getattr(r, kind)]
+        for kind in ("skipped", "non_images", "bad_images")
+    }
+    skipped = left_out["skipped"]
     unknown = exts.count(UNKNOWN_EXT)
     result = ExportResult(
-        out_abs, plan, files, sum(r.bytes for r in results), len(exts), unknown, len(skipped)
+        out_abs,
+        plan,
+        files,
+        sum(r.bytes for r in results),
+        len(exts),
+        unknown,
+        len(skipped),
+        by_split=dict(df.group_by("__split").len().sort("__split").iter_rows()),
+        categories=df.get_column("__cat").n_unique(),
+        left_out={k: v for k, v in left_out.items() if v or (k == "skipped" and options.transforming)},
     )
     messages = [skipped_message(skipped)] if skipped else []
+    messages += _left_out_messages(left_out)
     if unknown:
         messages.append(
             f"{unknown:,} images have no known file signature; they were written as .{UNKNOWN_EXT}"
@@ -809,22 +908,67 @@ def write_export(
     return result
 
 
-def _written_rows(plan: ExportPlan, results: list[_TaskResult]) -> pl.DataFrame:
-    """The plan's rows that were written (less those --skip-bad left out) with ``__ext``; transformed, the
-    metadata describes the new bytes."""
+def _space_needed(plan: ExportPlan) -> tuple[int, str]:
+    """Bytes the export writes, and how that was found: the source bytes when copied; with a transform an
+    estimate from it (``cfx.transform.estimate_bytes``: planned sizes × bytes per pixel of the encoder)."""
+    if not plan.options.transforming or not plan.rows:
+        return plan.est_bytes, ""
+    from cfx.transform import estimate_bytes
+
+    assert plan.options.transform is not None
     df = plan.df
-    skipped = [e for r in results for e in r.skipped]
-    if skipped:
+    per_row = plan.est_bytes / plan.rows
+    src = (
+        df.get_column("num_bytes").cast(pl.Float64).fill_null(per_row).to_numpy()
+        if "num_bytes" in df.columns
+        else np.full(df.height, per_row)
+    )
+
+    def side(name: str) -> np.ndarray:
+        if name not in df.columns:
+            return np.full(df.height, np.nan)
+        return df.get_column(name).cast(pl.Float64).fill_null(np.nan).to_numpy()
+
+    est = estimate_bytes(plan.options.transform, side("width"), side("height"), src)
+    return int(est.sum()), f"an estimate from the transform ({plan.options.transform.spec})"
+
+
+def _left_out_messages(left_out: dict[str, list[Any]]) -> list[str]:
+    out = []
+    for kind, text, hint in (
+        (
+            "non_images",
+            "left out {n:,} row(s) that are not images (a trainer's Image.open would fail on them)",
+            " — --keep-non-images writes them as .bin",
+        ),
+        ("bad_images", "dropped {n:,} row(s) with null or empty image_data (--drop-bad-images)", ""),
+    ):
+        rows = left_out.get(kind) or []
+        if rows:
+            more = f" and {len(rows) - 5:,} more" if len(rows) > 5 else ""
+            shown = "; ".join(e.message for e in rows[:5])
+            out.append(f"{text.format(n=len(rows))}: {shown}{more}{hint}")
+    return out
+
+
+def _written_rows(plan: ExportPlan, results: list[_TaskResult]) -> pl.DataFrame:
+    """The plan's rows that were written (less those left out: --skip-bad, non-images, --drop-bad-images)
+    with ``__ext``; transformed, the metadata describes the new bytes."""
+    df = plan.df
+    gone = [k for r in results for k in r.left_out()]
+    if gone:
         bad = pl.DataFrame(
-            {"shard": [e.shard for e in skipped], "row": [e.row for e in skipped]},
+            {"shard": [s for s, _ in gone], "row": [r for _, r in gone]},
             schema={"shard": df.schema["shard"], "row": df.schema["row"]},
         )
         df = df.join(bad, on=["shard", "row"], how="anti", maintain_order="left")
         if not df.height:
+            messages = [e.message for r in results for e in r.skipped]
+            messages += [e.message for r in results for e in (*r.non_images, *r.bad_images)]
+            first = messages[0]
             raise EmptySelectionError(
-                f"none of the {len(skipped):,} selected images could be transformed "
-                f"(first: {skipped[0].message})",
-                "check the source images and the --transform specs",
+                f"none of the {len(gone):,} selected images could be written (first: {first})",
+                "check the source images, the --transform specs, or pass --keep-non-images",
             )
     exts = [e for r in results for e in r.exts]
     if len(exts) != df.height:

@@ -132,6 +132,13 @@ def cached_facts(manifest: Manifest) -> Manifest | None:
     return manifest.with_df(df)
 
 
+def with_file_sizes(manifest: Manifest) -> Manifest:
+    """One source of truth for a row's file size (``num_bytes``), read by ``audit`` and ``balance --match
+    num-bytes`` alike: the byte facts (an inspected manifest, or the inspect cache when it covers every row;
+    they replace the column), else the manifest's own ``num_bytes`` (``cfx index --num-bytes``)."""
+    return cached_facts(manifest) or manifest
+
+
 def _cached_tables(
     manifest: Manifest, use_cache: bool
 ) -> tuple[dict[str, pa.Table], list[tuple[str, np.ndarray]], int]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import fnmatch
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,10 +32,11 @@ import numpy as np
 import polars as pl
 
 from cfx.defaults import DEDUPE_THRESHOLD
-from cfx.errors import InputError, UsageError
+from cfx.errors import EmptySelectionError, InputError, UsageError
 from cfx.manifest import Manifest
 from cfx.pairs import MAX_THRESHOLD, CodePairs, distinct_code_pairs
 from cfx.progress import NullReporter, Reporter
+from cfx.safenames import is_windows_device, slug
 from cfx.schema import GENERATED, REAL
 from cfx.select import expand_patterns, split_values
 
@@ -42,6 +44,19 @@ SPLIT_COLUMN = "assigned_split"
 GROUP_COLUMN = "split_group"  # the group's key: rows with the same value are always in one split
 UNIT_KINDS = ("generator", "architecture", "family", "real-source")
 FRACTION_SUM_TOLERANCE = 1e-6
+RESOLVE_MODES = ("merge", "drop")
+GENERATED_SHARE_TOLERANCE = 0.05  # --resolve drop: a split's generated share vs the whole set's
+# columns cfx reads its own meaning from: a split column of that name would break later commands
+_HASH_AND_FACT_COLUMNS = ("image_data", "sha256", "phash", "dhash", "near_uniform", "hash_error", "license")
+
+
+def reserved_columns() -> frozenset[str]:
+    """Column names ``--column`` may never take: the manifest's own (``shard``, ``row``, ``label``…), the hash
+    and byte-fact columns, and the group column split writes beside it."""
+    from cfx.bytefacts import FACT_COLUMNS
+    from cfx.schema import CORE_COLUMNS
+
+    return frozenset((*CORE_COLUMNS, *_HASH_AND_FACT_COLUMNS, *FACT_COLUMNS, GROUP_COLUMN))
 
 
 @dataclass(frozen=True)
@@ -61,6 +76,8 @@ class SplitOptions:
     balance: bool = False
     family_table: Path | None = None
     column: str = SPLIT_COLUMN
+    overwrite_column: bool = False  # the manifest may already have ``column``: replace it
+    resolve: str = "merge"  # how links between units are kept: merge groups, or drop rows (cfx.splitdrop)
 
     @property
     def split_names(self) -> tuple[str, ...]:
@@ -87,16 +104,13 @@ class SplitOptions:
                 "hold out with --names/--fractions, or drop the hold-outs",
             )
         names, fr = self.split_names, self.split_fractions
-        if len(set(names)) != len(names) or not all(names):
-            raise UsageError(
-                f"--names {','.join(names)}: names must be distinct and non-empty", "e.g. train,val,test"
-            )
+        self._check_names(names)
         if len(names) != len(fr):
             raise UsageError(
                 f"--names has {len(names)} names but --fractions has {len(fr)} values",
                 "give one fraction per split name",
             )
-        if any(f < 0 for f in fr) or abs(sum(fr) - 1) > 1e-3:
+        if not all(math.isfinite(f) and f >= 0 for f in fr) or abs(sum(fr) - 1) > 1e-3:
             raise UsageError(
                 f"--fractions {','.join(f'{f:g}' for f in fr)}: must be >= 0 and sum to 1",
                 "e.g. --fractions 0.8,0.1,0.1",
@@ -109,6 +123,48 @@ class SplitOptions:
         if not self.by:
             raise UsageError(
                 "--by: give at least one unit", f"one of {', '.join(UNIT_KINDS)} or a column name"
+            )
+        if any(not b.strip() for b in self.by):
+            raise UsageError("--by was given no value", f"one of {', '.join(UNIT_KINDS)} or a column name")
+        if self.resolve not in RESOLVE_MODES:
+            raise UsageError(f"--resolve {self.resolve!r}: unknown", f"one of {', '.join(RESOLVE_MODES)}")
+        self._check_column()
+
+    @staticmethod
+    def _check_names(names: tuple[str, ...]) -> None:
+        """Split names become file names (``--out DIR/<name>.parquet``) and values: safe and distinct."""
+        if not names or not all(names):
+            raise UsageError("--names: a split name is empty", "e.g. --names train,val,test")
+        bad = [n for n in names if slug(n) != n or is_windows_device(n)]
+        if bad:
+            raise UsageError(
+                f"--names {bad[0]!r}: not a safe file name",
+                "use letters, digits, '.', '_' and '-' (not leading '.' or '-', at most 64 characters, "
+                "not a Windows device name such as con or nul)",
+            )
+        folded = [n.lower() for n in names]
+        if len(set(folded)) != len(folded):
+            dup = next(n for n in names if folded.count(n.lower()) > 1)
+            raise UsageError(
+                f"--names {','.join(names)}: {dup!r} is given twice (ignoring case)",
+                "give distinct names: they are file names, and some file systems ignore case",
+            )
+
+    def _check_column(self) -> None:
+        if not self.column.strip():
+            raise UsageError("--column was given no value", f"omit it for {SPLIT_COLUMN!r} or name a column")
+        if self.column in reserved_columns():
+            raise UsageError(
+                f"--column {self.column}: cfx relies on that column",
+                f"pick another name, e.g. {SPLIT_COLUMN}",
+            )
+
+    def check_against(self, columns: list[str]) -> None:
+        """``--column`` may name a column the manifest has only with ``--overwrite-column``."""
+        if self.column in columns and not self.overwrite_column:
+            raise UsageError(
+                f"--column {self.column}: the manifest already has that column",
+                "pass --overwrite-column to replace it, or pick another name",
             )
 
 
@@ -555,8 +611,7 @@ def split(
     options = options or SplitOptions()
     options.check()
     reporter = reporter or NullReporter()
-    if "label" not in manifest.df.columns:
-        raise InputError("the manifest has no label column", "split needs label (0 real, 1 generated)")
+    _check_input(manifest, options)
     t0 = time.perf_counter()
     hashed = _hash(manifest, options, reporter, workers=workers, use_cache=use_cache, skip_bad=skip_bad)
     df = hashed.df
@@ -565,7 +620,8 @@ def split(
     prompts = (
         normalise_prompts(df.get_column("prompt")) if options.prompts and "prompt" in df.columns else None
     )
-    comp, near = group_ids(df, units, options, workers=workers, prompts=prompts)
+    linked = options if options.resolve == "merge" else _units_only(options)
+    comp, near = group_ids(df, units, linked, workers=workers, prompts=prompts)
     sidx, counts = assign(df, comp, own_keys(df, units), options)
     names = options.split_names
     df = df.with_columns(
@@ -574,6 +630,12 @@ def split(
         .alias(options.column),
         sidx.get_column("__key").alias(GROUP_COLUMN),
     )
+    dropped: dict[str, Any] = {}
+    if options.resolve == "drop":
+        df, dropped, near = _drop_crossing(
+            df, sidx.get_column("__split").to_numpy(), options, prompts, workers
+        )
+        units, prompts = unit_keys(df, options), _kept(prompts, dropped)
     t2 = time.perf_counter()
     proof = leak_proof(df, options.column, options, units, near, prompts=prompts)
     t3 = time.perf_counter()
@@ -589,12 +651,126 @@ def split(
         "requested_fractions": dict(zip(names, options.split_fractions, strict=True)),
         **counts,
         "near_code_pairs": len(near.pairs) if near else 0,
+        **({"dropped": _public(dropped)} if dropped else {}),
         "leak_proof": proof,
         "leak_free": not any(proof.values()),
         "timings": {"hash_s": round(t1 - t0, 3), "split_s": round(t2 - t1, 3), "proof_s": round(t3 - t2, 3)},
     }
+    if options.resolve == "drop":
+        summary["generated_share"] = share_report(summary["splits"], dropped["overall_generated_share"])
     parts = {name: out.with_df(df.filter(pl.col(options.column) == name)) for name in names}
     return SplitResult(out, summary, parts)
+
+
+def _check_input(manifest: Manifest, options: SplitOptions) -> None:
+    if "label" not in manifest.df.columns:
+        raise InputError("the manifest has no label column", "split needs label (0 real, 1 generated)")
+    if not manifest.df.height:
+        raise EmptySelectionError("the source has no rows to split", "check the source and its filters")
+    options.check_against(manifest.df.columns)
+
+
+def _units_only(options: SplitOptions) -> SplitOptions:
+    """Group by units alone: links by bytes, pHash and prompt are resolved by dropping rows instead."""
+    from dataclasses import replace
+
+    return replace(options, exact=False, near=False, prompts=False)
+
+
+def _drop_crossing(
+    df: pl.DataFrame, split_idx: np.ndarray, options: SplitOptions, prompts: pl.Series | None, workers: int
+) -> tuple[pl.DataFrame, dict[str, Any], NearPairs | None]:
+    """--resolve drop (cfx.splitdrop): the kept rows, what was dropped, and the near pairs searched."""
+    from cfx.splitdrop import REASONS, resolve
+
+    values: list[tuple[str, np.ndarray]] = []
+    if options.exact:
+        values.append(("exact", _dense(df.get_column("sha256"))))
+    if prompts is not None:
+        values.append(("prompt", _dense(prompts)))
+    code_id = pair_a = pair_b = None
+    near = None
+    if options.near:
+        eligible = near_eligible(df)
+        codes = df.get_column("phash").fill_null(0).to_numpy().astype(np.uint64)
+        uniq, inverse = np.unique(codes[eligible], return_inverse=True)
+        code_id = np.full(df.height, -1, np.int64)
+        code_id[eligible] = inverse
+        near = NearPairs(uniq, distinct_code_pairs(uniq, options.threshold, workers=workers))
+        pair_a, pair_b = near.pairs.a, near.pairs.b
+    generated = df.get_column("label").cast(pl.Int64).to_numpy() == GENERATED
+    pointer = (df.get_column("shard") + ":" + df.get_column("row").cast(pl.String)).to_numpy()
+
+    def order(rows: np.ndarray) -> np.ndarray:
+        return key_positions([f"drop\x00{p}" for p in pointer[rows].tolist()], options.seed)
+
+    drop = resolve(
+        split_idx,
+        options.split_fractions,
+        value_ids=values,
+        code_id=code_id,
+        pair_a=pair_a,
+        pair_b=pair_b,
+        generated=generated,
+        tolerance=GENERATED_SHARE_TOLERANCE,
+        order=order,
+    )
+    names = np.asarray(options.split_names)
+    gone = ~drop.keep
+    by_split = {
+        str(n): {
+            "generated": int((gone & generated & (split_idx == i)).sum()),
+            "real": int((gone & ~generated & (split_idx == i)).sum()),
+        }
+        for i, n in enumerate(names)
+    }
+    by_reason = {r: int((drop.reason == i + 1).sum()) for i, r in enumerate(REASONS)}
+    info = {
+        "rows": int(gone.sum()),
+        "by_split": by_split,
+        "by_reason": by_reason,
+        "overall_generated_share": round(float(generated.mean()), 4),
+        "_keep": drop.keep,
+    }
+    return df.filter(pl.Series(drop.keep)), info, _kept_pairs(near, code_id, drop.keep)
+
+
+def _kept_pairs(near: NearPairs | None, code_id: np.ndarray | None, keep: np.ndarray) -> NearPairs | None:
+    """The near pairs among the kept rows' codes: the exact search's pairs restricted to them (a search over
+    a subset finds exactly the pairs of the whole whose two codes are both in the subset)."""
+    if near is None or code_id is None:
+        return None
+    alive = np.zeros(near.codes.size, bool)
+    alive[code_id[keep & (code_id >= 0)]] = True
+    new_id = np.cumsum(alive) - 1
+    both = alive[near.pairs.a] & alive[near.pairs.b]
+    p = near.pairs
+    pairs = CodePairs(new_id[p.a[both]], new_id[p.b[both]], p.distance[both])
+    return NearPairs(near.codes[alive], pairs)
+
+
+def _kept(values: pl.Series | None, dropped: dict[str, Any]) -> pl.Series | None:
+    return None if values is None else values.filter(pl.Series(dropped["_keep"]))
+
+
+def _public(dropped: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in dropped.items() if not k.startswith("_")}
+
+
+def share_report(splits: list[dict[str, Any]], overall: float) -> dict[str, Any]:
+    """Each split's generated share beside the whole set's, and whether all are within the tolerance."""
+    gaps = {
+        s["split"]: None if s["generated_share"] is None else round(s["generated_share"] - overall, 4)
+        for s in splits
+    }
+    return {
+        "overall": overall,
+        "tolerance": GENERATED_SHARE_TOLERANCE,
+        "gap": gaps,
+        "within_tolerance": all(
+            g is None or abs(g) <= GENERATED_SHARE_TOLERANCE + 1e-9 for g in gaps.values()
+        ),
+    }
 
 
 def _describe(o: SplitOptions) -> str:
@@ -617,6 +793,8 @@ def _describe(o: SplitOptions) -> str:
     ):
         if v:
             parts.append(f"{flag} {','.join(v)}")
+    if o.resolve != "merge":
+        parts.append(f"--resolve {o.resolve}")
     if o.balance:
         parts.append("--balance")
     parts.append(f"--seed {o.seed}")

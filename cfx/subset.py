@@ -18,7 +18,7 @@ import json
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -256,14 +256,17 @@ def check_output(manifest: Manifest, out: Path, overwrite: bool) -> Path:
     return out_abs
 
 
-def _check_space(parent: Path, need: int) -> None:
+def _check_space(parent: Path, need: int, how: str = "") -> None:
+    """``how``: where ``need`` comes from when it is not the source bytes (said in the message)."""
     try:
         free = shutil.disk_usage(parent).free
     except OSError:
         return
     if need > free:
+        how = f" ({how})" if how else ""
         raise OutputError(
-            f"not enough disk space in {parent}: the subset needs about {human_bytes(need)}, {human_bytes(free)} are free",
+            f"not enough disk space in {parent}: the output needs about {human_bytes(need)}{how}, "
+            f"{human_bytes(free)} are free",
             "free some space, pick another --out, or select fewer rows",
         )
 
@@ -497,14 +500,17 @@ class _BadImages:
     def dropped_positions(self) -> list[int]:
         return self.positions if self.drop else []
 
-    def warning(self) -> str | None:
-        if not self.rows:
-            return None
-        shown = ", ".join(f"{s} row {r}" for s, r in self.rows[:5]) + (" …" if len(self.rows) > 5 else "")
+    def warning(self, skipped: Collection[tuple[str, int]] = ()) -> str | None:
+        """What became of the bad rows; ``skipped``: rows the transform stage left out (--skip-bad), which
+        were not copied."""
+        rows = self.rows if self.drop else [r for r in self.rows if r not in skipped]
+        if not rows:
+            return None  # every one was skipped by --skip-bad and is named in that warning
+        shown = ", ".join(f"{s} row {r}" for s, r in rows[:5]) + (" …" if len(rows) > 5 else "")
         if self.drop:
-            return f"dropped {len(self.rows):,} row(s) with null or empty image_data (--drop-bad-images): {shown}"
+            return f"dropped {len(rows):,} row(s) with null or empty image_data (--drop-bad-images): {shown}"
         return (
-            f"{len(self.rows):,} row(s) have null or empty image_data, copied as they are: {shown} — "
+            f"{len(rows):,} row(s) have null or empty image_data, copied as they are: {shown} — "
             "add --drop-bad-images to leave them out"
         )
 
@@ -702,7 +708,8 @@ def write_subset(
         new.write(tmp / "manifest.parquet")
         write_atomic(tmp / "README.md", lambda p: Path(p).write_text(render_card(info), encoding="utf-8"))
     warnings = _skipped_warnings(stage, reporter)
-    warning = bad_images.warning()
+    skipped = {(e.shard, e.row) for e in stage.skipped} if stage is not None else set()
+    warning = bad_images.warning(skipped)
     if warning:
         reporter.warn(warning)
         warnings.append(warning)

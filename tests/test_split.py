@@ -438,3 +438,85 @@ def test_shares_far_from_the_asked_ones_are_warned_about_with_the_largest_group(
             many.summary["splits"], many.summary["requested_fractions"].values(), strict=True
         )
     ) == (share_warnings(many.summary) == [])
+
+
+# --- --resolve drop: units first, then the fewest rows whose links cross splits are dropped ---------------------
+def chained(seed: int, generators: int = 120, per_gen: int = 40, real_rows: int = 4800) -> pl.DataFrame:
+    """Generators chained end to end by shared prompts (generator i shares one prompt with i + 1), so with
+    ``--resolve merge`` every generated row is one group; plus near and exact copies across real rows."""
+    df = manifest(seed, generators=generators, gen_rows=generators * per_gen, real_rows=real_rows)
+    gens = [f"org{i % 5}/model-{i}" for i in range(generators)]
+    model = [gens[i // per_gen] for i in range(generators * per_gen)] + [""] * real_rows
+    prompt = [
+        f"link {i // per_gen}"
+        if i % per_gen == 0
+        else f"link {i // per_gen + 1}"
+        if i % per_gen == 1
+        else None
+        for i in range(generators * per_gen)
+    ] + [None] * real_rows
+    return df.with_columns(pl.Series("model_name", model), pl.Series("prompt", prompt, pl.String))
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000), generators=st.integers(3, 40), folds=st.sampled_from([None, 4]))
+def test_resolve_drop_keeps_the_leak_proof(seed: int, generators: int, folds: int | None) -> None:
+    df = manifest(seed, generators=generators, gen_rows=400, real_rows=400, dup_pairs=40, near_pairs=40)
+    result = split(Manifest(df, "/x"), SplitOptions(prompts=True, folds=folds, resolve="drop"), workers=1)
+    out, s = result.manifest.df, result.summary
+    # independent of cfx.split: no generator, bytes, prompt or near pair in two splits among the kept rows
+    gen = out.filter(pl.col("label") == 1)
+    assert spans(gen, gen.get_column("model_name")) == 0
+    assert spans(out, out.get_column("sha256")) == 0
+    assert spans(out, normalise_prompts(out.get_column("prompt"))) == 0
+    assert near_cross(out) == 0
+    assert s["leak_free"] and not any(s["leak_proof"].values())
+    # what was dropped is reported, per split and label, and adds up
+    dropped = s["dropped"]
+    assert out.height + dropped["rows"] == df.height
+    assert sum(d["generated"] + d["real"] for d in dropped["by_split"].values()) == dropped["rows"]
+    assert sum(dropped["by_reason"].values()) == dropped["rows"]
+    assert out.join(df.select("shard", "row"), on=["shard", "row"], how="anti").height == 0
+
+
+@settings(max_examples=5, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.integers(0, 10_000))
+def test_resolve_drop_cuts_a_prompt_chain_and_keeps_shares(seed: int) -> None:
+    df = chained(seed)
+    merged = split(Manifest(df, "/x"), SplitOptions(prompts=True), workers=1).summary
+    assert merged["largest_group_rows"] >= 120 * 40  # the chain: every generated row in one group
+    assert max(p["generated_share"] or 0 for p in merged["splits"]) > 0.9  # ... so one split is all generated
+    s = split(Manifest(df, "/x"), SplitOptions(prompts=True, resolve="drop"), workers=1).summary
+    assert s["leak_free"]
+    overall = s["generated_share"]["overall"]
+    for p in s["splits"]:  # each split's generated share within 0.05 of the whole set's, and reported so
+        assert abs(p["generated_share"] - overall) <= 0.05 + 1e-9, (p, overall)
+        assert abs(p["fraction"] - s["requested_fractions"][p["split"]]) <= 0.05
+    assert s["generated_share"]["within_tolerance"] is True
+    assert s["dropped"]["rows"] <= 0.05 * df.height  # the chain is cut by a few rows, not whole generators
+
+
+def test_resolve_drop_breaks_ties_against_the_largest_split() -> None:
+    from cfx.splitdrop import Drop, drop_by_value
+
+    split_idx = np.array([0, 1, 0, 2, 1, 1])
+    ids = np.array([0, 0, 1, 1, 2, 2])  # value 0: 1 train + 1 val (tie), 1: train/test tie, 2: val only
+    drop = Drop(np.ones(6, bool), np.zeros(6, np.int8))
+    drop_by_value(ids, split_idx, drop, np.array([0.8, 0.1, 0.1]), "prompt")
+    assert drop.keep.tolist() == [False, True, False, True, True, True]
+
+
+def test_resolve_drop_brings_a_lopsided_split_within_the_share_tolerance() -> None:
+    from cfx.splitdrop import Drop, drop_for_share
+
+    split_idx = np.array([0] * 100 + [1] * 100)
+    generated = np.array([True] * 50 + [False] * 50 + [True] * 80 + [False] * 20)
+    drop = Drop(np.ones(200, bool), np.zeros(200, np.int8))
+    drop_for_share(generated, split_idx, drop, 2, 0.05, lambda rows: rows.astype(float))
+    kept, overall = drop.keep, generated.mean()  # 0.65: split 0 holds too few generated, split 1 too many
+    for s, too_many in ((0, ~generated), (1, generated)):
+        here = split_idx == s
+        assert abs(generated[kept & here].mean() - overall) <= 0.05
+        assert not (~kept & here & ~too_many).any()  # only the over-represented label loses rows
+        assert 0 < (~kept & here).sum() < 60  # no more than it takes
+    assert (drop.reason[~kept] == 4).all()  # "share"

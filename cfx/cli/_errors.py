@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import typer
 
+from cfx.cli._options import refuse_empty_values
 from cfx.errors import CfxError, ExitCode, Terminated
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -47,6 +48,7 @@ def handle_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
+            refuse_empty_values(func, kwargs)
             return func(*args, **kwargs)
         except CfxError as exc:
             if _debug():

@@ -305,3 +305,48 @@ SELECTION_OPTIONS = tuple(
     "--" + f.name.replace("_", "-") for f in fields(SelectionOptions) if f.name != "max_per_generator"
 )
 SELECTING_COMMANDS = ("subset", "download", "slice", "balance", "inspect", "export")
+
+
+# --- empty values: `--by ''`, `--names ' , '` are refused for every command, never read as "default" ------
+def _flag_of(name: str, annotation: Any) -> str:
+    """The option's long flag (``--by``) from its typer annotation, else the name as typer would spell it."""
+    for info in getattr(annotation, "__metadata__", ()):
+        default = getattr(info, "default", None)
+        decls = [default, *(getattr(info, "param_decls", None) or ())]
+        for d in decls:
+            if isinstance(d, str) and d.startswith("--"):
+                return d
+        if getattr(info, "metavar", None):
+            return str(info.metavar)
+    return "--" + name.replace("_", "-")
+
+
+def _blank(value: Any) -> bool:
+    """'' or only spaces and commas: no value at all (``split_values`` would read it as nothing)."""
+    return isinstance(value, str) and not value.replace(",", "").strip()
+
+
+def refuse_empty_values(func: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """A string option (or one item of a repeatable one) given an empty value is a usage error (exit 2).
+
+    Checked for every command by ``handle_errors``: an empty value otherwise falls back to a default
+    (``--by ''`` meant "generator") or means "no filter". A value equal to the option's default is not
+    given by the user and passes, so a default of "" stays allowed."""
+    import inspect
+
+    from cfx.errors import UsageError
+
+    try:
+        params = inspect.signature(func, eval_str=True).parameters
+    except (NameError, TypeError, ValueError):  # annotations that do not evaluate: nothing to check
+        return
+    for name, value in kwargs.items():
+        p = params.get(name)
+        if p is None or value is None or value == p.default:
+            continue
+        items = value if isinstance(value, list | tuple) else [value]
+        if any(_blank(v) for v in items):
+            flag = _flag_of(name, p.annotation)
+            raise UsageError(
+                f"{flag} was given no value", f"give a value, or leave {flag} out for its default"
+            )

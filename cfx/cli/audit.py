@@ -127,14 +127,14 @@ def audit_cmd(
       cfx inspect data/ -o inspected.parquet && cfx audit inspected.parquet --seed 1
     """
     from cfx.audit import audit
-    from cfx.inspect import cached_facts
+    from cfx.inspect import with_file_sizes
     from cfx.load import load_manifest
 
     if not 0.5 <= threshold <= 1.0:
         raise UsageError(f"--threshold {threshold}: must be between 0.5 and 1.0", "e.g. --threshold 0.6")
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
-    manifest = cached_facts(manifest) or manifest
+    manifest = with_file_sizes(manifest)  # byte facts, and the num_bytes balance matches on
     report = audit(manifest, threshold=threshold, joint=joint, seed=seed).to_json()
     if as_json:
         print_json(report)

@@ -145,7 +145,7 @@ def balance_cmd(
           cfx balance data/ --match jpeg-quality:5 --match chroma-subsampling --match actual-format -o b.parquet
           cfx balance data/ --ratio 2:1 | cfx stats -
     """
-    from cfx.balance import BalanceOptions, balance, parse_match, parse_ratio
+    from cfx.balance import BalanceOptions, balance, match_feature, parse_match, parse_ratio
     from cfx.licenses import check_license_patterns
     from cfx.load import load_manifest
     from cfx.select import apply_selection
@@ -168,6 +168,10 @@ def balance_cmd(
             manifest = inspect_manifest(
                 manifest, workers=workers, skip_bad=skip_bad, reporter=reporter
             ).manifest
+        if any(match_feature(s) == "num-bytes" for s in match or []):
+            from cfx.inspect import with_file_sizes
+
+            manifest = with_file_sizes(manifest)  # the same num_bytes audit scores
         specs = [parse_match(s, manifest.df.columns) for s in match or []]
         needed = bool(include or exclude or select.commercial_only)
         manifest = add_licenses(manifest, select, needed=needed, token=token, reporter=reporter)

@@ -74,8 +74,13 @@ def export(
         str, typer.Option("--split", help="Split name when the manifest has no assigned_split column.")
     ] = "train",
     shard_size: Annotated[
-        str, typer.Option("--shard-size", help="webdataset: about this many bytes per tar (e.g. 1GB, 64MB).")
-    ] = "1GB",
+        str | None,
+        typer.Option(
+            "--shard-size",
+            help="webdataset: about this many bytes per tar (e.g. 1GB, 64MB). Default: 1GB.",
+            show_default=False,
+        ),
+    ] = None,
     shuffle: Annotated[
         bool, typer.Option("--shuffle", help="webdataset: shuffle samples across and within tars (--seed).")
     ] = False,
@@ -84,6 +89,20 @@ def export(
     transform: TransformOpt = None,
     strip_metadata: StripMetadataOpt = False,
     keep_icc: KeepIccOpt = False,
+    keep_non_images: Annotated[
+        bool,
+        typer.Option(
+            "--keep-non-images",
+            help="Folder layouts: also write rows that are not images (null, 0 bytes, unknown signature, "
+            "unreadable header) as .bin; by default they are left out, counted and named.",
+        ),
+    ] = False,
+    drop_bad_images: Annotated[
+        bool,
+        typer.Option(
+            "--drop-bad-images", help="Leave out rows whose image_data is null or empty (every format)."
+        ),
+    ] = False,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace --out if it exists.")] = False,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print what would be written (files, bytes); write nothing.")
@@ -113,22 +132,30 @@ def export(
       cfx export manifest.parquet --format cnndetection --out x --category architecture --dry-run
       cfx export data/ --format cnndetection --out cnn-fixed --transform resize:max-side=512 --transform jpeg:96
     """
+    from cfx.errors import UsageError
     from cfx.export import ExportOptions, plan_export, write_export
     from cfx.subset import check_output
     from cfx.transform import Pipeline
 
     pipeline = Pipeline.parse(transform or [], strip_metadata=strip_metadata, keep_icc=keep_icc)
+    if shard_size is not None and format != Format.webdataset:
+        raise UsageError(
+            f"--shard-size applies to --format webdataset only, not {format.value}",
+            "folder layouts write one file per image: leave --shard-size out",
+        )
     options = ExportOptions(
         format=format.value,
         category=category,
         split=split,
-        shard_bytes=parse_size(shard_size, "--shard-size"),
+        shard_bytes=parse_size(shard_size or "1GB", "--shard-size"),
         shuffle=shuffle,
         seed=seed,
         workers=workers,
         overwrite=overwrite,
         transform=pipeline,
         skip_bad=skip_bad,
+        keep_non_images=keep_non_images,
+        drop_bad_images=drop_bad_images,
     )
     with CliReporter() as reporter:
         selected, _ = load_selected(

@@ -52,9 +52,32 @@ def render(summary: dict[str, Any], console: Console) -> None:
                 f"  merged group {g['key']}: {g['rows']:,} rows from {g['units']:,} units → {g['split']}",
                 markup=False,
             )
+    _render_dropped(summary, console)
     proof = ", ".join(f"{k} {v:,}" for k, v in summary["leak_proof"].items())
     verdict = "no leaks" if summary["leak_free"] else "LEAKS FOUND (a bug: please report it)"
     console.print(f"Leak proof (values in two splits): {proof} → {verdict}", markup=False)
+
+
+def _render_dropped(summary: dict[str, Any], console: Console) -> None:
+    """--resolve drop: rows dropped per split and label, by reason, and the generated shares."""
+    dropped = summary.get("dropped")
+    if not dropped:
+        return
+    per = "; ".join(
+        f"{name} {d['generated']:,} generated + {d['real']:,} real" for name, d in dropped["by_split"].items()
+    )
+    why = ", ".join(f"{k} {v:,}" for k, v in dropped["by_reason"].items() if v)
+    console.print(
+        f"Dropped {dropped['rows']:,} rows whose bytes, prompt or near copy crossed splits ({why or 'none'}): {per}",
+        markup=False,
+    )
+    share = summary["generated_share"]
+    gaps = ", ".join(f"{k} {v:+.3f}" if v is not None else f"{k} -" for k, v in share["gap"].items())
+    verdict = "within" if share["within_tolerance"] else "NOT within (a split holds one label only)"
+    console.print(
+        f"Generated share vs the whole set's {share['overall']:.3f}: {gaps} → {verdict} ±{share['tolerance']:g}",
+        markup=False,
+    )
 
 
 SHARE_TOLERANCE = 0.05  # achieved vs asked share of rows per split, before a warning
@@ -67,6 +90,12 @@ def share_warnings(summary: dict[str, Any]) -> list[str]:
     off = [s for s in summary["splits"] if abs(s["fraction"] - asked[s["split"]]) > SHARE_TOLERANCE]
     if not off:
         return []
+    if summary.get("dropped"):
+        shares = ", ".join(f"{s['split']} {s['fraction']:.3f} (asked {asked[s['split']]:g})" for s in off)
+        return [
+            f"split shares are off what was asked: {shares} — the units (--by) alone are too few or too "
+            "large for these fractions; try more units or other fractions"
+        ]
     shares = ", ".join(f"{s['split']} {s['fraction']:.3f} (asked {asked[s['split']]:g})" for s in off)
     largest = summary.get("largest_groups") or []
     why = ""
@@ -156,6 +185,19 @@ def split_cmd(
         bool, typer.Option("--balance", help="Re-balance each split as `cfx balance` does (1:1, seeded).")
     ] = False,
     column: Annotated[str, typer.Option("--column", help="Name of the split column.")] = "assigned_split",
+    overwrite_column: Annotated[
+        bool,
+        typer.Option("--overwrite-column", help="Replace --column when the manifest already has it."),
+    ] = False,
+    resolve: Annotated[
+        str,
+        typer.Option(
+            "--resolve",
+            help="Links by bytes, near pHash or prompt across units: merge their groups (may chain much of "
+            "the set into one split), or drop the fewest rows that cross splits (units assigned first; "
+            "reports rows dropped per split and label, keeps generated shares within 0.05).",
+        ),
+    ] = "merge",
     seed: SeedOpt = 0,
     as_json: JsonOpt = False,
     no_cache: Annotated[
@@ -178,6 +220,7 @@ def split_cmd(
       cfx split data/ -o split.parquet --out splits/
       cfx split manifest.parquet --by family --prompts --test-architectures GAN --json
       cfx split data/ --folds 5 --by generator -o folds.parquet
+      cfx split data/ --prompts --resolve drop -o split.parquet
       cfx split data/ --test-generators 'stabilityai/*' -o split.parquet && cfx leaks splits/train.parquet splits/test.parquet
     """
     from cfx.load import load_manifest
@@ -200,6 +243,8 @@ def split_cmd(
         balance=balance,
         family_table=family_table,
         column=column,
+        overwrite_column=overwrite_column,
+        resolve=resolve,
     )
     options.check()
     with CliReporter() as reporter:
