@@ -39,6 +39,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import polars as pl
 import pyarrow as pa
 import scipy.fft
 
@@ -287,3 +288,18 @@ def load_cached(root: str, shard: str, info: ShardInfo | None) -> pa.Table | Non
 def store_cached(root: str, shard: str, info: ShardInfo | None, table: pa.Table) -> pa.Table:
     """Merge ``table`` into the shard's cached pixel facts and save them; returns the merged table."""
     return CACHE.store(root, shard, info, table)
+
+
+def join(df: pl.DataFrame, tables: dict[str, pa.Table]) -> pl.DataFrame:
+    """The manifest rows (order kept) with the PIXEL_COLUMNS of ``tables`` ({shard: PIXEL_SCHEMA table})."""
+    frames = []
+    for shard, table in tables.items():
+        f = pl.from_arrow(table.cast(PIXEL_SCHEMA))
+        assert isinstance(f, pl.DataFrame)
+        frames.append(f.with_columns(pl.lit(shard, pl.String).alias("shard")))
+    if not frames:
+        empty = pl.from_arrow(PIXEL_SCHEMA.empty_table())
+        assert isinstance(empty, pl.DataFrame)
+        frames.append(empty.with_columns(pl.lit(None, pl.String).alias("shard")))
+    base = df.drop([c for c in PIXEL_COLUMNS if c in df.columns])
+    return base.join(pl.concat(frames), on=["shard", "row"], how="left", maintain_order="left")
