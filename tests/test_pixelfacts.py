@@ -21,7 +21,7 @@ from PIL import Image, ImageFilter
 
 from cfx.hashing import hash_images, hash_manifest
 from cfx.index import cache_dir
-from cfx.inspect import inspect_manifest
+from cfx.inspect import cached_pixels, inspect_manifest
 from cfx.load import load_manifest
 from cfx.pixelfacts import FLOAT_COLUMNS, PIXEL_COLUMNS, dims_multiple_of
 from tests.conftest import Run
@@ -238,9 +238,13 @@ def test_dedupe_hashing_fills_the_cache_inspect_pixels_reads(tmp_path: Path) -> 
     assert df.get_column("pixel_error").null_count() == 8  # one row does not decode
     assert df.get_column("qtable_id").drop_nulls().len() == 1
     assert "phash" not in df.columns  # hashes only with --hashes
+    assert cached_pixels(m) is None
     hashed = hash_manifest(m, workers=1)  # what cfx dedupe runs
     assert hashed.decoded == 9 and "luma_mean" not in hashed.manifest.df.columns
     _scramble(root)
+    from_cache = cached_pixels(m)
+    assert from_cache is not None
+    assert from_cache.df.select(PIXEL_COLUMNS).equals(df.select(PIXEL_COLUMNS))
     after = inspect_manifest(m, workers=1, with_pixels=True)
     assert (after.decoded, after.read_rows, after.cached_rows) == (0, 0, 9)
     assert after.manifest.df.select(PIXEL_COLUMNS).equals(df.select(PIXEL_COLUMNS))
