@@ -259,7 +259,10 @@ def test_inspect_pixels_decodes_only_rows_without_cached_pixels(tmp_path: Path) 
     again = inspect_manifest(m, workers=1, with_pixels=True)
     assert again.decoded == 0 and again.manifest.df.get_column("luma_mean").null_count() == 1
     shutil.rmtree(cache_dir() / "pixels")  # hashes cached, pixel facts not: those rows are decoded again
-    assert hash_manifest(m, workers=1, with_pixels=True).decoded == 9
+    redone = hash_manifest(m, workers=1, with_pixels=True)
+    assert redone.decoded == 9 and redone.manifest.df.height == 9  # each row once, hashes and pixels
+    assert redone.manifest.df.get_column("phash").null_count() == 1
+    assert redone.manifest.df.select(PIXEL_COLUMNS).equals(again.manifest.df.select(PIXEL_COLUMNS))
 
 
 def test_cli_inspect_pixels(tmp_path: Path, cfx: Callable[..., Run]) -> None:
