@@ -838,7 +838,10 @@ def write_export(
     parent = out_abs.parent
     with atomic_folder(out_abs, overwrite=options.overwrite, warn=reporter.warn) as tmp:
         need, how = _space_needed(plan)
-        _check_space(parent, int(need * (2.05 if options.shuffle else 1.05)) + (16 << 20), how)
+        # + the index files (a line of about 200 bytes per image) and 1 MB for the file system's own blocks
+        _check_space(
+            parent, int(need * (2.05 if options.shuffle else 1.05)) + 200 * plan.rows + (1 << 20), how
+        )
         try:
             results = _run_all(plan, tmp, reporter)
             df = _written_rows(plan, results)
