@@ -369,6 +369,7 @@ class LeftOut:
 
 
 _ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
+_HEADER_PROBE = 64 << 10
 
 
 def non_image_reason(data: memoryview | bytes) -> str | None:
@@ -383,16 +384,20 @@ def non_image_reason(data: memoryview | bytes) -> str | None:
 
     from PIL import Image
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
-                image.size  # noqa: B018 - the header is parsed by open
-    except Image.DecompressionBombError:
-        return None  # an image, only a large one: the trainer decides
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError… for a bad header
-        return f"unreadable image header ({_ADDRESS.sub('', str(exc)) or type(exc).__name__})"
-    return None
+    error = None
+    # the header is in the first bytes (no copy of a whole image); a long one (big EXIF/ICC) gets all of them
+    for part in (data[:_HEADER_PROBE], data) if len(data) > _HEADER_PROBE else (data,):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(io.BytesIO(part)) as image:
+                    image.size  # noqa: B018 - the header is parsed by open
+            return None
+        except Image.DecompressionBombError:
+            return None  # an image, only a large one: the trainer decides
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError… for a bad header
+            error = exc
+    return f"unreadable image header ({_ADDRESS.sub('', str(error)) or type(error).__name__})"
 
 
 _progress: Any = None  # the pool's progress queue (set by _init_worker)
