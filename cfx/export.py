@@ -136,8 +136,8 @@ class ExportPlan:
             "format": self.options.format,
             "rows": self.rows,
             "files": self.files(),
-            "est_bytes": self.est_bytes,
-            "bytes_exact": self.exact and not self.options.transforming,  # transformed: the source's bytes
+            "est_bytes": _space_needed(self)[0],  # transformed: estimated from the transform
+            "bytes_exact": self.exact and not self.options.transforming,
             "transform": transform.spec if transform is not None and self.options.transforming else None,
             "source_shards": len(self.shards),
             "by_split": dict(by_split),
