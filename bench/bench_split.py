@@ -1,6 +1,6 @@
 """Split and leaks benchmarks (issue 13).
 
-    python bench/bench_split.py [--reps 3] [--only split,folds,leaks] [--work DIR]
+    python bench/bench_split.py [--reps 3] [--only split,resolve,folds,leaks] [--work DIR]
 
 Data: the 556,541-row scale replica of CommunityForensics-Small (``cfx.synth.make_scale_replica``, indexed with
 ``cfx index``), given synthetic hash columns so no image is decoded (``cfx split`` and ``cfx leaks`` reuse hash
@@ -9,6 +9,9 @@ columns a manifest already has, as after ``cfx dedupe``): random 64-bit pHashes,
 — and prompts reused within a generator (``<generator> #k``, k < 40) plus 300 prompts shared across generators.
 
 1. split — ``cfx split M --prompts -o out.parquet`` as a process (wall, peak RSS), and in-process timings.
+   resolve — ``--resolve merge`` (the default: links merge groups) beside ``--resolve drop`` (units first, the
+   fewest rows whose link crosses splits dropped), interleaved: shares, generated share per split, rows
+   dropped per split and label, leak proof, time.
 2. folds — ``split(…, folds=5)`` in-process vs sklearn ``StratifiedGroupKFold(5)`` handed cfx's groups
    (``split_group``) and label × architecture strata: time, worst fold share and worst generated share.
 3. leaks — ``cfx leaks A B --near -t 8`` with A = M and B = a second 556,541-row set (independent codes plus
@@ -178,6 +181,77 @@ def bench_split(m: Path, work: Path, reps: int) -> str:
     )
 
 
+def bench_resolve(m: Path, work: Path, reps: int) -> str:
+    """--resolve merge vs drop on the same manifest, interleaved (process and in-process runs alternate)."""
+    from cfx.manifest import read_manifest
+    from cfx.split import SplitOptions, split
+
+    modes = ("merge", "drop")
+    procs: dict[str, list[tuple[float, float, float]]] = {k: [] for k in modes}
+    walls: dict[str, list[float]] = {k: [] for k in modes}
+    cpus: dict[str, list[float]] = {k: [] for k in modes}
+    last: dict[str, Any] = {}
+    for _ in range(reps):
+        for mode in modes:
+            cmd = cfx_cmd(
+                "split", str(m), "--prompts", "--resolve", mode, "-o", str(work / f"{mode}.parquet")
+            )
+            procs[mode].append(timed(cmd))
+            wall, cpu, res = inprocess(
+                lambda mode=mode: split(
+                    read_manifest(m), SplitOptions(prompts=True, resolve=mode), workers=2
+                ),
+                1,
+            )
+            walls[mode].append(wall)
+            cpus[mode].append(cpu)
+            last[mode] = res.summary
+    rows = []
+    for mode in modes:
+        s = last[mode]
+        shares = " / ".join(f"{p['fraction']:.3f}" for p in s["splits"])
+        gen = " / ".join(f"{p['generated_share']:.3f}" for p in s["splits"])
+        d = s.get("dropped")
+        dropped = (
+            f"{d['rows']:,} ("
+            + "; ".join(f"{k} {v['generated']:,} gen + {v['real']:,} real" for k, v in d["by_split"].items())
+            + ")"
+            if d
+            else "0"
+        )
+        rows.append(
+            [
+                f"`cfx split M --prompts --resolve {mode}`",
+                f"{s['rows']:,}",
+                shares,
+                gen,
+                dropped,
+                f"{s['largest_group_rows']:,}",
+                "0" if not any(s["leak_proof"].values()) else str(s["leak_proof"]),
+                f"{median([r[0] for r in procs[mode]]):.2f} / {median([r[1] for r in procs[mode]]):.2f}",
+                f"{median(walls[mode]):.2f} / {median(cpus[mode]):.2f}",
+            ]
+        )
+    head = [
+        "mode",
+        "rows kept",
+        "shares train / val / test (asked 0.8 / 0.1 / 0.1)",
+        "generated share per split",
+        "rows dropped (per split and label)",
+        "largest group",
+        "leaks",
+        "process wall / CPU s",
+        "in-process wall / CPU s",
+    ]
+    d = last["drop"]["dropped"]
+    why = ", ".join(f"{k} {v:,}" for k, v in d["by_reason"].items())
+    share = last["drop"]["generated_share"]
+    return table(head, rows) + (
+        f"\n\n{load()}. Drop reasons: {why}. Whole set generated share {share['overall']:.4f}; drop gaps "
+        f"{share['gap']} (within ±{share['tolerance']}: {share['within_tolerance']}).\n"
+    )
+
+
 def _units_only(m: Path) -> str:
     """The rule's precision when only units group rows (no duplicate or prompt merges)."""
     from cfx.manifest import read_manifest
@@ -315,7 +389,7 @@ def _digest(found: tuple[np.ndarray, np.ndarray, np.ndarray]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--only", default="split,folds,leaks")
+    ap.add_argument("--only", default="split,resolve,folds,leaks")
     ap.add_argument("--work", type=Path, default=None)
     args = ap.parse_args()
     only = set(args.only.split(","))
@@ -330,6 +404,8 @@ def main() -> None:
         )
         if "split" in only:
             print(bench_split(m, work, args.reps))
+        if "resolve" in only:
+            print(bench_resolve(m, work, args.reps))
         if "folds" in only:
             print(bench_folds(m, args.reps))
         if "leaks" in only:

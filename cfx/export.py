@@ -136,8 +136,8 @@ class ExportPlan:
             "format": self.options.format,
             "rows": self.rows,
             "files": self.files(),
-            "est_bytes": self.est_bytes,
-            "bytes_exact": self.exact and not self.options.transforming,  # transformed: the source's bytes
+            "est_bytes": _space_needed(self)[0],  # transformed: estimated from the transform
+            "bytes_exact": self.exact and not self.options.transforming,
             "transform": transform.spec if transform is not None and self.options.transforming else None,
             "source_shards": len(self.shards),
             "by_split": dict(by_split),
@@ -384,6 +384,7 @@ class LeftOut:
 
 
 _ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+")
+_HEADER_PROBE = 64 << 10
 
 
 def non_image_reason(data: memoryview | bytes) -> str | None:
@@ -398,16 +399,20 @@ def non_image_reason(data: memoryview | bytes) -> str | None:
 
     from PIL import Image
 
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
-                image.size  # noqa: B018 - the header is parsed by open
-    except Image.DecompressionBombError:
-        return None  # an image, only a large one: the trainer decides
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError… for a bad header
-        return f"unreadable image header ({_ADDRESS.sub('', str(exc)) or type(exc).__name__})"
-    return None
+    error = None
+    # the header is in the first bytes (no copy of a whole image); a long one (big EXIF/ICC) gets all of them
+    for part in (data[:_HEADER_PROBE], data) if len(data) > _HEADER_PROBE else (data,):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                with Image.open(io.BytesIO(part)) as image:
+                    image.size  # noqa: B018 - the header is parsed by open
+            return None
+        except Image.DecompressionBombError:
+            return None  # an image, only a large one: the trainer decides
+        except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError… for a bad header
+            error = exc
+    return f"unreadable image header ({_ADDRESS.sub('', str(error)) or type(error).__name__})"
 
 
 _progress: Any = None  # the pool's progress queue (set by _init_worker)
@@ -867,7 +872,10 @@ def write_export(
     parent = out_abs.parent
     with atomic_folder(out_abs, overwrite=options.overwrite, warn=reporter.warn) as tmp:
         need, how = _space_needed(plan)
-        _check_space(parent, int(need * (2.05 if options.shuffle else 1.05)) + (16 << 20), how)
+        # + the index files (a line of about 200 bytes per image) and 1 MB for the file system's own blocks
+        _check_space(
+            parent, int(need * (2.05 if options.shuffle else 1.05)) + 200 * plan.rows + (1 << 20), how
+        )
         try:
             results = _run_all(plan, tmp, reporter)
             df = _written_rows(plan, results)

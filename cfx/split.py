@@ -112,7 +112,7 @@ class SplitOptions:
             )
         if not all(math.isfinite(f) and f >= 0 for f in fr) or abs(sum(fr) - 1) > 1e-3:
             raise UsageError(
-                f"--fractions {','.join(f'{f:g}' for f in fr)}: must be >= 0 and sum to 1",
+                f"--fractions {','.join(f'{f:g}' for f in fr)}: must be finite, >= 0 and sum to 1",
                 "e.g. --fractions 0.8,0.1,0.1",
             )
         if not 0 <= self.threshold <= MAX_THRESHOLD:

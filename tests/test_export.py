@@ -896,7 +896,7 @@ def test_dry_run_says_images_will_be_transformed(cfx: Callable[..., Any], tmp_pa
     r = cfx(*args)
     assert r.returncode == 0, r.stderr
     assert "Would write 16 images (≈ " in r.out
-    assert "Images will be transformed (jpeg:96): sizes are estimates" in r.out
+    assert "Images will be transformed (jpeg:96): the size is an estimate from the transform" in r.out
     r = cfx(*args, "--json")
     info = json.loads(r.out)
     assert info["transform"] == "jpeg:96" and info["bytes_exact"] is False and info["rows"] == 16

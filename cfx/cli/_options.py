@@ -347,6 +347,7 @@ def refuse_empty_values(func: Callable[..., Any], kwargs: dict[str, Any]) -> Non
         items = value if isinstance(value, list | tuple) else [value]
         if any(_blank(v) for v in items):
             flag = _flag_of(name, p.annotation)
-            raise UsageError(
-                f"{flag} was given no value", f"give a value, or leave {flag} out for its default"
+            hint = (
+                f"give a value, or leave {flag} out for its default" if flag.startswith("-") else "give one"
             )
+            raise UsageError(f"{flag} was given no value", hint)

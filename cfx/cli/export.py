@@ -42,13 +42,13 @@ def _render_plan(plan: ExportPlan, out: Path) -> None:
     approx = "" if info["bytes_exact"] else "≈ "
     splits = ", ".join(f"{k}: {v:,}" for k, v in info["by_split"].items())
     text = (
-        f"Would write {plan.rows:,} images ({approx}{human_bytes(plan.est_bytes)}) as {plan.options.format} to "
+        f"Would write {plan.rows:,} images ({approx}{human_bytes(info['est_bytes'])}) as {plan.options.format} to "
         f"{out}/: {plan.files():,} files, {info['categories']:,} categories, splits {splits}"
     )
     if info["transform"]:
         text += (
-            f"\nImages will be transformed ({info['transform']}): sizes are estimates from the source bytes, "
-            "extensions and metadata follow the new bytes"
+            f"\nImages will be transformed ({info['transform']}): the size is an estimate from the transform "
+            "(planned sizes × typical bytes per pixel); extensions and metadata follow the new bytes"
         )
     out_console().print(text, markup=False)
 
