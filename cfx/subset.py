@@ -962,8 +962,11 @@ def transformed_rows(df: pl.DataFrame, records: pl.DataFrame) -> pl.DataFrame:
     new: list[pl.Series | pl.Expr] = [pl.col("_width").alias("width"), pl.col("_height").alias("height")]
     new += [pl.col("_format").alias("format"), pl.col("_mode").alias("mode")]
     if "resolution" in df.columns:  # in the type it has here (text in a manifest, a list in a list's export)
+        blank: list[int] | None = (
+            [] if isinstance(df.schema["resolution"], pl.List) else None
+        )  # a null takes the column's form
         res = [
-            resolution_like(r, w, h, bool(hw))
+            resolution_like(blank if r is None else r, w, h, bool(hw))
             for r, w, h, hw in zip(
                 df["resolution"].to_list(),
                 df["_width"].to_list(),

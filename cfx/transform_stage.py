@@ -28,7 +28,7 @@ import pyarrow as pa
 
 from cfx.formats import EXTENSIONS, extension
 from cfx.pool import shared_map
-from cfx.schema import IMAGE_COLUMN
+from cfx.schema import IMAGE_COLUMN, is_list_type
 
 if TYPE_CHECKING:
     from cfx.transform import BadImageError, Pipeline, Transformed
@@ -208,7 +208,11 @@ def _replace_columns(batch: pa.RecordBatch, done: list[Transformed], hw: list[bo
     put("format", [t.format for t in done])
     put("mode", [t.mode for t in done])
     if "resolution" in names:
-        old = batch.column(names.index("resolution")).to_pylist()
+        i = names.index("resolution")
+        blank: list[int] | None = (
+            [] if is_list_type(batch.schema.field(i).type) else None
+        )  # a null takes the column's form
+        old = [blank if o is None else o for o in batch.column(i).to_pylist()]
         new = [resolution_like(o, t.width, t.height, h) for o, t, h in zip(old, done, hw, strict=True)]
         put("resolution", new)
     if "image_name" in names:

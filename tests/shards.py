@@ -44,11 +44,19 @@ def rows(n: int, label: Any = 1, start: int = 0) -> list[dict[str, Any]]:
     return out
 
 
+def _text_resolution(record: dict[str, Any]) -> dict[str, Any]:
+    res = record.get("resolution")
+    return {**record, "resolution": "[{}, {}]".format(*res)} if isinstance(res, list) else record
+
+
 def write_shard(path: Path, records: list[dict[str, Any]], schema: pa.Schema | None = None) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    if schema is None:  # the real schema; the string form of resolution when the records use it
-        text = any(isinstance(r.get("resolution"), str) for r in records)
-        schema = source_schema("string" if text else "list")
+    if schema is None:  # the real schema; the string form of resolution when a record uses it
+        if any(isinstance(r.get("resolution"), str) for r in records):
+            schema = source_schema("string")
+            records = [_text_resolution(r) for r in records]
+        else:
+            schema = source_schema("list")
     table = pa.Table.from_pylist(records, schema=schema)
     pq.write_table(table, path, row_group_size=max(1, len(records)))
     return path

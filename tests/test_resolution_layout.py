@@ -206,3 +206,16 @@ def test_generator_counts_leave_real_rows_out(cfx: Any, cf_small: Path, tmp_path
     )
     assert all(not g["key"].startswith("generator=") or g["key"][10:] in gens for g in sp["largest_groups"])
     assert sum(s["generated"] for s in sp["splits"]) == df.filter(pl.col("label") == 1).height
+
+
+def test_null_list_resolution_gets_the_new_size_as_a_list(cfx: Any, tmp_path: Path) -> None:
+    from tests.shards import rows
+
+    recs = rows(3)
+    recs[1]["resolution"] = None
+    write_shard(tmp_path / "src" / "data" / "s.parquet", recs)
+    r = cfx("subset", str(tmp_path / "src"), "--out", str(tmp_path / "o"), "--transform", "resize:0.5")
+    assert r.returncode == 0, r.stderr
+    assert _data_table(tmp_path / "o").column("resolution").to_pylist() == [[16, 16]] * 3
+    m = read_manifest(tmp_path / "o" / "manifest.parquet").df
+    assert m["resolution"].to_list() == ["[16, 16]"] * 3 and m["source_resolution"][1] is None
