@@ -50,7 +50,7 @@ from cfx.jpegquality import Bytes, JpegError, exif_software, parse_jpeg
 from cfx.manifest import ShardInfo
 
 PIXEL_FACTS_VERSION = 1
-CROP = 256  # side of the centred luma crop of the spatial facts
+CROP = 192  # side of the centred luma crop of the spatial facts (256: 1.30x hashing alone, 192: 1.23x)
 COLOUR_SAMPLES = 1 << 14  # colour facts read about this many pixels, on a regular grid
 GRIDS = (64, 32, 16, 8, 1)
 BLOCK = 8  # JPEG block size
@@ -119,8 +119,10 @@ def colour_stats(rgb: np.ndarray) -> tuple[float, float]:
     return float(sat.mean()), float(colourful)
 
 
-def centred_crop(grey: np.ndarray, size: int = CROP) -> np.ndarray:
-    """The centred ``size``×``size`` crop (whole sides when smaller), its top-left corner on the 8×8 grid."""
+def centred_crop(grey: np.ndarray, size: int | None = None) -> np.ndarray:
+    """The centred ``size``×``size`` crop (default CROP; whole sides when smaller), its top-left corner on
+    the 8×8 grid."""
+    size = size or CROP
     h, w = grey.shape
     ch, cw = min(h, size), min(w, size)
     y0 = (h - ch) // 2 // BLOCK * BLOCK
