@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 from PIL import Image, ImageFilter
 
+from cfx.errors import PartialError
 from cfx.hashing import hash_images, hash_manifest
 from cfx.index import cache_dir
 from cfx.inspect import cached_pixels, inspect_manifest
@@ -263,6 +264,17 @@ def test_inspect_pixels_decodes_only_rows_without_cached_pixels(tmp_path: Path) 
     assert redone.decoded == 9 and redone.manifest.df.height == 9  # each row once, hashes and pixels
     assert redone.manifest.df.get_column("phash").null_count() == 1
     assert redone.manifest.df.select(PIXEL_COLUMNS).equals(again.manifest.df.select(PIXEL_COLUMNS))
+
+
+def test_unreadable_shard_rows_get_a_pixel_error(tmp_path: Path) -> None:
+    root = _dataset(tmp_path)
+    m = load_manifest(str(root))
+    _scramble(root)
+    with pytest.raises(PartialError, match="cannot hash"):
+        inspect_manifest(m, workers=1, with_pixels=True)
+    df = inspect_manifest(m, workers=1, with_pixels=True, skip_bad=True).manifest.df
+    assert df.height == 9 and df.get_column("pixel_error").str.starts_with("unreadable shard").all()
+    assert df.get_column("luma_mean").null_count() == 9
 
 
 def test_cli_inspect_pixels(tmp_path: Path, cfx: Callable[..., Run]) -> None:
