@@ -104,7 +104,7 @@ def luma_stats(grey: np.ndarray) -> tuple[float, float, float]:
     mean = float(p @ levels)
     std = float(np.sqrt(max(float(p @ (levels - mean) ** 2), 0.0)))
     nz = p[p > 0]
-    return mean, std, max(float(-(nz * np.log2(nz)).sum()), 0.0)  # max: no -0.0 for a flat image
+    return mean, std, abs(float((nz * np.log2(nz)).sum()))  # abs: 0.0, not -0.0, for a flat image
 
 
 def colour_stats(rgb: np.ndarray) -> tuple[float, float]:
