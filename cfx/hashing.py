@@ -238,7 +238,7 @@ def _colour_grid(img: Image.Image) -> np.ndarray | None:
     rows = max(1, _GREY_BLOCK // w // step) * step
     parts = []
     for r0 in range(0, h, rows):
-        block = img.crop((0, r0, w, min(h, r0 + rows)))
+        block = img if rows >= h else img.crop((0, r0, w, min(h, r0 + rows)))  # a crop is a copy
         parts.append(
             np.asarray(block if img.mode in ("RGB", "RGBA") else block.convert("RGB"))[::step, ::step]
         )
