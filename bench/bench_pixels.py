@@ -29,6 +29,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import machine, median, table  # noqa: E402
+from cfx.pixelfacts import CROP  # noqa: E402  (the same crop side as cfx: the same statistics)
 
 
 def _fresh_cache() -> None:
@@ -89,7 +90,7 @@ def peer_facts(data: bytes) -> dict[str, Any]:
     sat = np.divide(hi - lo, hi, out=np.zeros_like(hi), where=hi > 0).mean()
     rg, yb = c[..., 0] - c[..., 1], 0.5 * (c[..., 0] + c[..., 1]) - c[..., 2]
     colourful = np.sqrt(rg.var() + yb.var()) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
-    ch, cw = min(h, 256), min(w, 256)
+    ch, cw = min(h, CROP), min(w, CROP)
     y0, x0 = (h - ch) // 2 // 8 * 8, (w - cw) // 2 // 8 * 8
     y = grey[y0 : y0 + ch, x0 : x0 + cw].astype(np.float32)
     sharp = scipy.ndimage.laplace(y)[1:-1, 1:-1].var()
@@ -190,15 +191,20 @@ def _hash_part(root: Path, reps: int) -> None:
 def _inspect_part(root: Path, reps: int, n: int) -> None:
     print(f"agreement cfx vs peer (first 20 images): largest relative difference {agreement(root):.2e}\n")
     times: dict[str, list[float]] = {"peer": [], "cfx": []}
-    for _ in range(reps):
-        t = time.perf_counter()
+    cpu: dict[str, list[float]] = {"peer": [], "cfx": []}  # both run in this process (cfx: below
+    for _ in range(reps):  # cfx.inspect.POOL_MIN_IMAGES no worker is started)
+        t, c = time.perf_counter(), time.process_time()
         assert peer_loop(root) == n
         times["peer"].append(time.perf_counter() - t)
+        cpu["peer"].append(time.process_time() - c)
         _fresh_cache()
+        c = time.process_time()
         wall, rows = time_inspect_pixels(root)
+        cpu["cfx"].append(time.process_time() - c)
         assert rows == n
         times["cfx"].append(wall)
     peer = median(times["peer"])
+    peer_cpu = median(cpu["peer"])
     rows = []
     for key, name in (
         ("peer", "numpy/Pillow loop, same statistics"),
@@ -206,8 +212,13 @@ def _inspect_part(root: Path, reps: int, n: int) -> None:
     ):
         s = median(times[key])
         runs = ", ".join(f"{x:.2f}" for x in times[key])
-        rows.append([name, "1", f"{s:.2f} ({runs})", f"{n / s:,.0f}", f"{peer / s:.2f}"])
-    print(table(["what", "processes", "seconds, median (runs)", "images/s", "vs peer"], rows))
+        c = median(cpu[key])
+        rows.append(
+            [name, "1", f"{s:.2f} ({runs})", f"{n / s:,.0f}", f"{peer / s:.2f}", f"{c:.2f}", f"{n / c:,.0f}",
+             f"{peer_cpu / c:.2f}"]
+        )  # fmt: skip
+    heads = ["what", "processes", "wall s, median (runs)", "images/s", "vs peer"]
+    print(table([*heads, "CPU s, median", "images per CPU-s", "vs peer (CPU)"], rows))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from cfx.jpegquality import Bytes, JpegError, exif_software, parse_jpeg
 from cfx.manifest import ShardInfo
 
 PIXEL_FACTS_VERSION = 1
-CROP = 256  # side of the centred luma crop of the spatial facts
+CROP = 192  # side of the centred luma crop of the spatial facts (256: 1.30x hashing alone, 192: 1.23x)
 COLOUR_SAMPLES = 1 << 14  # colour facts read about this many pixels, on a regular grid
 GRIDS = (64, 32, 16, 8, 1)
 BLOCK = 8  # JPEG block size
@@ -104,7 +104,7 @@ def luma_stats(grey: np.ndarray) -> tuple[float, float, float]:
     mean = float(p @ levels)
     std = float(np.sqrt(max(float(p @ (levels - mean) ** 2), 0.0)))
     nz = p[p > 0]
-    return mean, std, max(float(-(nz * np.log2(nz)).sum()), 0.0)  # max: no -0.0 for a flat image
+    return mean, std, abs(float((nz * np.log2(nz)).sum()))  # abs: 0.0, not -0.0, for a flat image
 
 
 def colour_stats(rgb: np.ndarray) -> tuple[float, float]:
@@ -119,8 +119,10 @@ def colour_stats(rgb: np.ndarray) -> tuple[float, float]:
     return float(sat.mean()), float(colourful)
 
 
-def centred_crop(grey: np.ndarray, size: int = CROP) -> np.ndarray:
-    """The centred ``size``×``size`` crop (whole sides when smaller), its top-left corner on the 8×8 grid."""
+def centred_crop(grey: np.ndarray, size: int | None = None) -> np.ndarray:
+    """The centred ``size``×``size`` crop (default CROP; whole sides when smaller), its top-left corner on
+    the 8×8 grid."""
+    size = size or CROP
     h, w = grey.shape
     ch, cw = min(h, size), min(w, size)
     y0 = (h - ch) // 2 // BLOCK * BLOCK
@@ -204,19 +206,23 @@ def spatial_facts(grey: np.ndarray) -> dict[str, float | None]:
     }
 
 
+def colour_step(h: int, w: int) -> int:
+    """The colour facts read every ``colour_step``-th pixel of every such row (about COLOUR_SAMPLES)."""
+    return max(1, int(np.sqrt(h * w / COLOUR_SAMPLES)))
+
+
 def pixel_facts(colour: np.ndarray | None, grey: np.ndarray, data: Bytes | None = None) -> dict[str, Any]:
     """The pixel facts of one decoded image.
 
-    ``grey``: its (h, w) uint8 Rec. 601 luma; ``colour``: its (h, w, 3 or 4) uint8 RGB(A) pixels (alpha is
-    ignored), or None for a grey image (saturation and colorfulness 0); ``data``: the encoded bytes, for
-    ``qtable_id`` and ``exif_software``."""
+    ``grey``: its (h, w) uint8 Rec. 601 luma; ``colour``: its colour grid, ``rgb[::s, ::s]`` of its uint8
+    RGB(A) pixels with ``s = colour_step(h, w)`` (alpha is ignored), or None for a grey image (saturation
+    and colorfulness 0); ``data``: the encoded bytes, for ``qtable_id`` and ``exif_software``."""
     h, w = grey.shape
     mean, std, ent = luma_stats(grey)
     if colour is None or colour.ndim == 2:
         sat, colourful = 0.0, 0.0
     else:
-        step = max(1, int(np.sqrt(h * w / COLOUR_SAMPLES)))
-        sat, colourful = colour_stats(colour[::step, ::step, :3])
+        sat, colourful = colour_stats(colour[..., :3])
     out: dict[str, Any] = {
         "luma_mean": mean,
         "luma_std": std,

@@ -19,6 +19,7 @@ import polars as pl
 import pytest
 from PIL import Image, ImageFilter
 
+from cfx.errors import PartialError
 from cfx.hashing import hash_images, hash_manifest
 from cfx.index import cache_dir
 from cfx.inspect import cached_pixels, inspect_manifest
@@ -161,6 +162,19 @@ def test_luma_colour_and_entropy_of_known_images() -> None:
     assert (g["saturation_mean"], g["colorfulness"]) == (0, 0)
 
 
+def test_pillow_and_libspng_paths_give_the_same_facts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lossless WebP (decoded by Pillow, its colour grid read a block of rows at a time) and a PNG (libspng)
+    of the same pixels: the same facts, whatever the block size."""
+    pixels = _fine_texture(300)[:, :250]  # colour_step 2 (75,000 pixels)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "WEBP", lossless=True)
+    webp = buf.getvalue()
+    png = _facts(_png(pixels))
+    for block in (1 << 20, 250 * 7):  # whole image; blocks of 6 rows (7 rounded down to the step)
+        monkeypatch.setattr("cfx.hashing._GREY_BLOCK", block)
+        assert _facts(webp) == png
+
+
 def test_qtable_id_names_the_encoder_tables(tmp_path: Path) -> None:
     a, b = _fine_texture(64, 1), _fine_texture(64, 2)
     pillow85 = _facts(_jpeg(a, quality=85))["qtable_id"]
@@ -263,6 +277,17 @@ def test_inspect_pixels_decodes_only_rows_without_cached_pixels(tmp_path: Path) 
     assert redone.decoded == 9 and redone.manifest.df.height == 9  # each row once, hashes and pixels
     assert redone.manifest.df.get_column("phash").null_count() == 1
     assert redone.manifest.df.select(PIXEL_COLUMNS).equals(again.manifest.df.select(PIXEL_COLUMNS))
+
+
+def test_unreadable_shard_rows_get_a_pixel_error(tmp_path: Path) -> None:
+    root = _dataset(tmp_path)
+    m = load_manifest(str(root))
+    _scramble(root)
+    with pytest.raises(PartialError, match="cannot hash"):
+        inspect_manifest(m, workers=1, with_pixels=True)
+    df = inspect_manifest(m, workers=1, with_pixels=True, skip_bad=True).manifest.df
+    assert df.height == 9 and df.get_column("pixel_error").str.starts_with("unreadable shard").all()
+    assert df.get_column("luma_mean").null_count() == 9
 
 
 def test_cli_inspect_pixels(tmp_path: Path, cfx: Callable[..., Run]) -> None:
