@@ -12,7 +12,7 @@ from cfx.cli._errors import handle_errors
 from cfx.cli._options import JsonOpt, SeedOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt, ranged
 from cfx.cli._output import CliReporter, out_console, print_json
 from cfx.defaults import AUDIT_THRESHOLD
-from cfx.errors import UsageError
+from cfx.errors import ShortcutFoundError, UsageError
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -49,6 +49,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         if f["note"]:
             console.print(f"{f['feature']}: {f['note']}", markup=False)
     _render_joint(report.get("joint"), console)
+    _render_quality(report.get("quality"), console)
     for f in report["features"]:
         if f["fix"]:
             console.print(f"fix {f['feature']}: {f['fix']}", markup=False)
@@ -88,6 +89,46 @@ def _render_joint(joint: dict[str, Any] | None, console: Console) -> None:
         console.print(f"  {joint['note']}", markup=False)
 
 
+def _render_quality(quality: dict[str, Any] | None, console: Console) -> None:
+    if quality is None:
+        return
+    if quality["issues"]:
+        table = Table(
+            title="quality issues (rows with the issue / rows with known facts)", title_justify="left"
+        )
+        for name, justify in (
+            ("issue", "left"),
+            ("rule", "left"),
+            ("real", "right"),
+            ("generated", "right"),
+            ("unknown", "right"),
+            ("", "left"),
+        ):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for i in quality["issues"]:
+            unknown = i["unknown"]["real"] + i["unknown"]["generated"]
+            table.add_row(
+                i["kind"],
+                i["description"],
+                f"{i['real']:,} ({i['real_rate']:.1%})",
+                f"{i['generated']:,} ({i['generated_rate']:.1%})",
+                f"{unknown:,}",
+                f"SHORTCUT (more in {i['more_in']})" if i["shortcut"] else "",
+                style="bold red" if i["shortcut"] else None,
+            )
+        console.print(table)
+    for i in quality["issues"]:
+        if i["shortcut"]:
+            console.print(
+                f"quality issue {i['kind']} hits {i['more_in']} images more — a shortcut: a detector can learn "
+                f"'{i['kind']} → {i['more_in']}'. fix: `cfx subset --drop-quality-issues {i['kind']}`",
+                markup=False,
+            )
+    if quality["skipped"]:
+        kinds = ", ".join(s["kind"] for s in quality["skipped"])
+        console.print(f"quality issues {kinds}: skipped — {quality['skipped'][0]['reason']}", markup=False)
+
+
 @handle_errors
 def audit_cmd(
     source: SourceArg,
@@ -103,6 +144,17 @@ def audit_cmd(
             help="Also the joint canary: a cross-validated classifier over all features together.",
         ),
     ] = True,
+    fail_above: Annotated[
+        float | None,
+        ranged(
+            "--fail-above",
+            lo=0.5,
+            hi=1.0,
+            help="Exit 9 when any canary (a single feature or the joint one) has an AUROC above this, naming "
+            "it (to gate a pipeline); the report is still printed.",
+            show_default=False,
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 4,
     skip_bad: SkipBadOpt = False,
@@ -125,6 +177,7 @@ def audit_cmd(
       cfx audit balanced.parquet --json
       cfx balance data/ --match min-side:64 --match format | cfx audit -
       cfx inspect data/ -o inspected.parquet && cfx audit inspected.parquet --seed 1
+      cfx audit train.parquet --fail-above 0.6 || echo "shortcut: refused"
     """
     from cfx.audit import audit
     from cfx.inspect import cached_facts
@@ -135,11 +188,19 @@ def audit_cmd(
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
     manifest = cached_facts(manifest) or manifest
-    report = audit(manifest, threshold=threshold, joint=joint, seed=seed).to_json()
+    result = audit(manifest, threshold=threshold, joint=joint, seed=seed)
+    report = result.to_json()
     if as_json:
         print_json(report)
     else:
         render(report, out_console())
+    above = result.above(fail_above) if fail_above is not None else []
+    if above:
+        raise ShortcutFoundError(
+            f"{len(above)} canary(ies) above --fail-above {fail_above}: {', '.join(above)}",
+            "remove the shortcut(s) with the fixes in the report (`cfx balance --match …`, "
+            "`cfx subset --transform …`) and audit again",
+        )
 
 
 def register(app: typer.Typer) -> None:
