@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES, PIXEL_MATCHES, QUANTILE_BINS
+from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES, PIXEL_FACT_COLUMNS, PIXEL_MATCHES, QUANTILE_BINS
 from cfx.errors import EmptySelectionError, InputError, UsageError
 from cfx.licenses import LICENSE_COLUMN, describe_filter, filter_licenses
 from cfx.manifest import Manifest
@@ -754,7 +754,7 @@ def _check_columns(df: pl.DataFrame, options: BalanceOptions) -> None:
         need.add(options.stratify)
     missing = sorted(c for c in need if c not in df.columns)
     facts = {c for cols in BYTE_FACT_MATCHES.values() for c in cols}
-    pixel_facts = set(PIXEL_MATCHES.values())
+    pixel_facts = {*PIXEL_MATCHES.values(), *PIXEL_FACT_COLUMNS}
     if missing and set(missing) <= pixel_facts:
         raise InputError(
             f"the manifest lacks the pixel fact column(s) {', '.join(missing)}",

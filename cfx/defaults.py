@@ -47,6 +47,17 @@ MATCH_FEATURES: dict[str, tuple[str, float | None]] = {
     ),
 }
 PIXEL_MATCHES = {"noise": "noise_sigma", "sharpness": "sharpness"}  # match feature -> pixel-fact column
+PIXEL_FACT_COLUMNS = (  # numeric pixel facts of `cfx inspect --pixels` (cfx.pixelfacts), matchable as COLUMN:N
+    "luma_mean",
+    "luma_std",
+    "saturation_mean",
+    "colorfulness",
+    "entropy",
+    "sharpness",
+    "noise_sigma",
+    "hf_energy",
+    "blockiness",
+)
 QUANTILE_BINS = 10  # default number of quantile bins of a pixel-fact match
 BYTE_FACT_MATCHES = {  # match feature -> the byte-fact columns it needs
     "jpeg-quality": ("jpeg_quality", "actual_format"),

@@ -338,3 +338,108 @@ def test_cli_drop_quality_issues_errors(cfx: Callable[..., Any], cf_small: Path,
     )
     assert run.returncode == 3 and "cfx inspect SOURCE --pixels" in run.stderr, run.stderr
     assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+# --- end to end: real images, `inspect --pixels`, the GenImage-style fix and what it leaves -------------
+def _genimage_noisy(root: Path, n: int = 160, seed: int = 5) -> Path:
+    """GenImage-style (reals JPEG q96, fakes PNG), and camera-like: the reals carry more sensor noise
+    (σ 1.5–8) than the smooth generated pictures (σ 0.5–5). Same sizes and content process on both sides;
+    5 generators and 5 real sources for the joint canary's folds."""
+    import io
+
+    from PIL import Image
+
+    from tests.shards import rows, write_shard
+
+    rng = np.random.default_rng(seed)
+    records = []
+    for i in range(n):
+        label = i % 2
+        base = rng.integers(30, 225, (4, 4, 3)).astype(np.uint8)
+        img = np.asarray(Image.fromarray(base).resize((32, 32), Image.Resampling.BICUBIC), dtype=np.float64)
+        sigma = rng.uniform(0.5, 5.0) if label else rng.uniform(1.5, 8.0)
+        pic = Image.fromarray(np.clip(img + rng.normal(0, sigma, img.shape), 0, 255).astype(np.uint8))
+        buf = io.BytesIO()
+        pic.save(buf, "PNG") if label else pic.save(buf, "JPEG", quality=96)
+        records.append(
+            {
+                **rows(1, label=label, start=i)[0],  # 32x32 in the metadata, as the pictures are
+                "image_name": f"{i:05d}.{'png' if label else 'jpg'}",
+                "format": "PNG" if label else "JPEG",
+                "image_data": buf.getvalue(),
+                "model_name": f"org/gen-{i % 5}" if label else "",
+                "real_source": "" if label else f"source-{i % 5}",
+            }
+        )
+    return write_shard(root / "data" / "HFCF_small_0.parquet", records).parents[1]
+
+
+def _inspected(source: Path) -> Manifest:
+    from cfx.inspect import inspect_manifest
+    from cfx.load import load_manifest
+
+    return inspect_manifest(load_manifest(str(source)), workers=1, use_cache=False, with_pixels=True).manifest
+
+
+def _scores(m: Manifest) -> tuple[dict[str, float], float]:
+    res = audit(m, joint=True)
+    assert res.joint is not None and res.joint.auroc is not None
+    return {f.feature: f.auroc for f in res.features}, res.joint.auroc
+
+
+def test_genimage_style_jpeg96_leaves_pixel_shortcuts_and_matching_the_worst_removes_it(
+    tmp_path: Path,
+) -> None:
+    from cfx.audit import PIXEL_FEATURES
+    from cfx.load import load_manifest
+    from cfx.subset import write_subset
+    from cfx.transform import Pipeline
+
+    source = _genimage_noisy(tmp_path / "genimage")
+    before, joint_before = _scores(_inspected(source))
+    write_subset(load_manifest(str(source)), tmp_path / "fixed", transform=Pipeline.parse(["jpeg:96"]))
+    fixed = _inspected(tmp_path / "fixed")
+    after, joint_after = _scores(fixed)
+    numeric = {f.name for f in PIXEL_FEATURES if f.kind == "numeric"}
+    worst = max(numeric, key=lambda k: after[k])
+    spec = parse_match(f"{worst}:10", fixed.df.columns)
+    matched, joint_matched = _scores(balance(fixed, BalanceOptions(match=[spec])).manifest)
+    print(  # the numbers of docs/audit.md
+        f"before: format {before['format']:.3f} jpeg_quality {before['jpeg_quality']:.3f} joint {joint_before:.3f}"
+        f"\nafter jpeg:96: joint {joint_after:.3f}; pixel features: "
+        + ", ".join(f"{k} {after[k]:.3f}" for k in sorted(numeric, key=lambda k: -after[k]))
+        + f"\nmatched {worst}:10: {worst} {matched[worst]:.3f}, joint {joint_matched:.3f}"
+    )
+    assert before["format"] > 0.95 and abs(after["format"] - 0.5) <= 0.02  # the container shortcut is gone
+    assert after[worst] > 0.7  # … the noise the pictures hold is not
+    assert worst in {"noise_sigma", "sharpness", "hf_energy", "blockiness"}
+    assert abs(matched[worst] - 0.5) <= 0.05
+    assert joint_matched < joint_after
+
+
+def test_cli_pixel_facts_from_the_inspect_cache(cfx: Callable[..., Any], tmp_path: Path) -> None:
+    """`cfx inspect --pixels` fills the cache; audit, balance and subset on the folder then use it."""
+    source = _genimage_noisy(tmp_path / "src", n=40)
+    before = cfx("audit", str(source), "--json", "--no-joint")
+    assert before.returncode == 0, before.stderr
+    assert "noise_sigma" not in {f["feature"] for f in json.loads(before.out)["features"]}
+    drop = cfx("subset", str(source), "--out", str(tmp_path / "a"), "--drop-quality-issues", "blurry")
+    assert drop.returncode == 3 and "cfx inspect SOURCE --pixels" in drop.stderr
+    run = cfx("inspect", str(source), "--pixels", "-o", str(tmp_path / "px.parquet"))
+    assert run.returncode == 0, run.stderr
+    report = json.loads(cfx("audit", str(source), "--json", "--no-joint").out)
+    scored = {f["feature"]: f for f in report["features"]}
+    assert scored["noise_sigma"]["rows"] == 40 and scored["sharpness"]["rows"] == 40
+    bal = cfx("balance", str(source), "--match", "noise:4", "--json")
+    assert bal.returncode == 0, bal.stderr
+    assert [s["step"] for s in json.loads(bal.out)["steps"]][:2] == ["input", "match noise:4"]
+    out = tmp_path / "clean"
+    drop = cfx(
+        "subset", str(source), "--out", str(out), "--drop-quality-issues", "near-uniform,blurry", "--json"
+    )
+    assert drop.returncode == 0, drop.stderr
+    info = json.loads(drop.out)
+    px = pl.read_parquet(tmp_path / "px.parquet")
+    hit = px.filter((pl.col("sharpness") < 100) | (pl.col("luma_std") < 3))
+    assert 0 < hit.height < 40 and info["rows"] == 40 - hit.height
+    assert sum(info["quality_dropped"]["removed"].values()) == hit.height

@@ -98,7 +98,6 @@ def _render_quality(quality: dict[str, Any] | None, console: Console) -> None:
         )
         for name, justify in (
             ("issue", "left"),
-            ("rule", "left"),
             ("real", "right"),
             ("generated", "right"),
             ("unknown", "right"),
@@ -109,7 +108,6 @@ def _render_quality(quality: dict[str, Any] | None, console: Console) -> None:
             unknown = i["unknown"]["real"] + i["unknown"]["generated"]
             table.add_row(
                 i["kind"],
-                i["description"],
                 f"{i['real']:,} ({i['real_rate']:.1%})",
                 f"{i['generated']:,} ({i['generated_rate']:.1%})",
                 f"{unknown:,}",
@@ -117,6 +115,9 @@ def _render_quality(quality: dict[str, Any] | None, console: Console) -> None:
                 style="bold red" if i["shortcut"] else None,
             )
         console.print(table)
+        console.print(
+            "rules: " + "; ".join(f"{i['kind']}: {i['description']}" for i in quality["issues"]), markup=False
+        )
     for i in quality["issues"]:
         if i["shortcut"]:
             console.print(
@@ -179,7 +180,7 @@ def audit_cmd(
       cfx inspect data/ -o inspected.parquet && cfx audit inspected.parquet --seed 1
       cfx audit train.parquet --fail-above 0.6 || echo "shortcut: refused"
     """
-    from cfx.audit import audit
+    from cfx.audit import audit, cached_pixel_facts
     from cfx.inspect import cached_facts
     from cfx.load import load_manifest
 
@@ -188,6 +189,7 @@ def audit_cmd(
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
     manifest = cached_facts(manifest) or manifest
+    manifest = cached_pixel_facts(manifest) or manifest
     result = audit(manifest, threshold=threshold, joint=joint, seed=seed)
     report = result.to_json()
     if as_json:

@@ -24,7 +24,7 @@ from cfx.cli._options import (
 )
 from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, print_json, refuse_clobber
 from cfx.cli._select import add_licenses, with_selection_options
-from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES
+from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES, PIXEL_FACT_COLUMNS, PIXEL_MATCHES
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -73,6 +73,11 @@ def render(report: dict[str, Any], console: Console) -> None:
 def _byte_fact(spec: str) -> bool:
     name = spec.partition(":")[0].strip().lower().replace("_", "-")
     return name in BYTE_FACT_MATCHES or name in ("quality", "subsampling")
+
+
+def _pixel_fact(spec: str) -> bool:
+    name = spec.partition(":")[0].strip()
+    return name.lower() in PIXEL_MATCHES or name in PIXEL_FACT_COLUMNS
 
 
 @handle_errors
@@ -168,6 +173,10 @@ def balance_cmd(
             manifest = inspect_manifest(
                 manifest, workers=workers, skip_bad=skip_bad, reporter=reporter
             ).manifest
+        if any(_pixel_fact(s) for s in match or []):
+            from cfx.audit import cached_pixel_facts  # pixel facts: from the cache (`cfx inspect --pixels`)
+
+            manifest = cached_pixel_facts(manifest) or manifest
         specs = [parse_match(s, manifest.df.columns) for s in match or []]
         needed = bool(include or exclude or select.commercial_only)
         manifest = add_licenses(manifest, select, needed=needed, token=token, reporter=reporter)
