@@ -515,7 +515,7 @@ def audit(
         skipped=skipped,
         unusable_sizes=unusable_sizes(df),
         joint=joint_result,
-        quality=quality_issues(df),
+        quality=quality_issues(df, threshold),
     )
 
 

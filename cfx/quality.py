@@ -16,8 +16,10 @@ others they are stated here and in docs/audit.md:
   cleanvision's "grayscale": R = G = B) — three channels carrying one;
 - ``odd-aspect``: min(width, height) / max(width, height) < 0.35 (cleanvision's odd_aspect_ratio, 0.35).
 
-An issue is a shortcut when it hits one label more than the other: it is flagged when one label's rate is at
-least ``RATE_RATIO`` times the other's and the difference is not chance (two-proportion z ≥ ``MIN_Z``).
+An issue is a shortcut when it hits one label more than the other: it is flagged when the difference is not
+chance (two-proportion z ≥ ``MIN_Z``) and either large — the issue as a one-bit predictor has an AUROC
+(0.5 + |rate difference| / 2) above the audit's threshold — or lopsided: one label's rate at least ``RATE_RATIO``
+times the other's (a rare issue that is still a sure sign of one label).
 Rows whose facts are unknown (not pixel-inspected, or ``pixel_error``) are left out of a kind's rates and
 counted.
 """
@@ -31,6 +33,7 @@ from typing import Any
 
 import polars as pl
 
+from cfx.defaults import AUDIT_THRESHOLD
 from cfx.errors import InputError, UsageError
 from cfx.manifest import Manifest
 from cfx.schema import GENERATED, REAL
@@ -128,6 +131,7 @@ class IssueCount:
     generated_known: int
     real_unknown: int
     generated_unknown: int
+    threshold: float = AUDIT_THRESHOLD
 
     @property
     def real_rate(self) -> float:
@@ -155,7 +159,7 @@ class IssueCount:
     @property
     def shortcut(self) -> bool:
         low, high = sorted((self.real_rate, self.generated_rate))
-        return high > 0 and high >= RATE_RATIO * low and self.z >= MIN_Z
+        return self.z >= MIN_Z and (self.auroc > self.threshold or high >= RATE_RATIO * low)
 
     @property
     def more_in(self) -> str:
@@ -193,7 +197,8 @@ class QualityReport:
             "issues": [i.to_json() for i in self.issues],
             "shortcuts": [i.kind for i in self.shortcuts],
             "skipped": self.skipped,
-            "rule": f"shortcut: one label's rate ≥ {RATE_RATIO:g}× the other's and two-proportion z ≥ {MIN_Z:g}",
+            "rule": f"shortcut: two-proportion z ≥ {MIN_Z:g} and (AUROC above the threshold or one label's "
+            f"rate ≥ {RATE_RATIO:g}× the other's)",
         }
 
 
@@ -201,7 +206,7 @@ def _missing(kind: IssueKind, columns: Sequence[str]) -> list[str]:
     return [c for c in kind.needs if c not in columns]
 
 
-def quality_issues(df: pl.DataFrame) -> QualityReport:
+def quality_issues(df: pl.DataFrame, threshold: float = AUDIT_THRESHOLD) -> QualityReport:
     """Count every kind whose columns the manifest has, per label (see module doc)."""
     issues: list[IssueCount] = []
     skipped: list[dict[str, str]] = []
@@ -216,11 +221,11 @@ def quality_issues(df: pl.DataFrame) -> QualityReport:
                 }
             )
             continue
-        issues.append(_count(df, kind))
+        issues.append(_count(df, kind, threshold))
     return QualityReport(issues, skipped)
 
 
-def _count(df: pl.DataFrame, kind: IssueKind) -> IssueCount:
+def _count(df: pl.DataFrame, kind: IssueKind, threshold: float) -> IssueCount:
     row: dict[str, int] = {}
     for side, value in (("real", REAL), ("generated", GENERATED)):
         flag = kind.expr(df.columns).filter(pl.col("label") == value)
@@ -238,6 +243,7 @@ def _count(df: pl.DataFrame, kind: IssueKind) -> IssueCount:
         int(row["known_generated"]),
         int(row["unknown_real"]),
         int(row["unknown_generated"]),
+        threshold,
     )
 
 

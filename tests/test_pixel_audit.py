@@ -431,3 +431,19 @@ def test_cli_pixel_facts_from_the_inspect_cache(cfx: Callable[..., Any], tmp_pat
     hit = px.filter((pl.col("sharpness") < 100) | (pl.col("luma_std") < 3))
     assert 0 < hit.height < 40 and info["rows"] == 40 - hit.height
     assert sum(info["quality_dropped"]["removed"].values()) == hit.height
+
+
+@pytest.mark.parametrize(
+    ("real", "generated", "shortcut"),
+    [
+        (876, 542, True),  # 88 % vs 54 %: AUROC 0.67 > 0.6, though not twice as often
+        (10, 40, True),  # 1 % vs 4 %: rare, but four times as often (z 4.3)
+        (100, 130, False),  # 10 % vs 13 %: neither large nor lopsided
+        (2, 6, False),  # three times as often, but 8 rows: chance (z 1.4)
+    ],
+)
+def test_quality_shortcut_rule(real: int, generated: int, shortcut: bool) -> None:
+    from cfx.quality import IssueCount
+
+    issue = IssueCount("blurry", "", real, generated, 1000, 1000, 0, 0)
+    assert issue.shortcut is shortcut, (issue.auroc, issue.z)

@@ -162,12 +162,15 @@ def audit_cmd(
     token: TokenOpt = None,
 ) -> None:
     """Rank cheap features (size, aspect, format, mode, file size; with byte facts also JPEG quality,
-    subsampling, progressive, actual format, metadata presence) by how well each alone predicts the label —
-    shortcuts a detector could learn instead of generation artefacts — and the joint canary of all together.
+    subsampling, progressive, actual format, metadata presence; with pixel facts also brightness, colour,
+    sharpness, noise, spectral energy, blockiness, dims grid, JPEG tables, EXIF software) by how well each
+    alone predicts the label — shortcuts a detector could learn instead of generation artefacts — and the
+    joint canary of all together. With pixel facts also quality issues (dark, blurry, …) per label.
 
     For each feature: single-feature AUROC (symmetrised, 0.5 = harmless) and the balanced accuracy of the
     best threshold, worst first; features above --threshold (0.6) are flagged, each with the cfx fix.
-    Byte facts come from the manifest (`cfx inspect`) or the inspect cache; no image bytes are read.
+    Byte and pixel facts come from the manifest (`cfx inspect [--pixels]`) or its cache; no image bytes
+    are read. --fail-above X exits 9 when any canary is above X (the report is printed first).
     Joint canary: HistGradientBoosting, 5-fold cross-validation grouped by generator / real source
     (seeded), AUROC and permutation importances.
 

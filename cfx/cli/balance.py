@@ -114,7 +114,8 @@ def balance_cmd(
             "--match",
             help="Pair real and generated rows only within the same bin of this feature (repeatable): "
             + ", ".join(MATCH_FEATURES)
-            + " or a column; numeric ones take a bin width, e.g. min-side:64.",
+            + " or a column; named size features take a bin width (min-side:64), pixel facts and other numeric "
+            "columns a number of quantile bins over both labels (noise:10, blockiness:10).",
         ),
     ] = None,
     pair: Annotated[
@@ -149,6 +150,7 @@ def balance_cmd(
           cfx balance data/ --match resolution --json
           cfx balance data/ --match jpeg-quality:5 --match chroma-subsampling --match actual-format -o b.parquet
           cfx balance data/ --ratio 2:1 | cfx stats -
+          cfx inspect data/ --pixels -o px.parquet && cfx balance px.parquet --match noise:10 --match dims-grid
     """
     from cfx.balance import BalanceOptions, balance, parse_match, parse_ratio
     from cfx.licenses import check_license_patterns
