@@ -566,7 +566,11 @@ def hash_manifest(
     for part in parts:
         info = manifest.shards.get(part.shard)
         missing = part.rows
-        hit = load_cached(manifest.root, part.shard, info, with_dhash) if use_cache and info else None
+        hit = (
+            load_cached(manifest.root, part.shard, info, with_dhash)
+            if use_cache and info is not None
+            else None
+        )
         if hit is not None:
             missing = np.setdiff1d(part.rows, hit.column("row").to_numpy(), assume_unique=True)
             tables[part.shard] = hit
@@ -587,9 +591,7 @@ def hash_manifest(
             pixel_tables[shard] = bytefacts.merge_tables(pixel_tables.get(shard), pixels)
         result.decoded += decoded
         result.hashed_rows += table.num_rows
-        old = tables.get(shard)
-        merged = pa.concat_tables([old, table]) if old is not None else table
-        tables[shard] = merged.sort_by("row")
+        tables[shard] = bytefacts.merge_tables(tables.get(shard), table)  # rows decoded again replace theirs
         info = manifest.shards.get(shard)
         if use_cache and info is not None:
             store_cached(manifest.root, shard, info, tables[shard], with_dhash)

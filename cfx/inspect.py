@@ -168,6 +168,20 @@ def cached_facts(manifest: Manifest) -> Manifest | None:
     return manifest.with_df(df)
 
 
+def cached_pixels(manifest: Manifest) -> Manifest | None:
+    """The manifest with its pixel facts when the cache holds them for every row (decodes no image), else
+    None (then ``inspect_manifest(..., with_pixels=True)`` decodes what is missing)."""
+    if all(c in manifest.df.columns for c in pixelfacts.PIXEL_COLUMNS):
+        return manifest
+    tables: dict[str, pa.Table] = {}
+    for part in rows_by_shard(manifest):
+        hit = pixelfacts.load_cached(manifest.root, part.shard, manifest.shards.get(part.shard))
+        if hit is None or np.setdiff1d(part.rows, hit.column("row").to_numpy()).size:
+            return None
+        tables[part.shard] = hit
+    return manifest.with_df(pixelfacts.join(manifest.df, tables)) if tables else None
+
+
 def _cached_tables(
     manifest: Manifest, use_cache: bool
 ) -> tuple[dict[str, pa.Table], list[tuple[str, np.ndarray]], int]:
