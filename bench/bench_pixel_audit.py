@@ -175,7 +175,8 @@ def demo(path: Path) -> None:
         return s
 
     def pixels(manifest_path: Path) -> Any:
-        return inspect_manifest(read_manifest(manifest_path), workers=2, with_pixels=True).manifest
+        m = read_manifest(manifest_path)  # no cache: facts measured by this code, whatever an older run stored
+        return inspect_manifest(m, workers=2, use_cache=False, with_pixels=True).manifest
 
     print(f"### The demo's set ({path}) with pixel facts\n")
     show("before the fix (licensed.parquet)", pixels(path / "licensed.parquet"))
