@@ -175,7 +175,9 @@ def demo(path: Path) -> None:
         return s
 
     def pixels(manifest_path: Path) -> Any:
-        m = read_manifest(manifest_path)  # no cache: facts measured by this code, whatever an older run stored
+        m = read_manifest(
+            manifest_path
+        )  # no cache: facts measured by this code, whatever an older run stored
         return inspect_manifest(m, workers=2, use_cache=False, with_pixels=True).manifest
 
     print(f"### The demo's set ({path}) with pixel facts\n")
