@@ -233,10 +233,10 @@ def test_demo_fixed_set_pixel_facts_match_worst_to_one_half(demo_run: tuple[Path
         joint=True,
     )
     after = {f.feature: f.auroc for f in matched.features}
+    assert abs(after[worst] - 0.5) <= 0.05
+    assert res.joint is not None and res.joint.auroc is not None
+    assert matched.joint is not None and matched.joint.auroc is not None
     print(
         f"demo: {worst} {scores[worst]:.3f} → {after[worst]:.3f}; joint {res.joint.auroc:.3f} → {matched.joint.auroc:.3f}"
-    )  # type: ignore[union-attr]
-    assert abs(after[worst] - 0.5) <= 0.05
-    assert res.joint is not None and matched.joint is not None
-    assert matched.joint.auroc is not None and res.joint.auroc is not None
+    )
     assert matched.joint.auroc < res.joint.auroc
