@@ -228,19 +228,28 @@ def _grey(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
     return grey, size
 
 
-def _colour(img: Image.Image) -> np.ndarray | None:
-    """The RGB(A) pixels of a decoded Pillow image (None for grey ones), for the pixel facts."""
-    if img.mode in ("RGB", "RGBA"):
-        return np.asarray(img)
+def _colour_grid(img: Image.Image) -> np.ndarray | None:
+    """The pixel facts' colour grid (cfx.pixelfacts.colour_step) of a decoded Pillow image, None for grey
+    ones. Read a block of rows at a time: no full-size RGB copy of a large image."""
     if img.mode in ("L", "1", "I", "I;16", "I;16B", "I;16L", "F"):
         return None
-    return np.asarray(img.convert("RGB"))
+    w, h = img.size
+    step = pixelfacts.colour_step(h, w)
+    rows = max(1, _GREY_BLOCK // w // step) * step
+    parts = []
+    for r0 in range(0, h, rows):
+        block = img.crop((0, r0, w, min(h, r0 + rows)))
+        parts.append(
+            np.asarray(block if img.mode in ("RGB", "RGBA") else block.convert("RGB"))[::step, ::step]
+        )
+    return np.concatenate(parts)
 
 
 def _pixels(
     data: bytes, max_pixels: int, keep_colour: bool
 ) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
-    """``_grey``'s result and, with ``keep_colour``, the decoded RGB(A) pixels (None for a grey image)."""
+    """``_grey``'s result and, with ``keep_colour``, the colour grid of the pixel facts (every
+    ``cfx.pixelfacts.colour_step``-th pixel of every such row, RGB(A); None for a grey image)."""
     head = _png_header(data)
     if head is not None and _png_plain(data, _SPNG_COLOURS[head[2]]):
         w, h, fmt = head
@@ -250,7 +259,8 @@ def _pixels(
         except Exception:  # let Pillow decode it, or say in its words why it cannot
             pass
         else:
-            colour = pixels if keep_colour and fmt != "L" else None
+            step = pixelfacts.colour_step(h, w)
+            colour = pixels[::step, ::step] if keep_colour and fmt != "L" else None
             return _to_grey(pixels, fmt), (w, h), colour
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -265,7 +275,7 @@ def _pixels(
         w, h = img.size
         _check_pixels(w, h, max_pixels)
         grey = np.asarray(img.convert("L"))
-        return grey, (w, h), _colour(img) if keep_colour else None
+        return grey, (w, h), _colour_grid(img) if keep_colour else None
 
 
 def _decode(

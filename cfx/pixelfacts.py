@@ -206,19 +206,23 @@ def spatial_facts(grey: np.ndarray) -> dict[str, float | None]:
     }
 
 
+def colour_step(h: int, w: int) -> int:
+    """The colour facts read every ``colour_step``-th pixel of every such row (about COLOUR_SAMPLES)."""
+    return max(1, int(np.sqrt(h * w / COLOUR_SAMPLES)))
+
+
 def pixel_facts(colour: np.ndarray | None, grey: np.ndarray, data: Bytes | None = None) -> dict[str, Any]:
     """The pixel facts of one decoded image.
 
-    ``grey``: its (h, w) uint8 Rec. 601 luma; ``colour``: its (h, w, 3 or 4) uint8 RGB(A) pixels (alpha is
-    ignored), or None for a grey image (saturation and colorfulness 0); ``data``: the encoded bytes, for
-    ``qtable_id`` and ``exif_software``."""
+    ``grey``: its (h, w) uint8 Rec. 601 luma; ``colour``: its colour grid, ``rgb[::s, ::s]`` of its uint8
+    RGB(A) pixels with ``s = colour_step(h, w)`` (alpha is ignored), or None for a grey image (saturation
+    and colorfulness 0); ``data``: the encoded bytes, for ``qtable_id`` and ``exif_software``."""
     h, w = grey.shape
     mean, std, ent = luma_stats(grey)
     if colour is None or colour.ndim == 2:
         sat, colourful = 0.0, 0.0
     else:
-        step = max(1, int(np.sqrt(h * w / COLOUR_SAMPLES)))
-        sat, colourful = colour_stats(colour[::step, ::step, :3])
+        sat, colourful = colour_stats(colour[..., :3])
     out: dict[str, Any] = {
         "luma_mean": mean,
         "luma_std": std,

@@ -162,6 +162,19 @@ def test_luma_colour_and_entropy_of_known_images() -> None:
     assert (g["saturation_mean"], g["colorfulness"]) == (0, 0)
 
 
+def test_pillow_and_libspng_paths_give_the_same_facts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A lossless WebP (decoded by Pillow, its colour grid read a block of rows at a time) and a PNG (libspng)
+    of the same pixels: the same facts, whatever the block size."""
+    pixels = _fine_texture(300)[:, :250]  # colour_step 2 (75,000 pixels)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "WEBP", lossless=True)
+    webp = buf.getvalue()
+    png = _facts(_png(pixels))
+    for block in (1 << 20, 250 * 7):  # whole image; blocks of 6 rows (7 rounded down to the step)
+        monkeypatch.setattr("cfx.hashing._GREY_BLOCK", block)
+        assert _facts(webp) == png
+
+
 def test_qtable_id_names_the_encoder_tables(tmp_path: Path) -> None:
     a, b = _fine_texture(64, 1), _fine_texture(64, 2)
     pillow85 = _facts(_jpeg(a, quality=85))["qtable_id"]
