@@ -189,6 +189,11 @@ def parse_match(spec: str, columns: Sequence[str]) -> MatchSpec:
     name, _, bin_text = text.partition(":")
     name = name.strip()
     key = _ALIASES.get(name.lower(), name.lower())
+    if name in PIXEL_FACT_COLUMNS and name not in columns:
+        raise InputError(
+            f"--match {spec!r}: the manifest has no pixel facts ({name})",
+            "add them with `cfx inspect SOURCE --pixels -o inspected.parquet` and balance that manifest",
+        )
     if key not in MATCH_FEATURES and name not in columns:
         raise UsageError(
             f"--match {spec!r}: unknown feature {name!r}",

@@ -262,6 +262,8 @@ def test_match_pixel_fact_without_pixel_facts_says_inspect_pixels() -> None:
     m = make_manifest(30, 30)
     with pytest.raises(InputError, match="cfx inspect SOURCE --pixels"):
         balance(m, BalanceOptions(match=[MatchSpec("noise", quantiles=10)]))
+    with pytest.raises(InputError, match="cfx inspect SOURCE --pixels"):
+        parse_match("blockiness:10", m.df.columns)
 
 
 # --- CLI ---------------------------------------------------------------------------------------------
