@@ -316,6 +316,7 @@ def test_cli_subset_drop_quality_issues(
     written = pl.read_parquet(out / "manifest.parquet")
     assert written.height == info["rows"]
     assert "dropped quality issues" in run.stderr
+    assert "drop_quality_issues=blurry" in (out / "README.md").read_text()  # the card says what was left out
 
 
 def test_cli_drop_quality_issues_errors(cfx: Callable[..., Any], cf_small: Path, tmp_path: Path) -> None:

@@ -188,7 +188,7 @@ def subset(
                 with_provenance=with_provenance,
                 overwrite=overwrite,
                 command=command_line(),
-                selection=selection.describe(),
+                selection=_describe(selection.describe(), kinds),
                 cdc=cdc,
                 drop_bad_images=drop_bad_images,
                 transform=pipeline,
@@ -210,6 +210,14 @@ def subset(
             f"Wrote {result.rows:,} rows ({human_bytes(result.bytes)}) in {len(result.files)} file(s) to {out}/",
             markup=False,
         )
+
+
+def _describe(selection: str, kinds: list[str] | None) -> str:
+    """The selection for the dataset card, with the quality issues dropped."""
+    if not kinds:
+        return selection
+    dropped = f"drop_quality_issues={','.join(kinds)}"
+    return dropped if selection == "all rows" else f"{selection} {dropped}"
 
 
 def _dropped_json(dropped: DropReport | None) -> dict[str, Any]:
