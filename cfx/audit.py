@@ -254,23 +254,6 @@ def has_pixel_facts(columns: Sequence[str]) -> bool:
     return "luma_mean" in columns
 
 
-def cached_pixel_facts(manifest: Manifest) -> Manifest | None:
-    """The manifest with its pixel facts when it has them or the cache (`cfx inspect --pixels`, `cfx dedupe`)
-    holds them for every row (reads no image), else None."""
-    if has_pixel_facts(manifest.df.columns):
-        return manifest
-    from cfx import pixelfacts
-    from cfx.stream import rows_by_shard
-
-    tables = {}
-    for part in rows_by_shard(manifest):
-        hit = pixelfacts.load_cached(manifest.root, part.shard, manifest.shards.get(part.shard))
-        if hit is None or np.setdiff1d(part.rows, hit.column("row").to_numpy()).size:
-            return None
-        tables[part.shard] = hit
-    return manifest.with_df(pixelfacts.join(manifest.df, tables)) if tables else None
-
-
 NOT_IN_METADATA = {
     "jpeg_quality": "not in the metadata: it needs each JPEG's quantisation tables, i.e. reading the image "
     "bytes — run `cfx inspect SOURCE -o inspected.parquet` (or `cfx dedupe`, which caches them) and audit again",

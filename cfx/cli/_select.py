@@ -136,10 +136,10 @@ def drop_quality(
     """``manifest`` without the rows that have any of ``kinds`` (--drop-quality-issues), counted per label."""
     if not kinds:
         return manifest, None
-    from cfx.audit import cached_pixel_facts
+    from cfx.inspect import cached_pixels
     from cfx.quality import drop_quality_issues
 
-    kept, report = drop_quality_issues(cached_pixel_facts(manifest) or manifest, kinds)
+    kept, report = drop_quality_issues(cached_pixels(manifest) or manifest, kinds)
     reporter.info(report.summary())
     return kept, report
 

@@ -183,8 +183,8 @@ def audit_cmd(
       cfx inspect data/ -o inspected.parquet && cfx audit inspected.parquet --seed 1
       cfx audit train.parquet --fail-above 0.6 || echo "shortcut: refused"
     """
-    from cfx.audit import audit, cached_pixel_facts
-    from cfx.inspect import cached_facts
+    from cfx.audit import audit
+    from cfx.inspect import cached_facts, cached_pixels
     from cfx.load import load_manifest
 
     if not 0.5 <= threshold <= 1.0:
@@ -192,7 +192,7 @@ def audit_cmd(
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
     manifest = cached_facts(manifest) or manifest
-    manifest = cached_pixel_facts(manifest) or manifest
+    manifest = cached_pixels(manifest) or manifest
     result = audit(manifest, threshold=threshold, joint=joint, seed=seed)
     report = result.to_json()
     if as_json:

@@ -176,9 +176,9 @@ def balance_cmd(
                 manifest, workers=workers, skip_bad=skip_bad, reporter=reporter
             ).manifest
         if any(_pixel_fact(s) for s in match or []):
-            from cfx.audit import cached_pixel_facts  # pixel facts: from the cache (`cfx inspect --pixels`)
+            from cfx.inspect import cached_pixels  # pixel facts: from the cache (`cfx inspect --pixels`)
 
-            manifest = cached_pixel_facts(manifest) or manifest
+            manifest = cached_pixels(manifest) or manifest
         specs = [parse_match(s, manifest.df.columns) for s in match or []]
         needed = bool(include or exclude or select.commercial_only)
         manifest = add_licenses(manifest, select, needed=needed, token=token, reporter=reporter)
