@@ -238,7 +238,7 @@ def _colour_grid(img: Image.Image) -> np.ndarray | None:
     rows = max(1, _GREY_BLOCK // w // step) * step
     parts = []
     for r0 in range(0, h, rows):
-        block = img.crop((0, r0, w, min(h, r0 + rows)))
+        block = img if rows >= h else img.crop((0, r0, w, min(h, r0 + rows)))  # a crop is a copy
         parts.append(
             np.asarray(block if img.mode in ("RGB", "RGBA") else block.convert("RGB"))[::step, ::step]
         )
@@ -247,9 +247,10 @@ def _colour_grid(img: Image.Image) -> np.ndarray | None:
 
 def _pixels(
     data: bytes, max_pixels: int, keep_colour: bool
-) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
-    """``_grey``'s result and, with ``keep_colour``, the colour grid of the pixel facts (every
-    ``cfx.pixelfacts.colour_step``-th pixel of every such row, RGB(A); None for a grey image)."""
+) -> tuple[np.ndarray, tuple[int, int], np.ndarray | Image.Image | None]:
+    """``_grey``'s result and, with ``keep_colour``, the colour of the pixel facts: the colour grid (every
+    ``cfx.pixelfacts.colour_step``-th pixel of every such row, RGB(A)) of a libspng-decoded PNG, else the
+    decoded Pillow image (its grid is read by ``_pixel_facts``, where a failure is the pixel facts' only)."""
     head = _png_header(data)
     if head is not None and _png_plain(data, _SPNG_COLOURS[head[2]]):
         w, h, fmt = head
@@ -275,7 +276,7 @@ def _pixels(
         w, h = img.size
         _check_pixels(w, h, max_pixels)
         grey = np.asarray(img.convert("L"))
-        return grey, (w, h), _colour_grid(img) if keep_colour else None
+        return grey, (w, h), img if keep_colour else None
 
 
 def _decode(
@@ -294,9 +295,10 @@ def _decode(
     return thumb, small, size, facts
 
 
-def _pixel_facts(colour: np.ndarray | None, grey: np.ndarray, data: bytes) -> dict[str, Any]:
+def _pixel_facts(colour: np.ndarray | Image.Image | None, grey: np.ndarray, data: bytes) -> dict[str, Any]:
     try:
-        return pixelfacts.pixel_facts(colour, grey, data)
+        grid = _colour_grid(colour) if isinstance(colour, Image.Image) else colour
+        return pixelfacts.pixel_facts(grid, grey, data)
     except Exception as exc:  # a statistic that fails is recorded; the hashes stand
         return pixelfacts.empty(_describe(exc))
 
