@@ -13,7 +13,7 @@ counts one half), computed with numpy: no scikit-learn needed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +27,7 @@ from cfx.schema import GENERATED, REAL
 
 if TYPE_CHECKING:
     from cfx.joint import JointResult
+    from cfx.quality import QualityReport
 
 
 def average_ranks(x: np.ndarray) -> np.ndarray:
@@ -193,6 +194,66 @@ BYTE_FEATURES: tuple[Feature, ...] = (
         ("text_chunks", "actual_format"),
     ),
 )
+
+
+def _pixel(name: str) -> pl.Expr:
+    """A pixel fact, null where the image was not pixel-inspected or could not be decoded (pixel_error)."""
+    return pl.when(pl.col("pixel_error").is_null()).then(pl.col(name))
+
+
+def _pixel_label(name: str) -> pl.Expr:
+    """A categorical pixel fact; an inspected image without it (a PNG has no qtable, most files no EXIF
+    software) is in the category "none"."""
+    seen = pl.col("pixel_error").is_null() & pl.col("luma_mean").is_not_null()
+    return pl.when(seen).then(pl.col(name).cast(pl.String).fill_null(pl.lit("none")))
+
+
+# Pixel facts (cfx inspect --pixels, cfx/pixelfacts.py): present when the manifest has them (luma_mean).
+PIXEL_FEATURES: tuple[Feature, ...] = (
+    *(
+        Feature(name, "numeric", what, (lambda n=name: _pixel(n).cast(pl.Float64)), (name, "pixel_error"))  # type: ignore[misc]
+        for name, what in (
+            ("luma_mean", "mean Rec. 601 luma (0-255): brightness"),
+            ("luma_std", "standard deviation of luma: contrast"),
+            ("saturation_mean", "mean HSV saturation (0-1)"),
+            ("colorfulness", "Hasler & Süsstrunk colourfulness"),
+            ("entropy", "luma histogram entropy (bits)"),
+            ("sharpness", "variance of the Laplacian of luma"),
+            ("noise_sigma", "noise standard deviation (Immerkær)"),
+            ("hf_energy", "share of spectral energy above half-Nyquist"),
+            ("blockiness", "8x8 block-boundary discontinuity (earlier JPEG compression)"),
+        )
+    ),
+    Feature(
+        "dims_multiple_of",
+        "categorical",
+        "largest of 64/32/16/8/1 dividing both sides (latent-VAE grids)",
+        lambda: _pixel("dims_multiple_of").cast(pl.String),
+        ("dims_multiple_of", "pixel_error"),
+    ),
+    Feature(
+        "qtable_id",
+        "categorical",
+        "hash of the JPEG quantisation tables: the encoder (non-JPEG = none)",
+        lambda: _pixel_label("qtable_id"),
+        ("qtable_id", "pixel_error", "luma_mean"),
+    ),
+    Feature(
+        "exif_software",
+        "categorical",
+        "EXIF Software tag (none when absent)",
+        lambda: _pixel_label("exif_software"),
+        ("exif_software", "pixel_error", "luma_mean"),
+    ),
+)
+PIXEL_COLUMNS = tuple(c for f in PIXEL_FEATURES for c in f.needs[:1])
+
+
+def has_pixel_facts(columns: Sequence[str]) -> bool:
+    """Whether a manifest carries pixel facts (`cfx inspect --pixels`)."""
+    return "luma_mean" in columns
+
+
 NOT_IN_METADATA = {
     "jpeg_quality": "not in the metadata: it needs each JPEG's quantisation tables, i.e. reading the image "
     "bytes — run `cfx inspect SOURCE -o inspected.parquet` (or `cfx dedupe`, which caches them) and audit again",
@@ -221,6 +282,22 @@ FIXES: dict[str, str] = {
     "has_icc": "`cfx subset --strip-metadata` (or convert both labels to sRGB)",
     "has_c2pa": "`cfx subset --strip-metadata`",
     "has_text_chunks": "`cfx subset --strip-metadata` (PNG text chunks name the generator)",
+    # pixel facts: quantile bins computed on both labels together (docs/balance.md)
+    "luma_mean": "`cfx balance --match luma_mean:10`, or `cfx subset --drop-quality-issues dark,overexposed`",
+    "luma_std": "`cfx balance --match luma_std:10`, or `cfx subset --drop-quality-issues near-uniform`",
+    "saturation_mean": "`cfx balance --match saturation_mean:10`, or `cfx subset --drop-quality-issues grayscale`",
+    "colorfulness": "`cfx balance --match colorfulness:10`, or `cfx subset --drop-quality-issues grayscale`",
+    "entropy": "`cfx balance --match entropy:10`, or `cfx subset --drop-quality-issues low-information`",
+    "sharpness": "`cfx balance --match sharpness:10`, or `cfx subset --drop-quality-issues blurry`",
+    "noise_sigma": "`cfx balance --match noise:10` (or give both labels the same noise floor: "
+    "`cfx subset --transform noise:SIGMA`)",
+    "hf_energy": "`cfx balance --match hf_energy:10` (or low-pass both labels: `cfx subset --transform blur:SIGMA`)",
+    "blockiness": "`cfx balance --match blockiness:10` (a re-encode does not erase the blocks of an earlier JPEG)",
+    "dims_multiple_of": "`cfx balance --match dims-grid`, or one size for both labels: "
+    "`cfx subset --transform resize:min-side=N --transform center-crop:N`",
+    "qtable_id": "re-encode both labels with one encoder: `cfx subset --transform jpeg:96` "
+    "(or `cfx balance --match qtable_id`)",
+    "exif_software": "`cfx subset --strip-metadata`",
 }
 
 
@@ -284,10 +361,18 @@ class AuditResult:
     skipped: list[dict[str, str]]
     unusable_sizes: int = 0  # rows without a usable width/height (zero, negative or unreadable resolution)
     joint: JointResult | None = None
+    quality: QualityReport | None = None
 
     @property
     def flagged(self) -> list[FeatureScore]:
         return [f for f in self.features if f.flagged]
+
+    def above(self, limit: float) -> list[str]:
+        """The canaries (single features, then "joint") whose AUROC is above ``limit``, worst first."""
+        names = [f"{f.feature} ({f.auroc:.3f})" for f in self.features if f.auroc > limit]
+        if self.joint is not None and self.joint.auroc is not None and self.joint.auroc > limit:
+            names.append(f"joint ({self.joint.auroc:.3f})")
+        return names
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -300,6 +385,7 @@ class AuditResult:
             "skipped": self.skipped,
             "unusable_sizes": self.unusable_sizes,
             **({"joint": self.joint.to_json()} if self.joint is not None else {}),
+            **({"quality": self.quality.to_json()} if self.quality is not None else {}),
         }
 
 
@@ -322,7 +408,8 @@ def audit(
     scores: list[FeatureScore] = []
     skipped: list[dict[str, str]] = []
     inspected = "actual_format" in df.columns
-    for feat in (*FEATURES, *(BYTE_FEATURES if inspected else ())):
+    pixels = PIXEL_FEATURES if has_pixel_facts(df.columns) else ()
+    for feat in (*FEATURES, *(BYTE_FEATURES if inspected else ()), *pixels):
         absent = [c for c in feat.needs if c not in df.columns]
         if absent:
             skipped.append(
@@ -399,8 +486,12 @@ def audit(
     if joint:
         from cfx.joint import joint_canary
 
-        used = [f for f in (*FEATURES, *BYTE_FEATURES) if f.name in {s.feature for s in scores}]
+        used = [
+            f for f in (*FEATURES, *BYTE_FEATURES, *PIXEL_FEATURES) if f.name in {s.feature for s in scores}
+        ]
         joint_result = joint_canary(df, used, threshold=threshold, seed=seed)
+    from cfx.quality import quality_issues
+
     return AuditResult(
         rows=df.height,
         real=n_real,
@@ -410,6 +501,7 @@ def audit(
         skipped=skipped,
         unusable_sizes=unusable_sizes(df),
         joint=joint_result,
+        quality=quality_issues(df, threshold),
     )
 
 

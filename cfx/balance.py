@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES
+from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES, PIXEL_FACT_COLUMNS, PIXEL_MATCHES, QUANTILE_BINS
 from cfx.errors import EmptySelectionError, InputError, UsageError
 from cfx.licenses import LICENSE_COLUMN, describe_filter, filter_licenses
 from cfx.manifest import Manifest
@@ -63,8 +63,12 @@ _ALIASES = {
     "chroma_subsampling": "chroma-subsampling",
     "subsampling": "chroma-subsampling",
     "actual_format": "actual-format",
+    "noise_sigma": "noise",
+    "dims": "dims-grid",
+    "dims_grid": "dims-grid",
 }
-_CATEGORICAL = ("format", "mode", "resolution", "chroma-subsampling", "actual-format")
+_CATEGORICAL = ("format", "mode", "resolution", "chroma-subsampling", "actual-format", "dims-grid")
+_GRIDS = (64, 32, 16, 8)
 
 
 # --- option parsing ----------------------------------------------------------------------------------
@@ -88,13 +92,17 @@ def parse_ratio(text: str) -> tuple[int, int]:
 
 @dataclass(frozen=True)
 class MatchSpec:
-    """One ``--match`` spec: a feature (named, or any manifest column) and an optional bin width."""
+    """One ``--match`` spec: a feature (named, or any manifest column) and an optional bin width, or for pixel
+    facts and other numeric columns a number of quantile bins."""
 
     feature: str
     bin: float | None = None
+    quantiles: int | None = None
 
     @property
     def label(self) -> str:
+        if self.quantiles is not None:
+            return f"{self.feature}:{self.quantiles}"
         if self.bin is None:
             return self.feature
         b = int(self.bin) if float(self.bin).is_integer() else self.bin
@@ -104,6 +112,8 @@ class MatchSpec:
         """The binned value of each row as a string (null when the feature is unknown)."""
         w, h = pl.col("width").cast(pl.Int64), pl.col("height").cast(pl.Int64)
         f = self.feature
+        if self.quantiles is not None:
+            return quantile_bins(pl.col(PIXEL_MATCHES.get(f, f)).cast(pl.Float64), self.quantiles)
         numeric: pl.Expr | None = None
         if f == "min-side":
             numeric = pl.min_horizontal(w, h)
@@ -121,6 +131,8 @@ class MatchSpec:
             return pl.when(w.is_not_null() & h.is_not_null()).then(pl.format("{}x{}", w, h))  # exact size
         elif f in BYTE_FACT_MATCHES:
             return self._byte_fact()
+        elif f == "dims-grid":
+            return _dims_grid(w, h, columns)
         elif f in ("format", "mode"):
             return (
                 pl.col(f).cast(pl.String).str.to_uppercase() if f == "format" else pl.col(f).cast(pl.String)
@@ -161,6 +173,26 @@ def match_feature(spec: str) -> str:
     return _ALIASES.get(name.lower(), name.lower())
 
 
+def quantile_bins(x: pl.Expr, n: int) -> pl.Expr:
+    """Bin 0 … n-1 of each value among the frame's known values (both labels together): its mid-rank
+    quantile, so equal values share a bin. NaN / infinite / null values are unknown (null)."""
+    known = pl.when(x.is_finite()).then(x)
+    rank = known.rank("average")
+    return ((rank - 1) * n / known.count()).floor().clip(0, n - 1).cast(pl.Int64).cast(pl.String)
+
+
+def _dims_grid(w: pl.Expr, h: pl.Expr, columns: Sequence[str]) -> pl.Expr:
+    """The largest of 64/32/16/8/1 dividing both sides: the pixel fact dims_multiple_of where known, else
+    computed from width and height (the same number: both are the decoded size)."""
+    computed = pl.lit(1, pl.Int64)
+    for g in reversed(_GRIDS):  # the largest grid checked last wins
+        computed = pl.when((w % g == 0) & (h % g == 0)).then(pl.lit(g, pl.Int64)).otherwise(computed)
+    computed = pl.when((w > 0) & (h > 0)).then(computed)
+    if "dims_multiple_of" in columns:
+        computed = pl.coalesce(pl.col("dims_multiple_of").cast(pl.Int64), computed)
+    return computed.cast(pl.String)
+
+
 def parse_match(spec: str, columns: Sequence[str]) -> MatchSpec:
     """'min-side', 'min-side:64', 'format', 'aspect:0.1', or any manifest column (with an optional bin)."""
     text = (spec or "").strip()
@@ -172,6 +204,11 @@ def parse_match(spec: str, columns: Sequence[str]) -> MatchSpec:
             "write e.g. --match min-side:64, or --match min-side for its default bin",
         )
     key = _ALIASES.get(name.lower(), name.lower())
+    if name in PIXEL_FACT_COLUMNS and name not in columns:
+        raise InputError(
+            f"--match {spec!r}: the manifest has no pixel facts ({name})",
+            "add them with `cfx inspect SOURCE --pixels -o inspected.parquet` and balance that manifest",
+        )
     if key not in MATCH_FEATURES and name not in columns:
         raise UsageError(
             f"--match {spec!r}: unknown feature {name!r}",
@@ -179,6 +216,8 @@ def parse_match(spec: str, columns: Sequence[str]) -> MatchSpec:
             "or a manifest column",
         )
     feature = key if key in MATCH_FEATURES else name
+    if feature in PIXEL_MATCHES or (feature not in MATCH_FEATURES and bin_text.strip()):
+        return MatchSpec(feature, quantiles=_quantile_count(spec, feature, bin_text))
     bin_width: float | None = None
     if bin_text.strip():
         try:
@@ -199,6 +238,24 @@ def parse_match(spec: str, columns: Sequence[str]) -> MatchSpec:
     if feature == "num-bytes" and "num_bytes" not in columns:
         raise UsageError("--match num-bytes: the manifest has no num_bytes column", "index with --num-bytes")
     return MatchSpec(feature, bin_width)
+
+
+def _quantile_count(spec: str, feature: str, text: str) -> int:
+    """N of 'noise:N' / 'COLUMN:N': a whole number of quantile bins (the named pixel facts default to 10)."""
+    if not text.strip():
+        return QUANTILE_BINS
+    try:
+        n = int(text)
+    except ValueError:
+        raise UsageError(
+            f"--match {spec!r}: {text!r} is not a whole number of quantile bins",
+            f"write e.g. --match {feature}:10 (10 bins of equal row counts over both labels)",
+        ) from None
+    if not 1 <= n <= 10_000:
+        raise UsageError(
+            f"--match {spec!r}: the number of quantile bins must be 1 to 10000", f"e.g. {feature}:10"
+        )
+    return n
 
 
 @dataclass
@@ -243,6 +300,7 @@ class Step:
     generated: int
     generators: int
     real_sources: int
+    unknown: dict[str, int] | None = None  # a match step: rows per label left out as unknown
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -253,6 +311,7 @@ class Step:
             "generated": self.generated,
             "generators": self.generators,
             "real_sources": self.real_sources,
+            **({"unknown": self.unknown} if self.unknown is not None else {}),
         }
 
     def short(self) -> str:
@@ -547,8 +606,11 @@ class _Steps:
         if first.real == 0 or first.generated == 0:
             raise _empty_error(self.steps, first)
 
-    def add(self, frame: pl.DataFrame, name: str, detail: str = "") -> pl.DataFrame:
+    def add(
+        self, frame: pl.DataFrame, name: str, detail: str = "", unknown: dict[str, int] | None = None
+    ) -> pl.DataFrame:
         s = _counts(frame, name, detail)
+        s.unknown = unknown
         self.steps.append(s)
         self.reporter.info(s.short())
         if s.real == 0 or s.generated == 0:
@@ -562,25 +624,19 @@ def _match(work: pl.DataFrame, options: BalanceOptions, steps: _Steps) -> tuple[
     bin_cols: list[str] = []
     for i, m in enumerate(options.match):
         bin_cols.append(f"__m{i}")
-        unknown = work.get_column(f"__m{i}").null_count()
-        if unknown:
-            steps.add(
-                work.filter(pl.col(f"__m{i}").is_not_null()),
-                f"known {m.feature}",
-                f"{unknown:,} rows whose {m.feature} is unknown left out of matching",
-            )
-            steps.unknown[m.feature] = unknown
+        unknown = _unknown(work, f"__m{i}")
+        if any(unknown.values()):
+            steps.unknown[m.feature] = sum(unknown.values())
         work = work.filter(pl.col(f"__m{i}").is_not_null())
         per_bin = work.group_by(bin_cols).agg(
             ((pl.col("label") == REAL).sum() // r).alias("__ur"),
             ((pl.col("label") == GENERATED).sum() // g).alias("__ug"),
         )
         ok = per_bin.filter((pl.col("__ur") > 0) & (pl.col("__ug") > 0)).select(bin_cols)
-        work = steps.add(
-            work.join(ok, on=bin_cols, how="semi"),
-            f"match {m.label}",
-            f"rows in bins of {' × '.join(x.label for x in options.match[: i + 1])} holding both classes",
-        )
+        detail = f"rows in bins of {' × '.join(x.label for x in options.match[: i + 1])} holding both classes"
+        if any(unknown.values()):
+            detail += f"; left out as unknown {m.feature}: {unknown['real']:,} real, {unknown['generated']:,} generated"
+        work = steps.add(work.join(ok, on=bin_cols, how="semi"), f"match {m.label}", detail, unknown=unknown)
     if bin_cols:
         work = work.with_columns(
             pl.concat_str([pl.col(c) for c in bin_cols], separator="|").alias("__bin")
@@ -588,6 +644,15 @@ def _match(work: pl.DataFrame, options: BalanceOptions, steps: _Steps) -> tuple[
     else:
         work = work.with_columns(pl.lit("").alias("__bin"))
     return work, work.get_column("__bin").n_unique()
+
+
+def _unknown(work: pl.DataFrame, column: str) -> dict[str, int]:
+    """Rows per label whose match value is unknown (null): they cannot be matched and are left out."""
+    null = work.filter(pl.col(column).is_null())
+    return {
+        "real": int((null.get_column("label") == REAL).sum()),
+        "generated": int((null.get_column("label") == GENERATED).sum()),
+    }
 
 
 def _with_hashes(work: pl.DataFrame, seed: int) -> pl.DataFrame:
@@ -707,12 +772,20 @@ def _check_columns(df: pl.DataFrame, options: BalanceOptions) -> None:
                 need.add("num_bytes")
             elif m.feature in BYTE_FACT_MATCHES:
                 need |= set(BYTE_FACT_MATCHES[m.feature])
+            elif m.feature == "dims-grid":
+                need |= set() if "dims_multiple_of" in df.columns else {"width", "height"}
             else:
-                need.add(m.feature)
+                need.add(PIXEL_MATCHES.get(m.feature, m.feature))
     if options.stratify:
         need.add(options.stratify)
     missing = sorted(c for c in need if c not in df.columns)
     facts = {c for cols in BYTE_FACT_MATCHES.values() for c in cols}
+    pixel_facts = {*PIXEL_MATCHES.values(), *PIXEL_FACT_COLUMNS}
+    if missing and set(missing) <= pixel_facts:
+        raise InputError(
+            f"the manifest lacks the pixel fact column(s) {', '.join(missing)}",
+            "add them with `cfx inspect SOURCE --pixels -o inspected.parquet` and balance that manifest",
+        )
     if missing and set(missing) <= facts:
         raise InputError(
             f"the manifest lacks the byte fact column(s) {', '.join(missing)}",
@@ -726,6 +799,12 @@ def _check_columns(df: pl.DataFrame, options: BalanceOptions) -> None:
     if options.stratify and options.stratify not in df.columns:  # pragma: no cover - covered above
         raise UsageError(f"--stratify {options.stratify}: no such column", "e.g. --stratify architecture")
     for m in options.match:
+        column = PIXEL_MATCHES.get(m.feature, m.feature)
+        if m.quantiles is not None and not df.schema[column].is_numeric():
+            raise UsageError(
+                f"--match {m.label}: {column} is not numeric ({df.schema[column]}), so it has no quantiles",
+                f"match its exact values with --match {m.feature}",
+            )
         if m.feature == "num-bytes" and df.get_column("num_bytes").null_count() == df.height and df.height:
             raise UsageError(
                 "--match num-bytes: num_bytes is unknown for every row (the index does not read image bytes)",

@@ -38,7 +38,27 @@ MATCH_FEATURES: dict[str, tuple[str, float | None]] = {
     "jpeg-quality": ("JPEG quality, bins 1-5 … 96-100 with :5; non-JPEG images form their own bin", None),
     "chroma-subsampling": ("JPEG chroma subsampling (4:2:0, 4:4:4, …; non-JPEG: none)", None),
     "actual-format": ("format from the file signature, not the format column", None),
+    # pixel facts (cfx inspect --pixels): N quantile bins over both labels together (default 10)
+    "noise": ("noise_sigma, the noise level; noise:N = N quantile bins (default 10)", None),
+    "sharpness": ("variance of the Laplacian; sharpness:N = N quantile bins (default 10)", None),
+    "dims-grid": (
+        "largest of 64/32/16/8/1 dividing both sides (dims_multiple_of, else from width/height)",
+        None,
+    ),
 }
+PIXEL_MATCHES = {"noise": "noise_sigma", "sharpness": "sharpness"}  # match feature -> pixel-fact column
+PIXEL_FACT_COLUMNS = (  # numeric pixel facts of `cfx inspect --pixels` (cfx.pixelfacts), matchable as COLUMN:N
+    "luma_mean",
+    "luma_std",
+    "saturation_mean",
+    "colorfulness",
+    "entropy",
+    "sharpness",
+    "noise_sigma",
+    "hf_energy",
+    "blockiness",
+)
+QUANTILE_BINS = 10  # default number of quantile bins of a pixel-fact match
 BYTE_FACT_MATCHES = {  # match feature -> the byte-fact columns it needs
     "jpeg-quality": ("jpeg_quality", "actual_format"),
     "chroma-subsampling": ("chroma_subsampling", "actual_format"),

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     PARTIAL = 6  # some inputs were bad; the rest was processed (e.g. a truncated shard during index)
     OUTPUT = 7  # cannot write output: exists, permission, disk full
     LEAK = 8  # cfx leaks --fail-on-leak: the two sets overlap (a leak was found)
+    SHORTCUT = 9  # cfx audit --fail-above: a canary (single feature or joint) is above the limit
     INTERRUPTED = 130  # Ctrl-C (SIGINT)
     BROKEN_PIPE = 141  # the reader of stdout went away (`| head -1`): 128 + SIGPIPE, as a killed `cat` gives
     TERMINATED = 143  # SIGTERM: 128 + 15, as a shell reports a program killed by it
@@ -81,6 +82,12 @@ class PartialError(CfxError):
 
 class OutputError(CfxError):
     exit_code = ExitCode.OUTPUT
+
+
+class ShortcutFoundError(CfxError):
+    """``cfx audit --fail-above X`` and a canary is above X (the report was still printed)."""
+
+    exit_code = ExitCode.SHORTCUT
 
 
 class Terminated(BaseException):

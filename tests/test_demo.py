@@ -210,3 +210,33 @@ def test_fix_commands_reproduce_the_audit(demo_run: tuple[Path, Any], cfx: Calla
     r = cfx(*audit_cmd[1:])
     assert r.returncode == 0, r.stderr
     assert _scores(json.loads(r.stdout)) == _scores(json.loads((out / "audit-fixed.json").read_text()))
+
+
+def test_demo_fixed_set_pixel_facts_match_worst_to_one_half(demo_run: tuple[Path, Any]) -> None:
+    """Issue 22's "done means" on the demo's set: after the Grommelt fix (resize, crop, JPEG 96) a pixel feature
+    still separates the labels; `balance --match WORST:10` brings it to 0.5 ± 0.05 and lowers the joint canary."""
+    from cfx.audit import PIXEL_FEATURES
+    from cfx.balance import BalanceOptions, balance, parse_match
+    from cfx.inspect import inspect_manifest
+
+    out, _ = demo_run
+    fixed = inspect_manifest(
+        read_manifest(out / "fixed" / "manifest.parquet"), workers=1, use_cache=False, with_pixels=True
+    ).manifest
+    numeric = [f.name for f in PIXEL_FEATURES if f.kind == "numeric"]
+    res = audit(fixed, joint=True)
+    scores = {f.feature: f.auroc for f in res.features}
+    worst = max(numeric, key=lambda k: scores[k])
+    assert scores[worst] > 0.6 and worst in {f.feature for f in res.flagged}  # the pictures still tell
+    matched = audit(
+        balance(fixed, BalanceOptions(match=[parse_match(f"{worst}:10", fixed.df.columns)])).manifest,
+        joint=True,
+    )
+    after = {f.feature: f.auroc for f in matched.features}
+    assert abs(after[worst] - 0.5) <= 0.05
+    assert res.joint is not None and res.joint.auroc is not None
+    assert matched.joint is not None and matched.joint.auroc is not None
+    print(
+        f"demo: {worst} {scores[worst]:.3f} → {after[worst]:.3f}; joint {res.joint.auroc:.3f} → {matched.joint.auroc:.3f}"
+    )
+    assert matched.joint.auroc < res.joint.auroc

@@ -94,6 +94,13 @@ def _case_output(data: Path, tmp: Path) -> list[str]:
     return ["subset", str(data), "--out", str(tmp / "out")]
 
 
+def _case_shortcut(data: Path, tmp: Path) -> list[str]:
+    # both labels, the format column alone separates them (AUROC 1 > 0.9)
+    mixed = [{**r, "format": "JPEG"} for r in rows(6, label=0)] + rows(6, label=1, start=6)
+    write_shard(tmp / "mixed" / "data" / "HFCF_small_0.parquet", mixed)
+    return ["audit", str(tmp / "mixed"), "--no-joint", "--fail-above", "0.9"]
+
+
 _EXIT_CASES: dict[int, Callable[[Path, Path], list[str]]] = {
     0: _case_ok,
     2: _case_usage,
@@ -103,6 +110,7 @@ _EXIT_CASES: dict[int, Callable[[Path, Path], list[str]]] = {
     6: _case_partial,
     7: _case_output,
     8: lambda data, tmp: ["leaks", str(data), str(data), "--fail-on-leak"],  # a set leaks into itself
+    9: _case_shortcut,
     130: lambda data, tmp: [],  # test_sigint_exits_130
     141: lambda data, tmp: [],  # test_broken_pipe_is_quiet_141
     143: lambda data, tmp: [],  # tests/test_process_signals.py::test_sigterm_stops_dedupe_with_143_no_orphan_no_traceback

@@ -132,6 +132,17 @@ KeepIccOpt = Annotated[
     bool, typer.Option("--keep-icc", help="With --strip-metadata: keep the ICC colour profile.")
 ]
 
+DropQualityOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--drop-quality-issues",
+        help="Leave out rows with these quality issues (comma-separated or repeated): dark, overexposed, "
+        "blurry, low-information, near-uniform, grayscale, odd-aspect — thresholds in docs/audit.md; needs "
+        "pixel facts (`cfx inspect --pixels`) except odd-aspect. Counted per label on stderr.",
+        show_default=False,
+    ),
+]
+
 # Licence options: every selecting command accepts them (see docs/licenses.md).
 LicensesOpt = Annotated[
     list[str] | None,

@@ -22,6 +22,7 @@ from cfx.cli._output import is_quiet, refuse_clobber
 if TYPE_CHECKING:
     from cfx.manifest import Manifest
     from cfx.progress import Reporter
+    from cfx.quality import DropReport
     from cfx.select import Selection
 
 R = TypeVar("R")
@@ -120,6 +121,27 @@ def add_licenses(
         token=token,
         reporter=reporter,
     )
+
+
+def quality_kinds(values: list[str] | None) -> list[str] | None:
+    """The kinds of --drop-quality-issues (checked before anything is loaded: an unknown one is exit 2)."""
+    from cfx.quality import parse_kinds
+
+    return None if values is None else parse_kinds(values)
+
+
+def drop_quality(
+    manifest: Manifest, kinds: list[str] | None, reporter: Reporter
+) -> tuple[Manifest, DropReport | None]:
+    """``manifest`` without the rows that have any of ``kinds`` (--drop-quality-issues), counted per label."""
+    if not kinds:
+        return manifest, None
+    from cfx.inspect import cached_pixels
+    from cfx.quality import drop_quality_issues
+
+    kept, report = drop_quality_issues(cached_pixels(manifest) or manifest, kinds)
+    reporter.info(report.summary())
+    return kept, report
 
 
 def load_selected(

@@ -12,7 +12,7 @@ from cfx.cli._errors import handle_errors
 from cfx.cli._options import JsonOpt, SeedOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt, ranged
 from cfx.cli._output import CliReporter, out_console, print_json
 from cfx.defaults import AUDIT_THRESHOLD
-from cfx.errors import UsageError
+from cfx.errors import ShortcutFoundError, UsageError
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -49,6 +49,7 @@ def render(report: dict[str, Any], console: Console) -> None:
         if f["note"]:
             console.print(f"{f['feature']}: {f['note']}", markup=False)
     _render_joint(report.get("joint"), console)
+    _render_quality(report.get("quality"), console)
     for f in report["features"]:
         if f["fix"]:
             console.print(f"fix {f['feature']}: {f['fix']}", markup=False)
@@ -88,6 +89,47 @@ def _render_joint(joint: dict[str, Any] | None, console: Console) -> None:
         console.print(f"  {joint['note']}", markup=False)
 
 
+def _render_quality(quality: dict[str, Any] | None, console: Console) -> None:
+    if quality is None:
+        return
+    if quality["issues"]:
+        table = Table(
+            title="quality issues (rows with the issue / rows with known facts)", title_justify="left"
+        )
+        for name, justify in (
+            ("issue", "left"),
+            ("real", "right"),
+            ("generated", "right"),
+            ("unknown", "right"),
+            ("", "left"),
+        ):
+            table.add_column(name, justify=justify)  # type: ignore[arg-type]
+        for i in quality["issues"]:
+            unknown = i["unknown"]["real"] + i["unknown"]["generated"]
+            table.add_row(
+                i["kind"],
+                f"{i['real']:,} ({i['real_rate']:.1%})",
+                f"{i['generated']:,} ({i['generated_rate']:.1%})",
+                f"{unknown:,}",
+                f"SHORTCUT (more in {i['more_in']})" if i["shortcut"] else "",
+                style="bold red" if i["shortcut"] else None,
+            )
+        console.print(table)
+        console.print(
+            "rules: " + "; ".join(f"{i['kind']}: {i['description']}" for i in quality["issues"]), markup=False
+        )
+    for i in quality["issues"]:
+        if i["shortcut"]:
+            console.print(
+                f"quality issue {i['kind']} hits {i['more_in']} images more — a shortcut: a detector can learn "
+                f"'{i['kind']} → {i['more_in']}'. fix: `cfx subset --drop-quality-issues {i['kind']}`",
+                markup=False,
+            )
+    if quality["skipped"]:
+        kinds = ", ".join(s["kind"] for s in quality["skipped"])
+        console.print(f"quality issues {kinds}: skipped — {quality['skipped'][0]['reason']}", markup=False)
+
+
 @handle_errors
 def audit_cmd(
     source: SourceArg,
@@ -103,18 +145,32 @@ def audit_cmd(
             help="Also the joint canary: a cross-validated classifier over all features together.",
         ),
     ] = True,
+    fail_above: Annotated[
+        float | None,
+        ranged(
+            "--fail-above",
+            lo=0.5,
+            hi=1.0,
+            help="Exit 9 when any canary (a single feature or the joint one) has an AUROC above this, naming "
+            "it (to gate a pipeline); the report is still printed.",
+            show_default=False,
+        ),
+    ] = None,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 4,
     skip_bad: SkipBadOpt = False,
     token: TokenOpt = None,
 ) -> None:
     """Rank cheap features (size, aspect, format, mode, file size; with byte facts also JPEG quality,
-    subsampling, progressive, actual format, metadata presence) by how well each alone predicts the label —
-    shortcuts a detector could learn instead of generation artefacts — and the joint canary of all together.
+    subsampling, progressive, actual format, metadata presence; with pixel facts also brightness, colour,
+    sharpness, noise, spectral energy, blockiness, dims grid, JPEG tables, EXIF software) by how well each
+    alone predicts the label — shortcuts a detector could learn instead of generation artefacts — and the
+    joint canary of all together. With pixel facts also quality issues (dark, blurry, …) per label.
 
     For each feature: single-feature AUROC (symmetrised, 0.5 = harmless) and the balanced accuracy of the
     best threshold, worst first; features above --threshold (0.6) are flagged, each with the cfx fix.
-    Byte facts come from the manifest (`cfx inspect`) or the inspect cache; no image bytes are read.
+    Byte and pixel facts come from the manifest (`cfx inspect [--pixels]`) or its cache; no image bytes
+    are read. --fail-above X exits 9 when any canary is above X (the report is printed first).
     Joint canary: HistGradientBoosting, 5-fold cross-validation grouped by generator / real source
     (seeded), AUROC and permutation importances.
 
@@ -125,9 +181,10 @@ def audit_cmd(
       cfx audit balanced.parquet --json
       cfx balance data/ --match min-side:64 --match format | cfx audit -
       cfx inspect data/ -o inspected.parquet && cfx audit inspected.parquet --seed 1
+      cfx audit train.parquet --fail-above 0.6 || echo "shortcut: refused"
     """
     from cfx.audit import audit
-    from cfx.inspect import with_file_sizes
+    from cfx.inspect import cached_pixels, with_file_sizes
     from cfx.load import load_manifest
 
     if not 0.5 <= threshold <= 1.0:
@@ -135,11 +192,20 @@ def audit_cmd(
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
     manifest = with_file_sizes(manifest)  # byte facts, and the num_bytes balance matches on
-    report = audit(manifest, threshold=threshold, joint=joint, seed=seed).to_json()
+    manifest = cached_pixels(manifest) or manifest
+    result = audit(manifest, threshold=threshold, joint=joint, seed=seed)
+    report = result.to_json()
     if as_json:
         print_json(report)
     else:
         render(report, out_console())
+    above = result.above(fail_above) if fail_above is not None else []
+    if above:
+        raise ShortcutFoundError(
+            f"{len(above)} canary(ies) above --fail-above {fail_above}: {', '.join(above)}",
+            "remove the shortcut(s) with the fixes in the report (`cfx balance --match …`, "
+            "`cfx subset --transform …`) and audit again",
+        )
 
 
 def register(app: typer.Typer) -> None:

@@ -24,7 +24,7 @@ from cfx.cli._options import (
 )
 from cfx.cli._output import CliReporter, emit_manifest, err_console, is_quiet, print_json, refuse_clobber
 from cfx.cli._select import add_licenses, with_selection_options
-from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES
+from cfx.defaults import BYTE_FACT_MATCHES, MATCH_FEATURES, PIXEL_FACT_COLUMNS, PIXEL_MATCHES
 
 
 def render(report: dict[str, Any], console: Console) -> None:
@@ -75,6 +75,11 @@ def _byte_fact(spec: str) -> bool:
     return name in BYTE_FACT_MATCHES or name in ("quality", "subsampling")
 
 
+def _pixel_fact(spec: str) -> bool:
+    name = spec.partition(":")[0].strip()
+    return name.lower() in PIXEL_MATCHES or name in PIXEL_FACT_COLUMNS
+
+
 @handle_errors
 @with_selection_options(without={"max_per_generator"})
 def balance_cmd(
@@ -109,7 +114,8 @@ def balance_cmd(
             "--match",
             help="Pair real and generated rows only within the same bin of this feature (repeatable): "
             + ", ".join(MATCH_FEATURES)
-            + " or a column; numeric ones take a bin width, e.g. min-side:64.",
+            + " or a column; named size features take a bin width (min-side:64), pixel facts and other numeric "
+            "columns a number of quantile bins over both labels (noise:10, blockiness:10).",
         ),
     ] = None,
     pair: Annotated[
@@ -144,6 +150,7 @@ def balance_cmd(
           cfx balance data/ --match resolution --json
           cfx balance data/ --match jpeg-quality:5 --match chroma-subsampling --match actual-format -o b.parquet
           cfx balance data/ --ratio 2:1 | cfx stats -
+          cfx inspect data/ --pixels -o px.parquet && cfx balance px.parquet --match noise:10 --match dims-grid
     """
     from cfx.balance import BalanceOptions, balance, match_feature, parse_match, parse_ratio
     from cfx.licenses import check_license_patterns
@@ -172,6 +179,10 @@ def balance_cmd(
             from cfx.inspect import with_file_sizes
 
             manifest = with_file_sizes(manifest)  # the same num_bytes audit scores
+        if any(_pixel_fact(s) for s in match or []):
+            from cfx.inspect import cached_pixels  # pixel facts: from the cache (`cfx inspect --pixels`)
+
+            manifest = cached_pixels(manifest) or manifest
         specs = [parse_match(s, manifest.df.columns) for s in match or []]
         needed = bool(include or exclude or select.commercial_only)
         manifest = add_licenses(manifest, select, needed=needed, token=token, reporter=reporter)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
     NO_SELECTION,
+    DropQualityOpt,
     JsonOpt,
     KeepIccOpt,
     SeedOpt,
@@ -23,11 +24,12 @@ from cfx.cli._options import (
     WorkersOpt,
 )
 from cfx.cli._output import CliReporter, err_console, is_quiet, out_console, print_json
-from cfx.cli._select import load_selected, with_selection_options
+from cfx.cli._select import drop_quality, load_selected, quality_kinds, with_selection_options
 from cfx.units import human_bytes, parse_size
 
 if TYPE_CHECKING:
     from cfx.export import ExportPlan
+    from cfx.quality import DropReport
 
 
 class Format(str, Enum):
@@ -85,6 +87,7 @@ def export(
         bool, typer.Option("--shuffle", help="webdataset: shuffle samples across and within tars (--seed).")
     ] = False,
     select: SelectionOptions = NO_SELECTION,
+    drop_quality_issues: DropQualityOpt = None,
     seed: SeedOpt = 0,
     transform: TransformOpt = None,
     strip_metadata: StripMetadataOpt = False,
@@ -157,10 +160,12 @@ def export(
         keep_non_images=keep_non_images,
         drop_bad_images=drop_bad_images,
     )
+    kinds = quality_kinds(drop_quality_issues)
     with CliReporter() as reporter:
         selected, _ = load_selected(
             source, select, seed, {"--out": out}, reporter, token=token, skip_bad=skip_bad, workers=workers
         )
+        selected, dropped = drop_quality(selected, kinds, reporter)
         if dry_run:
             check_output(selected, out, overwrite)
             plan = plan_export(selected, options, reporter=reporter)
@@ -168,17 +173,21 @@ def export(
             result = write_export(selected, out, options, reporter=reporter)
     if dry_run:
         if as_json:
-            print_json({"dry_run": True, "out": str(out), **plan.to_json()})
+            print_json({"dry_run": True, "out": str(out), **plan.to_json(), **_dropped_json(dropped)})
         else:
             _render_plan(plan, out)
         return
     if as_json:
-        print_json(result.to_json())
+        print_json({**result.to_json(), **_dropped_json(dropped)})
     elif not is_quiet():
         err_console().print(
             f"Wrote {result.rows:,} images ({human_bytes(result.bytes)}) in {result.files:,} file(s) to {out}/",
             markup=False,
         )
+
+
+def _dropped_json(dropped: DropReport | None) -> dict[str, Any]:
+    return {"quality_dropped": dropped.to_json()} if dropped is not None else {}
 
 
 def register(app: typer.Typer) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -13,6 +13,7 @@ from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
     NO_SELECTION,
     ROW_GROUP_MAX,
+    DropQualityOpt,
     JsonOpt,
     KeepIccOpt,
     SeedOpt,
@@ -33,11 +34,12 @@ from cfx.cli._output import (
     out_console,
     print_json,
 )
-from cfx.cli._select import load_selected, with_selection_options
+from cfx.cli._select import drop_quality, load_selected, quality_kinds, with_selection_options
 from cfx.defaults import DEFAULT_ROW_GROUP_ROWS
 from cfx.units import human_bytes, parse_size
 
 if TYPE_CHECKING:
+    from cfx.quality import DropReport
     from cfx.subset import SubsetPlan
 
 
@@ -82,6 +84,7 @@ def subset(
         Path, typer.Option("--out", help="Folder to write the new dataset into.", show_default=False)
     ],
     select: SelectionOptions = NO_SELECTION,
+    drop_quality_issues: DropQualityOpt = None,
     seed: SeedOpt = 0,
     order: Annotated[
         Order, typer.Option("--order", help="Row order: as in the source, or shuffled with --seed.")
@@ -173,10 +176,12 @@ def subset(
 
     max_bytes = parse_size(max_shard_size, "--max-shard-size")
     pipeline = Pipeline.parse(transform or [], strip_metadata=strip_metadata, keep_icc=keep_icc)
+    kinds = quality_kinds(drop_quality_issues)
     with CliReporter() as reporter:
         selected, selection = load_selected(
             source, select, seed, {"--out": out}, reporter, token=token, skip_bad=skip_bad, workers=workers
         )
+        selected, dropped = drop_quality(selected, kinds, reporter)
         if dry_run:
             check_output(selected, out, overwrite)
             plan = plan_subset(selected, order=order.value, seed=seed, reporter=reporter)
@@ -191,7 +196,7 @@ def subset(
                 with_provenance=with_provenance,
                 overwrite=overwrite,
                 command=command_line(),
-                selection=selection.describe(),
+                selection=_describe(selection.describe(), kinds),
                 cdc=cdc,
                 drop_bad_images=drop_bad_images,
                 transform=pipeline,
@@ -203,17 +208,29 @@ def subset(
             )
     if dry_run:
         if as_json:
-            print_json({"dry_run": True, "out": str(out), **plan.to_json()})
+            print_json({"dry_run": True, "out": str(out), **plan.to_json(), **_dropped_json(dropped)})
         else:
             _render_plan(plan, out)
         return
     if as_json:
-        print_json(result.to_json())
+        print_json({**result.to_json(), **_dropped_json(dropped)})
     elif not is_quiet():
         err_console().print(
             f"Wrote {result.rows:,} rows ({human_bytes(result.bytes)}) in {len(result.files)} file(s) to {out}/",
             markup=False,
         )
+
+
+def _describe(selection: str, kinds: list[str] | None) -> str:
+    """The selection for the dataset card, with the quality issues dropped."""
+    if not kinds:
+        return selection
+    dropped = f"drop_quality_issues={','.join(kinds)}"
+    return dropped if selection == "all rows" else f"{selection} {dropped}"
+
+
+def _dropped_json(dropped: DropReport | None) -> dict[str, Any]:
+    return {"quality_dropped": dropped.to_json()} if dropped is not None else {}
 
 
 def register(app: typer.Typer) -> None:
