@@ -130,25 +130,33 @@ def centred_crop(grey: np.ndarray, size: int | None = None) -> np.ndarray:
     return grey[y0 : y0 + ch, x0 : x0 + cw]
 
 
-def sharpness(y: np.ndarray) -> float | None:
+def _second_differences(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """[1, −2, 1] along rows (h, w−2) and along columns (h−2, w) of ``y``: the Laplacian is their sum and
+    Immerkær's N the one applied to the other."""
+    dxx = y[:, 2:] - 2 * y[:, 1:-1]
+    dxx += y[:, :-2]
+    dyy = y[2:] - 2 * y[1:-1]
+    dyy += y[:-2]
+    return dxx, dyy
+
+
+def sharpness(y: np.ndarray, diffs: tuple[np.ndarray, np.ndarray] | None = None) -> float | None:
     """Variance of the 4-neighbour Laplacian of float luma ``y`` (None below 3×3)."""
     if min(y.shape) < 3:
         return None
-    lap = y[1:-1, :-2] + y[1:-1, 2:]
-    lap += y[:-2, 1:-1]
-    lap += y[2:, 1:-1]
-    lap -= 4 * y[1:-1, 1:-1]
-    flat = lap.ravel()
+    dxx, dyy = diffs or _second_differences(y)
+    flat = (dxx[1:-1] + dyy[:, 1:-1]).ravel()
     mean = float(flat.mean(dtype=np.float64))
     return max(float(np.dot(flat, flat)) / flat.size - mean * mean, 0.0)
 
 
-def noise_sigma(y: np.ndarray) -> float | None:
+def noise_sigma(y: np.ndarray, diffs: tuple[np.ndarray, np.ndarray] | None = None) -> float | None:
     """Immerkær's noise standard deviation of float luma ``y`` (N is separable: [1,−2,1] ⊗ [1,−2,1])."""
     if min(y.shape) < 3:
         return None
-    d = y[:, :-2] - 2 * y[:, 1:-1] + y[:, 2:]
-    e = d[:-2] - 2 * d[1:-1] + d[2:]
+    d = (diffs or _second_differences(y))[0]
+    e = d[2:] - 2 * d[1:-1]
+    e += d[:-2]
     return float(_IMMERKAER * np.abs(e).mean())
 
 
@@ -198,9 +206,10 @@ def blockiness(y: np.ndarray) -> float | None:
 def spatial_facts(grey: np.ndarray) -> dict[str, float | None]:
     """sharpness, noise_sigma, hf_energy and blockiness of the centred crop of a uint8 luma image."""
     y = centred_crop(grey).astype(np.float32)
+    diffs = _second_differences(y) if min(y.shape) >= 3 else None
     return {
-        "sharpness": sharpness(y),
-        "noise_sigma": noise_sigma(y),
+        "sharpness": sharpness(y, diffs),
+        "noise_sigma": noise_sigma(y, diffs),
         "hf_energy": hf_energy(y),
         "blockiness": blockiness(y),
     }
