@@ -50,6 +50,7 @@ def _register() -> None:
         inspect,
         leaks,
         licenses,
+        report,
         slice,
         split,
         stats,
@@ -72,6 +73,7 @@ def _register() -> None:
         split,
         leaks,
         audit,
+        report,
         demo,
     ):
         module.register(app)
