@@ -30,7 +30,9 @@ def report_cmd(
     ] = None,
     sample: Annotated[
         int,
-        ranged("--sample", lo=0, hi=100_000, help="Thumbnails in Browse (stratified by generator / real source)."),
+        ranged(
+            "--sample", lo=0, hi=100_000, help="Thumbnails in Browse (stratified by generator / real source)."
+        ),
     ] = DEFAULT_SAMPLE,
     seed: SeedOpt = 0,
     joint: Annotated[
@@ -68,7 +70,13 @@ def report_cmd(
             refuse_clobber(against, other, {"--out": out})
         options = ReportOptions(sample=sample, seed=seed, joint=joint, workers=workers)
         report(
-            manifest, out, options, against=other, against_source=against, overwrite=overwrite, reporter=reporter
+            manifest,
+            out,
+            options,
+            against=other,
+            against_source=against,
+            overwrite=overwrite,
+            reporter=reporter,
         )
         reporter.info(f"Wrote {out}/index.html and {out}/report.json")
 

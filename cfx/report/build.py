@@ -84,7 +84,9 @@ def gather(
     if "features" in report["audit"]:
         report["audit"]["distributions"] = evidence.feature_distributions(manifest.df, report["audit"])
     if against is not None:
-        report["against"] = evidence.against_section(manifest, against, workers=options.workers, reporter=reporter)
+        report["against"] = evidence.against_section(
+            manifest, against, workers=options.workers, reporter=reporter
+        )
     return Gathered(report, manifest, browse, against)
 
 
@@ -105,8 +107,11 @@ def _browse(df: pl.DataFrame, options: ReportOptions) -> pl.DataFrame:
 def _browse_json(df: pl.DataFrame, browse: pl.DataFrame, options: ReportOptions) -> dict[str, Any]:
     strata = df.get_column("_source").n_unique()
     per_filter = {
-        name: browse.group_by(f"f_{name}").len("rows").sort(["rows", f"f_{name}"], descending=[True, False])
-        .rename({f"f_{name}": "value"}).to_dicts()
+        name: browse.group_by(f"f_{name}")
+        .len("rows")
+        .sort(["rows", f"f_{name}"], descending=[True, False])
+        .rename({f"f_{name}": "value"})
+        .to_dicts()
         for name in FILTERS
     }
     return {
@@ -148,7 +153,9 @@ def browse_rows(g: Gathered) -> list[dict[str, Any]]:
 
 
 def _thumb_keys(g: Gathered) -> list[tuple[str, int]]:
-    keys = list(zip(g.browse.get_column("shard").to_list(), g.browse.get_column("row").to_list(), strict=True))
+    keys = list(
+        zip(g.browse.get_column("shard").to_list(), g.browse.get_column("row").to_list(), strict=True)
+    )
     for group in (g.report["duplicates"] or {}).get("shown_groups", []):
         keys.extend((m["shard"], m["row"]) for m in group["members"])
     for pair in (g.report["against"] or {}).get("shown_pairs", []):

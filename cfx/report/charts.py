@@ -18,24 +18,32 @@ from matplotlib.figure import Figure
 
 REAL_COLOUR = "#2b6cb0"
 GEN_COLOUR = "#dd6b20"
-_RC = {"svg.fonttype": "none", "text.parse_math": False, "font.size": 9, "axes.spines.top": False,
-       "axes.spines.right": False}
+_RC: dict[str, Any] = {
+    "svg.fonttype": "none",
+    "text.parse_math": False,
+    "font.size": 9,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+}
 
 
 def _svg(fig: Figure, salt: str) -> str:
     buf = io.StringIO()
-    with rc_context({**_RC, "svg.hashsalt": salt}):
+    with rc_context({**_RC, "svg.hashsalt": salt}):  # type: ignore[arg-type,dict-item]
         fig.savefig(buf, format="svg", bbox_inches="tight")
     text = buf.getvalue()
     start = text.find("<svg")
     svg = text[start:]
-    return re.sub(r'id="([^"]+)"', lambda m: f'id="{salt}-{m.group(1)}"', svg).replace(
-        'url(#', f'url(#{salt}-'
-    ).replace('xlink:href="#', f'xlink:href="#{salt}-').replace(' href="#', f' href="#{salt}-')
+    return (
+        re.sub(r'id="([^"]+)"', lambda m: f'id="{salt}-{m.group(1)}"', svg)
+        .replace("url(#", f"url(#{salt}-")
+        .replace('xlink:href="#', f'xlink:href="#{salt}-')
+        .replace(' href="#', f' href="#{salt}-')
+    )
 
 
 def chart(salt: str, width: float, height: float, draw: Callable[[Figure], None]) -> str:
-    with rc_context(_RC):
+    with rc_context(_RC):  # type: ignore[arg-type]
         fig = Figure(figsize=(width, height))
         draw(fig)
         return _svg(fig, salt)
@@ -45,7 +53,9 @@ def _short(text: str, n: int = 42) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def label_bars(salt: str, names: Sequence[str], real: Sequence[int], generated: Sequence[int], title: str) -> str:
+def label_bars(
+    salt: str, names: Sequence[str], real: Sequence[int], generated: Sequence[int], title: str
+) -> str:
     """Horizontal stacked bars: real and generated rows per name."""
 
     def draw(fig: Figure) -> None:
@@ -102,8 +112,12 @@ def small_multiples(salt: str, dists: list[dict[str, Any]]) -> str:
             _paired(ax, labels, d["real_share"], d["generated_share"])
             if len(labels) > 12:
                 ax.set_xticks([0, len(labels) - 1], [labels[0], labels[-1]], rotation=0, ha="center")
-            ax.set_title(f"{d['feature']} — AUROC {d['auroc']:.3f}", loc="left", fontsize=8,
-                         color="#c53030" if d["flagged"] else "black")
+            ax.set_title(
+                f"{d['feature']} — AUROC {d['auroc']:.3f}",
+                loc="left",
+                fontsize=8,
+                color="#c53030" if d["flagged"] else "black",
+            )
             ax.tick_params(labelsize=6)
         fig.tight_layout()
 

@@ -104,7 +104,9 @@ def duplicates_section(hashed: Manifest | None) -> dict[str, Any]:
 def splits_section(df: pl.DataFrame, hashed: Manifest | None) -> dict[str, Any]:
     """The per-split table and the leak proof (`cfx split`'s), when the manifest has ``assigned_split``."""
     if SPLIT_COLUMN not in df.columns:
-        return {"missing": "no assigned_split column: split with `cfx split SOURCE -o split.parquet` and report it"}
+        return {
+            "missing": "no assigned_split column: split with `cfx split SOURCE -o split.parquet` and report it"
+        }
     from cfx.split import GROUP_COLUMN, SplitOptions, leak_proof, split_summary, unit_keys
 
     names = tuple(split_names(df))
@@ -119,7 +121,9 @@ def splits_section(df: pl.DataFrame, hashed: Manifest | None) -> dict[str, Any]:
         "leak_proof": proof,
         "leak_free": not any(proof.values()),
         "hashes": hashed is not None,
-        "note": "" if hashed is not None else "exact and near leaks need hashes: run `cfx dedupe SOURCE` first",
+        "note": ""
+        if hashed is not None
+        else "exact and near leaks need hashes: run `cfx dedupe SOURCE` first",
     }
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -24,8 +25,11 @@ def source_name() -> pl.Expr:
     """Who made a row: the generator (generated rows) or the real source (real rows; its dataset name in
     ``model_name`` when ``real_source`` is empty)."""
     real_source = pl.col("real_source").cast(pl.String)
-    real = pl.when(real_source.is_not_null() & (real_source != "")).then(real_source)
-    real = real.otherwise(pl.col("model_name").cast(pl.String))
+    real = (
+        pl.when(real_source.is_not_null() & (real_source != ""))
+        .then(real_source)
+        .otherwise(pl.col("model_name").cast(pl.String))
+    )
     return (
         pl.when(pl.col("label") == GENERATED).then(pl.col("model_name").cast(pl.String)).otherwise(real)
     ).fill_null(NULL)
@@ -38,7 +42,10 @@ def with_helpers(df: pl.DataFrame) -> pl.DataFrame:
             df = df.with_columns(pl.lit(None, pl.String).alias(col))
     extra = [
         source_name().alias("_source"),
-        pl.col("label").cast(pl.Int64).replace_strict(LABEL_NAMES, default="unknown", return_dtype=pl.String).alias("_label"),
+        pl.col("label")
+        .cast(pl.Int64)
+        .replace_strict(LABEL_NAMES, default="unknown", return_dtype=pl.String)
+        .alias("_label"),
     ]
     if "width" in df.columns and "height" in df.columns:
         extra.append(pl.min_horizontal(pl.col("width"), pl.col("height")).cast(pl.Int64).alias("_min_side"))
@@ -56,14 +63,16 @@ def _counts(df: pl.DataFrame, column: str, top: int | None = None) -> list[dict[
     return rows[:top] if top else rows
 
 
-def histogram(values: pl.Series, edges: list[float]) -> list[int]:
+def histogram(values: pl.Series, edges: Sequence[float]) -> list[int]:
     """Counts of ``values`` in [edges[i], edges[i+1]) (nulls left out)."""
     v = values.drop_nulls().cast(pl.Float64).to_numpy()
     counts, _ = np.histogram(v, bins=np.asarray(edges, dtype=np.float64))
     return [int(c) for c in counts]
 
 
-def _per_label(df: pl.DataFrame, column: str, edges: list[float], scale: float = 1.0) -> dict[str, Any] | None:
+def _per_label(
+    df: pl.DataFrame, column: str, edges: Sequence[float], scale: float = 1.0
+) -> dict[str, Any] | None:
     if column not in df.columns or df.get_column(column).null_count() == df.height:
         return None
     counts = {}
@@ -74,7 +83,7 @@ def _per_label(df: pl.DataFrame, column: str, edges: list[float], scale: float =
     if not used:
         return None
     lo, hi = used[0], used[-1] + 1  # empty bins at either end are left out
-    return {"edges": edges[lo : hi + 1], **{k: v[lo:hi] for k, v in counts.items()}}
+    return {"edges": list(edges[lo : hi + 1]), **{k: v[lo:hi] for k, v in counts.items()}}
 
 
 def _jpeg_quality(df: pl.DataFrame) -> dict[str, Any] | None:
@@ -97,7 +106,10 @@ def composition(df: pl.DataFrame) -> dict[str, Any]:
     tail = by_gen[TOP_GENERATORS:]
     arch = (
         df.group_by(pl.col("architecture").cast(pl.String).fill_null(NULL).alias("architecture"))
-        .agg((pl.col("label") == REAL).sum().alias("real"), (pl.col("label") == GENERATED).sum().alias("generated"))
+        .agg(
+            (pl.col("label") == REAL).sum().alias("real"),
+            (pl.col("label") == GENERATED).sum().alias("generated"),
+        )
         .with_columns((pl.col("real") + pl.col("generated")).alias("rows"))
         .sort(["rows", "architecture"], descending=[True, False])
     )
@@ -117,7 +129,9 @@ def composition(df: pl.DataFrame) -> dict[str, Any]:
         "licenses": _counts(df, "license") if "license" in df.columns else None,
         "bytes": int(df.get_column("num_bytes").sum()) if _known(df, "num_bytes") else None,
         "min_side": _per_label(df, "_min_side", MIN_SIDE_EDGES) if "_min_side" in df.columns else None,
-        "file_size_kb": _per_label(df, "num_bytes", FILE_SIZE_EDGES_KB, 1000.0) if _known(df, "num_bytes") else None,
+        "file_size_kb": _per_label(df, "num_bytes", FILE_SIZE_EDGES_KB, 1000.0)
+        if _known(df, "num_bytes")
+        else None,
         "jpeg_quality": _jpeg_quality(df),
     }
     return out
@@ -145,7 +159,8 @@ def composition_section(df: pl.DataFrame) -> dict[str, Any]:
     out: dict[str, Any] = {"overall": composition(df), "splits": None}
     if SPLIT_COLUMN in df.columns:
         out["splits"] = [
-            {"split": name, **composition(df.filter(pl.col(SPLIT_COLUMN) == name))} for name in split_names(df)
+            {"split": name, **composition(df.filter(pl.col(SPLIT_COLUMN) == name))}
+            for name in split_names(df)
         ]
     return out
 

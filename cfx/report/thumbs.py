@@ -73,7 +73,9 @@ def write_thumbnails(
     for shard in sorted(wanted):
         rows = np.asarray(sorted(wanted[shard]), dtype=np.int64)
         for batch in iter_shard_batches(manifest, shard, rows, ("image_data",)):
-            for row, data in zip(batch.column(ROW_COLUMN).to_pylist(), batch.column(0).to_pylist(), strict=True):
+            for row, data in zip(
+                batch.column(ROW_COLUMN).to_pylist(), batch.column(0).to_pylist(), strict=True
+            ):
                 thumb = thumbnail(data)
                 task.advance(1)
                 if thumb is None:
