@@ -10,7 +10,7 @@ import typer
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import SeedOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt, ranged
 from cfx.cli._output import CliReporter, refuse_clobber
-from cfx.report.build import DEFAULT_SAMPLE
+from cfx.defaults import REPORT_SAMPLE
 
 
 @handle_errors
@@ -33,7 +33,7 @@ def report_cmd(
         ranged(
             "--sample", lo=0, hi=100_000, help="Thumbnails in Browse (stratified by generator / real source)."
         ),
-    ] = DEFAULT_SAMPLE,
+    ] = REPORT_SAMPLE,
     seed: SeedOpt = 0,
     joint: Annotated[
         bool, typer.Option("--joint/--no-joint", help="Measure the joint shortcut canary too.")

@@ -15,14 +15,16 @@ from typing import Any
 
 import polars as pl
 
+import cfx.report.evidence as evidence
+import cfx.report.facts as facts
+from cfx.defaults import REPORT_SAMPLE
 from cfx.errors import EmptySelectionError
 from cfx.manifest import Manifest
 from cfx.outputs import atomic_folder, ensure_folder, write_atomic
 from cfx.progress import NullReporter, Reporter
-from cfx.report import evidence, facts
 from cfx.report.thumbs import stratified_sample, write_thumbnails
 
-DEFAULT_SAMPLE = 600
+DEFAULT_SAMPLE = REPORT_SAMPLE
 BROWSE_FIELDS = (
     "image_name", "label", "architecture", "model_name", "real_source", "format", "width", "height",
     "num_bytes", "mode", "subset", "split", "assigned_split", "license", "nsfw_flag", "prompt",

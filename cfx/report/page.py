@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from markupsafe import Markup, escape
 
-from cfx.report import charts
+import cfx.report.charts as charts
 
 if TYPE_CHECKING:
     from cfx.report.build import Gathered
