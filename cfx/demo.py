@@ -386,6 +386,28 @@ def _split(ctx: DemoContext) -> DemoStep:
     )
 
 
+def _report(ctx: DemoContext) -> DemoStep:
+    from cfx.report import ReportOptions, report
+
+    out = ctx.out / "report"
+    data = report(ctx.state["balanced"], out, ReportOptions(sample=120, seed=0), reporter=ctx.reporter)
+    comp, audit, dup = data["composition"]["overall"], data["audit"], data["duplicates"]
+    worst = audit["features"][0] if audit.get("features") else None
+    dup_text = (
+        f"{dup['exact']} exact / {dup['near']} near duplicates left"
+        if "missing" not in dup
+        else "duplicates not measured"
+    )
+    return DemoStep(
+        "Report the training set: the evidence in one page (open report/index.html in a browser)",
+        f"cfx report {ctx.state['balanced_path']} --out {out} --sample 120",
+        f"{comp['rows']} rows, {comp['generators']} generators, {comp['real_sources']} real sources; "
+        + (f"worst single feature {worst['feature']} AUROC {worst['auroc']:.3f}; " if worst else "")
+        + f"{dup_text}; {data['browse']['sampled']} thumbnails",
+        [str(out / "index.html"), str(out / "report.json")],
+    )
+
+
 STEPS: list[Callable[[DemoContext], DemoStep]] = [
     _synth,
     _index,
@@ -401,6 +423,7 @@ STEPS: list[Callable[[DemoContext], DemoStep]] = [
     _subset,
     _subset_balanced,
     _split,
+    _report,
 ]
 
 
