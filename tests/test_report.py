@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,16 @@ from tests.browser import Browser, find_chromium
 from tests.conftest import Run
 
 HOSTILE = '<script>window.__pwned=1</script><img src=x onerror="window.__pwned=2">'
-needs_chromium = pytest.mark.skipif(find_chromium() is None, reason="chromium is not installed")
+
+
+@pytest.fixture
+def chromium() -> None:
+    """Skip without chromium, unless CFX_REQUIRE_TOOLS=1 (scripts/test.sh installs it) makes that a failure."""
+    if find_chromium() is None:
+        msg = "chromium is not installed (apt-get install chromium)"
+        if os.environ.get("CFX_REQUIRE_TOOLS") == "1":
+            pytest.fail(msg + " (CFX_REQUIRE_TOOLS=1 makes this an error)", pytrace=False)
+        pytest.skip(msg)
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +98,9 @@ def _same(text: str, value: Any) -> bool:
 SECTIONS = ("composition", "audit", "duplicates", "splits", "browse", "provenance")
 
 
-@needs_chromium
-def test_page_in_a_real_browser(full_report: Path, prepared: dict[str, Path], tmp_path: Path) -> None:
+def test_page_in_a_real_browser(
+    chromium: None, full_report: Path, prepared: dict[str, Path], tmp_path: Path
+) -> None:
     data = _data(full_report)
     with Browser(width=1280, height=1000) as b:
         b.open((full_report / "index.html").as_uri())
