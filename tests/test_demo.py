@@ -67,10 +67,11 @@ def test_demo_ends_with_a_report_of_its_training_set(demo_run: tuple[Path, Any])
 
     out, _ = demo_run
     data = json.loads((out / "report" / "report.json").read_text())
-    balanced = read_manifest(out / "balanced.parquet").df
-    assert data["composition"]["overall"]["rows"] == balanced.height
-    assert data["composition"]["overall"]["real"] == balanced.filter(pl.col("label") == 0).height
+    train = read_manifest(out / "splits" / "train.parquet").df
+    assert data["composition"]["overall"]["rows"] == train.height
+    assert data["composition"]["overall"]["real"] == train.filter(pl.col("label") == 0).height
     assert "missing" not in data["duplicates"] and data["audit"]["features"]
+    assert data["splits"]["leak_free"] and data["against"]["leaks"] == 0  # the split is leak-free
     assert (out / "report" / "index.html").stat().st_size > 10_000
     assert len(list((out / "report" / "thumbs").glob("*.jpg"))) == data["browse"]["thumbnails"] > 0
 

@@ -50,6 +50,7 @@ def _environment(report: dict[str, Any]) -> Environment:
         return Markup('<span class="n" data-k="{}">{}</span>').format(path, value)
 
     env.globals["num"] = num
+    env.tests["length_one"] = lambda bins: len(bins) <= 1
     env.filters["fmt"] = format_number
     return env
 
@@ -83,8 +84,9 @@ def _charts(report: dict[str, Any]) -> dict[str, Any]:
     for i, c in enumerate(comp["splits"] or []):
         out["splits"].append(_composition_charts(c, f"s{i}"))
     audit = report["audit"]
-    if audit.get("distributions"):
-        out["audit"] = charts.small_multiples("audit", audit["distributions"])
+    shown = [d for d in audit.get("distributions", []) if len(d["bins"]) > 1]
+    if shown:
+        out["audit"] = charts.small_multiples("audit", shown)
     joint = audit.get("joint")
     if joint and joint.get("importances"):
         out["importances"] = charts.importances("imp", joint["importances"])
