@@ -257,10 +257,18 @@ def test_sample_larger_than_the_set_shows_every_row(
     cfx: Callable[..., Run], prepared: dict[str, Path], tmp_path: Path
 ) -> None:
     m = read_manifest(prepared["plain"])
-    m.with_df(m.df.head(25)).write(tmp_path / "small.parquet")
+    small = m.with_df(m.df.head(25), step="slice --head 25")
+    lineage = {"command": "cfx slice plain.parquet --head 25", "cfx_version": "0.1.0", "inputs": {"a": 1}}
+    small.history.append(lineage)  # type: ignore[arg-type]  # richer lineage entries: shown as their fields
+    small.write(tmp_path / "small.parquet")
     out = tmp_path / "r"
     run = cfx("report", str(tmp_path / "small.parquet"), "--out", str(out), "--sample", "5000", "--no-joint")
     assert run.returncode == 0, run.stderr
     data = _data(out)
     assert data["browse"]["sampled"] == 25 and "every row is shown" in data["browse"]["note"]
     assert len(list((out / "thumbs").glob("a*.jpg"))) == 25
+    history = data["provenance"]["history"]
+    assert history[-2]["fields"] == [{"field": "step", "value": "slice --head 25"}]
+    assert [f["field"] for f in history[-1]["fields"]] == ["command", "cfx_version", "inputs"]
+    html = (out / "index.html").read_text()
+    assert "cfx slice plain.parquet --head 25" in html and "<b>cfx_version</b>" in html
