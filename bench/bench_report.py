@@ -18,7 +18,33 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import cfx_cmd, dir_bytes, machine, median, run, table  # noqa: E402
+from _common import ROOT, cfx_cmd, dir_bytes, machine, median, run, table  # noqa: E402
+
+_WRAPPER = (
+    "import resource, subprocess, sys; rc = subprocess.call(sys.argv[1:], stdout=subprocess.DEVNULL); "
+    "u = resource.getrusage(resource.RUSAGE_CHILDREN); print(u.ru_maxrss, u.ru_utime + u.ru_stime); sys.exit(rc)"
+)
+
+
+def timed(cmd: list[str], env: dict[str, str]) -> tuple[float, float, float]:
+    """(wall s, peak RSS MB, CPU s) of a command: CPU time says what the wall time would be on an idle machine
+    for a mostly single-threaded command, when the shared machine is loaded."""
+    import os
+    import subprocess
+    import time
+
+    start = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-c", _WRAPPER, *cmd],
+        env={**os.environ, "PYTHONPATH": str(ROOT), **env},
+        capture_output=True,
+        text=True,
+    )
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"command failed ({proc.returncode}): {' '.join(cmd)}\n{proc.stderr}")
+    rss, cpu = proc.stdout.strip().splitlines()[-1].split()
+    return wall, int(rss) / 1024, float(cpu)
 
 
 def prepare(work: Path, env: dict[str, str]) -> Path:
@@ -43,16 +69,16 @@ def main() -> None:
     env = {"CFX_CACHE_DIR": str(work / "cache")}
     manifest = prepare(work, env)
     out = work / "report"
-    runs: dict[str, list[tuple[float, float]]] = {"report": [], "audit": [], "dedupe": []}
+    runs: dict[str, list[tuple[float, float, float]]] = {"report": [], "audit": [], "dedupe": []}
     size = 0
     for _ in range(args.reps):  # interleaved: each rep runs the three commands in turn
         shutil.rmtree(out, ignore_errors=True)
         runs["report"].append(
-            run(cfx_cmd("report", str(manifest), "--out", str(out), "--sample", str(args.sample)), env)
+            timed(cfx_cmd("report", str(manifest), "--out", str(out), "--sample", str(args.sample)), env)
         )
         size = dir_bytes(out)
-        runs["audit"].append(run(cfx_cmd("audit", str(manifest), "--json"), env))
-        runs["dedupe"].append(run(cfx_cmd("dedupe", str(manifest), "-o", "/dev/null"), env))
+        runs["audit"].append(timed(cfx_cmd("audit", str(manifest), "--json"), env))
+        runs["dedupe"].append(timed(cfx_cmd("dedupe", str(manifest), "-o", "/dev/null"), env))
     rows = []
     for name, cmd in (
         ("report", f"cfx report M --out R --sample {args.sample}"),
