@@ -233,7 +233,7 @@ def test_missing_facts_say_which_command_adds_them(
 
 
 def test_out_onto_an_input_is_refused(
-    cfx: Callable[..., Run], cf_small: Path, prepared: dict[str, Path]
+    cfx: Callable[..., Run], cf_small: Path, prepared: dict[str, Path], tmp_path: Path
 ) -> None:
     before = sorted((p.name, p.stat().st_size) for p in (cf_small / "data").iterdir())
     for out in (cf_small / "data", cf_small, prepared["plain"]):  # holds the shards / is the manifest
@@ -241,6 +241,11 @@ def test_out_onto_an_input_is_refused(
         assert run.returncode == 2, run.stderr
         assert run.stderr.startswith(f"Error: --out {out}") and "Traceback" not in run.stderr
     assert sorted((p.name, p.stat().st_size) for p in (cf_small / "data").iterdir()) == before
+    taken = tmp_path / "taken"
+    (taken / "keep.txt").parent.mkdir()
+    (taken / "keep.txt").write_text("mine")
+    run = cfx("report", str(prepared["plain"]), "--out", str(taken))
+    assert run.returncode == 7 and "--overwrite" in run.stderr and (taken / "keep.txt").read_text() == "mine"
     assert read_manifest(prepared["plain"]).df.height == 240
 
 

@@ -20,7 +20,7 @@ import cfx.report.facts as facts
 from cfx.defaults import REPORT_SAMPLE
 from cfx.errors import EmptySelectionError
 from cfx.manifest import Manifest
-from cfx.outputs import atomic_folder, ensure_folder, write_atomic
+from cfx.outputs import atomic_folder, check_folder_output, ensure_folder, write_atomic
 from cfx.progress import NullReporter, Reporter
 from cfx.report.thumbs import stratified_sample, write_thumbnails
 
@@ -206,6 +206,7 @@ def report(
 ) -> dict[str, Any]:
     """Gather and write the report folder; returns report.json's content."""
     options = options or ReportOptions()
+    check_folder_output(Path(out), overwrite)  # before the work: an existing --out is refused at once
     g = gather(manifest, options, against=against, against_source=against_source, reporter=reporter)
     write_report(g, out, overwrite=overwrite, reporter=reporter)
     return g.report
