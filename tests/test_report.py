@@ -230,6 +230,24 @@ def test_missing_facts_say_which_command_adds_them(
     html = (out / "index.html").read_text()
     for hint in ("cfx dedupe SOURCE", "cfx split SOURCE", "cfx inspect SOURCE", "--against"):
         assert hint in html
+    # a dedupe report folder fills the section: its numbers, its groups as thumbnails
+    dd = tmp_path / "dd"
+    run = cfx("dedupe", str(prepared["plain"]), "-o", str(tmp_path / "kept.parquet"), "--report", str(dd))
+    assert run.returncode == 0, run.stderr
+    run = cfx("report", str(tmp_path / "kept.parquet"), "--dedupe", str(dd), "--out", str(tmp_path / "r2"),
+              "--sample", "10", "--no-joint")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    d, summary = _data(tmp_path / "r2")["duplicates"], json.loads((dd / "summary.json").read_text())
+    assert (d["exact"], d["near"], d["removed_by_default"]) == (
+        summary["exact_duplicates"], summary["near_duplicates"], summary["removed"]
+    ) and summary["removed"] > 0  # fmt: skip
+    assert str(dd) in d["origin"] and d["shown_groups"]
+    assert len(list((tmp_path / "r2" / "thumbs").glob("a*.jpg"))) > 10  # the sample and the groups' members
+    run = cfx("report", str(tmp_path / "kept.parquet"), "--dedupe", str(out), "--out", str(tmp_path / "r3"))
+    assert (
+        run.returncode == 3 and "not a readable `cfx dedupe --report` folder" in run.stderr
+    )  # a report, not dedupe's
+    assert not (tmp_path / "r3").exists()
 
 
 def test_out_onto_an_input_is_refused(

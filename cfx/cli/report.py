@@ -35,6 +35,13 @@ def report_cmd(
         ),
     ] = REPORT_SAMPLE,
     seed: SeedOpt = 0,
+    dedupe_report: Annotated[
+        Path | None,
+        typer.Option(
+            "--dedupe",
+            help="A `cfx dedupe --report` folder: show its duplicates (e.g. what was removed before SOURCE).",
+        ),
+    ] = None,
     joint: Annotated[
         bool, typer.Option("--joint/--no-joint", help="Measure the joint shortcut canary too.")
     ] = True,
@@ -56,6 +63,7 @@ def report_cmd(
     \b
       cfx report train.parquet --out report/
       cfx report split.parquet --out report/ --against eval.parquet --sample 2000 --seed 1
+      cfx dedupe data/ -o kept.parquet --report dd/ && cfx report kept.parquet --dedupe dd/ --out report/
       xdg-open report/index.html
     """
     from cfx.load import load_manifest
@@ -63,12 +71,14 @@ def report_cmd(
 
     with CliReporter() as reporter:
         manifest = load_manifest(source, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
-        refuse_clobber(source, manifest, {"--out": out})
+        refuse_clobber(source, manifest, {"--out": out}, extra_inputs=[dedupe_report])
         other = None
         if against is not None:
             other = load_manifest(against, token=token, skip_bad=skip_bad, workers=workers, reporter=reporter)
             refuse_clobber(against, other, {"--out": out})
-        options = ReportOptions(sample=sample, seed=seed, joint=joint, workers=workers)
+        options = ReportOptions(
+            sample=sample, seed=seed, joint=joint, workers=workers, dedupe_report=dedupe_report
+        )
         report(
             manifest,
             out,

@@ -40,6 +40,7 @@ class ReportOptions:
     seed: int = 0
     joint: bool = True
     workers: int = 2
+    dedupe_report: Path | None = None  # a `cfx dedupe --report` folder: its duplicates instead of the hashes'
 
 
 @dataclass
@@ -77,7 +78,11 @@ def gather(
         "cfx_report": 1,
         "composition": facts.composition_section(df),
         "audit": evidence.audit_section(manifest, seed=options.seed, joint=options.joint),
-        "duplicates": evidence.duplicates_section(hashed),
+        "duplicates": (
+            evidence.duplicates_from_report(options.dedupe_report)
+            if options.dedupe_report is not None
+            else evidence.duplicates_section(hashed)
+        ),
         "splits": evidence.splits_section(manifest.df, hashed),
         "against": None,
         "browse": _browse_json(df, browse, options),

@@ -7,11 +7,13 @@ hashes what the hash cache does not hold (as `cfx leaks` does).
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
 
+from cfx.errors import InputError
 from cfx.hashing import HASH_COLUMNS, hash_manifest, load_cached
 from cfx.manifest import Manifest
 from cfx.progress import Reporter
@@ -56,38 +58,48 @@ def duplicates_section(hashed: Manifest | None) -> dict[str, Any]:
     if hashed is None:
         return {
             "missing": "no hashes for these rows: run `cfx dedupe SOURCE` (or `cfx inspect SOURCE --hashes`), "
-            "which caches them, and report again"
+            "which caches them, and report again — or pass a dedupe report folder with --dedupe DIR"
         }
     from cfx.dedupe import DedupeOptions, dedupe
+
+    result = dedupe(hashed, DedupeOptions(), workers=1)
+    return _duplicates(result.summary, result.groups, "the hashes of these rows (`cfx dedupe` defaults)")
+
+
+def duplicates_from_report(folder: Path) -> dict[str, Any]:
+    """The same section from a `cfx dedupe --report DIR` folder (summary.json + groups.parquet)."""
+    import json
+
+    try:
+        summary = json.loads((folder / "summary.json").read_text())
+        groups = pl.read_parquet(folder / "groups.parquet")
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise InputError(
+            f"--dedupe {folder}: not a readable `cfx dedupe --report` folder ({exc})",
+            "give the folder `cfx dedupe SOURCE --report DIR` wrote (summary.json, groups.parquet)",
+        ) from None
+    return _duplicates(summary, groups, f"the dedupe report {folder}")
+
+
+def _duplicates(s: dict[str, Any], frame: pl.DataFrame, origin: str) -> dict[str, Any]:
     from cfx.gallery import choose_groups
 
-    options = DedupeOptions()
-    result = dedupe(hashed, options, workers=1)
-    s = result.summary
+    threshold = int(s["options"]["threshold"])
     groups = []
-    for gid, why in choose_groups(result.groups, options.threshold, max_sheets=MAX_GROUPS):
-        members = result.groups.filter(pl.col("group_id") == gid).head(MAX_GROUP_MEMBERS)
+    for gid, why in choose_groups(frame, threshold, max_sheets=MAX_GROUPS):
+        part = frame.filter(pl.col("group_id") == gid)
+        keep = ("shard", "row", "label", "model_name", "kind", "distance", "action")
         groups.append(
             {
                 "group_id": gid,
                 "why": why,
-                "size": int(result.groups.filter(pl.col("group_id") == gid).height),
-                "members": [
-                    {
-                        "shard": m["shard"],
-                        "row": m["row"],
-                        "label": m["label"],
-                        "model_name": m["model_name"],
-                        "kind": m["kind"],
-                        "distance": m["distance"],
-                        "action": m["action"],
-                    }
-                    for m in members.iter_rows(named=True)
-                ],
+                "size": part.height,
+                "members": part.head(MAX_GROUP_MEMBERS).select(keep).to_dicts(),
             }
         )
     return {
-        "threshold": options.threshold,
+        "origin": origin,
+        "threshold": threshold,
         "rows": s["rows"],
         "exact": s["exact_duplicates"],
         "near": s["near_duplicates"],
