@@ -18,6 +18,7 @@ SCOPES = ("all", "within-label", "within-generator")
 
 # cfx.audit
 AUDIT_THRESHOLD = 0.6
+REPORT_SAMPLE = 600  # cfx report: thumbnails in Browse (~3 MB of 160 px JPEGs)
 
 # cfx.subset
 DEFAULT_ROW_GROUP_ROWS = 100

@@ -371,6 +371,7 @@ def _split(ctx: DemoContext) -> DemoStep:
         result.parts["train"], result.parts["test"], LeakOptions(near=True, prompts=True), workers=2
     )
     write_leak_report(check, folder / "leaks")
+    ctx.state["train"], ctx.state["test"] = result.parts["train"], result.parts["test"]
     s = result.summary
     shares = ", ".join(f"{p['split']} {p['rows']}" for p in s["splits"])
     kinds = check.summary["by_kind"]
@@ -383,6 +384,33 @@ def _split(ctx: DemoContext) -> DemoStep:
         f"{kinds['exact']['keys']} exact, {kinds['near']['pairs_not_exact']} near, "
         f"{kinds['prompt']['keys']} prompt, {kinds['generator']['values']} shared generators",
         [str(folder)],
+    )
+
+
+def _report(ctx: DemoContext) -> DemoStep:
+    from cfx.report import ReportOptions, report
+
+    out, splits = ctx.out / "report", ctx.out / "splits"
+    options = ReportOptions(sample=120, seed=0, workers=2)
+    data = report(
+        ctx.state["train"], out, options, against=ctx.state["test"], against_source=str(splits / "test.parquet"),
+        reporter=ctx.reporter,
+    )  # fmt: skip
+    comp, audit, dup = data["composition"]["overall"], data["audit"], data["duplicates"]
+    worst = audit["features"][0] if audit.get("features") else None
+    dup_text = (
+        f"{dup['exact']} exact / {dup['near']} near duplicates left"
+        if "missing" not in dup
+        else "duplicates not measured"
+    )
+    x = data["against"]
+    return DemoStep(
+        "Report the training set: the evidence in one page (open report/index.html in a browser)",
+        f"cfx report {splits / 'train.parquet'} --out {out} --against {splits / 'test.parquet'} --sample 120",
+        f"{comp['rows']} rows, {comp['generators']} generators, {comp['real_sources']} real sources; "
+        + (f"worst single feature {worst['feature']} AUROC {worst['auroc']:.3f}; " if worst else "")
+        + f"{dup_text}; against test: {x['leaks']} leaks; {data['browse']['sampled']} thumbnails",
+        [str(out / "index.html"), str(out / "report.json")],
     )
 
 
@@ -401,6 +429,7 @@ STEPS: list[Callable[[DemoContext], DemoStep]] = [
     _subset,
     _subset_balanced,
     _split,
+    _report,
 ]
 
 

@@ -12,6 +12,8 @@ command -v git-lfs >/dev/null 2>&1 || need+=(git-lfs)
 # tests/test_jpegquality_magick.py: ImageMagick's identify (the peer for jpeg_quality) and cjpeg (other tables).
 command -v identify >/dev/null 2>&1 || need+=(imagemagick)
 command -v cjpeg >/dev/null 2>&1 || need+=(libjpeg-turbo-progs)
+# tests/test_report.py: a real headless browser opens the `cfx report` page.
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 if [ ${#need[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO=sudo

@@ -40,7 +40,7 @@ def test_every_step_runs(demo_run: tuple[Path, Any]) -> None:
     out, proc = demo_run
     assert proc.returncode == 0, proc.stderr
     titles = [line for line in proc.stdout.splitlines() if line[:3].rstrip(". ").isdigit()]
-    assert len(titles) == 14, proc.stdout
+    assert len(titles) == 15, proc.stdout
     for word in (
         "Build",
         "Index",
@@ -54,9 +54,26 @@ def test_every_step_runs(demo_run: tuple[Path, Any]) -> None:
         "Grommelt",
         "Subset",
         "leak-free",
+        "Report the training set",
     ):
         assert word in proc.stdout
     assert "Done in" in proc.stdout
+
+
+def test_demo_ends_with_a_report_of_its_training_set(demo_run: tuple[Path, Any]) -> None:
+    import polars as pl
+
+    from cfx.manifest import read_manifest
+
+    out, _ = demo_run
+    data = json.loads((out / "report" / "report.json").read_text())
+    train = read_manifest(out / "splits" / "train.parquet").df
+    assert data["composition"]["overall"]["rows"] == train.height
+    assert data["composition"]["overall"]["real"] == train.filter(pl.col("label") == 0).height
+    assert "missing" not in data["duplicates"] and data["audit"]["features"]
+    assert data["splits"]["leak_free"] and data["against"]["leaks"] == 0  # the split is leak-free
+    assert (out / "report" / "index.html").stat().st_size > 10_000
+    assert len(list((out / "report" / "thumbs").glob("*.jpg"))) == data["browse"]["thumbnails"] > 0
 
 
 def test_outputs_are_real(demo_run: tuple[Path, Any]) -> None:

@@ -53,6 +53,7 @@ def _register() -> None:
         inspect,
         leaks,
         licenses,
+        report,
         slice,
         split,
         stats,
@@ -75,6 +76,7 @@ def _register() -> None:
         split,
         leaks,
         audit,
+        report,
         demo,
     ):
         module.register(app)
