@@ -16,6 +16,7 @@ Data lives in a temporary folder under /tmp and is deleted at the end.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -46,14 +47,10 @@ def tree_peak(cmd: list[str], env: dict[str, str], cwd: Path) -> tuple[float, fl
     peak = 0
     while proc.poll() is None:
         total = 0
-        try:
+        with contextlib.suppress(psutil.Error):  # a process may end while it is being measured
             for p in [root, *root.children(recursive=True)]:
-                try:
+                with contextlib.suppress(psutil.Error):
                     total += p.memory_info().rss
-                except psutil.Error:
-                    pass
-        except psutil.Error:
-            pass
         peak = max(peak, total)
         time.sleep(0.02)
     wall = time.perf_counter() - start
@@ -67,7 +64,9 @@ def old_checkout(tmp: Path) -> Path:
     """Today's main branch (the pyarrow reader), exported without touching any work tree."""
     out = tmp / "cfx-main"
     out.mkdir()
-    archive = subprocess.run(["git", "-C", str(ROOT), "archive", "main"], check=True, capture_output=True).stdout
+    archive = subprocess.run(
+        ["git", "-C", str(ROOT), "archive", "main"], check=True, capture_output=True
+    ).stdout
     subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
     return out
 
@@ -90,11 +89,29 @@ def memory_part(tmp: Path, images: int, reps: int) -> str:
         "new": {**os.environ, "PYTHONPATH": str(ROOT)},
     }
     manifest = tmp / "m.parquet"
-    subprocess.run([py, "-m", "cfx", "--quiet", "index", str(ds), "-o", str(manifest)], env=envs["new"], check=True)
+    subprocess.run(
+        [py, "-m", "cfx", "--quiet", "index", str(ds), "-o", str(manifest)], env=envs["new"], check=True
+    )
     step = max(1, images // 50)
     commands = {
-        "cfx dedupe --workers 1": ["dedupe", str(manifest), "--workers", "1", "--no-cache", "-o", "k.parquet"],
-        "cfx dedupe --workers 2": ["dedupe", str(manifest), "--workers", "2", "--no-cache", "-o", "k.parquet"],
+        "cfx dedupe --workers 1": [
+            "dedupe",
+            str(manifest),
+            "--workers",
+            "1",
+            "--no-cache",
+            "-o",
+            "k.parquet",
+        ],
+        "cfx dedupe --workers 2": [
+            "dedupe",
+            str(manifest),
+            "--workers",
+            "2",
+            "--no-cache",
+            "-o",
+            "k.parquet",
+        ],
         "cfx subset (50 rows)": ["subset", str(manifest), "--out", "sub", "--where", f"row % {step} = 0"],
     }
     results: dict[tuple[str, str], list[tuple[float, float]]] = {}
@@ -105,7 +122,9 @@ def memory_part(tmp: Path, images: int, reps: int) -> str:
                 shutil.rmtree(work, ignore_errors=True)
                 work.mkdir()
                 env = {**envs[side], "CFX_CACHE_DIR": str(work / "cache")}
-                results.setdefault((name, side), []).append(tree_peak([py, "-m", "cfx", "--quiet", *args], env, work))
+                results.setdefault((name, side), []).append(
+                    tree_peak([py, "-m", "cfx", "--quiet", *args], env, work)
+                )
         results.setdefault(("pyarrow iter_batches(16) alone", "-"), []).append(
             tree_peak([py, "-c", PYARROW_ALONE, str(shard)], envs["new"], tmp)
         )
@@ -189,17 +208,44 @@ def hub_part(tmp: Path, images: int) -> str:
                 holding += sum(g.column(c).total_compressed_size for c in range(g.num_columns))
         for side in ("old", "new"):
             fetched = _fetched(hub, tmp, envs[side], "hf://datasets/bench/eval-like", picks, "CompEval")
-            rows_out.append([f"Eval-like 1% (5 of 500 rows), {side} reader", f"{fetched:,}", f"{holding:,}", f"{fetched / holding:.2f}×"])
+            rows_out.append(
+                [
+                    f"Eval-like 1% (5 of 500 rows), {side} reader",
+                    f"{fetched:,}",
+                    f"{holding:,}",
+                    f"{fetched / holding:.2f}×",
+                ]
+            )
         size = big.stat().st_size
         step = max(1, images // 50)
         for side in ("old", "new"):
-            fetched = _fetched(hub, tmp, envs[side], "hf://datasets/bench/real-layout", f"row % {step} = 0", "HFCF")
-            rows_out.append([f"real layout, 50 rows spread over the shard, {side} reader", f"{fetched:,}", f"{size:,} (shard)", f"{fetched / size:.2f}×"])
-            fetched = _fetched(hub, tmp, envs[side], "hf://datasets/bench/real-layout", f"row >= {images - 50}", "HFCF")
-            rows_out.append([f"real layout, its last 50 rows, {side} reader", f"{fetched:,}", f"{size:,} (shard)", f"{fetched / size:.2f}×"])
+            fetched = _fetched(
+                hub, tmp, envs[side], "hf://datasets/bench/real-layout", f"row % {step} = 0", "HFCF"
+            )
+            rows_out.append(
+                [
+                    f"real layout, 50 rows spread over the shard, {side} reader",
+                    f"{fetched:,}",
+                    f"{size:,} (shard)",
+                    f"{fetched / size:.2f}×",
+                ]
+            )
+            fetched = _fetched(
+                hub, tmp, envs[side], "hf://datasets/bench/real-layout", f"row >= {images - 50}", "HFCF"
+            )
+            rows_out.append(
+                [
+                    f"real layout, its last 50 rows, {side} reader",
+                    f"{fetched:,}",
+                    f"{size:,} (shard)",
+                    f"{fetched / size:.2f}×",
+                ]
+            )
     finally:
         hub.close()
-    return table(["selection (cfx subset over hf://)", "bytes fetched (nginx)", "reference bytes", "ratio"], rows_out)
+    return table(
+        ["selection (cfx subset over hf://)", "bytes fetched (nginx)", "reference bytes", "ratio"], rows_out
+    )
 
 
 def _fetched(hub: object, tmp: Path, pythonpath: str, source: str, where: str, path_part: str) -> int:
