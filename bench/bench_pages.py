@@ -65,7 +65,9 @@ def old_checkout(tmp: Path) -> Path:
     out = tmp / "cfx-main"
     out.mkdir()
     archive = subprocess.run(
-        ["git", "-C", str(ROOT), "archive", "main"], check=True, capture_output=True
+        ["git", "-C", os.environ.get("CFX_BENCH_GIT", str(ROOT)), "archive", "main"],  # the repo holding main
+        check=True,
+        capture_output=True,
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True)
     return out
