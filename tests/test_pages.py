@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Iterator
@@ -230,3 +231,42 @@ def test_only_the_row_groups_and_pages_holding_wanted_rows_are_read(tmp_path: Pa
         # pages of 5 values (~100 KB): the wanted one, plus a header probe for each page before it
         assert src.fetched < 5 * 20_000 + 5 * pages.reader.header.HEADER_PROBE + 50_000, (row, src.fetched)
         assert src.fetched < size / 10
+
+
+def test_index_layout_shows_row_groups_and_pages(tmp_path: Path, cfx) -> None:  # type: ignore[no-untyped-def]
+    """`cfx index --layout`: the row groups and the image column's pages, read from the page headers."""
+    values = _values(60, 3, 0, False)
+    _write(
+        tmp_path / "ds",
+        values,
+        row_group_size=25,
+        use_dictionary=False,
+        write_batch_size=10,
+        data_page_size=1,
+    )
+    r = cfx("index", "ds", "--layout", "--json")
+    assert r.returncode == 0, r.stderr
+    (shard,) = json.loads(r.out)
+    pf = pq.ParquetFile(tmp_path / "ds" / SHARD)
+    assert shard["shard"] == SHARD and shard["rows"] == 60 and shard["rows_per_group"] == [25, 25, 10]
+    assert shard["pages"] == 3 + 3 + 1 and shard["dictionary_pages"] == 0  # pages cut every 10 values
+    assert (
+        shard["encodings"] == {"PLAIN": 7}
+        and shard["page_index"] == pf.metadata.row_group(0).column(1).has_offset_index
+    )
+    assert shard["reader"] == "pages" and shard["codec"] == "SNAPPY"
+    assert shard["largest_page"] >= max(len(v or b"") for v in values)
+    r = cfx("index", "ds", "--layout")
+    assert r.returncode == 0 and "SNAPPY" in r.out
+
+
+def test_workers_are_capped_to_fit_memory(cf_small: Path, cfx) -> None:  # type: ignore[no-untyped-def]
+    capped = cfx(
+        "dedupe", str(cf_small), "--workers", "2", "--no-cache", "--json", env={"CFX_MEMORY": "500MB"}
+    )
+    assert capped.returncode == 0, capped.stderr
+    assert "--workers 2 capped to 1" in capped.stderr and "CFX_MEMORY" in capped.stderr
+    free = cfx("dedupe", str(cf_small), "--workers", "2", "--no-cache", "--json", env={"CFX_MEMORY": "64GB"})
+    assert free.returncode == 0 and "capped" not in free.stderr
+    drop = lambda d: {k: v for k, v in d.items() if k != "timings"}  # noqa: E731
+    assert drop(json.loads(capped.out)) == drop(json.loads(free.out))
