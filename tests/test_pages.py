@@ -270,3 +270,27 @@ def test_workers_are_capped_to_fit_memory(cf_small: Path, cfx) -> None:  # type:
     assert free.returncode == 0 and "capped" not in free.stderr
     drop = lambda d: {k: v for k, v in d.items() if k != "timings"}  # noqa: E731
     assert drop(json.loads(capped.out)) == drop(json.loads(free.out))
+
+
+@pytest.mark.hub
+def test_hub_selection_fetches_only_its_row_group(local_hub, run_cfx, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Over hf://, a row of an Eval-like file (5 row groups of 25 rows) costs its row group, not the rows
+    before it: nginx's log counts the bytes sent (206 range responses only)."""
+    values = [os.urandom(60_000) for _ in range(125)]
+    path = _write(tmp_path / "src", values, row_group_size=25)
+    repo, rel = "cfx-tests/eval-like", "data/CompEval-00000-of-00001.parquet"
+    local_hub.hub.create_repo(repo, {"README.md": b"eval-like\n", rel: path})
+    meta = pq.ParquetFile(path).metadata
+    group = meta.row_group(2)  # holds row 60
+    group_bytes = sum(group.column(c).total_compressed_size for c in range(group.num_columns))
+    mark = local_hub.hub.log_mark()
+    r = run_cfx("subset", f"hf://datasets/{repo}", "--out", str(tmp_path / "one"), "--where", "row = 60")
+    assert r.returncode == 0, r.stderr
+    sent = [e for e in local_hub.hub.entries_since(mark, rel) if e.method == "GET"]
+    assert sent and all(e.status == 206 for e in sent)
+    fetched = sum(e.body_bytes_sent for e in sent)
+    # the row group + the footer and the small columns read by the index pass; reading from row 0 as pyarrow's
+    # iter_batches does would cost 3 row groups
+    assert fetched <= 1.2 * group_bytes + 100_000, (fetched, group_bytes)
+    (out,) = (tmp_path / "one" / "data").glob("*.parquet")
+    assert pq.read_table(out).column("image_data").to_pylist() == [values[60]]
