@@ -187,7 +187,7 @@ class _Read:
         why = pages.unsupported(self.pf, IMAGE_COLUMN) if IMAGE_COLUMN in self.cols else "no image column"
         try:
             if why is None:
-                with _open_source(ref, self.fs) as src:
+                with open_source(ref, self.fs) as src:
                     yield from self._paged(src, wanted)
                 return
         except pages.Unsupported as exc:
@@ -281,7 +281,7 @@ def _slices(table: pa.Table, n: int) -> Iterator[pa.Table]:
 
 
 @contextmanager
-def _open_source(ref: ShardRef, fs: Any) -> Iterator[pages.Source]:
+def open_source(ref: ShardRef, fs: Any) -> Iterator[pages.Source]:
     """A handle for positioned reads: on hf://, each read fetches exactly the range asked for."""
     if fs is not None:
         handle = fs.open(ref.path, "rb", block_size=pages.CHUNK, cache_type="none")
@@ -298,7 +298,7 @@ def shard_layout(ref: ShardRef, fs: Any = None) -> pages.Layout:
     with open_shard(ref, fs) as pf:
         if IMAGE_COLUMN not in pf.schema_arrow.names:
             raise BadShardError(ref.rel, f"no {IMAGE_COLUMN} column", "is this a Community Forensics shard?")
-        with _open_source(ref, fs) as src:
+        with open_source(ref, fs) as src:
             try:
                 return pages.read_layout(src, pf, IMAGE_COLUMN)
             except EOFError as exc:
