@@ -294,3 +294,29 @@ def test_hub_selection_fetches_only_its_row_group(local_hub, run_cfx, tmp_path: 
     assert fetched <= 1.2 * group_bytes + 100_000, (fetched, group_bytes)
     (out,) = (tmp_path / "one" / "data").glob("*.parquet")
     assert pq.read_table(out).column("image_data").to_pylist() == [values[60]]
+
+
+def test_a_page_found_undecodable_midway_falls_back_from_the_next_row(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some limits show only inside a page (Hadoop-framed LZ4, a copy beyond the window): the rows already
+    yielded stay, pyarrow reads the rest, every row comes once and equal, and it is said once."""
+    monkeypatch.setattr(stream, "_NOTED", set())
+    values = _values(60, 4, 5, False)
+    path = _write(tmp_path, values, use_dictionary=False, write_batch_size=10, data_page_size=1)
+    opened = []
+    real = codecs.open_stream
+
+    def third_page_fails(codec: str, *args):  # type: ignore[no-untyped-def]
+        opened.append(codec)
+        if len(opened) == 3:
+            raise codecs.Unsupported("codec LZ4 (Hadoop framing)")
+        return real(codec, *args)
+
+    monkeypatch.setattr(codecs, "open_stream", third_page_fails)
+    got = _read(tmp_path, None, ("image_data",))
+    assert got.column("__row").to_pylist() == list(range(60))
+    assert got.column("image_data").to_pylist() == pq.read_table(path).column("image_data").to_pylist()
+    assert len(opened) == 3
+    err = capfd.readouterr().err
+    assert err.count("note: the image column is read by pyarrow") == 1 and "Hadoop framing" in err
