@@ -114,7 +114,9 @@ def _body(src: Source, start: int, size: int, head: bytes) -> Iterator[bytes]:
 
 
 class Dictionary:
-    """A dictionary page, read only when an entry is asked for: whole if small, else streamed with a cursor."""
+    """A dictionary page, read only when an entry is asked for. A large page is streamed with a forward cursor
+    (restarted from the page start when an index goes back to an entry no longer cached); a small one is
+    decoded whole once and its entries found again by offset."""
 
     def __init__(self, src: Source, chunk: Chunk, start: int, head: Any) -> None:
         self.src, self.chunk, self.start, self.head = src, chunk, start, head
@@ -124,6 +126,7 @@ class Dictionary:
         self.size = head.dictionary_page_header.num_values
         self.stream: codecs.Stream | None = None
         self.next = 0
+        self.offsets: list[int] = []  # where entry k starts, in a page decoded whole
         self.cache: OrderedDict[int, bytes] = OrderedDict()
         self.cached = 0
 
@@ -134,19 +137,32 @@ class Dictionary:
             self.chunk.codec, body, h.compressed_page_size, h.uncompressed_page_size
         )
         self.next = 0
+        self.offsets = []
 
     def get(self, i: int) -> bytes:
         if i < 0 or i >= self.size:
             raise EOFError(f"dictionary index {i} beyond the {self.size:,} entries")
         if i in self.cache:
             return self.cache[i]
+        whole = self.stream if isinstance(self.stream, codecs.BytesStream) else None
+        if whole is not None and i < len(self.offsets):
+            here, whole.pos = whole.pos, self.offsets[i]
+            value = _value(whole)
+            whole.pos = here
+            return value
         if self.stream is None or i < self.next:
             self._open()
-        assert self.stream is not None
+        stream = self.stream
+        assert stream is not None
+        whole = stream if isinstance(stream, codecs.BytesStream) else None
         while self.next < i:
-            self.stream.skip(_length(self.stream))
+            if whole is not None:
+                self.offsets.append(whole.pos)
+            stream.skip(_length(stream))
             self.next += 1
-        value = _value(self.stream)
+        if whole is not None:
+            self.offsets.append(whole.pos)
+        value = _value(stream)
         self.next += 1
         self._keep(i, value)
         return value
