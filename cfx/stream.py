@@ -184,21 +184,24 @@ class _Read:
     done: int = -1  # the last row yielded
 
     def batches(self, ref: ShardRef, wanted: np.ndarray | None) -> Iterator[pa.RecordBatch]:
-        why = pages.unsupported(self.pf, IMAGE_COLUMN) if IMAGE_COLUMN in self.cols else "no image column"
+        paged = IMAGE_COLUMN in self.cols
+        why = pages.unsupported(self.pf, IMAGE_COLUMN) if paged else None
         try:
-            if why is None:
+            if paged and why is None:
                 with open_source(ref, self.fs) as src:
                     yield from self._paged(src, wanted)
                 return
         except pages.Unsupported as exc:
             why = str(exc)
-        except EOFError as exc:
+        except (EOFError, pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            if self.fs is not None and is_network_error(exc):
+                raise  # open_shard reports it as a NetworkError
             raise BadShardError(
                 self.shard,
-                f"cannot read rows after row {self.done + 1} ({exc})",
+                f"cannot read row {self.done + 1} or later ({str(exc).splitlines()[0][:200]})",
                 "the file may be truncated; re-fetch it",
             ) from None
-        if why != "no image column":
+        if why is not None:
             _note_once(why)
         rest = wanted if wanted is None or self.done < 0 else wanted[wanted > self.done]
         yield from self._arrow(rest, self.done + 1 if wanted is None else 0)

@@ -219,7 +219,7 @@ def _page_v2(
 ) -> tuple[np.ndarray, codecs.Stream]:
     dph = head.data_page_header_v2
     rl, dl = dph.repetition_levels_byte_length or 0, dph.definition_levels_byte_length or 0
-    raw = codecs._Chunks(_body(src, start, head.compressed_page_size, probe))
+    raw = codecs.Chunks(_body(src, start, head.compressed_page_size, probe))
     levels = raw.take(rl + dl)
     if len(levels) != rl + dl:
         raise EOFError("page ends inside its levels")
