@@ -210,8 +210,16 @@ def _page_v1(
     stream = codecs.open_stream(chunk.codec, body, head.compressed_page_size, head.uncompressed_page_size)
     present = np.ones(dph.num_values, bool)
     if chunk.max_def:
-        present = _levels(stream.read(_length(stream)), chunk, dph.num_values)
+        size = _length(stream)
+        if size > _hybrid_bytes(dph.num_values):
+            raise EOFError(f"definition levels of {size:,} bytes for {dph.num_values:,} values")
+        present = _levels(stream.read(size), chunk, dph.num_values)
     return present, stream
+
+
+def _hybrid_bytes(n: int) -> int:
+    """The most bytes n values of ≤ 32 bits can take in the RLE / bit-packed hybrid (a bound against damage)."""
+    return 5 * n + 64
 
 
 def _page_v2(
@@ -219,6 +227,8 @@ def _page_v2(
 ) -> tuple[np.ndarray, codecs.Stream]:
     dph = head.data_page_header_v2
     rl, dl = dph.repetition_levels_byte_length or 0, dph.definition_levels_byte_length or 0
+    if rl or dl < 0 or dl > min(_hybrid_bytes(dph.num_values), head.compressed_page_size):
+        raise EOFError(f"levels of {rl:,} + {dl:,} bytes for {dph.num_values:,} values of a flat column")
     raw = codecs.Chunks(_body(src, start, head.compressed_page_size, probe))
     levels = raw.take(rl + dl)
     if len(levels) != rl + dl:
@@ -249,7 +259,7 @@ def _page_values(
         raise Unsupported(f"data page encoding {encoding}")
     if dictionary is None:
         raise EOFError("dictionary-encoded page without a dictionary page")
-    rest = stream.read(1 << 31)
+    rest = stream.read(_hybrid_bytes(len(present)) + 1)
     if not rest:
         raise EOFError("page ends before its bit width")
     indices = decode_hybrid(memoryview(rest)[1:], rest[0], int(present.sum()))
@@ -276,6 +286,8 @@ def iter_chunk(src: Source, chunk: Chunk, want: np.ndarray | None) -> Iterator[t
             if dph is None or dph.num_values is None or dph.num_values < 0:
                 raise EOFError("data page without its header")
             n = dph.num_values
+            if n > chunk.rows - row:
+                raise EOFError(f"a page of {n:,} values where {chunk.rows - row:,} rows are left")
             if want is None:
                 sel = np.arange(min(n, chunk.rows - row))
             else:
