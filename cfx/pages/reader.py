@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from cfx.pages import codecs, header
+import cfx.pages.codecs as codecs
+import cfx.pages.header as header
 from cfx.pages.codecs import Unsupported
 from cfx.pages.levels import decode_hybrid
 
