@@ -42,7 +42,7 @@ from cfx.pool import results as in_order
 from cfx.progress import NullReporter, Reporter
 from cfx.safenames import safe_names
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL, is_list_type
-from cfx.stream import iter_shard_batches
+from cfx.stream import iter_shard_batches, planned_readers
 from cfx.subset import (
     ShardPlan,
     _check_space,
@@ -816,7 +816,9 @@ def _run_all(plan: ExportPlan, tmp: Path, reporter: Reporter) -> list[_TaskResul
     try:
         if plan.options.workers <= 1 or len(plan.shards) == 1:
             return [_run_task(t, bar.advance) for t in _tasks(plan, tmp, None)]
-        workers = min(plan.options.workers, len(plan.shards))
+        workers = planned_readers(min(plan.options.workers, len(plan.shards)), reporter)
+        if workers <= 1:
+            return [_run_task(t, bar.advance) for t in _tasks(plan, tmp, None)]
         return _run_pool(_tasks(plan, tmp, os.getpid()), workers, bar.advance)
     finally:
         bar.close()

@@ -56,7 +56,7 @@ from cfx.pool import shared_work
 from cfx.progress import NullReporter, Reporter
 from cfx.resample import lanczos_resize
 from cfx.schema import IMAGE_COLUMN
-from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
+from cfx.stream import ROW_COLUMN, iter_shard_batches, planned_readers, rows_by_shard
 
 if TYPE_CHECKING:
     from cfx.engine import ShardEngine
@@ -644,6 +644,7 @@ def hash_manifest(
             finish(got.shard, got.table, got.decoded, got.pixels)
     elif todo:  # this process hashes too, from the start (cfx.pool.shared_work)
         tasks = [(manifest.root, s, manifest.shards.get(s), r) for s, r in todo]
+        workers = planned_readers(min(workers, len(tasks)), reporter)
         with closing(shared_work(partial(hash_shard, **local), tasks, workers)) as done:
             for i, fut in done:  # closed on an error: the pool stops
                 shard, rows = todo[i]

@@ -274,16 +274,31 @@ def scan_shard(
 
 
 def _image_lengths(ref: ShardRef, fs: Any) -> pa.Array:
-    """Byte length of every encoded image, streaming a few rows at a time."""
+    """Byte length of every encoded image, one image at a time (cfx.pages; pyarrow, a few rows at a time,
+    where the page reader does not decode the column)."""
+    from cfx import pages
+    from cfx.stream import open_source
+
     with open_shard(ref, fs) as pf:
         try:
+            if pages.unsupported(pf, IMAGE_COLUMN) is None:
+                try:
+                    with open_source(ref, fs) as src:
+                        lengths = [
+                            None if value is None else len(value)
+                            for group in pages.row_groups(pf, None)
+                            for _, value in pages.iter_column(src, pf, IMAGE_COLUMN, group)
+                        ]
+                    return pa.array(lengths, pa.int64())
+                except pages.Unsupported:
+                    pass  # a page it cannot decode (found while reading): pyarrow reads the column instead
             parts = [
                 pc.binary_length(batch.column(0)).cast(pa.int64())
                 for batch in pf.iter_batches(
                     batch_size=BYTES_BATCH_ROWS, columns=[IMAGE_COLUMN], use_threads=False
                 )
             ]
-        except (pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+        except (pa.ArrowInvalid, pa.ArrowIOError, OSError, EOFError) as exc:
             if fs is not None and is_network_error(exc):
                 raise  # open_shard reports it as a NetworkError
             raise BadShardError(

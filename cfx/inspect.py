@@ -41,7 +41,7 @@ from cfx.pool import shared_work
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.stats import quality_histogram
-from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
+from cfx.stream import ROW_COLUMN, iter_shard_batches, planned_readers, rows_by_shard
 
 CONSISTENCY_COLUMNS = ("format_mismatch", "size_mismatch", "mode_mismatch")
 TRANSPOSED_SHARE = 0.95  # share of a source's non-square rows that must read [h, w] to call it transposed
@@ -248,6 +248,7 @@ def _run(
 
     args = [(manifest.root, s, manifest.shards.get(s), r) for s, r in todo]
     workers = workers if sum(r.size for _, r in todo) >= POOL_MIN_IMAGES else 1
+    workers = planned_readers(min(workers, len(args)), reporter) if args else 1
     with closing(shared_work(partial(inspect_shard, use_cache=use_cache), args, workers)) as done:
         for i, fut in done:  # closed on an error: the pool stops
             shard, rows = todo[i]

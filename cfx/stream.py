@@ -8,6 +8,7 @@ so a manifest never silently points at moved or changed data.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -22,11 +23,46 @@ from cfx import pages
 from cfx.errors import BadShardError, InputError
 from cfx.index import open_shard
 from cfx.manifest import Manifest, ShardInfo
+from cfx.progress import Reporter
 from cfx.schema import IMAGE_COLUMN
 from cfx.sources import HubSpec, ShardRef, hub_filesystem, is_network_error
+from cfx.units import human_bytes, parse_size
 
 ROW_COLUMN = "__row"
 DEFAULT_BATCH_ROWS = 16
+# Peak RSS of one process reading images (interpreter and libraries, a batch of ~1 MB images decoded, the page
+# reader's buffers), whatever the page size: measured by bench/bench_pages.py (docs/benchmarks.md).
+READER_MB = 400
+MEMORY_ENV = "CFX_MEMORY"  # the memory cfx may plan for (e.g. 8GB); default: what the system has available
+
+
+def available_memory() -> int:
+    """Bytes the planned readers may use: $CFX_MEMORY, else MemAvailable (else the physical memory)."""
+    if os.environ.get(MEMORY_ENV):
+        return parse_size(os.environ[MEMORY_ENV], MEMORY_ENV)
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+
+
+def planned_readers(workers: int, reporter: Reporter | None = None) -> int:
+    """``workers`` processes reading images, capped so their READER_MB each fit the available memory (said
+    once through ``reporter`` when capped)."""
+    avail = available_memory()
+    fit = max(1, avail // (READER_MB << 20))
+    if workers <= fit:
+        return workers
+    if reporter is not None:
+        reporter.warn(
+            f"--workers {workers} capped to {fit}: each worker reading images needs up to ~{READER_MB} MB and "
+            f"{human_bytes(avail)} is available (set {MEMORY_ENV}, e.g. {MEMORY_ENV}=16GB, to plan for another budget)"
+        )
+    return int(fit)
 
 
 @dataclass(frozen=True)
@@ -148,21 +184,24 @@ class _Read:
     done: int = -1  # the last row yielded
 
     def batches(self, ref: ShardRef, wanted: np.ndarray | None) -> Iterator[pa.RecordBatch]:
-        why = pages.unsupported(self.pf, IMAGE_COLUMN) if IMAGE_COLUMN in self.cols else "no image column"
+        paged = IMAGE_COLUMN in self.cols
+        why = pages.unsupported(self.pf, IMAGE_COLUMN) if paged else None
         try:
-            if why is None:
-                with _open_source(ref, self.fs) as src:
+            if paged and why is None:
+                with open_source(ref, self.fs) as src:
                     yield from self._paged(src, wanted)
                 return
         except pages.Unsupported as exc:
             why = str(exc)
-        except EOFError as exc:
+        except (EOFError, pa.ArrowInvalid, pa.ArrowIOError, OSError) as exc:
+            if self.fs is not None and is_network_error(exc):
+                raise  # open_shard reports it as a NetworkError
             raise BadShardError(
                 self.shard,
-                f"cannot read rows after row {self.done + 1} ({exc})",
+                f"cannot read row {self.done + 1} or later ({str(exc).splitlines()[0][:200]})",
                 "the file may be truncated; re-fetch it",
             ) from None
-        if why != "no image column":
+        if why is not None:
             _note_once(why)
         rest = wanted if wanted is None or self.done < 0 else wanted[wanted > self.done]
         yield from self._arrow(rest, self.done + 1 if wanted is None else 0)
@@ -245,7 +284,7 @@ def _slices(table: pa.Table, n: int) -> Iterator[pa.Table]:
 
 
 @contextmanager
-def _open_source(ref: ShardRef, fs: Any) -> Iterator[pages.Source]:
+def open_source(ref: ShardRef, fs: Any) -> Iterator[pages.Source]:
     """A handle for positioned reads: on hf://, each read fetches exactly the range asked for."""
     if fs is not None:
         handle = fs.open(ref.path, "rb", block_size=pages.CHUNK, cache_type="none")
@@ -255,6 +294,20 @@ def _open_source(ref: ShardRef, fs: Any) -> Iterator[pages.Source]:
         yield pages.Source(handle)
     finally:
         handle.close()
+
+
+def shard_layout(ref: ShardRef, fs: Any = None) -> pages.Layout:
+    """The physical layout of one shard's image column: row groups, pages (only the page headers are read)."""
+    with open_shard(ref, fs) as pf:
+        if IMAGE_COLUMN not in pf.schema_arrow.names:
+            raise BadShardError(ref.rel, f"no {IMAGE_COLUMN} column", "is this a Community Forensics shard?")
+        with open_source(ref, fs) as src:
+            try:
+                return pages.read_layout(src, pf, IMAGE_COLUMN)
+            except EOFError as exc:
+                raise BadShardError(
+                    ref.rel, f"cannot read its page headers ({exc})", "the file may be truncated; re-fetch it"
+                ) from None
 
 
 def iter_images(

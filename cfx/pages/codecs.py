@@ -47,7 +47,7 @@ class BytesStream:
         self.pos += n
 
 
-class _Chunks:
+class Chunks:
     """A file-like view of an iterator of byte chunks (the compressed page as it is read)."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
@@ -144,7 +144,7 @@ class _Streaming:
 
 class ZlibStream(_Streaming):
     def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.src = _Chunks(chunks)
+        self.src = Chunks(chunks)
         self.dec = zlib.decompressobj(wbits=47)  # gzip or zlib header, detected
         self.pending = b""
         self.out = _Produced()
@@ -164,7 +164,7 @@ class ZstdStream(_Streaming):
     def __init__(self, chunks: Iterator[bytes]) -> None:
         import zstandard  # streaming zstd (pyarrow's codec decodes a whole buffer only)
 
-        self.reader = zstandard.ZstdDecompressor().stream_reader(_Chunks(chunks), read_size=OUT_STEP)  # type: ignore[arg-type]
+        self.reader = zstandard.ZstdDecompressor().stream_reader(Chunks(chunks), read_size=OUT_STEP)  # type: ignore[arg-type]
         self.out = _Produced()
 
     def _fill(self) -> bool:
@@ -177,7 +177,7 @@ class _Windowed(_Streaming):
     """A decoder whose copies refer back into its own output: keeps WINDOW bytes of history."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.src = _Chunks(chunks)
+        self.src = Chunks(chunks)
         self.out = _Produced()
         self.done = False
 
@@ -216,7 +216,7 @@ class _Windowed(_Streaming):
         raise NotImplementedError
 
 
-class _Produced_Windowed(_Produced):
+class _History(_Produced):
     def _compact(self) -> None:  # history is dropped by _Windowed._keep_window
         pass
 
@@ -224,7 +224,7 @@ class _Produced_Windowed(_Produced):
 class SnappyStream(_Windowed):
     def __init__(self, chunks: Iterator[bytes]) -> None:
         super().__init__(chunks)
-        self.out = _Produced_Windowed()
+        self.out = _History()
         while self.src.byte() & 0x80:  # the uncompressed length (a varint): the page header has it too
             pass
 
@@ -255,7 +255,7 @@ class SnappyStream(_Windowed):
 class Lz4RawStream(_Windowed):
     def __init__(self, chunks: Iterator[bytes]) -> None:
         super().__init__(chunks)
-        self.out = _Produced_Windowed()
+        self.out = _History()
 
     def _length(self, n: int) -> int:
         if n == 15:
@@ -322,7 +322,7 @@ class _Passthrough:
     """An uncompressed page read as it arrives."""
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
-        self.src = _Chunks(chunks)
+        self.src = Chunks(chunks)
 
     def read(self, n: int) -> bytes:
         return self.src.take(n)

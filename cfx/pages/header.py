@@ -1,8 +1,11 @@
-"""Parquet page headers: the Thrift definitions of parquet-format (parquet_pages.thrift, the page structs of
-Apache parquet-format's parquet.thrift) read with thriftpy2's compact protocol."""
+"""Parquet page headers: the Thrift definitions of parquet-format, as the ``parquet.thrift`` that fastparquet
+ships (a well-kept Parquet library), read with thriftpy2's compact protocol. fastparquet's own Cython reader is
+not used: it has no bounds checks on damaged bytes. Its package is located, not imported (that would import
+pandas)."""
 
 from __future__ import annotations
 
+import importlib.util
 from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,9 +22,18 @@ class Source(Protocol):
 def thrift() -> Any:
     import thriftpy2  # imported on first use: loading the definitions costs ~40 ms
 
-    return thriftpy2.load(
-        str(Path(__file__).with_name("parquet_pages.thrift")), module_name="cfx_pages_thrift"
-    )
+    return thriftpy2.load(str(definitions()), module_name="cfx_pages_thrift")
+
+
+def definitions() -> Path:
+    """fastparquet's parquet.thrift (the Apache parquet-format definitions), found without importing it."""
+    spec = importlib.util.find_spec("fastparquet")
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / "parquet.thrift"
+        if path.is_file():
+            return path
+    raise ImportError("fastparquet's parquet.thrift not found: reinstall cfx (pip install -e .)")
 
 
 class _Buffer:

@@ -8,7 +8,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
-from cfx.pages import header
+from cfx.pages.header import read_header
 from cfx.pages.reader import Source, chunks, thrift_name, unsupported
 
 
@@ -56,7 +56,7 @@ def read_layout(src: Source, pf: pq.ParquetFile, column: str) -> Layout:
     for chunk in chunks(pf, column):
         pos = chunk.start
         while pos < chunk.end:
-            head, hlen, _ = header.read_header(src, pos, chunk.end)
+            head, hlen, _ = read_header(src, pos, chunk.end)
             kind = thrift_name("PageType", head.type)
             out.pages += 1
             out.largest_page = max(out.largest_page, head.uncompressed_page_size)

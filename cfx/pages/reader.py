@@ -16,7 +16,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from cfx.pages import codecs, header
+import cfx.pages.codecs as codecs
+import cfx.pages.header as header
 from cfx.pages.codecs import Unsupported
 from cfx.pages.levels import decode_hybrid
 
@@ -114,7 +115,9 @@ def _body(src: Source, start: int, size: int, head: bytes) -> Iterator[bytes]:
 
 
 class Dictionary:
-    """A dictionary page, read only when an entry is asked for: whole if small, else streamed with a cursor."""
+    """A dictionary page, read only when an entry is asked for. A large page is streamed with a forward cursor
+    (restarted from the page start when an index goes back to an entry no longer cached); a small one is
+    decoded whole once and its entries found again by offset."""
 
     def __init__(self, src: Source, chunk: Chunk, start: int, head: Any) -> None:
         self.src, self.chunk, self.start, self.head = src, chunk, start, head
@@ -124,6 +127,7 @@ class Dictionary:
         self.size = head.dictionary_page_header.num_values
         self.stream: codecs.Stream | None = None
         self.next = 0
+        self.offsets: list[int] = []  # where entry k starts, in a page decoded whole
         self.cache: OrderedDict[int, bytes] = OrderedDict()
         self.cached = 0
 
@@ -134,19 +138,32 @@ class Dictionary:
             self.chunk.codec, body, h.compressed_page_size, h.uncompressed_page_size
         )
         self.next = 0
+        self.offsets = []
 
     def get(self, i: int) -> bytes:
         if i < 0 or i >= self.size:
             raise EOFError(f"dictionary index {i} beyond the {self.size:,} entries")
         if i in self.cache:
             return self.cache[i]
+        whole = self.stream if isinstance(self.stream, codecs.BytesStream) else None
+        if whole is not None and i < len(self.offsets):
+            here, whole.pos = whole.pos, self.offsets[i]
+            value = _value(whole)
+            whole.pos = here
+            return value
         if self.stream is None or i < self.next:
             self._open()
-        assert self.stream is not None
+        stream = self.stream
+        assert stream is not None
+        whole = stream if isinstance(stream, codecs.BytesStream) else None
         while self.next < i:
-            self.stream.skip(_length(self.stream))
+            if whole is not None:
+                self.offsets.append(whole.pos)
+            stream.skip(_length(stream))
             self.next += 1
-        value = _value(self.stream)
+        if whole is not None:
+            self.offsets.append(whole.pos)
+        value = _value(stream)
         self.next += 1
         self._keep(i, value)
         return value
@@ -194,8 +211,16 @@ def _page_v1(
     stream = codecs.open_stream(chunk.codec, body, head.compressed_page_size, head.uncompressed_page_size)
     present = np.ones(dph.num_values, bool)
     if chunk.max_def:
-        present = _levels(stream.read(_length(stream)), chunk, dph.num_values)
+        size = _length(stream)
+        if size > _hybrid_bytes(dph.num_values):
+            raise EOFError(f"definition levels of {size:,} bytes for {dph.num_values:,} values")
+        present = _levels(stream.read(size), chunk, dph.num_values)
     return present, stream
+
+
+def _hybrid_bytes(n: int) -> int:
+    """The most bytes n values of ≤ 32 bits can take in the RLE / bit-packed hybrid (a bound against damage)."""
+    return 5 * n + 64
 
 
 def _page_v2(
@@ -203,7 +228,9 @@ def _page_v2(
 ) -> tuple[np.ndarray, codecs.Stream]:
     dph = head.data_page_header_v2
     rl, dl = dph.repetition_levels_byte_length or 0, dph.definition_levels_byte_length or 0
-    raw = codecs._Chunks(_body(src, start, head.compressed_page_size, probe))
+    if rl or dl < 0 or dl > min(_hybrid_bytes(dph.num_values), head.compressed_page_size):
+        raise EOFError(f"levels of {rl:,} + {dl:,} bytes for {dph.num_values:,} values of a flat column")
+    raw = codecs.Chunks(_body(src, start, head.compressed_page_size, probe))
     levels = raw.take(rl + dl)
     if len(levels) != rl + dl:
         raise EOFError("page ends inside its levels")
@@ -233,7 +260,7 @@ def _page_values(
         raise Unsupported(f"data page encoding {encoding}")
     if dictionary is None:
         raise EOFError("dictionary-encoded page without a dictionary page")
-    rest = stream.read(1 << 31)
+    rest = stream.read(_hybrid_bytes(len(present)) + 1)
     if not rest:
         raise EOFError("page ends before its bit width")
     indices = decode_hybrid(memoryview(rest)[1:], rest[0], int(present.sum()))
@@ -260,6 +287,8 @@ def iter_chunk(src: Source, chunk: Chunk, want: np.ndarray | None) -> Iterator[t
             if dph is None or dph.num_values is None or dph.num_values < 0:
                 raise EOFError("data page without its header")
             n = dph.num_values
+            if n > chunk.rows - row:
+                raise EOFError(f"a page of {n:,} values where {chunk.rows - row:,} rows are left")
             if want is None:
                 sel = np.arange(min(n, chunk.rows - row))
             else:
