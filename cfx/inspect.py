@@ -23,7 +23,7 @@ from __future__ import annotations
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -38,6 +38,9 @@ from cfx.progress import NullReporter, Reporter
 from cfx.schema import IMAGE_COLUMN
 from cfx.stats import quality_histogram
 from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
+
+if TYPE_CHECKING:
+    from cfx.engine import ShardEngine
 
 CONSISTENCY_COLUMNS = ("format_mismatch", "size_mismatch", "mode_mismatch")
 TRANSPOSED_SHARE = 0.95  # share of a source's non-square rows that must read [h, w] to call it transposed
@@ -84,6 +87,15 @@ def inspect_shard(
     return table
 
 
+def inspect_job(job: tuple[Any, ...], progress: Any = None) -> tuple[pa.Table | None, BadShardError | None]:
+    """``inspect_shard(*job[:4], **job[4])`` as an engine job (cfx.engine): a bad shard is a result, so the
+    caller decides (``--skip-bad``) as it does for the local pool."""
+    try:
+        return inspect_shard(*job[:4], **job[4]), None
+    except BadShardError as exc:
+        return None, exc
+
+
 def has_facts(df: pl.DataFrame) -> bool:
     """Every fact column is present (e.g. the output of an earlier inspect)."""
     return all(c in df.columns for c in (*bytefacts.FACT_COLUMNS, *CONSISTENCY_COLUMNS))
@@ -98,21 +110,29 @@ def inspect_manifest(
     skip_bad: bool = False,
     reuse_columns: bool = True,
     reporter: Reporter | None = None,
+    engine: ShardEngine | None = None,
 ) -> InspectResult:
-    """Add byte facts and consistency columns to every row of ``manifest`` (see the module doc)."""
+    """Add byte facts and consistency columns to every row of ``manifest`` (see the module doc). With
+    ``engine`` (cfx.engine_ray) each shard is one task on the cluster running the same ``inspect_shard``; the
+    driver writes the caches, as for hashing."""
     reporter = reporter or NullReporter()
     if with_hashes:  # the fused pass: hashes and facts from one read of the bytes
         from cfx.hashing import hash_manifest
 
         hashed = hash_manifest(
-            manifest, workers=workers, use_cache=use_cache, skip_bad=skip_bad, reporter=reporter
+            manifest,
+            workers=workers,
+            use_cache=use_cache,
+            skip_bad=skip_bad,
+            reporter=reporter,
+            engine=engine,
         )
         manifest = hashed.manifest
     if reuse_columns and manifest.df.height and has_facts(manifest.df):
         return InspectResult(manifest=manifest, cached_rows=manifest.df.height)
     tables, todo, cached = _cached_tables(manifest, use_cache)
     result = InspectResult(manifest=manifest, cached_rows=cached, shards=len(tables) + len(todo))
-    _run(manifest, todo, tables, result, workers, use_cache, skip_bad, reporter)
+    _run(manifest, todo, tables, result, workers, {"use_cache": use_cache}, skip_bad, reporter, engine)
     df = _join(manifest.df, tables)
     df, result.transposed = consistency(df, load_resolution_orders(manifest.root))
     if use_cache:
@@ -160,11 +180,13 @@ def _run(
     tables: dict[str, pa.Table],
     result: InspectResult,
     workers: int,
-    use_cache: bool,
+    options: dict[str, Any],
     skip_bad: bool,
     reporter: Reporter,
+    engine: ShardEngine | None = None,
 ) -> None:
-    """Read the rows in ``todo`` (a process pool of ``workers``, one shard per task) into ``tables``."""
+    """Read the rows in ``todo`` (a process pool of ``workers``, or ``engine``; one shard per task) into
+    ``tables``. ``options``: keyword arguments of ``inspect_shard``."""
     task = reporter.task("Inspecting images", total=int(sum(r.size for _, r in todo)), unit="images")
 
     def finish(shard: str, table: pa.Table) -> None:
@@ -190,8 +212,12 @@ def _run(
         )
 
     args = [(manifest.root, s, manifest.shards.get(s), r) for s, r in todo]
+    if engine is not None:
+        _run_on(engine, manifest, args, options, finish, failed)
+        task.close()
+        return
     workers = workers if sum(r.size for _, r in todo) >= POOL_MIN_IMAGES else 1
-    with closing(shared_work(partial(inspect_shard, use_cache=use_cache), args, workers)) as done:
+    with closing(shared_work(partial(inspect_shard, **options), args, workers)) as done:
         for i, fut in done:  # closed on an error: the pool stops
             shard, rows = todo[i]
             try:
@@ -199,6 +225,33 @@ def _run(
             except BadShardError as exc:
                 failed(shard, rows, exc)
     task.close()
+
+
+def _run_on(
+    engine: ShardEngine,
+    manifest: Manifest,
+    args: list[tuple[str, str, ShardInfo | None, np.ndarray]],
+    options: dict[str, Any],
+    finish: Any,
+    failed: Any,
+) -> None:
+    """The shards on ``engine``: workers write no cache (they may not share this machine's), the driver does."""
+    use_cache = options.get("use_cache", True)
+    remote = {**options, "use_cache": False}
+    if manifest.is_remote:  # workers use this process's Hub endpoint and token, not their own
+        from cfx.sources import hub_filesystem
+
+        remote["hub_fs"] = hub_filesystem()
+    jobs = [(shard, (*a, remote)) for a in args for shard in (a[1],)]
+    for (root, shard, info, rows), (table, err) in zip(
+        args, engine.run_jobs(inspect_job, jobs), strict=False
+    ):
+        if err is not None:
+            failed(shard, rows, err)
+            continue
+        if use_cache:
+            bytefacts.store_cached(root, shard, info, table)
+        finish(shard, table)
 
 
 def _join(df: pl.DataFrame, tables: dict[str, pa.Table]) -> pl.DataFrame:

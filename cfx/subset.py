@@ -46,6 +46,7 @@ from cfx.transform_stage import KeyedBatch, shuffle_order
 from cfx.units import human_bytes
 
 if TYPE_CHECKING:  # PIL is imported only when a subset transforms
+    from cfx.engine import ShardEngine
     from cfx.transform import BadImageError, Pipeline
     from cfx.transform_stage import TransformStage
 
@@ -492,6 +493,11 @@ class _BadImages:
         keep = pc.invert(bad)
         return batch.filter(keep), src_rows.filter(keep)
 
+    def merge(self, part: _BadImages, start: int) -> None:
+        """Take over what ``part`` found in the rows from source-order position ``start`` on."""
+        self.positions += [start + p for p in part.positions]
+        self.rows += part.rows
+
     def dropped_positions(self) -> list[int]:
         return self.positions if self.drop else []
 
@@ -512,32 +518,59 @@ def _keyed_batches(
 ) -> Iterator[KeyedBatch]:
     """Selected rows shard by shard, in source order, as record batches in the output schema (and, with
     splits, the ``SPLIT_INDEX`` column last)."""
-    df = plan.manifest.df
-    base = plan.schema.remove_metadata()
     position = 0
     for sp in plan.shards:
-        picked = df.filter(pl.col("shard") == sp.shard).sort("row")
-        rows = picked.get_column("row").to_numpy()
-        splits = picked.get_column(SPLIT_INDEX).to_numpy() if SPLIT_INDEX in df.columns else None
-        per_row = sp.shard_bytes / max(sp.shard_rows, 1)
-        batch_rows = int(min(READ_BATCH_ROWS, max(1, READ_BATCH_BYTES // max(per_row, 1))))
-        for batch in iter_shard_batches(source, sp.shard, rows, columns=None, batch_rows=batch_rows):
-            src_rows = batch.column(ROW_COLUMN)
-            data = batch.drop_columns([ROW_COLUMN])
-            if not data.schema.equals(base):
-                raise InputError(
-                    f"shard {sp.shard} changed its schema while being read ({_schema_diff(base, data.schema)})",
-                    "re-index the dataset",
-                )
-            start, position = position, position + data.num_rows
-            data, src_rows = bad_images.check(data, sp.shard, src_rows, start)
-            arrays = list(data.columns)
-            if provenance:
-                arrays += [pa.array([sp.shard] * data.num_rows, pa.string()), src_rows]
-            if splits is not None:
-                arrays.append(pa.array(splits[np.searchsorted(rows, src_rows.to_numpy())], pa.int64()))
-            rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
-            yield KeyedBatch(sp.shard, src_rows.to_pylist(), rb)
+        rows, splits = _shard_rows(plan, sp.shard)
+        yield from _shard_batches(
+            source, sp, rows, splits, plan.schema, schema, provenance, bad_images, position
+        )
+        position += sp.rows
+
+
+def _shard_rows(plan: SubsetPlan, shard: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The selected rows of ``shard`` (ascending) and, with splits, their split index."""
+    df = plan.manifest.df
+    picked = df.filter(pl.col("shard") == shard).sort("row")
+    splits = picked.get_column(SPLIT_INDEX).to_numpy() if SPLIT_INDEX in df.columns else None
+    return picked.get_column("row").to_numpy(), splits
+
+
+def _shard_batches(
+    source: Manifest,
+    sp: ShardPlan,
+    rows: np.ndarray,
+    splits: np.ndarray | None,
+    source_schema: pa.Schema,
+    schema: pa.Schema,
+    provenance: bool,
+    bad_images: _BadImages,
+    position: int,
+    hub_fs: Any = None,
+) -> Iterator[KeyedBatch]:
+    """The selected ``rows`` of one source shard, whose first is source-order ``position``, as
+    ``_keyed_batches`` yields them."""
+    base = source_schema.remove_metadata()
+    per_row = sp.shard_bytes / max(sp.shard_rows, 1)
+    batch_rows = int(min(READ_BATCH_ROWS, max(1, READ_BATCH_BYTES // max(per_row, 1))))
+    for batch in iter_shard_batches(
+        source, sp.shard, rows, columns=None, batch_rows=batch_rows, hub_fs=hub_fs
+    ):
+        src_rows = batch.column(ROW_COLUMN)
+        data = batch.drop_columns([ROW_COLUMN])
+        if not data.schema.equals(base):
+            raise InputError(
+                f"shard {sp.shard} changed its schema while being read ({_schema_diff(base, data.schema)})",
+                "re-index the dataset",
+            )
+        start, position = position, position + data.num_rows
+        data, src_rows = bad_images.check(data, sp.shard, src_rows, start)
+        arrays = list(data.columns)
+        if provenance:
+            arrays += [pa.array([sp.shard] * data.num_rows, pa.string()), src_rows]
+        if splits is not None:
+            arrays.append(pa.array(splits[np.searchsorted(rows, src_rows.to_numpy())], pa.int64()))
+        rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        yield KeyedBatch(sp.shard, src_rows.to_pylist(), rb)
 
 
 def _source_batches(
@@ -616,6 +649,7 @@ def write_subset(
     skip_bad: bool = False,
     split_column: str | None = None,
     reporter: Reporter | None = None,
+    engine: ShardEngine | None = None,
 ) -> SubsetResult:
     """Write the manifest's rows as a parquet dataset in ``out`` (data/, README.md, manifest.parquet).
 
@@ -631,6 +665,10 @@ def write_subset(
     ``skip_bad``, is left out.
 
     ``split_column`` writes one Hub split per value of that column (``data/<split>-0000i-of-0000N.parquet``).
+
+    With ``engine`` (cfx.engine_ray) each source shard is one task on the cluster that reads (and transforms)
+    its rows into a part file in the build folder; this process writes the parts' rows, in order, through the
+    same writer, so the files are the same bytes as the local engine's (see ``_write_on``).
     """
     reporter = reporter or NullReporter()
     if row_group_rows < 1:
@@ -668,6 +706,7 @@ def write_subset(
             bad_images,
             stage,
             names,
+            engine,
         )
         if bad_images.drop and bad_images.rows and not len(new):
             raise EmptySelectionError(
@@ -755,6 +794,7 @@ def _write_rows(
     bad_images: _BadImages,
     stage: TransformStage | None,
     splits: list[str] | None,
+    engine: ShardEngine | None = None,
 ) -> tuple[list[WrittenFile], Manifest]:
     """The selected rows into ``tmp/data/`` (final file names, one set per split); returns the files and the
     new manifest."""
@@ -771,7 +811,9 @@ def _write_rows(
         for folder in folders if splits else []:
             folder.mkdir()
         groups = _SplitRowGroups(writers.writers, row_group_rows, schema, task, split=bool(splits))
-        if plan.order == "shuffle":
+        if engine is not None:
+            _write_on(engine, plan, manifest, stream, with_provenance, groups, tmp, bad_images, stage)
+        elif plan.order == "shuffle":
             _write_shuffled(plan, manifest, stream, with_provenance, groups, tmp, bad_images, stage)
         else:
             for batch in _source_batches(plan, manifest, stream, with_provenance, bad_images, stage):
@@ -848,6 +890,202 @@ def _write_shuffled(
         for i in order:
             groups.add(reader.get_batch(int(i)))
     spill.unlink()
+
+
+# --- on an engine: one part file per source shard ------------------------------------------------------
+_PARTS_DIR = ".parts"
+
+
+@dataclass
+class PartJob:
+    """One source shard's selected rows for ``write_part``: read, checked, transformed, spilled to ``path``."""
+
+    root: str
+    shards: dict[str, ShardInfo]  # this shard's fingerprint, for the check in cfx.stream
+    plan: ShardPlan
+    rows: np.ndarray
+    splits: np.ndarray | None
+    source_schema: pa.Schema
+    schema: pa.Schema  # the stream's: output schema (+ SPLIT_INDEX)
+    provenance: bool
+    drop_bad_images: bool
+    transform: Pipeline | None
+    seed: int
+    skip_bad: bool
+    path: str
+    one_row_batches: bool  # shuffle: one record batch per row, as the local spill
+    hub_fs: Any = None
+
+
+@dataclass
+class Part:
+    """What ``write_part`` wrote (``rows`` rows in ``path``) and found on the way."""
+
+    path: str
+    rows: int
+    bad_images: _BadImages
+    stage: TransformStage | None
+
+
+def write_part(job: PartJob, progress: Any = None) -> Part:
+    """The rows of one source shard, as the local engine's stream has them (``_shard_batches`` and, with a
+    transform, a one-process TransformStage), into an Arrow IPC file: the batches as they come, or one per
+    row for a shuffle. Positions it records start at 0 (the caller shifts them). Safe to run again."""
+    source = Manifest(df=pl.DataFrame(), root=job.root, shards=job.shards)
+    bad = _BadImages(drop=job.drop_bad_images)
+    stage = _transform_stage(job.transform, job.seed, 1, job.skip_bad)
+    keyed = _shard_batches(
+        source,
+        job.plan,
+        job.rows,
+        job.splits,
+        job.source_schema,
+        job.schema,
+        job.provenance,
+        bad,
+        0,
+        job.hub_fs,
+    )
+    written = 0
+    with pa.OSFile(job.path, "wb") as sink, ipc.new_file(sink, job.schema) as writer:
+        for kb in stage.run(keyed) if stage is not None else keyed:
+            if job.one_row_batches:
+                for i in range(kb.batch.num_rows):
+                    writer.write_batch(kb.batch.slice(i, 1))
+            else:
+                writer.write_batch(kb.batch)
+            written += kb.batch.num_rows
+            if progress is not None:
+                progress(kb.batch.num_rows)
+    return Part(job.path, written, bad, stage)
+
+
+def _part_jobs(
+    plan: SubsetPlan,
+    source: Manifest,
+    schema: pa.Schema,
+    provenance: bool,
+    bad_images: _BadImages,
+    stage: TransformStage | None,
+    tmp: Path,
+) -> Iterator[tuple[str, PartJob]]:
+    hub_fs = None
+    if source.is_remote:  # workers use this process's Hub endpoint and token, not their own
+        from cfx.sources import hub_filesystem
+
+        hub_fs = hub_filesystem()
+    (tmp / _PARTS_DIR).mkdir()
+    for i, sp in enumerate(plan.shards):
+        rows, splits = _shard_rows(plan, sp.shard)
+        info = source.shards.get(sp.shard)
+        yield (
+            sp.shard,
+            PartJob(
+                root=source.root,
+                shards={sp.shard: info} if info is not None else {},
+                plan=sp,
+                rows=rows,
+                splits=splits,
+                source_schema=plan.schema,
+                schema=schema,
+                provenance=provenance,
+                drop_bad_images=bad_images.drop,
+                transform=stage.pipeline if stage is not None else None,
+                seed=stage.seed if stage is not None else 0,
+                skip_bad=stage.skip_bad if stage is not None else False,
+                path=str(tmp / _PARTS_DIR / f"{i:06d}.arrow"),
+                one_row_batches=plan.order == "shuffle",
+                hub_fs=hub_fs,
+            ),
+        )
+
+
+def _write_on(
+    engine: ShardEngine,
+    plan: SubsetPlan,
+    source: Manifest,
+    schema: pa.Schema,
+    provenance: bool,
+    groups: _SplitRowGroups,
+    tmp: Path,
+    bad_images: _BadImages,
+    stage: TransformStage | None,
+) -> None:
+    """The rows to write, read (and transformed) on ``engine``, one ``write_part`` per source shard into the
+    build folder (it must be on a file system every node sees; the engine refuses otherwise), then written here
+    in order: the row groups and files cut where the local engine cuts them, so the bytes are the same."""
+    parts: list[Part] = []
+    position = 0
+    jobs = _part_jobs(plan, source, schema, provenance, bad_images, stage, tmp)
+    for sp, part in zip(plan.shards, engine.run_jobs(write_part, jobs, out_dir=str(tmp)), strict=True):
+        bad_images.merge(part.bad_images, position)
+        position += sp.rows
+        if stage is not None and part.stage is not None:
+            stage.merge(part.stage)
+        if plan.order == "shuffle":
+            parts.append(part)
+            continue
+        with pa.OSFile(part.path, "rb") as src:
+            reader = ipc.open_file(src)
+            for i in range(reader.num_record_batches):
+                groups.add(reader.get_batch(i))
+        os.unlink(part.path)
+    if plan.order == "shuffle":
+        _write_parts_shuffled(plan, parts, groups, bad_images, stage)
+    shutil.rmtree(tmp / _PARTS_DIR, ignore_errors=True)
+
+
+def _write_parts_shuffled(
+    plan: SubsetPlan,
+    parts: list[Part],
+    groups: _SplitRowGroups,
+    bad_images: _BadImages,
+    stage: TransformStage | None,
+) -> None:
+    """The parts' rows (one record batch per row) in the shuffled order, as ``_write_shuffled`` writes its
+    spill; at most ``_OPEN_PARTS`` part files open at once."""
+    assert plan.source_index is not None
+    dropped = bad_images.dropped_positions()
+    order = shuffle_order(plan.source_index, dropped, plan.rows)
+    if stage is not None:
+        order = shuffle_order(order, stage.skipped_positions, plan.rows - len(dropped))
+    ends = np.cumsum([p.rows for p in parts])
+    if (int(ends[-1]) if len(ends) else 0) != len(order):
+        raise OutputError(
+            f"the parts hold {int(ends[-1]) if len(ends) else 0:,} rows, not {len(order):,}",
+            "this is a bug in cfx; please report it with CFX_DEBUG=1",
+        )
+    with _PartReaders([p.path for p in parts]) as readers:
+        for i in order.tolist():
+            k = int(np.searchsorted(ends, i, side="right"))
+            groups.add(readers.get(k).get_batch(i - (int(ends[k - 1]) if k else 0)))
+
+
+_OPEN_PARTS = 64
+
+
+class _PartReaders(contextlib.AbstractContextManager["_PartReaders"]):
+    """Arrow IPC readers of part files, opened on demand, the least recently used closed past _OPEN_PARTS."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+        self.open: dict[int, tuple[pa.NativeFile, ipc.RecordBatchFileReader]] = {}
+
+    def get(self, k: int) -> ipc.RecordBatchFileReader:
+        if k in self.open:
+            self.open[k] = self.open.pop(k)  # most recently used last
+            return self.open[k][1]
+        if len(self.open) >= _OPEN_PARTS:
+            oldest = next(iter(self.open))
+            self.open.pop(oldest)[0].close()
+        src = pa.OSFile(self.paths[k], "rb")
+        self.open[k] = (src, ipc.open_file(src))
+        return self.open[k][1]
+
+    def __exit__(self, *exc: object) -> None:
+        for src, _ in self.open.values():
+            src.close()
+        self.open.clear()
 
 
 def _finalize_files(tmp: Path, parts: list[tuple[Path, int]], split: str = SPLIT) -> list[WrittenFile]:

@@ -220,8 +220,21 @@ def refuse_clobber(
     refuse_outputs_on_inputs(dict(outputs), inputs, within=within)
 
 
+_ENGINE_OPTIONS = ("--engine", "--ray-address")  # where it ran, not what it wrote: never recorded
+
+
 def command_line() -> str:
-    """The command line this process was started with, as the user would type it (for provenance)."""
+    """The command line this process was started with, as the user would type it (for provenance), less the
+    engine options: the same outputs carry the same command line whatever ran them."""
     import shlex
 
-    return shlex.join(["cfx", *sys.argv[1:]])
+    args: list[str] = []
+    skip = False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+        elif arg in _ENGINE_OPTIONS:
+            skip = True
+        elif not arg.startswith(tuple(f"{o}=" for o in _ENGINE_OPTIONS)):
+            args.append(arg)
+    return shlex.join(["cfx", *args])
