@@ -275,15 +275,14 @@ def test_worker_killed_mid_write_is_retried(
     _same(_tree(tmp_path / "local"), _tree(tmp_path / "out"))
 
 
-@pytest.mark.parametrize("command", ["subset", "export"])
-def test_worker_killed_every_time_fails_cleanly(
-    ray_address: str, dataset: Path, tmp_path: Path, command: str
-) -> None:
+def test_worker_killed_every_time_fails_cleanly(ray_address: str, dataset: Path, tmp_path: Path) -> None:
+    """Retries used up (a task's worker killed 4 times mid-write): exit 4 naming the shard, no output and no
+    build folder left (the other tasks were cancelled and waited for before it was removed)."""
     pauses = tmp_path / "pauses"
     pauses.mkdir()
     out = tmp_path / "out"
-    args = [command, str(dataset), "--out", str(out), "--engine", "ray"]
-    args += ["--format", "cf"] if command == "export" else ["--transform", "jpeg:80"]
+    args = ["export", str(dataset), "--out", str(out), "--engine", "ray", "--format", "cf"]
+    args += ["--where", "shard IN ('data/HFCF_small_0.parquet', 'data/HFCF_small_3.parquet')"]
     with _Killer(pauses, once=False) as killer:
         proc = _run(args, {"RAY_ADDRESS": ray_address, PAUSE_ENV: str(pauses)}, tmp_path)
     err = proc.stderr.decode()
@@ -325,7 +324,7 @@ def test_build_folder_not_visible_to_a_worker(ray_address: str, tmp_path: Path) 
 @pytest.mark.hub
 @pytest.mark.parametrize(
     "command",
-    [["subset", "--transform", "jpeg:85"], ["export", "--format", "imagefolder"]],
+    [["subset", "--order", "shuffle"], ["export", "--format", "imagefolder"]],
     ids=["subset", "export"],
 )
 def test_hub_source_on_ray_matches_local(
@@ -341,5 +340,5 @@ def test_hub_source_on_ray_matches_local(
         assert r.returncode == 0, r.stderr
         trees.append(_tree(tmp_path / "out"))
         shutil.rmtree(tmp_path / "out")
-    assert len(trees[0]) > 3
+    assert len(trees[0]) >= 3 and any(k.endswith((".png", ".jpg", ".parquet")) for k in trees[0])
     _same(*trees)
