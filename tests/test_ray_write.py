@@ -340,5 +340,5 @@ def test_hub_source_on_ray_matches_local(
         assert r.returncode == 0, r.stderr
         trees.append(_tree(tmp_path / "out"))
         shutil.rmtree(tmp_path / "out")
-    assert len(trees[0]) >= 3 and any(k.endswith((".png", ".jpg", ".parquet")) for k in trees[0])
+    assert len(trees[0]) >= 3
     _same(*trees)
