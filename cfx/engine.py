@@ -1,8 +1,9 @@
 """What the per-shard passes need from a distributed engine (cfx.engine_ray.RayEngine is the one there is).
 
-``cfx.index``, ``cfx.hashing``, ``cfx.inspect``, ``cfx.subset`` and ``cfx.export`` hold the pure per-shard functions and run them locally or, given an engine,
-on a cluster. They know the engine only through this protocol, so the engine depends on them and never the
-other way round (no import of ``cfx.engine_ray`` outside the CLI and the engine itself).
+``cfx.index``, ``cfx.hashing``, ``cfx.inspect``, ``cfx.subset`` (with ``cfx.subset_parts``) and ``cfx.export``
+hold the pure per-shard functions and run them locally or, given an engine, on a cluster. They know the engine
+only through this protocol, so the engine depends on them and never the other way round (no import of
+``cfx.engine_ray`` outside the CLI and the engine itself).
 """
 
 from __future__ import annotations

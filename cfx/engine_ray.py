@@ -1,4 +1,9 @@
-"""Index and hash on Ray Data (``--engine ray``): the only module that imports ray, and only when used.
+"""Index and hash on Ray Data, inspect and write on Ray tasks (``--engine ray``): the only module that imports
+ray, and only when used.
+
+``run_jobs`` (inspect, subset, export) runs any importable per-shard function as one Ray task per shard and
+returns the results in shard order, a bounded window in flight: a writer needs its parts in order (docs/scale.md
+"Writing on a cluster"). The rest of this docstring is about index and hashing (Ray Data, results keyed by shard).
 
 Each shard is one Ray Data row (``ray.data.from_items``, one block per shard) mapped by a task that runs the
 very functions the local engine runs (``cfx.index.scan_shard``, ``cfx.hashing.shard_hashes_and_facts`` →

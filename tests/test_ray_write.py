@@ -315,7 +315,7 @@ def test_shard_changed_after_planning_is_named(
 
 def test_build_folder_not_visible_to_a_worker(ray_address: str, tmp_path: Path) -> None:
     """--out off the shared file system: the worker refuses before writing (here: a folder with no tag)."""
-    from cfx.subset import write_part
+    from cfx.subset_parts import write_part
 
     with pytest.raises(OutputError, match="cannot see the output's build folder"):
         list(RayEngine().run_jobs(write_part, [("x", None)], out_dir=str(tmp_path)))
