@@ -23,6 +23,7 @@ import json
 import struct
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -240,32 +241,67 @@ def binary_views(column: pa.Array) -> list[memoryview | None]:
 
 
 # --- per-shard cache (like the hashes: keyed by shard path + fingerprint) --------------------------------
-def _fingerprint(root: str, shard: str, info: ShardInfo) -> dict[str, Any]:
-    ident = f"{root}/{shard}" if root.startswith("hf://") else str(Path(root) / shard)
-    return {"v": FACTS_VERSION, "shard": ident, **info.to_json()}
+@dataclass(frozen=True)
+class ShardCache:
+    """A per-shard cache of one table per shard (rows inspected so far), ``<cache>/<kind>/<key>.parquet``,
+    valid while the shard's fingerprint and the table's version are those it was written for."""
+
+    kind: str  # folder name, and the schema metadata key ``cfx-<kind>``
+    version: int
+    schema: pa.Schema
+
+    def _fingerprint(self, root: str, shard: str, info: ShardInfo) -> dict[str, Any]:
+        ident = f"{root}/{shard}" if root.startswith("hf://") else str(Path(root) / shard)
+        return {"v": self.version, "shard": ident, **info.to_json()}
+
+    def path(self, root: str, shard: str, info: ShardInfo) -> Path:
+        fp = json.dumps(self._fingerprint(root, shard, info), sort_keys=True)
+        return cache_dir() / self.kind / f"{hashlib.sha1(fp.encode()).hexdigest()}.parquet"
+
+    def load(self, root: str, shard: str, info: ShardInfo | None) -> pa.Table | None:
+        """The cached table of a shard, or None."""
+        if info is None:
+            return None
+        try:
+            table = pq.read_table(self.path(root, shard, info))
+        except Exception:
+            return None
+        meta = (table.schema.metadata or {}).get(f"cfx-{self.kind}".encode())
+        if meta is None or json.loads(meta) != self._fingerprint(root, shard, info):
+            return None
+        try:
+            return table.replace_schema_metadata(None).cast(self.schema)
+        except (ValueError, pa.ArrowInvalid):  # written by another cfx version: read the bytes again
+            return None
+
+    def store(self, root: str, shard: str, info: ShardInfo | None, table: pa.Table) -> pa.Table:
+        """Merge ``table`` into the shard's cached table and save it; returns the merged table. A cache that
+        cannot be written is skipped."""
+        if info is None:
+            return table
+        merged = merge_tables(self.load(root, shard, info), table.cast(self.schema))
+        meta = json.dumps(self._fingerprint(root, shard, info)).encode()
+        path = self.path(root, shard, info)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            out = merged.replace_schema_metadata({f"cfx-{self.kind}".encode(): meta})
+            write_atomic(path, lambda tmp: pq.write_table(out, tmp))
+        except (OSError, CfxError):
+            pass
+        return merged
+
+
+FACTS_CACHE = ShardCache("facts", FACTS_VERSION, FACTS_SCHEMA)
 
 
 def cache_path(root: str, shard: str, info: ShardInfo) -> Path:
     """Where the byte facts of one shard are cached (``<cache>/facts/<key>.parquet``)."""
-    key = hashlib.sha1(json.dumps(_fingerprint(root, shard, info), sort_keys=True).encode()).hexdigest()
-    return cache_dir() / "facts" / f"{key}.parquet"
+    return FACTS_CACHE.path(root, shard, info)
 
 
 def load_cached(root: str, shard: str, info: ShardInfo | None) -> pa.Table | None:
     """The cached facts of a shard (the rows inspected so far), or None."""
-    if info is None:
-        return None
-    try:
-        table = pq.read_table(cache_path(root, shard, info))
-    except Exception:
-        return None
-    meta = (table.schema.metadata or {}).get(b"cfx-facts")
-    if meta is None or json.loads(meta) != _fingerprint(root, shard, info):
-        return None
-    try:
-        return table.replace_schema_metadata(None).cast(FACTS_SCHEMA)
-    except (ValueError, pa.ArrowInvalid):  # written by another cfx version: read the bytes again
-        return None
+    return FACTS_CACHE.load(root, shard, info)
 
 
 def merge_tables(old: pa.Table | None, new: pa.Table) -> pa.Table:
@@ -279,15 +315,4 @@ def merge_tables(old: pa.Table | None, new: pa.Table) -> pa.Table:
 def store_cached(root: str, shard: str, info: ShardInfo | None, table: pa.Table) -> pa.Table:
     """Merge ``table`` into the shard's cached facts and save them; returns the merged table. A cache that
     cannot be written is skipped."""
-    if info is None:
-        return table
-    merged = merge_tables(load_cached(root, shard, info), table.cast(FACTS_SCHEMA))
-    meta = json.dumps(_fingerprint(root, shard, info)).encode()
-    path = cache_path(root, shard, info)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        out = merged.replace_schema_metadata({b"cfx-facts": meta})
-        write_atomic(path, lambda tmp: pq.write_table(out, tmp))
-    except (OSError, CfxError):
-        pass
-    return merged
+    return FACTS_CACHE.store(root, shard, info, table)

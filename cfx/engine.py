@@ -30,6 +30,7 @@ class HashedShard(NamedTuple):
     facts: pa.Table | None  # None unless ``with_facts`` (and no error)
     decoded: int
     error: BadShardError | None
+    pixels: pa.Table | None = None  # pixel facts of the same decode (``with_pixels`` in the options)
 
 
 class ShardEngine(Protocol):

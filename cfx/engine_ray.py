@@ -201,10 +201,10 @@ class RayEngine:
 
             options["hub_fs"] = hub_filesystem()
         for row in self._map(items, _hash_task, root=root, options=options):
-            table, facts, decoded, err = pickle.loads(row["result"])
+            table, facts, decoded, err, pixels = pickle.loads(row["result"])
             if err is not None and not isinstance(err, BadShardError):
                 raise err
-            yield HashedShard(row["shard"], rows_of[row["shard"]], table, facts, decoded, err)
+            yield HashedShard(row["shard"], rows_of[row["shard"]], table, facts, decoded, err, pixels)
 
 
 @contextmanager
@@ -291,10 +291,10 @@ def _hash_task(
     info = ShardInfo.from_json(json.loads(row["info"])) if row["info"] else None
     rows = np.frombuffer(row["rows"], np.int64)
     try:
-        table, decoded, facts = shard_hashes_and_facts(root, row["shard"], info, rows, **options)
-        out: tuple[Any, ...] = (table, facts, decoded, None)
+        table, decoded, facts, pixels = shard_hashes_and_facts(root, row["shard"], info, rows, **options)
+        out: tuple[Any, ...] = (table, facts, decoded, None, pixels)
     except CfxError as exc:
-        out = (None, None, 0, exc)
+        out = (None, None, 0, exc, None)
     return {"shard": row["shard"], "result": pickle.dumps(out)}
 
 

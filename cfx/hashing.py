@@ -15,6 +15,10 @@
   decided by noise, so it is left out of near-duplicate matching (exact matching still applies).
 - ``hash_error``: why an image could not be decoded (None when it could). Such rows get no perceptual hash.
 
+With ``with_pixels`` the same decode also gives the pixel facts (cfx.pixelfacts) of each image; the pass
+stores them in their per-shard cache whenever it stores byte facts (``with_facts``), so a dedupe fills the
+cache that ``cfx inspect --pixels`` reads.
+
 The pure part (``hash_images``, ``hash_shard_batches``, ``shard_hashes_and_facts``) knows nothing of caches or
 pools, so another executor (cfx.engine_ray) runs it and the driver writes the same caches (``store_cached``,
 ``bytefacts.store_cached``).
@@ -43,7 +47,7 @@ import pyarrow.parquet as pq
 import scipy.fft
 from PIL import Image
 
-from cfx import bytefacts
+from cfx import bytefacts, pixelfacts
 from cfx.errors import BadShardError, CfxError, PartialError
 from cfx.index import cache_dir
 from cfx.manifest import Manifest, ShardInfo
@@ -113,6 +117,7 @@ class HashedImages:
     height: np.ndarray  # int32
     decoded: int = 0  # images actually decoded (a cache hit decodes nothing)
     with_dhash: bool = False
+    pixels: list[dict[str, Any]] | None = None  # cfx.pixelfacts results, with ``with_pixels``
 
 
 def bits_to_uint64(bits: np.ndarray) -> np.ndarray:
@@ -219,6 +224,23 @@ def _to_grey(pixels: np.ndarray, fmt: str) -> np.ndarray:
 
 def _grey(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
     """The image as imagehash sees it, ``convert('L')``, as a (height, width) uint8 array, and its size."""
+    grey, size, _ = _pixels(data, max_pixels, False)
+    return grey, size
+
+
+def _colour(img: Image.Image) -> np.ndarray | None:
+    """The RGB(A) pixels of a decoded Pillow image (None for grey ones), for the pixel facts."""
+    if img.mode in ("RGB", "RGBA"):
+        return np.asarray(img)
+    if img.mode in ("L", "1", "I", "I;16", "I;16B", "I;16L", "F"):
+        return None
+    return np.asarray(img.convert("RGB"))
+
+
+def _pixels(
+    data: bytes, max_pixels: int, keep_colour: bool
+) -> tuple[np.ndarray, tuple[int, int], np.ndarray | None]:
+    """``_grey``'s result and, with ``keep_colour``, the decoded RGB(A) pixels (None for a grey image)."""
     head = _png_header(data)
     if head is not None and _png_plain(data, _SPNG_COLOURS[head[2]]):
         w, h, fmt = head
@@ -228,7 +250,8 @@ def _grey(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
         except Exception:  # let Pillow decode it, or say in its words why it cannot
             pass
         else:
-            return _to_grey(pixels, fmt), (w, h)
+            colour = pixels if keep_colour and fmt != "L" else None
+            return _to_grey(pixels, fmt), (w, h), colour
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
@@ -241,21 +264,31 @@ def _grey(data: bytes, max_pixels: int) -> tuple[np.ndarray, tuple[int, int]]:
             ) from None
         w, h = img.size
         _check_pixels(w, h, max_pixels)
-        return np.asarray(img.convert("L")), (w, h)
+        grey = np.asarray(img.convert("L"))
+        return grey, (w, h), _colour(img) if keep_colour else None
 
 
 def _decode(
-    data: bytes, max_pixels: int, with_dhash: bool
-) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int]]:
-    """The 32×32 (and 9×8) grey thumbnails imagehash would compute, and the image size.
+    data: bytes, max_pixels: int, with_dhash: bool, with_pixels: bool = False
+) -> tuple[np.ndarray, np.ndarray | None, tuple[int, int], dict[str, Any] | None]:
+    """The 32×32 (and 9×8) grey thumbnails imagehash would compute, the image size, and with
+    ``with_pixels`` its pixel facts (from the same decoded pixels).
 
     imagehash: ``image.convert('L').resize((32, 32), LANCZOS)``; the resize is cfx.resample's
     bit-exact copy of Pillow's.
     """
-    grey, size = _grey(data, max_pixels)
+    grey, size, colour = _pixels(data, max_pixels, with_pixels)
     thumb = lanczos_resize(grey, 32, 32)
     small = lanczos_resize(grey, 9, 8) if with_dhash else None
-    return thumb, small, size
+    facts = _pixel_facts(colour, grey, data) if with_pixels else None
+    return thumb, small, size, facts
+
+
+def _pixel_facts(colour: np.ndarray | None, grey: np.ndarray, data: bytes) -> dict[str, Any]:
+    try:
+        return pixelfacts.pixel_facts(colour, grey, data)
+    except Exception as exc:  # a statistic that fails is recorded; the hashes stand
+        return pixelfacts.empty(_describe(exc))
 
 
 def _describe(exc: BaseException) -> str:
@@ -271,8 +304,10 @@ def hash_images(
     max_pixels: int = MAX_PIXELS,
     near_uniform_std: float = NEAR_UNIFORM_STD,
     with_dhash: bool = False,
+    with_pixels: bool = False,
 ) -> HashedImages:
-    """Hash encoded images. Never raises for a bad image: it gets ``ok=False`` and an ``error`` text."""
+    """Hash encoded images (and with ``with_pixels`` compute their pixel facts from the same decode).
+    Never raises for a bad image: it gets ``ok=False`` and an ``error`` text."""
     n = len(images)
     sha: list[str | None] = [None] * n
     error: list[str | None] = [None] * n
@@ -282,22 +317,28 @@ def hash_images(
     ok = np.zeros(n, bool)
     thumbs = np.zeros((n, 32, 32), np.uint8)
     smalls = np.zeros((n, 8, 9), np.uint8)
+    pixels: list[dict[str, Any]] = []
     decoded = 0
     for i, data in enumerate(images):
         if not data:  # a bad row, not a bad shard: recorded as its hash_error, the rest goes on
             error[i] = "no image data" if data is None else "empty image data (0 bytes)"
             num_bytes[i] = -1 if data is None else 0
+            pixels.append(pixelfacts.empty(error[i]))
             continue
         num_bytes[i] = len(data)
         sha[i] = hashlib.sha256(data).hexdigest()
         decoded += 1
         try:
-            thumbs[i], small, (width[i], height[i]) = _decode(data, max_pixels, with_dhash)
+            thumbs[i], small, (width[i], height[i]), facts = _decode(
+                data, max_pixels, with_dhash, with_pixels
+            )
             if small is not None:
                 smalls[i] = small
         except Exception as exc:  # any decoder failure is data, not a crash
             error[i] = _describe(exc)
+            pixels.append(pixelfacts.empty(error[i]))
             continue
+        pixels.append(facts or {})
         ok[i] = True
     phash = np.zeros(n, np.uint64)
     dhash = np.zeros(n, np.uint64)
@@ -307,7 +348,18 @@ def hash_images(
     std = thumbs.reshape(n, -1).std(axis=1) if n else np.zeros(0)
     near_uniform = ok & (std < near_uniform_std)
     return HashedImages(
-        sha, phash, dhash, ok, near_uniform, error, num_bytes, width, height, decoded, with_dhash
+        sha,
+        phash,
+        dhash,
+        ok,
+        near_uniform,
+        error,
+        num_bytes,
+        width,
+        height,
+        decoded,
+        with_dhash,
+        pixels if with_pixels else None,
     )
 
 
@@ -330,17 +382,28 @@ def hashes_to_table(rows: Sequence[int] | np.ndarray, h: HashedImages) -> pa.Tab
     )
 
 
-def hash_shard_batches(batches: Iterable[pa.RecordBatch], **options: Any) -> tuple[pa.Table, int]:
+def hash_shard_batches(
+    batches: Iterable[pa.RecordBatch],
+    pixels: list[pa.Table] | None = None,
+    **options: Any,
+) -> tuple[pa.Table, int]:
     """Hash record batches holding ``image_data`` and ``__row`` (as ``cfx.stream.iter_shard_batches`` yields).
 
-    Returns the HASH_TABLE_SCHEMA table sorted by row, and the number of images decoded.
+    Returns the HASH_TABLE_SCHEMA table sorted by row, and the number of images decoded. Given a list
+    ``pixels``, the pixel facts of the same images are computed too and appended to it as one
+    PIXEL_SCHEMA table (cfx.pixelfacts).
     """
     parts = []
     decoded = 0
+    found: list[dict[str, Any]] = []
     for batch in batches:
-        h = hash_images(batch.column(IMAGE_COLUMN).to_pylist(), **options)
+        h = hash_images(batch.column(IMAGE_COLUMN).to_pylist(), with_pixels=pixels is not None, **options)
         decoded += h.decoded
         parts.append(hashes_to_table(batch.column(ROW_COLUMN).to_numpy(), h))
+        found.extend(h.pixels or ())
+    if pixels is not None:  # one table per shard: Arrow arrays per 16-row batch cost more than their facts
+        rows = np.concatenate([p.column("row").to_numpy() for p in parts]) if parts else np.zeros(0, np.int64)
+        pixels.append(pixelfacts.table_of(rows, found))
     if not parts:
         return HASH_TABLE_SCHEMA.empty_table(), decoded
     return pa.concat_tables(parts).sort_by("row"), decoded
@@ -393,14 +456,19 @@ def hash_shard(
     rows: np.ndarray,
     with_facts: bool = False,
     **options: Any,
-) -> tuple[pa.Table, int]:
+) -> tuple[pa.Table, int, pa.Table | None]:
     """Hash the given rows of one shard (runs in a worker process of this machine; options see
-    ``shard_hashes_and_facts``). ``with_facts``: also parse the byte facts of the same bytes (cfx.bytefacts)
-    and merge them into that shard's facts cache, so a later ``cfx inspect`` reads nothing."""
-    table, decoded, facts = shard_hashes_and_facts(root, shard, info, rows, with_facts=with_facts, **options)
+    ``shard_hashes_and_facts``): the hash table, the images decoded and the pixel facts (with
+    ``with_pixels``). ``with_facts``: also parse the byte facts of the same bytes (cfx.bytefacts) and merge
+    them, and the pixel facts, into that shard's caches, so a later ``cfx inspect`` reads nothing."""
+    table, decoded, facts, pixels = shard_hashes_and_facts(
+        root, shard, info, rows, with_facts=with_facts, **options
+    )
     if facts is not None:
         bytefacts.store_cached(root, shard, info, facts)
-    return table, decoded
+        if pixels is not None:
+            pixelfacts.store_cached(root, shard, info, pixels)
+    return table, decoded, pixels
 
 
 def shard_hashes_and_facts(
@@ -411,19 +479,22 @@ def shard_hashes_and_facts(
     batch_rows: int = HASH_BATCH_ROWS,
     hub_fs: Any = None,
     with_facts: bool = True,
+    with_pixels: bool = False,
     **options: Any,
-) -> tuple[pa.Table, int, pa.Table | None]:
+) -> tuple[pa.Table, int, pa.Table | None, pa.Table | None]:
     """Stream the given rows of one shard and hash them (``hub_fs`` see ``cfx.sources.hub_filesystem``):
-    the hash table, the images decoded, and with ``with_facts`` the byte facts of the same bytes (None when
-    not asked or no row was read). Writes no cache: an engine whose workers may not share this machine's
-    cache folder (cfx.engine_ray) returns the facts for the driver to store."""
+    the hash table, the images decoded, with ``with_facts`` the byte facts of the same bytes (None when
+    not asked or no row was read) and with ``with_pixels`` their pixel facts (cfx.pixelfacts; else None).
+    Writes no cache: an engine whose workers may not share this machine's cache folder (cfx.engine_ray)
+    returns the facts for the driver to store."""
     m = Manifest(df=pl.DataFrame(), root=root, shards={shard: info} if info is not None else {})
     batches = iter_shard_batches(m, shard, rows, (IMAGE_COLUMN,), batch_rows, hub_fs)
-    if not with_facts:
-        return (*hash_shard_batches(batches, **options), None)
+    pixels: list[pa.Table] | None = [] if with_pixels else None
     facts: list[pa.Table] = []
-    table, decoded = hash_shard_batches(_with_facts(batches, facts), **options)
-    return table, decoded, pa.concat_tables(facts) if facts else None
+    if with_facts:
+        batches = _with_facts(batches, facts)
+    table, decoded = hash_shard_batches(batches, pixels, **options)
+    return table, decoded, pa.concat_tables(facts) if facts else None, pixels[0] if pixels else None
 
 
 def _with_facts(batches: Iterable[pa.RecordBatch], out: list[pa.Table]) -> Iterator[pa.RecordBatch]:
@@ -442,6 +513,7 @@ class HashResult:
     hashed_rows: int = 0
     shards: int = 0
     bad: list[BadShardError] = field(default_factory=list)
+    pixels: dict[str, pa.Table] = field(default_factory=dict)  # with ``with_pixels``: facts per shard
 
 
 def _has_hashes(df: pl.DataFrame, with_dhash: bool) -> bool:
@@ -462,6 +534,7 @@ def hash_manifest(
     skip_bad: bool = False,
     reuse_columns: bool = True,
     with_dhash: bool = False,
+    with_pixels: bool = False,
     engine: ShardEngine | None = None,
     reporter: Reporter | None = None,
     **options: Any,
@@ -474,41 +547,51 @@ def hash_manifest(
     as it is and no shard is read. ``with_dhash`` also computes the ``dhash`` column. With ``engine``
     (cfx.engine_ray) each shard is a Ray task running the same ``shard_hashes_and_facts``; its caches, hashes
     and the fused byte facts alike, are written here (``use_cache=False``: none, as locally).
+
+    Pixel facts (cfx.pixelfacts) come from the same decode: with the cache on they are computed for every
+    image decoded and cached; ``with_pixels`` also decodes the rows their cache lacks and joins the
+    PIXEL_COLUMNS to the manifest (``result.pixels`` holds them per shard).
     """
     reporter = reporter or NullReporter()
     options["with_dhash"] = with_dhash
     df = manifest.df
-    if reuse_columns and df.height and _has_hashes(df, with_dhash):
+    has_pixels = not with_pixels or all(c in df.columns for c in pixelfacts.PIXEL_COLUMNS)
+    if reuse_columns and df.height and has_pixels and _has_hashes(df, with_dhash):
         return HashResult(manifest=manifest, cached_rows=df.height)
     parts = rows_by_shard(manifest)
     tables: dict[str, pa.Table] = {}
+    pixel_tables: dict[str, pa.Table] = {}
     todo: list[tuple[str, np.ndarray]] = []
     cached_rows = 0
     for part in parts:
         info = manifest.shards.get(part.shard)
+        missing = part.rows
         hit = (
             load_cached(manifest.root, part.shard, info, with_dhash)
             if use_cache and info is not None
             else None
         )
         if hit is not None:
-            have = hit.column("row").to_numpy()
-            missing = np.setdiff1d(part.rows, have, assume_unique=True)
-            cached_rows += part.rows.size - missing.size
+            missing = np.setdiff1d(part.rows, hit.column("row").to_numpy(), assume_unique=True)
             tables[part.shard] = hit
-        else:
-            missing = part.rows
+        if with_pixels:
+            px = pixelfacts.load_cached(manifest.root, part.shard, info) if use_cache else None
+            if px is not None:
+                pixel_tables[part.shard] = px
+            have = px.column("row").to_numpy() if px is not None else np.zeros(0, np.int64)
+            missing = np.union1d(missing, np.setdiff1d(part.rows, have, assume_unique=True))
+        cached_rows += part.rows.size - missing.size
         if missing.size:
             todo.append((part.shard, missing))
     result = HashResult(manifest=manifest, cached_rows=cached_rows, shards=len(parts))
     task = reporter.task("Hashing images", total=int(sum(r.size for _, r in todo)), unit="images")
 
-    def finish(shard: str, table: pa.Table, decoded: int) -> None:
+    def finish(shard: str, table: pa.Table, decoded: int, pixels: pa.Table | None = None) -> None:
+        if pixels is not None:
+            pixel_tables[shard] = bytefacts.merge_tables(pixel_tables.get(shard), pixels)
         result.decoded += decoded
         result.hashed_rows += table.num_rows
-        old = tables.get(shard)
-        merged = pa.concat_tables([old, table]) if old is not None else table
-        tables[shard] = merged.sort_by("row")
+        tables[shard] = bytefacts.merge_tables(tables.get(shard), table)  # rows decoded again replace theirs
         info = manifest.shards.get(shard)
         if use_cache and info is not None:
             store_cached(manifest.root, shard, info, tables[shard], with_dhash)
@@ -528,8 +611,12 @@ def hash_manifest(
             }
         )
         tables[shard] = _align(bad)
+        pixel_tables[shard] = pixelfacts.table_of(
+            rows, [pixelfacts.empty(f"unreadable shard: {exc.message}")] * rows.size
+        )
 
-    local = {**options, "with_facts": use_cache}  # fused pass: the facts cache fills as a side effect
+    options["with_pixels"] = with_pixels or use_cache  # fused pass: the pixel facts of what is decoded
+    local = {**options, "with_facts": use_cache}  # fused pass: the facts caches fill as a side effect
     if todo and engine is not None:
         infos = [(s, manifest.shards.get(s), r) for s, r in todo]
         for got in engine.hash_shards(manifest.root, infos, options, with_facts=use_cache):
@@ -537,9 +624,12 @@ def hash_manifest(
                 failed(got.shard, got.rows, got.error)
                 continue
             assert got.table is not None
+            info = manifest.shards.get(got.shard)
             if got.facts is not None:  # stored here as hash_shard's with_facts stores them in a local worker
-                bytefacts.store_cached(manifest.root, got.shard, manifest.shards.get(got.shard), got.facts)
-            finish(got.shard, got.table, got.decoded)
+                bytefacts.store_cached(manifest.root, got.shard, info, got.facts)
+                if got.pixels is not None:
+                    pixelfacts.store_cached(manifest.root, got.shard, info, got.pixels)
+            finish(got.shard, got.table, got.decoded, got.pixels)
     elif todo:  # this process hashes too, from the start (cfx.pool.shared_work)
         tasks = [(manifest.root, s, manifest.shards.get(s), r) for s, r in todo]
         with closing(shared_work(partial(hash_shard, **local), tasks, workers)) as done:
@@ -553,6 +643,9 @@ def hash_manifest(
     joined = _join(df, tables)
     if not with_dhash:
         joined = joined.drop("dhash")
+    if with_pixels:
+        joined = pixelfacts.join(joined, pixel_tables)
+        result.pixels = pixel_tables
     result.manifest = manifest.with_df(joined)
     return result
 

@@ -6,6 +6,10 @@ of the rows no cache holds, in a process pool, one shard per task → join → c
 pass of ``cfx dedupe`` fills the same cache as it reads the bytes (cfx.hashing ``with_facts``), and
 ``inspect --hashes`` runs that fused pass, so dedupe and inspect on the same shards read each image once.
 
+``inspect --pixels`` (``with_pixels``) adds the pixel facts (cfx.pixelfacts): it runs that fused pass, whose
+decode gives pHash and pixel facts together, on the rows whose pixel facts no cache holds (after a dedupe
+or an earlier ``--pixels``: none), and joins the PIXEL_COLUMNS.
+
 Consistency columns (null when either side is unknown):
 
 - ``format_mismatch``: the declared ``format`` (JPG = JPEG) is not the file signature's ``actual_format``;
@@ -29,13 +33,13 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from cfx import bytefacts
+from cfx import bytefacts, pixelfacts
 from cfx.errors import BadShardError, PartialError
 from cfx.index import load_resolution_orders, save_resolution_orders, source_expr
 from cfx.manifest import Manifest, ShardInfo
 from cfx.pool import shared_work
 from cfx.progress import NullReporter, Reporter
-from cfx.schema import IMAGE_COLUMN
+from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.stats import quality_histogram
 from cfx.stream import ROW_COLUMN, iter_shard_batches, rows_by_shard
 
@@ -53,6 +57,7 @@ class InspectResult:
     manifest: Manifest  # the input rows with the fact and consistency columns
     read_rows: int = 0  # images whose bytes were read by this call
     cached_rows: int = 0  # images whose facts came from the cache
+    decoded: int = 0  # images decoded by this call (hashes, pixel facts)
     shards: int = 0
     transposed: dict[str, str] = field(default_factory=dict)  # source -> "hw" (resolution is [h, w])
     bad: list[BadShardError] = field(default_factory=list)
@@ -107,31 +112,28 @@ def inspect_manifest(
     workers: int = 2,
     use_cache: bool = True,
     with_hashes: bool = False,
+    with_pixels: bool = False,
     skip_bad: bool = False,
     reuse_columns: bool = True,
     reporter: Reporter | None = None,
     engine: ShardEngine | None = None,
 ) -> InspectResult:
-    """Add byte facts and consistency columns to every row of ``manifest`` (see the module doc). With
-    ``engine`` (cfx.engine_ray) each shard is one task on the cluster running the same ``inspect_shard``; the
-    driver writes the caches, as for hashing."""
+    """Add byte facts and consistency columns (and with ``with_pixels`` the pixel facts) to every row of
+    ``manifest`` (see the module doc). With ``engine`` (cfx.engine_ray) each shard is one task on the cluster
+    running the same ``inspect_shard`` (or, for hashes and pixel facts, the same fused pass); the driver
+    writes the caches, as for hashing."""
     reporter = reporter or NullReporter()
-    if with_hashes:  # the fused pass: hashes and facts from one read of the bytes
-        from cfx.hashing import hash_manifest
-
-        hashed = hash_manifest(
-            manifest,
-            workers=workers,
-            use_cache=use_cache,
-            skip_bad=skip_bad,
-            reporter=reporter,
-            engine=engine,
+    decoded = 0
+    if with_hashes or with_pixels:  # the fused pass: hashes and facts from one read of the bytes
+        manifest, decoded = _fused_pass(
+            manifest, workers, use_cache, with_hashes, with_pixels, skip_bad, reuse_columns, reporter, engine
         )
-        manifest = hashed.manifest
     if reuse_columns and manifest.df.height and has_facts(manifest.df):
-        return InspectResult(manifest=manifest, cached_rows=manifest.df.height)
+        return InspectResult(manifest=manifest, cached_rows=manifest.df.height, decoded=decoded)
     tables, todo, cached = _cached_tables(manifest, use_cache)
-    result = InspectResult(manifest=manifest, cached_rows=cached, shards=len(tables) + len(todo))
+    result = InspectResult(
+        manifest=manifest, cached_rows=cached, shards=len(tables) + len(todo), decoded=decoded
+    )
     _run(manifest, todo, tables, result, workers, {"use_cache": use_cache}, skip_bad, reporter, engine)
     df = _join(manifest.df, tables)
     df, result.transposed = consistency(df, load_resolution_orders(manifest.root))
@@ -139,6 +141,37 @@ def inspect_manifest(
         save_resolution_orders(manifest.root, result.transposed, _sources(df))
     result.manifest = manifest.with_df(df)
     return result
+
+
+def _fused_pass(
+    manifest: Manifest,
+    workers: int,
+    use_cache: bool,
+    with_hashes: bool,
+    with_pixels: bool,
+    skip_bad: bool,
+    reuse_columns: bool,
+    reporter: Reporter,
+    engine: ShardEngine | None = None,
+) -> tuple[Manifest, int]:
+    """cfx.hashing's pass over the rows no cache holds: the manifest with hash columns (only when asked
+    for or already there) and pixel facts (``with_pixels``), and the number of images decoded."""
+    from cfx.hashing import HASH_COLUMNS, hash_manifest
+
+    hashed = hash_manifest(
+        manifest,
+        workers=workers,
+        use_cache=use_cache,
+        skip_bad=skip_bad,
+        reuse_columns=reuse_columns,
+        with_pixels=with_pixels,
+        reporter=reporter,
+        engine=engine,
+    )
+    df = hashed.manifest.df
+    if not with_hashes:  # computed on the way (and cached for dedupe), not asked for
+        df = df.drop([c for c in HASH_COLUMNS if c in df.columns and c not in manifest.df.columns])
+    return hashed.manifest.with_df(df), hashed.decoded
 
 
 def cached_facts(manifest: Manifest) -> Manifest | None:
@@ -150,6 +183,20 @@ def cached_facts(manifest: Manifest) -> Manifest | None:
         return None
     df, _ = consistency(_join(manifest.df, tables), load_resolution_orders(manifest.root))
     return manifest.with_df(df)
+
+
+def cached_pixels(manifest: Manifest) -> Manifest | None:
+    """The manifest with its pixel facts when the cache holds them for every row (decodes no image), else
+    None (then ``inspect_manifest(..., with_pixels=True)`` decodes what is missing)."""
+    if all(c in manifest.df.columns for c in pixelfacts.PIXEL_COLUMNS):
+        return manifest
+    tables: dict[str, pa.Table] = {}
+    for part in rows_by_shard(manifest):
+        hit = pixelfacts.load_cached(manifest.root, part.shard, manifest.shards.get(part.shard))
+        if hit is None or np.setdiff1d(part.rows, hit.column("row").to_numpy()).size:
+            return None
+        tables[part.shard] = hit
+    return manifest.with_df(pixelfacts.join(manifest.df, tables)) if tables else None
 
 
 def _cached_tables(
@@ -373,4 +420,25 @@ def summarize(result: InspectResult) -> dict[str, Any]:
         },
         "text_chunks": {str(k): int(n) for k, n in keys.value_counts(sort=True).iter_rows()},
         "bad_shards": [e.shard for e in result.bad],
+        **({"pixels": pixel_summary(df, result.decoded)} if "pixel_error" in df.columns else {}),
+    }
+
+
+def pixel_summary(df: pl.DataFrame, decoded: int) -> dict[str, Any]:
+    """The pixel facts part of the summary: medians per label, dims grids, encoders, errors."""
+    medians: dict[str, dict[str, float | None]] = {}
+    for name, value in (("real", REAL), ("generated", GENERATED)):
+        part = df.filter(pl.col("label") == value) if "label" in df.columns else df.clear()
+        row = part.select(pl.col(c).median() for c in pixelfacts.FLOAT_COLUMNS).row(0)
+        medians[name] = {
+            c: None if v is None else round(float(v), 4)
+            for c, v in zip(pixelfacts.FLOAT_COLUMNS, row, strict=True)
+        }
+    return {
+        "decoded_now": decoded,
+        "pixel_errors": int(df.get_column("pixel_error").is_not_null().sum()),
+        "median": medians,
+        "dims_multiple_of": _counts(df, "dims_multiple_of"),
+        "qtable_id": _counts(df.filter(pl.col("qtable_id").is_not_null()), "qtable_id"),
+        "exif_software": _counts(df.filter(pl.col("exif_software").is_not_null()), "exif_software"),
     }

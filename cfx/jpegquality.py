@@ -156,6 +156,7 @@ class JpegHeader:
     has_gps: bool = False
     has_icc: bool = False
     has_c2pa: bool = False
+    software: str | None = None  # EXIF Software tag (IFD0)
 
     @property
     def tables(self) -> dict[int, np.ndarray]:
@@ -261,11 +262,36 @@ def _gps_in_ifd0(data: Bytes, start: int, stop: int) -> bool:
     return False
 
 
+def exif_software(tiff: Bytes, start: int = 0, stop: int | None = None) -> str | None:
+    """The ASCII ``Software`` tag of IFD0 of the TIFF/EXIF block ``tiff[start:stop]``, else None."""
+    stop = len(tiff) if stop is None else stop
+    if stop - start < 8:
+        return None
+    order = bytes(tiff[start : start + 2])
+    if order not in (b"II", b"MM"):
+        return None
+    e = "<" if order == b"II" else ">"
+    ifd = start + struct.unpack_from(e + "I", tiff, start + 4)[0]
+    if ifd + 2 > stop:
+        return None
+    (count,) = struct.unpack_from(e + "H", tiff, ifd)
+    for at in range(ifd + 2, min(ifd + 2 + 12 * count, stop - 11), 12):
+        tag, kind, n = struct.unpack_from(e + "HHI", tiff, at)
+        if tag != 0x0131 or kind != 2:  # 2: ASCII
+            continue
+        pos = at + 8 if n <= 4 else start + struct.unpack_from(e + "I", tiff, at + 8)[0]
+        raw = bytes(tiff[pos : min(pos + n, stop)]).split(b"\x00", 1)[0]
+        text = raw.decode("latin-1").strip()
+        return text[:200] or None
+    return None
+
+
 def _parse_app(marker: int, data: Bytes, start: int, stop: int, head: JpegHeader) -> None:
     """An APPn segment's body, ``data[start:stop]``, read in place."""
     if marker == 0xE1 and data[start : start + 5] == b"Exif\x00":
         head.has_exif = True
         head.has_gps = head.has_gps or _gps_in_ifd0(data, start + 6, stop)
+        head.software = head.software or exif_software(data, start + 6, stop)
     elif marker == 0xE2 and data[start : start + 12] == b"ICC_PROFILE\x00":
         head.has_icc = True
     elif marker == 0xEB and data[start : start + 2] == b"JP" and b"jumb" in bytes(data[start:stop]):

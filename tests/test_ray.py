@@ -123,8 +123,8 @@ def test_hashes_and_caches_identical(
     assert (on_ray.decoded, on_ray.hashed_rows, on_ray.cached_rows) == (80, 80, 0)
     assert (on_ray.decoded, on_ray.hashed_rows) == (local.decoded, local.hashed_rows)
     local_files, ray_files = _files(local_cache), _files(ray_cache)
-    assert sorted({k.split("/")[0] for k in ray_files}) == ["facts", "hashes"]
-    assert len(ray_files) == 8 and ray_files == local_files  # the fused facts too, byte for byte
+    assert sorted({k.split("/")[0] for k in ray_files}) == ["facts", "hashes", "pixels"]
+    assert len(ray_files) == 12 and ray_files == local_files  # the fused facts too, byte for byte
     again = hash_manifest(
         on_ray.manifest.with_df(local.manifest.df.select("shard", "row")), engine=RayEngine()
     )
@@ -139,7 +139,7 @@ def test_worker_death_is_retried(
     local, on_ray, local_cache, ray_cache = _hash_both(dataset, tmp_path, monkeypatch)
     assert marker.exists()  # one task's worker really died (os._exit) ...
     assert on_ray.manifest.df.equals(local.manifest.df)  # ... and its retry gave the same result
-    assert len(_files(ray_cache)) == 8 and _files(ray_cache) == _files(local_cache)
+    assert len(_files(ray_cache)) == 12 and _files(ray_cache) == _files(local_cache)
 
 
 def test_inspect_after_ray_hashing_reads_no_image(
@@ -154,6 +154,8 @@ def test_inspect_after_ray_hashing_reads_no_image(
     after = inspect_manifest(manifest, workers=1)
     assert (after.read_rows, after.cached_rows) == (0, 80)  # every fact came from the Ray hashing pass
     assert after.manifest.df.equals(fresh.manifest.df)
+    pixels = inspect_manifest(manifest, workers=1, with_pixels=True)  # pixel facts too
+    assert pixels.decoded == 0 and pixels.manifest.df.get_column("luma_mean").null_count() < 80
 
 
 def test_ray_hashing_leaves_every_fact_in_the_cache(

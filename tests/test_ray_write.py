@@ -110,6 +110,18 @@ def test_inspect_identical(ray_address: str, manifest: Manifest, tmp_path: Path,
     assert (again.read_rows, again.cached_rows) == (0, 80)
 
 
+def test_inspect_pixels_identical(ray_address: str, manifest: Manifest, tmp_path: Path, monkeypatch) -> None:
+    """inspect --pixels on Ray: the fused decode pass per shard on the cluster, the same columns and caches."""
+    monkeypatch.setenv("CFX_CACHE_DIR", str(tmp_path / "local"))
+    local = inspect_manifest(manifest, workers=2, with_pixels=True)
+    monkeypatch.setenv("CFX_CACHE_DIR", str(tmp_path / "ray"))
+    on_ray = inspect_manifest(manifest, engine=RayEngine(), with_pixels=True)
+    assert on_ray.decoded == local.decoded == 80
+    assert "pixel_error" in on_ray.manifest.df.columns
+    assert on_ray.manifest.df.equals(local.manifest.df)
+    _same(_tree(tmp_path / "local"), _tree(tmp_path / "ray"))
+
+
 SUBSETS = {
     "copy": {},
     "transform-shuffle": {

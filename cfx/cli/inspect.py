@@ -81,11 +81,32 @@ def render(s: dict[str, Any], console: Console) -> None:
             "now reads it that way",
             markup=False,
         )
+    if "pixels" in s:
+        _render_pixels(s["pixels"], console)
     if s["has_gps"]:
         console.print(
             f"{s['has_gps']:,} image(s) carry GPS coordinates in EXIF: strip them before sharing",
             markup=False,
         )
+
+
+def _render_pixels(p: dict[str, Any], console: Console) -> None:
+    table = Table(
+        title=f"pixel facts — median by label ({p['decoded_now']:,} decoded now, {p['pixel_errors']:,} "
+        "undecodable)",
+        title_justify="left",
+    )
+    for name, justify in (("fact", "left"), ("real", "right"), ("generated", "right")):
+        table.add_column(name, justify=justify)  # type: ignore[arg-type]
+    real, gen = p["median"]["real"], p["median"]["generated"]
+    for fact in real:
+        table.add_row(fact, *("-" if v is None else f"{v:.4g}" for v in (real[fact], gen[fact])))
+    console.print(table)
+    console.print(_counts_table("dims multiple of", p["dims_multiple_of"]))
+    if p["qtable_id"]:
+        console.print(_counts_table("JPEG quantisation tables (qtable_id)", p["qtable_id"]))
+    if p["exif_software"]:
+        console.print(_counts_table("EXIF software", p["exif_software"]))
 
 
 @handle_errors
@@ -101,6 +122,16 @@ def inspect_cmd(
             "--hashes",
             help="Also compute the dedupe hashes in the same read of the bytes (a later `cfx dedupe` "
             "then reads nothing; costs a pixel decode per image).",
+        ),
+    ] = False,
+    pixels: Annotated[
+        bool,
+        typer.Option(
+            "--pixels",
+            help="Also add pixel facts (luma, saturation, colorfulness, entropy, sharpness, noise_sigma, "
+            "hf_energy, blockiness, dims_multiple_of, qtable_id, exif_software, pixel_error) from one decode "
+            "per image (the dedupe hashes come from the same decode; cached, so after `cfx dedupe` nothing "
+            "is decoded).",
         ),
     ] = False,
     as_json: JsonOpt = False,
@@ -128,6 +159,7 @@ def inspect_cmd(
       cfx inspect data/ -o inspected.parquet
       cfx inspect manifest.parquet --labels real --json
       cfx inspect data/ --hashes | cfx dedupe - -o kept.parquet
+      cfx inspect data/ --pixels -o pixels.parquet
       cfx inspect data/ | cfx stats - --by jpeg_quality
       cfx inspect /shared/cf/ --engine ray -o inspected.parquet
     """
@@ -143,6 +175,7 @@ def inspect_cmd(
             workers=workers,
             use_cache=not no_cache,
             with_hashes=hashes,
+            with_pixels=pixels,
             skip_bad=skip_bad,
             reporter=reporter,
             engine=eng,
