@@ -8,7 +8,7 @@ only through this protocol, so the engine depends on them and never the other wa
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
@@ -53,7 +53,7 @@ class ShardEngine(Protocol):
 
     def run_jobs(
         self, fn: Callable[..., Any], jobs: Iterable[tuple[str, Any]], out_dir: str | None = None
-    ) -> Iterator[Any]:
+    ) -> Generator[Any, None, None]:
         """``fn(job, None)`` of each ``(name, job)`` on the cluster (``fn`` importable, safe to run twice: a
         dead worker's job runs again), results in job order; a CfxError it raises is raised here. ``out_dir``
         is a folder the jobs write into: refused (OutputError) on a worker that cannot see it."""

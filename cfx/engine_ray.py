@@ -28,7 +28,7 @@ import socket
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -50,10 +50,13 @@ CANCEL_WAIT = 30.0  # seconds to wait for cancelled tasks to stop before the tem
 _TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
-def _import_ray() -> Any:
+def _import_ray(data: bool = False) -> Any:
+    """ray (and with ``data`` ray.data: ~3 s more to import, needed by index and hashing only)."""
     try:
         import ray
-        import ray.data
+
+        if data:
+            import ray.data
     except ImportError:
         raise UsageError("--engine ray needs Ray, which is not installed", "pip install 'cfx[ray]'") from None
     return ray
@@ -113,10 +116,6 @@ class RayEngine:
                     "check the address and that the cluster runs the same Ray and Python versions",
                 ) from None
             self._started = True
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # cfx reports progress itself, on stderr
-        ctx.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
         return ray
 
     def close(self) -> None:
@@ -125,7 +124,12 @@ class RayEngine:
             self._started = False
 
     def _map(self, items: list[dict[str, Any]], fn: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        ray = self.connect()
+        ray = _import_ray(data=True)
+        self.connect()
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # cfx reports progress itself, on stderr
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         kwargs["kill_once"] = os.environ.get(KILL_ONCE_ENV) or None
         with warnings.catch_warnings():
             # Ray >= 2.60 deprecates passing task options as **ray_remote_args but has no named
@@ -138,7 +142,7 @@ class RayEngine:
 
     def run_jobs(
         self, fn: Callable[..., Any], jobs: Iterable[tuple[str, Any]], out_dir: str | None = None
-    ) -> Iterator[Any]:
+    ) -> Generator[Any, None, None]:
         """``fn(job, None)`` for each ``(name, job)`` as one Ray task, results in job order (at most TASKS_PER_CPU
         per cluster CPU in flight, so what waits on the driver stays bounded). A task whose worker dies is
         retried (MAX_RETRIES; ``fn`` must be safe to run again); a CfxError it raises is raised here as it is;

@@ -757,9 +757,11 @@ def _run_on(
         hub_fs = hub_filesystem()
     results = []
     jobs = ((t.shard, t) for t in _tasks(plan, tmp, None, hub_fs))
-    for result in engine.run_jobs(export_job, jobs, out_dir=str(tmp)):
-        results.append(result)
-        advance(len(result.exts) + len(result.skipped))
+    # closed on an error before the build folder goes: the tasks in flight are stopped first
+    with contextlib.closing(engine.run_jobs(export_job, jobs, out_dir=str(tmp))) as done:
+        for result in done:
+            results.append(result)
+            advance(len(result.exts) + len(result.skipped))
     shutil.rmtree(tmp / _STARTED, ignore_errors=True)
     return results
 

@@ -290,15 +290,14 @@ def _run_on(
 
         remote["hub_fs"] = hub_filesystem()
     jobs = [(shard, (*a, remote)) for a in args for shard in (a[1],)]
-    for (root, shard, info, rows), (table, err) in zip(
-        args, engine.run_jobs(inspect_job, jobs), strict=False
-    ):
-        if err is not None:
-            failed(shard, rows, err)
-            continue
-        if use_cache:
-            bytefacts.store_cached(root, shard, info, table)
-        finish(shard, table)
+    with closing(engine.run_jobs(inspect_job, jobs)) as done:  # closed on an error: the tasks stop
+        for (root, shard, info, rows), (table, err) in zip(args, done, strict=True):
+            if err is not None:
+                failed(shard, rows, err)
+                continue
+            if use_cache:
+                bytefacts.store_cached(root, shard, info, table)
+            finish(shard, table)
 
 
 def _join(df: pl.DataFrame, tables: dict[str, pa.Table]) -> pl.DataFrame:

@@ -167,22 +167,29 @@ def write_on(
     parts: list[Part] = []
     position = 0
     jobs = _part_jobs(plan, source, schema, provenance, bad_images, stage, tmp)
-    for sp, part in zip(plan.shards, engine.run_jobs(write_part, jobs, out_dir=str(tmp)), strict=True):
-        bad_images.merge(part.bad_images, position)
-        position += sp.rows
-        if stage is not None and part.stage is not None:
-            stage.merge(part.stage)
-        if plan.order == "shuffle":
-            parts.append(part)
-            continue
-        with pa.OSFile(part.path, "rb") as src:
-            reader = ipc.open_file(src)
-            for i in range(reader.num_record_batches):
-                groups.add(reader.get_batch(i))
-        os.unlink(part.path)
+    # closed on an error before the build folder goes: the tasks in flight are stopped first
+    with contextlib.closing(engine.run_jobs(write_part, jobs, out_dir=str(tmp))) as done:
+        for sp, part in zip(plan.shards, done, strict=True):
+            bad_images.merge(part.bad_images, position)
+            position += sp.rows
+            if stage is not None and part.stage is not None:
+                stage.merge(part.stage)
+            if plan.order == "shuffle":
+                parts.append(part)
+            else:
+                _write_part_rows(part, groups)
     if plan.order == "shuffle":
         _write_parts_shuffled(plan, parts, groups, bad_images, stage)
     shutil.rmtree(tmp / _PARTS_DIR, ignore_errors=True)
+
+
+def _write_part_rows(part: Part, groups: _SplitRowGroups) -> None:
+    """A part's record batches, as they were saved, into the row groups; then the part goes."""
+    with pa.OSFile(part.path, "rb") as src:
+        reader = ipc.open_file(src)
+        for i in range(reader.num_record_batches):
+            groups.add(reader.get_batch(i))
+    os.unlink(part.path)
 
 
 def _write_parts_shuffled(
