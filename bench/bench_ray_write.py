@@ -1,7 +1,9 @@
 """Ray benchmarks for the writers (issue 23): `cfx subset --transform jpeg:96` and `cfx export --format webdataset`
-with --engine ray on a running 2-CPU Ray cluster vs the local engine with --workers 2, interleaved (local, ray,
-local, ray, ...), medians; then the same Ray runs on a 1-CPU cluster, and the per-shard task times (each task run
-in this process, one at a time) from which the time on N CPUs is projected.
+with --engine ray on a running 2-CPU Ray cluster and on a 1-CPU one vs the local engine with --workers 2, medians;
+the two clusters run side by side and the three runs of a command are interleaved (local, ray 2, ray 1, local,
+...), so a drift in the machine's load hits them alike. Then the same work in this process with the cluster
+joined once, and the per-shard task times (each task run in this process, one at a time) from which the time on
+N CPUs is projected.
 
     python bench/bench_ray_write.py [--reps 3] [--shards 8] [--rows 100] [--scale 1.0]
 
@@ -144,13 +146,15 @@ def main() -> None:
             return wall
 
         walls: dict[tuple[str, str], list[float]] = {}
-        with ray_cluster(2) as ray_env:
-            for cmd in commands.values():  # warm-up: imports, page cache, the cluster's first workers
+        with ray_cluster(2) as ray_env, ray_cluster(1) as ray1_env:
+            for cmd in commands.values():  # warm-up: imports, page cache, the clusters' first workers
                 timed([*cmd, "--engine", "ray"], ray_env)
-            for _ in range(args.reps):
+                timed([*cmd, "--engine", "ray"], ray1_env)
+            for _ in range(args.reps):  # interleaved: the machine's load drifts alike for all three
                 for name, cmd in commands.items():
                     walls.setdefault((name, "local"), []).append(timed([*cmd, "--workers", "2"], {}))
                     walls.setdefault((name, "ray2"), []).append(timed([*cmd, "--engine", "ray"], ray_env))
+                    walls.setdefault((name, "ray1"), []).append(timed([*cmd, "--engine", "ray"], ray1_env))
             # the same work in this process, the cluster joined once (what a CLI run pays on top: its
             # start-up and its connection to the cluster)
             os.environ.update(
@@ -167,12 +171,6 @@ def main() -> None:
                     walls.setdefault((name, "lib-local"), []).append(lib(name, None))
                     walls.setdefault((name, "lib-ray2"), []).append(lib(name, engine))
             ray.shutdown()
-        with ray_cluster(1) as ray_env:
-            for cmd in commands.values():
-                timed([*cmd, "--engine", "ray"], ray_env)
-            for _ in range(args.reps):
-                for name, cmd in commands.items():
-                    walls.setdefault((name, "ray1"), []).append(timed([*cmd, "--engine", "ray"], ray_env))
         load = " ".join(f"{x:.1f}" for x in os.getloadavg())
 
         rows = []
