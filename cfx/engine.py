@@ -1,13 +1,14 @@
 """What the per-shard passes need from a distributed engine (cfx.engine_ray.RayEngine is the one there is).
 
-``cfx.index`` and ``cfx.hashing`` hold the pure per-shard functions and run them locally or, given an engine,
-on a cluster. They know the engine only through this protocol, so the engine depends on them and never the
-other way round (no import of ``cfx.engine_ray`` outside the CLI and the engine itself).
+``cfx.index``, ``cfx.hashing``, ``cfx.inspect``, ``cfx.subset`` (with ``cfx.subset_parts``) and ``cfx.export``
+hold the pure per-shard functions and run them locally or, given an engine, on a cluster. They know the engine
+only through this protocol, so the engine depends on them and never the other way round (no import of
+``cfx.engine_ray`` outside the CLI and the engine itself).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 if TYPE_CHECKING:
@@ -48,4 +49,12 @@ class ShardEngine(Protocol):
     ) -> Iterator[HashedShard]:
         """``cfx.hashing.shard_hashes_and_facts`` of the given rows of each shard. Writes no cache: workers
         may not share the caller's cache folder."""
+        ...
+
+    def run_jobs(
+        self, fn: Callable[..., Any], jobs: Iterable[tuple[str, Any]], out_dir: str | None = None
+    ) -> Generator[Any, None, None]:
+        """``fn(job, None)`` of each ``(name, job)`` on the cluster (``fn`` importable, safe to run twice: a
+        dead worker's job runs again), results in job order; a CfxError it raises is raised here. ``out_dir``
+        is a folder the jobs write into: refused (OutputError) on a worker that cannot see it."""
         ...

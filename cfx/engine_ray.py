@@ -1,4 +1,9 @@
-"""Index and hash on Ray Data (``--engine ray``): the only module that imports ray, and only when used.
+"""Index and hash on Ray Data, inspect and write on Ray tasks (``--engine ray``): the only module that imports
+ray, and only when used.
+
+``run_jobs`` (inspect, subset, export) runs any importable per-shard function as one Ray task per shard and
+returns the results in shard order, a bounded window in flight: a writer needs its parts in order (docs/scale.md
+"Writing on a cluster"). The rest of this docstring is about index and hashing (Ray Data, results keyed by shard).
 
 Each shard is one Ray Data row (``ray.data.from_items``, one block per shard) mapped by a task that runs the
 very functions the local engine runs (``cfx.index.scan_shard``, ``cfx.hashing.shard_hashes_and_facts`` →
@@ -20,15 +25,17 @@ import logging
 import os
 import pickle
 import socket
+import time
 import warnings
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
 from cfx.engine import HashedShard
-from cfx.errors import BadShardError, CfxError, NetworkError, UsageError
+from cfx.errors import BadShardError, CfxError, NetworkError, OutputError, UsageError
 from cfx.manifest import ShardInfo
 from cfx.sources import ShardRef
 
@@ -37,13 +44,19 @@ MAX_RETRIES = 3  # retries of a task whose worker died (Ray's system-failure ret
 LOCAL_OBJECT_STORE = 512 * 1024**2  # bytes; results are small tables (a shard's index is ~1 MB)
 CONNECT_TIMEOUT = 5.0  # seconds to reach the head node before giving up
 KILL_ONCE_ENV = "CFX_TEST_RAY_KILL_ONCE"
+PAUSE_ENV = "CFX_TEST_RAY_PAUSE_DIR"  # test hook: a job task records its pid there and waits to be killed
+TASKS_PER_CPU = 2  # run_jobs: tasks in flight per cluster CPU (one running, one queued behind it)
+CANCEL_WAIT = 30.0  # seconds to wait for cancelled tasks to stop before the temp folder is removed
 _TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
 
 
-def _import_ray() -> Any:
+def _import_ray(data: bool = False) -> Any:
+    """ray (and with ``data`` ray.data: ~3 s more to import, needed by index and hashing only)."""
     try:
         import ray
-        import ray.data
+
+        if data:
+            import ray.data
     except ImportError:
         raise UsageError("--engine ray needs Ray, which is not installed", "pip install 'cfx[ray]'") from None
     return ray
@@ -103,10 +116,6 @@ class RayEngine:
                     "check the address and that the cluster runs the same Ray and Python versions",
                 ) from None
             self._started = True
-        ctx = ray.data.DataContext.get_current()
-        ctx.enable_progress_bars = False  # cfx reports progress itself, on stderr
-        ctx.print_on_execution_start = False
-        logging.getLogger("ray.data").setLevel(logging.ERROR)
         return ray
 
     def close(self) -> None:
@@ -115,7 +124,12 @@ class RayEngine:
             self._started = False
 
     def _map(self, items: list[dict[str, Any]], fn: Any, **kwargs: Any) -> Iterator[dict[str, Any]]:
-        ray = self.connect()
+        ray = _import_ray(data=True)
+        self.connect()
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # cfx reports progress itself, on stderr
+        ctx.print_on_execution_start = False
+        logging.getLogger("ray.data").setLevel(logging.ERROR)
         kwargs["kill_once"] = os.environ.get(KILL_ONCE_ENV) or None
         with warnings.catch_warnings():
             # Ray >= 2.60 deprecates passing task options as **ray_remote_args but has no named
@@ -125,6 +139,30 @@ class RayEngine:
                 fn, fn_kwargs=kwargs, num_cpus=1, max_retries=MAX_RETRIES
             )
         yield from ds.iter_rows()
+
+    def run_jobs(
+        self, fn: Callable[..., Any], jobs: Iterable[tuple[str, Any]], out_dir: str | None = None
+    ) -> Generator[Any, None, None]:
+        """``fn(job, None)`` for each ``(name, job)`` as one Ray task, results in job order (at most TASKS_PER_CPU
+        per cluster CPU in flight, so what waits on the driver stays bounded). A task whose worker dies is
+        retried (MAX_RETRIES; ``fn`` must be safe to run again); a CfxError it raises is raised here as it is;
+        retries used up end in a NetworkError naming the job. ``out_dir``: a folder every task must see (the
+        output's build folder, tagged by cfx.outputs.atomic_folder), checked before ``fn`` runs. On any error
+        the tasks still in flight are cancelled and waited for, so none writes after this returns."""
+        ray = self.connect()
+        remote = ray.remote(_job_task).options(num_cpus=1, max_retries=MAX_RETRIES, retry_exceptions=False)
+        hooks = (os.environ.get(KILL_ONCE_ENV) or None, os.environ.get(PAUSE_ENV) or None)
+        window = max(2, TASKS_PER_CPU * int(ray.cluster_resources().get("CPU", 1)))
+        pending: deque[tuple[str, Any]] = deque()
+        try:
+            for name, job in jobs:
+                pending.append((name, remote.remote(fn, job, out_dir, *hooks)))
+                while len(pending) >= window:
+                    yield _result(ray, *pending.popleft())
+            while pending:
+                yield _result(ray, *pending.popleft())
+        finally:
+            _cancel(ray, [ref for _, ref in pending])
 
     def scan_shards(
         self, shards: list[tuple[int, ShardRef]], fs: Any, with_num_bytes: bool
@@ -191,6 +229,36 @@ def open_engine(name: str, address: str | None = None) -> Iterator[RayEngine | N
         engine.close()
 
 
+def _result(ray: Any, name: str, ref: Any) -> Any:
+    """The result of one run_jobs task: its value, its CfxError raised, a dead worker as a NetworkError."""
+    try:
+        ok, value = ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:  # not a CfxError: a bug, shown as one
+        cause = exc.as_instanceof_cause()
+        raise cause from None
+    except ray.exceptions.RayError as exc:  # the worker or its node died, MAX_RETRIES + 1 times
+        raise NetworkError(
+            f"a Ray worker died {MAX_RETRIES + 1} times running {name} ({type(exc).__name__}); nothing was "
+            "written",
+            "check the nodes' memory and logs (`ray logs`), then run the command again",
+        ) from None
+    if not ok:
+        raise value
+    return value
+
+
+def _cancel(ray: Any, refs: list[Any]) -> None:
+    """Stop tasks still in flight and wait until they have (they may be writing into a folder about to go)."""
+    if not refs:
+        return
+    for ref in refs:
+        ray.cancel(ref, force=True)
+    deadline = time.monotonic() + CANCEL_WAIT
+    left = list(refs)
+    while left and time.monotonic() < deadline:
+        _, left = ray.wait(left, num_returns=len(left), timeout=max(0.1, deadline - time.monotonic()))
+
+
 # --- worker side (runs inside Ray tasks) -----------------------------------------------------------------
 def _maybe_die(kill_once: str | None) -> None:
     if not kill_once:
@@ -232,3 +300,41 @@ def _hash_task(
     except CfxError as exc:
         out = (None, None, 0, exc, None)
     return {"shard": row["shard"], "result": pickle.dumps(out)}
+
+
+def _pause_hook(pause_dir: str | None) -> Callable[[int], None] | None:
+    """Test hook passed to a job as its ``progress``: at the job's first progress report (rows already
+    written), record this worker's pid in ``pause_dir`` and wait a second for the test to kill it; a ``stop``
+    file there turns the hook off."""
+    if not pause_dir:
+        return None
+    state = {"paused": False}
+
+    def progress(_n: int) -> None:
+        if state["paused"] or os.path.exists(os.path.join(pause_dir, "stop")):
+            return
+        state["paused"] = True
+        with open(os.path.join(pause_dir, f"{os.getpid()}.pid"), "w") as f:
+            f.write(str(os.getpid()))
+        time.sleep(1.0)
+
+    return progress
+
+
+def _job_task(
+    fn: Callable[..., Any], job: Any, out_dir: str | None, kill_once: str | None, pause_dir: str | None
+) -> tuple[bool, Any]:
+    """(True, fn(job, progress)) or (False, the CfxError it raised); refuses an ``out_dir`` this node cannot
+    see. ``progress`` is None (the driver counts a job's rows when it ends) but for the test hook."""
+    from cfx.outputs import WRITER_TAG
+
+    _maybe_die(kill_once)
+    try:
+        if out_dir is not None and not os.path.exists(os.path.join(out_dir, WRITER_TAG)):
+            raise OutputError(
+                f"the Ray worker on {socket.gethostname()} cannot see the output's build folder {out_dir}",
+                "write --out on a file system mounted at the same path on every node (docs/scale.md)",
+            )
+        return True, fn(job, _pause_hook(pause_dir))
+    except CfxError as exc:
+        return False, exc

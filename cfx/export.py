@@ -54,6 +54,7 @@ from cfx.subset import (
 from cfx.transform_stage import RECORD_COLUMNS, SizeOrder
 
 if TYPE_CHECKING:  # PIL is imported only when an export transforms
+    from cfx.engine import ShardEngine
     from cfx.transform import BadImageError, Pipeline, Transformed
 
 FORMATS = ("cnndetection", "cf", "imagefolder", "webdataset")
@@ -67,6 +68,7 @@ UNKNOWN_EXT = "bin"
 LABEL_NAMES = {REAL: "real", GENERATED: "fake"}
 _LABEL_DIRS = {"cnndetection": {REAL: "0_real", GENERATED: "1_fake"}}
 _PARTS = ".parts"  # webdataset: tar pieces written by the workers, renamed or merged at the end
+_STARTED = ".started"  # export_job: one empty file per task that started (a second start is a retry)
 _BATCH_ROWS = 8
 _BATCH_BYTES = 8 << 20
 _PROGRESS_EVERY = 16  # rows per progress message from a worker
@@ -346,6 +348,7 @@ class _Task:
     drop_non_images: bool = False  # folder layouts without --keep-non-images
     drop_empty: bool = False  # --drop-bad-images
     parent_pid: int | None = None  # a pool worker stops when the exporting process is gone
+    hub_fs: Any = None  # hf:// sources on an engine: the driver's HfFileSystem (its endpoint and token)
 
 
 @dataclass
@@ -431,7 +434,9 @@ def _rows(task: _Task) -> Iterator[tuple[int, memoryview | bytes]]:
     """(position in the task, image bytes) for every row of the task, a small batch at a time."""
     manifest = Manifest(df=pl.DataFrame({"shard": [], "row": []}), root=task.root, shards=task.shards)
     pos = 0
-    batches = iter_shard_batches(manifest, task.shard, task.rows, (IMAGE_COLUMN,), task.batch_rows)
+    batches = iter_shard_batches(
+        manifest, task.shard, task.rows, (IMAGE_COLUMN,), task.batch_rows, task.hub_fs
+    )
     for batch in _read_ahead(batches):
         if task.parent_pid is not None and os.getppid() != task.parent_pid:
             os._exit(1)  # the exporting process was killed: do not keep writing into its temp folder
@@ -543,6 +548,37 @@ def _run_task(task: _Task, progress: Callable[[int], None] | None) -> _TaskResul
 
 def _left_out(task: _Task, pos: int, reason: str) -> LeftOut:
     return LeftOut(task.shard, int(task.rows[pos]), reason)
+
+
+def export_job(task: _Task, progress: Callable[[int], None] | None = None) -> _TaskResult:
+    """``_run_task`` as an engine job (cfx.engine): safe to run again after a worker died mid-task, as the
+    second start first removes what the first one wrote."""
+    started = Path(task.tmp) / _STARTED
+    started.mkdir(exist_ok=True)
+    try:
+        os.close(os.open(started / str(task.index), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        _clear_task(task)
+    return _run_task(task, progress)
+
+
+def _clear_task(task: _Task) -> None:
+    """Remove the files an earlier attempt of ``task`` wrote (its tar pieces, or its rows' image files)."""
+    tmp = Path(task.tmp)
+    if task.fmt == "webdataset":
+        for pattern in (f"*/{task.index:06d}-*.tar", f"*/b*/{task.index:06d}.tar"):
+            for path in (tmp / _PARTS).glob(pattern):
+                path.unlink()
+        return
+    by_parent: dict[str, set[str]] = {}
+    for stem in task.stems:
+        parent, _, name = stem.rpartition("/")
+        by_parent.setdefault(parent, set()).add(name)
+    for parent, names in by_parent.items():
+        with contextlib.suppress(FileNotFoundError), os.scandir(tmp / parent) as entries:
+            for entry in entries:
+                if entry.name.rpartition(".")[0] in names:
+                    os.unlink(entry.path)
 
 
 def _transform(task: _Task, pos: int, data: memoryview | bytes) -> Transformed | BadImageError:
@@ -774,7 +810,7 @@ def _transformed_frame(df: pl.DataFrame, results: list[_TaskResult]) -> pl.DataF
     return df
 
 
-def _tasks(plan: ExportPlan, tmp: Path, parent_pid: int | None) -> Iterator[_Task]:
+def _tasks(plan: ExportPlan, tmp: Path, parent_pid: int | None, hub_fs: Any = None) -> Iterator[_Task]:
     """One task per source shard, made as the pool takes them (the metadata of all rows is never held twice)."""
     fmt = plan.options.format
     by_shard = {sp.shard: sp for sp in plan.shards}
@@ -807,13 +843,18 @@ def _tasks(plan: ExportPlan, tmp: Path, parent_pid: int | None) -> Iterator[_Tas
             drop_non_images=plan.options.folder_layout and not plan.options.keep_non_images,
             drop_empty=plan.options.drop_bad_images,
             parent_pid=parent_pid,
+            hub_fs=hub_fs,
         )
 
 
-def _run_all(plan: ExportPlan, tmp: Path, reporter: Reporter) -> list[_TaskResult]:
-    """Every task, in a process pool of --workers (inline for one worker or one shard)."""
+def _run_all(
+    plan: ExportPlan, tmp: Path, reporter: Reporter, engine: ShardEngine | None = None
+) -> list[_TaskResult]:
+    """Every task, in a process pool of --workers (inline for one worker or one shard), or on ``engine``."""
     bar = reporter.task(f"Exporting {plan.rows:,} images", total=plan.rows)
     try:
+        if engine is not None:
+            return _run_on(engine, plan, tmp, bar.advance)
         if plan.options.workers <= 1 or len(plan.shards) == 1:
             return [_run_task(t, bar.advance) for t in _tasks(plan, tmp, None)]
         workers = planned_readers(min(plan.options.workers, len(plan.shards)), reporter)
@@ -822,6 +863,27 @@ def _run_all(plan: ExportPlan, tmp: Path, reporter: Reporter) -> list[_TaskResul
         return _run_pool(_tasks(plan, tmp, os.getpid()), workers, bar.advance)
     finally:
         bar.close()
+
+
+def _run_on(
+    engine: ShardEngine, plan: ExportPlan, tmp: Path, advance: Callable[[int], None]
+) -> list[_TaskResult]:
+    """One ``export_job`` per source shard on the cluster; the workers write into ``tmp``, which must be on a
+    file system every node sees (the engine refuses otherwise)."""
+    hub_fs = None
+    if plan.manifest.is_remote:  # workers use this process's Hub endpoint and token, not their own
+        from cfx.sources import hub_filesystem
+
+        hub_fs = hub_filesystem()
+    results = []
+    jobs = ((t.shard, t) for t in _tasks(plan, tmp, None, hub_fs))
+    # closed on an error before the build folder goes: the tasks in flight are stopped first
+    with contextlib.closing(engine.run_jobs(export_job, jobs, out_dir=str(tmp))) as done:
+        for result in done:
+            results.append(result)
+            advance(len(result.exts) + len(result.skipped))
+    shutil.rmtree(tmp / _STARTED, ignore_errors=True)
+    return results
 
 
 def _run_pool(tasks: Iterator[_Task], workers: int, advance: Callable[[int], None]) -> list[_TaskResult]:
@@ -864,9 +926,14 @@ def _run_pool(tasks: Iterator[_Task], workers: int, advance: Callable[[int], Non
 
 
 def write_export(
-    manifest: Manifest, out: Path, options: ExportOptions, reporter: Reporter | None = None
+    manifest: Manifest,
+    out: Path,
+    options: ExportOptions,
+    reporter: Reporter | None = None,
+    engine: ShardEngine | None = None,
 ) -> ExportResult:
-    """Export the manifest's rows to ``out`` in ``options.format``; ``out`` appears only when complete."""
+    """Export the manifest's rows to ``out`` in ``options.format``; ``out`` appears only when complete. With
+    ``engine`` (cfx.engine_ray) each source shard is one task on the cluster, writing into the build folder."""
     reporter = reporter or NullReporter()
     _check_options(options)
     out_abs = check_output(manifest, out, options.overwrite)
@@ -879,7 +946,7 @@ def write_export(
             parent, int(need * (2.05 if options.shuffle else 1.05)) + 200 * plan.rows + (1 << 20), how
         )
         try:
-            results = _run_all(plan, tmp, reporter)
+            results = _run_all(plan, tmp, reporter, engine)
             df = _written_rows(plan, results)
             files = _write_index(plan, df, tmp, out_abs, results, reporter)
         except OSError as exc:

@@ -27,7 +27,7 @@ from __future__ import annotations
 from contextlib import closing
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
@@ -42,6 +42,9 @@ from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.stats import quality_histogram
 from cfx.stream import ROW_COLUMN, iter_shard_batches, planned_readers, rows_by_shard
+
+if TYPE_CHECKING:
+    from cfx.engine import ShardEngine
 
 CONSISTENCY_COLUMNS = ("format_mismatch", "size_mismatch", "mode_mismatch")
 TRANSPOSED_SHARE = 0.95  # share of a source's non-square rows that must read [h, w] to call it transposed
@@ -89,6 +92,15 @@ def inspect_shard(
     return table
 
 
+def inspect_job(job: tuple[Any, ...], progress: Any = None) -> tuple[pa.Table | None, BadShardError | None]:
+    """``inspect_shard(*job[:4], **job[4])`` as an engine job (cfx.engine): a bad shard is a result, so the
+    caller decides (``--skip-bad``) as it does for the local pool."""
+    try:
+        return inspect_shard(*job[:4], **job[4]), None
+    except BadShardError as exc:
+        return None, exc
+
+
 def has_facts(df: pl.DataFrame) -> bool:
     """Every fact column is present (e.g. the output of an earlier inspect)."""
     return all(c in df.columns for c in (*bytefacts.FACT_COLUMNS, *CONSISTENCY_COLUMNS))
@@ -104,14 +116,17 @@ def inspect_manifest(
     skip_bad: bool = False,
     reuse_columns: bool = True,
     reporter: Reporter | None = None,
+    engine: ShardEngine | None = None,
 ) -> InspectResult:
     """Add byte facts and consistency columns (and with ``with_pixels`` the pixel facts) to every row of
-    ``manifest`` (see the module doc)."""
+    ``manifest`` (see the module doc). With ``engine`` (cfx.engine_ray) each shard is one task on the cluster
+    running the same ``inspect_shard`` (or, for hashes and pixel facts, the same fused pass); the driver
+    writes the caches, as for hashing."""
     reporter = reporter or NullReporter()
     decoded = 0
     if with_hashes or with_pixels:  # the fused pass: hashes and facts from one read of the bytes
         manifest, decoded = _fused_pass(
-            manifest, workers, use_cache, with_hashes, with_pixels, skip_bad, reuse_columns, reporter
+            manifest, workers, use_cache, with_hashes, with_pixels, skip_bad, reuse_columns, reporter, engine
         )
     if reuse_columns and manifest.df.height and has_facts(manifest.df):
         return InspectResult(manifest=manifest, cached_rows=manifest.df.height, decoded=decoded)
@@ -119,7 +134,7 @@ def inspect_manifest(
     result = InspectResult(
         manifest=manifest, cached_rows=cached, shards=len(tables) + len(todo), decoded=decoded
     )
-    _run(manifest, todo, tables, result, workers, use_cache, skip_bad, reporter)
+    _run(manifest, todo, tables, result, workers, {"use_cache": use_cache}, skip_bad, reporter, engine)
     df = _join(manifest.df, tables)
     df, result.transposed = consistency(df, load_resolution_orders(manifest.root))
     if use_cache:
@@ -137,6 +152,7 @@ def _fused_pass(
     skip_bad: bool,
     reuse_columns: bool,
     reporter: Reporter,
+    engine: ShardEngine | None = None,
 ) -> tuple[Manifest, int]:
     """cfx.hashing's pass over the rows no cache holds: the manifest with hash columns (only when asked
     for or already there) and pixel facts (``with_pixels``), and the number of images decoded."""
@@ -150,6 +166,7 @@ def _fused_pass(
         reuse_columns=reuse_columns,
         with_pixels=with_pixels,
         reporter=reporter,
+        engine=engine,
     )
     df = hashed.manifest.df
     if not with_hashes:  # computed on the way (and cached for dedupe), not asked for
@@ -217,11 +234,13 @@ def _run(
     tables: dict[str, pa.Table],
     result: InspectResult,
     workers: int,
-    use_cache: bool,
+    options: dict[str, Any],
     skip_bad: bool,
     reporter: Reporter,
+    engine: ShardEngine | None = None,
 ) -> None:
-    """Read the rows in ``todo`` (a process pool of ``workers``, one shard per task) into ``tables``."""
+    """Read the rows in ``todo`` (a process pool of ``workers``, or ``engine``; one shard per task) into
+    ``tables``. ``options``: keyword arguments of ``inspect_shard``."""
     task = reporter.task("Inspecting images", total=int(sum(r.size for _, r in todo)), unit="images")
 
     def finish(shard: str, table: pa.Table) -> None:
@@ -247,9 +266,13 @@ def _run(
         )
 
     args = [(manifest.root, s, manifest.shards.get(s), r) for s, r in todo]
+    if engine is not None:
+        _run_on(engine, manifest, args, options, finish, failed)
+        task.close()
+        return
     workers = workers if sum(r.size for _, r in todo) >= POOL_MIN_IMAGES else 1
     workers = planned_readers(min(workers, len(args)), reporter) if args else 1
-    with closing(shared_work(partial(inspect_shard, use_cache=use_cache), args, workers)) as done:
+    with closing(shared_work(partial(inspect_shard, **options), args, workers)) as done:
         for i, fut in done:  # closed on an error: the pool stops
             shard, rows = todo[i]
             try:
@@ -257,6 +280,32 @@ def _run(
             except BadShardError as exc:
                 failed(shard, rows, exc)
     task.close()
+
+
+def _run_on(
+    engine: ShardEngine,
+    manifest: Manifest,
+    args: list[tuple[str, str, ShardInfo | None, np.ndarray]],
+    options: dict[str, Any],
+    finish: Any,
+    failed: Any,
+) -> None:
+    """The shards on ``engine``: workers write no cache (they may not share this machine's), the driver does."""
+    use_cache = options.get("use_cache", True)
+    remote = {**options, "use_cache": False}
+    if manifest.is_remote:  # workers use this process's Hub endpoint and token, not their own
+        from cfx.sources import hub_filesystem
+
+        remote["hub_fs"] = hub_filesystem()
+    jobs = [(shard, (*a, remote)) for a in args for shard in (a[1],)]
+    with closing(engine.run_jobs(inspect_job, jobs)) as done:  # closed on an error: the tasks stop
+        for (root, shard, info, rows), (table, err) in zip(args, done, strict=True):
+            if err is not None:
+                failed(shard, rows, err)
+                continue
+            if use_cache:
+                bytefacts.store_cached(root, shard, info, table)
+            finish(shard, table)
 
 
 def _join(df: pl.DataFrame, tables: dict[str, pa.Table]) -> pl.DataFrame:

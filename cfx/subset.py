@@ -47,6 +47,7 @@ from cfx.transform_stage import KeyedBatch, shuffle_order
 from cfx.units import human_bytes
 
 if TYPE_CHECKING:  # PIL is imported only when a subset transforms
+    from cfx.engine import ShardEngine
     from cfx.transform import BadImageError, Pipeline
     from cfx.transform_stage import TransformStage
 
@@ -497,6 +498,11 @@ class _BadImages:
         keep = pc.invert(bad)
         return batch.filter(keep), src_rows.filter(keep)
 
+    def merge(self, part: _BadImages, start: int) -> None:
+        """Take over what ``part`` found in the rows from source-order position ``start`` on."""
+        self.positions += [start + p for p in part.positions]
+        self.rows += part.rows
+
     def dropped_positions(self) -> list[int]:
         return self.positions if self.drop else []
 
@@ -520,32 +526,59 @@ def _keyed_batches(
 ) -> Iterator[KeyedBatch]:
     """Selected rows shard by shard, in source order, as record batches in the output schema (and, with
     splits, the ``SPLIT_INDEX`` column last)."""
-    df = plan.manifest.df
-    base = plan.schema.remove_metadata()
     position = 0
     for sp in plan.shards:
-        picked = df.filter(pl.col("shard") == sp.shard).sort("row")
-        rows = picked.get_column("row").to_numpy()
-        splits = picked.get_column(SPLIT_INDEX).to_numpy() if SPLIT_INDEX in df.columns else None
-        per_row = sp.shard_bytes / max(sp.shard_rows, 1)
-        batch_rows = int(min(READ_BATCH_ROWS, max(1, READ_BATCH_BYTES // max(per_row, 1))))
-        for batch in iter_shard_batches(source, sp.shard, rows, columns=None, batch_rows=batch_rows):
-            src_rows = batch.column(ROW_COLUMN)
-            data = batch.drop_columns([ROW_COLUMN])
-            if not data.schema.equals(base):
-                raise InputError(
-                    f"shard {sp.shard} changed its schema while being read ({_schema_diff(base, data.schema)})",
-                    "re-index the dataset",
-                )
-            start, position = position, position + data.num_rows
-            data, src_rows = bad_images.check(data, sp.shard, src_rows, start)
-            arrays = list(data.columns)
-            if provenance:
-                arrays += [pa.array([sp.shard] * data.num_rows, pa.string()), src_rows]
-            if splits is not None:
-                arrays.append(pa.array(splits[np.searchsorted(rows, src_rows.to_numpy())], pa.int64()))
-            rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
-            yield KeyedBatch(sp.shard, src_rows.to_pylist(), rb)
+        rows, splits = _shard_rows(plan, sp.shard)
+        yield from _shard_batches(
+            source, sp, rows, splits, plan.schema, schema, provenance, bad_images, position
+        )
+        position += sp.rows
+
+
+def _shard_rows(plan: SubsetPlan, shard: str) -> tuple[np.ndarray, np.ndarray | None]:
+    """The selected rows of ``shard`` (ascending) and, with splits, their split index."""
+    df = plan.manifest.df
+    picked = df.filter(pl.col("shard") == shard).sort("row")
+    splits = picked.get_column(SPLIT_INDEX).to_numpy() if SPLIT_INDEX in df.columns else None
+    return picked.get_column("row").to_numpy(), splits
+
+
+def _shard_batches(
+    source: Manifest,
+    sp: ShardPlan,
+    rows: np.ndarray,
+    splits: np.ndarray | None,
+    source_schema: pa.Schema,
+    schema: pa.Schema,
+    provenance: bool,
+    bad_images: _BadImages,
+    position: int,
+    hub_fs: Any = None,
+) -> Iterator[KeyedBatch]:
+    """The selected ``rows`` of one source shard, whose first is source-order ``position``, as
+    ``_keyed_batches`` yields them."""
+    base = source_schema.remove_metadata()
+    per_row = sp.shard_bytes / max(sp.shard_rows, 1)
+    batch_rows = int(min(READ_BATCH_ROWS, max(1, READ_BATCH_BYTES // max(per_row, 1))))
+    for batch in iter_shard_batches(
+        source, sp.shard, rows, columns=None, batch_rows=batch_rows, hub_fs=hub_fs
+    ):
+        src_rows = batch.column(ROW_COLUMN)
+        data = batch.drop_columns([ROW_COLUMN])
+        if not data.schema.equals(base):
+            raise InputError(
+                f"shard {sp.shard} changed its schema while being read ({_schema_diff(base, data.schema)})",
+                "re-index the dataset",
+            )
+        start, position = position, position + data.num_rows
+        data, src_rows = bad_images.check(data, sp.shard, src_rows, start)
+        arrays = list(data.columns)
+        if provenance:
+            arrays += [pa.array([sp.shard] * data.num_rows, pa.string()), src_rows]
+        if splits is not None:
+            arrays.append(pa.array(splits[np.searchsorted(rows, src_rows.to_numpy())], pa.int64()))
+        rb = pa.RecordBatch.from_arrays(arrays, schema=schema)
+        yield KeyedBatch(sp.shard, src_rows.to_pylist(), rb)
 
 
 def _source_batches(
@@ -625,6 +658,7 @@ def write_subset(
     split_column: str | None = None,
     joint_canary: bool = False,
     reporter: Reporter | None = None,
+    engine: ShardEngine | None = None,
 ) -> SubsetResult:
     """Write the manifest's rows as a parquet dataset in ``out`` (data/, README.md, manifest.parquet).
 
@@ -642,6 +676,10 @@ def write_subset(
     ``split_column`` writes one Hub split per value of that column (``data/<split>-0000i-of-0000N.parquet``).
     The card's Evidence section is measured on the written rows (cfx.evidence); ``joint_canary`` adds the
     joint shortcut canary to it (seconds of model fitting).
+
+    With ``engine`` (cfx.engine_ray) each source shard is one task on the cluster that reads (and transforms)
+    its rows into a part file in the build folder; this process writes the parts' rows, in order, through the
+    same writer, so the files are the same bytes as the local engine's (cfx.subset_parts).
     """
     reporter = reporter or NullReporter()
     if row_group_rows < 1:
@@ -679,6 +717,7 @@ def write_subset(
             bad_images,
             stage,
             names,
+            engine,
         )
         if bad_images.drop and bad_images.rows and not len(new):
             raise EmptySelectionError(
@@ -768,6 +807,7 @@ def _write_rows(
     bad_images: _BadImages,
     stage: TransformStage | None,
     splits: list[str] | None,
+    engine: ShardEngine | None = None,
 ) -> tuple[list[WrittenFile], Manifest]:
     """The selected rows into ``tmp/data/`` (final file names, one set per split); returns the files and the
     new manifest."""
@@ -784,7 +824,11 @@ def _write_rows(
         for folder in folders if splits else []:
             folder.mkdir()
         groups = _SplitRowGroups(writers.writers, row_group_rows, schema, task, split=bool(splits))
-        if plan.order == "shuffle":
+        if engine is not None:
+            from cfx.subset_parts import write_on
+
+            write_on(engine, plan, manifest, stream, with_provenance, groups, tmp, bad_images, stage)
+        elif plan.order == "shuffle":
             _write_shuffled(plan, manifest, stream, with_provenance, groups, tmp, bad_images, stage)
         else:
             for batch in _source_batches(plan, manifest, stream, with_provenance, bad_images, stage):

@@ -182,6 +182,15 @@ class TransformStage:
         rec["_mode"] += [t.mode for t in done]
         rec["_hw"] += hw
 
+    def merge(self, part: TransformStage) -> None:
+        """Take over what ``part`` (a stage that ran the next rows of the stream elsewhere, e.g. one source
+        shard on a cluster) recorded, as if this stage had run them."""
+        self.skipped += part.skipped
+        self.skipped_positions += [self._position + p for p in part.skipped_positions]
+        self._position += part._position
+        for key, values in part._records.items():
+            self._records.setdefault(key, []).extend(values)
+
     def records(self) -> pl.DataFrame:
         """Per written row: source (shard, row), the transform applied, source_sha256 and the new facts."""
         schema = {"shard": pl.String, "row": pl.Int64, **RECORD_COLUMNS}

@@ -7,9 +7,11 @@ environment (with a private HF_HOME), never in this process.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import random
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -212,3 +214,57 @@ def run_cfx(local_hub: HubDataset, tmp_path: Path) -> RunCfx:
         )
 
     return run
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[str]:
+    """A real Ray cluster for the whole session: `ray start --head --block` with 2 worker CPUs, in its own
+    process group (stopped by signalling that group: `ray stop` would stop every Ray on the machine). Its
+    workers import this checkout (PYTHONPATH) and have no HF_* settings, as on a cluster node."""
+    import secrets
+    import signal
+    import socket
+    import tempfile
+    import time
+
+    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's unix socket paths are length-limited
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    # this cluster's own token (Ray's default, ~/.ray/auth_token, is shared by every Ray of this user and
+    # replaced when another one starts); this process and its children get it through the environment
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HF_", "RAY_", "CFX_"))}
+    env.update(auth, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    args = [ray_bin, "start", "--head", "--block", f"--port={port}", "--num-cpus=2", f"--temp-dir={tmp}"]
+    args += ["--object-store-memory=200000000", "--include-dashboard=false", "--disable-usage-stats"]
+    proc = subprocess.Popen(
+        args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+    saved = {k: os.environ.get(k) for k in auth}
+    os.environ.update(auth)
+    try:
+        deadline = time.monotonic() + 90
+        while True:  # the GCS port answers once the head is up
+            assert proc.poll() is None, "ray start --head exited"
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+                break
+            assert time.monotonic() < deadline, "ray start --head did not come up in 90 s"
+            time.sleep(0.2)
+        yield f"127.0.0.1:{port}"
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # the group: gcs, raylet, workers
+            proc.wait(10)
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -1,8 +1,8 @@
 """--engine ray: manifests, hash and byte-fact caches and dedupe results identical to the local engine (so an
 inspect after a Ray dedupe reads no image); bad input.
 
-One local Ray (2 CPUs) serves the whole module; CLI subprocesses join it through RAY_ADDRESS, which also
-exercises the "existing cluster" path.
+One real Ray cluster (`ray start --head`, 2 CPUs; tests/conftest.py ``ray_cluster``) serves the session; this
+process and the CLI subprocesses join it (RAY_ADDRESS), which is the "existing cluster" path.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -35,32 +34,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def ray_address() -> Iterator[str]:
+def ray_address(ray_cluster: str) -> Iterator[str]:
+    """This process joined to the session's Ray cluster (tests/conftest.py ``ray_cluster``)."""
     import ray  # part of the test extra: Ray tests run, never skip
 
-    tmp = tempfile.mkdtemp(prefix="r", dir="/tmp")  # short: Ray's unix socket paths are length-limited
-    # Workers inherit the environment of the Ray processes started here: put this checkout first, or the
-    # workers of the CLI subprocesses (whose cwd is a tmp folder) import whatever cfx is installed.
-    saved = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), saved) if p)
+    ray.init(address=ray_cluster, log_to_driver=False)
     try:
-        ray.init(
-            num_cpus=2,
-            include_dashboard=False,
-            _temp_dir=tmp,
-            object_store_memory=200 * 1024**2,
-            log_to_driver=False,
-        )
+        yield ray_cluster
     finally:
-        if saved is None:
-            os.environ.pop("PYTHONPATH")
-        else:
-            os.environ["PYTHONPATH"] = saved
-    try:
-        yield ray.get_runtime_context().gcs_address
-    finally:
-        ray.shutdown()
-        shutil.rmtree(tmp, ignore_errors=True)
+        ray.shutdown()  # disconnects; the cluster stays up for the next module
 
 
 @pytest.fixture(scope="module")

@@ -75,8 +75,8 @@ EngineOpt = Annotated[
     str,
     typer.Option(
         "--engine",
-        help="Where shards are read and hashed: local (this machine's threads/processes) or ray (Ray Data "
-        "on RAY_ADDRESS or --ray-address, else a local Ray; needs cfx[ray]). See docs/scale.md.",
+        help="Where shards are read (hashed, inspected, transformed): local (this machine's processes) or "
+        "ray (the cluster at RAY_ADDRESS or --ray-address, else a local Ray; needs cfx[ray]). See docs/scale.md.",
     ),
 ]
 RayAddressOpt = Annotated[

@@ -12,8 +12,10 @@ from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
     NO_SELECTION,
     DropQualityOpt,
+    EngineOpt,
     JsonOpt,
     KeepIccOpt,
+    RayAddressOpt,
     SeedOpt,
     SelectionOptions,
     SkipBadOpt,
@@ -112,6 +114,8 @@ def export(
     ] = False,
     as_json: JsonOpt = False,
     workers: WorkersOpt = 4,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
     skip_bad: SkipBadOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -134,7 +138,9 @@ def export(
       cfx export data/ --format webdataset --out wds --shard-size 500MB --shuffle --seed 1
       cfx export manifest.parquet --format cnndetection --out x --category architecture --dry-run
       cfx export data/ --format cnndetection --out cnn-fixed --transform resize:max-side=512 --transform jpeg:96
+      cfx export /shared/cf/ --format webdataset --out /shared/wds --engine ray
     """
+    from cfx.engine_ray import open_engine
     from cfx.errors import UsageError
     from cfx.export import ExportOptions, plan_export, write_export
     from cfx.subset import check_output
@@ -161,7 +167,7 @@ def export(
         drop_bad_images=drop_bad_images,
     )
     kinds = quality_kinds(drop_quality_issues)
-    with CliReporter() as reporter:
+    with open_engine(engine, ray_address) as eng, CliReporter() as reporter:
         selected, _ = load_selected(
             source, select, seed, {"--out": out}, reporter, token=token, skip_bad=skip_bad, workers=workers
         )
@@ -170,7 +176,7 @@ def export(
             check_output(selected, out, overwrite)
             plan = plan_export(selected, options, reporter=reporter)
         else:
-            result = write_export(selected, out, options, reporter=reporter)
+            result = write_export(selected, out, options, reporter=reporter, engine=eng)
     if dry_run:
         if as_json:
             print_json({"dry_run": True, "out": str(out), **plan.to_json(), **_dropped_json(dropped)})

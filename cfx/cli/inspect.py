@@ -11,8 +11,10 @@ from rich.table import Table
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import (
     NO_SELECTION,
+    EngineOpt,
     JsonOpt,
     OutputOpt,
+    RayAddressOpt,
     SeedOpt,
     SelectionOptions,
     SkipBadOpt,
@@ -137,6 +139,8 @@ def inspect_cmd(
         bool, typer.Option("--no-cache", help="Ignore and do not update the byte-facts cache.")
     ] = False,
     workers: WorkersOpt = 2,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
     skip_bad: SkipBadOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -157,10 +161,12 @@ def inspect_cmd(
       cfx inspect data/ --hashes | cfx dedupe - -o kept.parquet
       cfx inspect data/ --pixels -o pixels.parquet
       cfx inspect data/ | cfx stats - --by jpeg_quality
+      cfx inspect /shared/cf/ --engine ray -o inspected.parquet
     """
+    from cfx.engine_ray import open_engine
     from cfx.inspect import inspect_manifest, summarize
 
-    with CliReporter() as reporter:
+    with open_engine(engine, ray_address) as eng, CliReporter() as reporter:
         manifest, _ = load_selected(
             source, select, seed, {"-o": output}, reporter, token=token, skip_bad=skip_bad, workers=workers
         )
@@ -172,6 +178,7 @@ def inspect_cmd(
             with_pixels=pixels,
             skip_bad=skip_bad,
             reporter=reporter,
+            engine=eng,
         )
     summary = summarize(result)
     emit_outcome(result.manifest, output, summary, render, as_json=as_json, what="inspected manifest")

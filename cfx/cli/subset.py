@@ -14,8 +14,10 @@ from cfx.cli._options import (
     NO_SELECTION,
     ROW_GROUP_MAX,
     DropQualityOpt,
+    EngineOpt,
     JsonOpt,
     KeepIccOpt,
+    RayAddressOpt,
     SeedOpt,
     SelectionOptions,
     SkipBadOpt,
@@ -145,6 +147,8 @@ def subset(
     ] = False,
     as_json: JsonOpt = False,
     workers: WorkersOpt = 4,
+    engine: EngineOpt = "local",
+    ray_address: RayAddressOpt = None,
     skip_bad: SkipBadOpt = False,
     token: TokenOpt = None,
 ) -> None:
@@ -170,14 +174,16 @@ def subset(
       cfx subset data/ --out eval-jpeg30 --labels generated --transform jpeg:30
       cfx subset data/ --out share --labels real --strip-metadata --keep-icc
       cfx split data/ -o split.parquet && cfx subset split.parquet --out cf-split --split-column assigned_split
+      cfx subset /shared/cf/ --out /shared/cf-512 --transform resize:max-side=512 --engine ray
     """
+    from cfx.engine_ray import open_engine
     from cfx.subset import check_output, plan_subset, write_subset
     from cfx.transform import Pipeline
 
     max_bytes = parse_size(max_shard_size, "--max-shard-size")
     pipeline = Pipeline.parse(transform or [], strip_metadata=strip_metadata, keep_icc=keep_icc)
     kinds = quality_kinds(drop_quality_issues)
-    with CliReporter() as reporter:
+    with open_engine(engine, ray_address) as eng, CliReporter() as reporter:
         selected, selection = load_selected(
             source, select, seed, {"--out": out}, reporter, token=token, skip_bad=skip_bad, workers=workers
         )
@@ -205,6 +211,7 @@ def subset(
                 split_column=split_column,
                 joint_canary=joint_canary,
                 reporter=reporter,
+                engine=eng,
             )
     if dry_run:
         if as_json:
