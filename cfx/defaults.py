@@ -22,6 +22,9 @@ AUDIT_THRESHOLD = 0.6
 # cfx.subset
 DEFAULT_ROW_GROUP_ROWS = 100
 
+# cfx.split
+FOLDS_MAX = 1000  # k-fold cross-validation uses 5-20; more folds than this is a typo (each costs a pass)
+
 # cfx.balance — named match features: (description, default bin width or None for exact/categorical).
 MATCH_FEATURES: dict[str, tuple[str, float | None]] = {
     "min-side": ("min(width, height) in pixels", None),

@@ -21,6 +21,7 @@ from a thread that outlives it (the main thread, as every cfx command does).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -84,6 +85,15 @@ class StoppablePool(ProcessPoolExecutor):
         """Cancel queued tasks and end the workers now: SIGTERM, then SIGKILL after a grace period."""
         procs = list((self._processes or {}).values())  # shutdown() drops these two
         manager: threading.Thread | None = getattr(self, "_executor_manager_thread", None)
+        # The task queue's feeder thread may be blocked writing a large task into the pipe to the workers,
+        # which we are about to kill; this process holds the pipe's read end too, so that write never ends.
+        # The manager thread joins the feeder on its way out, and the interpreter joins the manager at exit:
+        # without this the process hung for good after an error (issue 21, 2 runs in 12). The feeder is a
+        # daemon thread, so not joining it is safe.
+        call_queue = getattr(self, "_call_queue", None)
+        if call_queue is not None:
+            call_queue.cancel_join_thread()
+        result_writer = getattr(getattr(self, "_result_queue", None), "_writer", None)  # shutdown() drops it
         self.shutdown(wait=False, cancel_futures=True)
         for p in procs:
             if p.is_alive():
@@ -94,6 +104,13 @@ class StoppablePool(ProcessPoolExecutor):
             if p.is_alive():
                 p.kill()
                 p.join(1.0)
+        # A worker killed half-way through sending a large result leaves the manager thread reading the rest
+        # of it for ever: this process holds the result pipe's write end too. Closing it (the workers' ends
+        # died with them) turns that read into end-of-file, so the manager thread marks the pool broken and
+        # ends instead of hanging the interpreter's exit.
+        if result_writer is not None:
+            with contextlib.suppress(OSError):
+                result_writer.close()
         # Let the manager thread finish now: at interpreter exit CPython 3.11 would otherwise race it
         # (``_python_exit`` writes to a wake-up pipe the thread is closing: "Bad file descriptor").
         if manager is not None:

@@ -36,7 +36,14 @@ from cfx.defaults import DEFAULT_ROW_GROUP_ROWS
 from cfx.errors import BadShardError, EmptySelectionError, InputError, OutputError, UsageError
 from cfx.index import open_shard
 from cfx.manifest import Manifest, ShardInfo
-from cfx.outputs import atomic_folder, check_folder_output, output_error, write_atomic
+from cfx.outputs import (
+    KeptErrorFile,
+    atomic_folder,
+    check_folder_output,
+    check_free_space,
+    output_error,
+    write_atomic,
+)
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.sources import natural_key
@@ -311,6 +318,7 @@ class _ShardWriter:
             self.kwargs["use_content_defined_chunking"] = dict(CDC_UNCOMPRESSED) if large else True
         self.files: list[tuple[Path, int]] = []  # (path, rows)
         self._sink: pa.NativeFile | None = None
+        self._file: KeptErrorFile | None = None
         self._writer: pq.ParquetWriter | None = None
         self._rows = 0
         self._groups = 0
@@ -326,26 +334,38 @@ class _ShardWriter:
             footer = self._footer_estimate(self._groups + 1, self._rows + table.num_rows)
             if after + footer > self.max_bytes:
                 self._close_file()
+        # room for the row group (encoded images barely compress; snappy may add a little) and the footer,
+        # checked before the C++ writer sees a full disk (see KeptErrorFile)
+        check_free_space(self.folder, int(table.nbytes * 1.02) + self._footer_estimate(1, table.num_rows))
         if self._writer is None:
             path = self.folder / f"part-{len(self.files):05d}.parquet"
-            self._sink = pa.OSFile(str(path), "wb")
+            self._file = KeptErrorFile(path)
+            self._sink = pa.PythonFile(self._file, mode="w")
             self._writer = pq.ParquetWriter(self._sink, self.schema, **self.kwargs)
             self.files.append((path, 0))
             self._rows = 0
             self._groups = 0
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        if self._file is not None:
+            self._file.check()
         self._rows += table.num_rows
         self._groups += 1
         path, _ = self.files[-1]
         self.files[-1] = (path, self._rows)
 
     def _close_file(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
+        try:
+            if self._writer is not None:
+                writer, self._writer = self._writer, None
+                writer.close()
+        finally:
+            if self._sink is not None:
+                self._sink.close()
+                self._sink = None
+            if self._file is not None:
+                file, self._file = self._file, None
+                file.close()
+                file.check()  # a write error of the footer
 
     def close(self) -> None:
         self._close_file()
