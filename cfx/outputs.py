@@ -24,12 +24,9 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cfx.errors import OutputError, UsageError, io_error
-
-if TYPE_CHECKING:
-    from cfx.manifest import Manifest
 
 WRITER_TAG = ".cfx-writer"  # inside OUT.tmp-*: who is building it (pid, host)
 _MAX_NAME = 255
@@ -322,34 +319,9 @@ def _refuse_same_outputs(given: dict[str, Path]) -> None:
         seen[real] = opt
 
 
-def source_inputs(spec: str | None, manifest: Manifest | None = None) -> list[Path]:
-    """The local paths a command reads for SOURCE ``spec``: the path itself (a manifest file, a shard, a
-    dataset folder, each file of a glob) and every shard file the manifest points at. Remote: none."""
-    found: list[Path] = []
-    if spec and spec != "-" and not spec.startswith("hf://"):
-        if any(ch in spec for ch in "*?["):
-            import glob as globlib
-
-            found.extend(Path(p) for p in globlib.glob(spec, recursive=True))
-        else:
-            found.append(Path(spec).expanduser())
-    if manifest is not None and not manifest.is_remote:
-        shards = manifest.shards.keys() or _df_shards(manifest)
-        found.extend(Path(manifest.root) / s for s in shards)
-        # the licence tables `cfx licenses` and the selecting commands read from the dataset itself
-        found.extend(p for p in metadata_folders(Path(manifest.root)) if p.is_dir())
-    return found
-
-
 def metadata_folders(root: Path) -> list[Path]:
     """Where a dataset keeps its metadata tables (as cfx.licenses.find_metadata_tables looks for them)."""
     return [root / "data" / "metadata", root / "metadata"]
-
-
-def _df_shards(manifest: Manifest) -> list[str]:
-    if "shard" not in manifest.df.columns or not manifest.df.height:
-        return []
-    return [str(s) for s in manifest.df.get_column("shard").unique().to_list()]
 
 
 # --- one folder, all at once -------------------------------------------------------------------------
@@ -550,7 +522,9 @@ __all__ = [
     "lock_path",
     "output_error",
     "output_lock",
+    "KeptErrorFile",
+    "check_free_space",
+    "metadata_folders",
     "refuse_outputs_on_inputs",
-    "source_inputs",
     "write_atomic",
 ]

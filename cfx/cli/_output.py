@@ -214,7 +214,8 @@ def refuse_clobber(
 ) -> None:
     """Every command with an output calls this once, before writing: no output may be, or be written into,
     what the command reads (SOURCE, the shard files its manifest points at, tables given as options)."""
-    from cfx.outputs import refuse_outputs_on_inputs, source_inputs
+    from cfx.manifest import source_inputs
+    from cfx.outputs import refuse_outputs_on_inputs
 
     inputs = [*source_inputs(source, manifest), *(Path(p) for p in extra_inputs if p is not None)]
     refuse_outputs_on_inputs(dict(outputs), inputs, within=within)
