@@ -21,18 +21,24 @@ from a thread that outlives it (the main thread, as every cfx command does).
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
+from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
@@ -49,24 +55,47 @@ def process_pool(
 ) -> StoppablePool:
     """A spawn-context pool of ``workers`` processes whose workers die with this process (see module doc);
     ``initializer(*initargs)`` runs in each worker after that set-up, as ``ProcessPoolExecutor``'s does."""
-    return StoppablePool(
+    warn_dir = tempfile.mkdtemp(prefix="cfx-warnings-")
+    pool = StoppablePool(
         max_workers=workers,
         mp_context=get_context("spawn"),
         initializer=_init_worker,
-        initargs=(os.getpid(), initializer, initargs),
+        initargs=(os.getpid(), initializer, initargs, warn_dir),
     )
+    pool.warn_dir = warn_dir
+    return pool
 
 
 class StoppablePool(ProcessPoolExecutor):
     """A ``ProcessPoolExecutor`` whose ``with`` block, left on an exception, stops instead of draining."""
 
+    warn_dir: str | None = None  # where workers note their Python warnings (see _note_warning)
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        if exc_type is None:
-            return super().__exit__(exc_type, exc, tb)
-        self.stop()
-        return False
+        try:
+            if exc_type is None:
+                return super().__exit__(exc_type, exc, tb)
+            self.stop()
+            return False
+        finally:
+            self.rewarn()
+
+    def rewarn(self) -> None:
+        """Raise here, once each, the warnings the workers noted (then the CLI counts them by kind with this
+        process's own: one line per kind instead of a raw warning per image from every worker)."""
+        folder, self.warn_dir = self.warn_dir, None
+        if folder is None:
+            return
+        for name in sorted(os.listdir(folder)):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                for line in Path(folder, name).read_text(encoding="utf-8").splitlines():
+                    category, _, text = line.partition("\t")
+                    kind = getattr(builtins, category, None)
+                    ok = isinstance(kind, type) and issubclass(kind, Warning)
+                    warnings.warn(text, kind if ok else UserWarning, stacklevel=2)
+        shutil.rmtree(folder, ignore_errors=True)
 
     def _spawn_process(self) -> None:
         # Start the worker with SIGINT blocked (the mask is inherited across fork and exec) so that a
@@ -118,9 +147,18 @@ class StoppablePool(ProcessPoolExecutor):
 
 
 def _init_worker(
-    parent: int, initializer: Callable[..., object] | None, initargs: tuple[object, ...]
+    parent: int,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[object, ...],
+    warn_dir: str | None = None,
 ) -> None:
-    """Runs first in every worker: die with ``parent``, leave SIGINT to it; then the caller's initializer."""
+    """Runs first in every worker: die with ``parent``, leave SIGINT to it, note Python warnings for it
+    (``StoppablePool.rewarn``); then the caller's initializer."""
+    if warn_dir is not None:
+        path = os.path.join(warn_dir, str(os.getpid()))
+        warnings.filterwarnings("always", category=UserWarning)
+        warnings.filterwarnings("always", category=RuntimeWarning)
+        warnings.showwarning = functools.partial(_note_warning, path)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):  # blocked since the spawn (StoppablePool._spawn_process)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -130,6 +168,20 @@ def _init_worker(
         os._exit(1)
     if initializer is not None:
         initializer(*initargs)
+
+
+def _note_warning(
+    path: str, message: Warning | str, category: type[Warning], *_: object, **__: object
+) -> None:
+    """A worker's ``warnings.showwarning``: one line (category, first line of the message) appended to
+    ``path``, unbuffered, so nothing is lost when the worker is killed."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else ""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, f"{category.__name__}\t{text}\n".encode())
+        finally:
+            os.close(fd)
 
 
 def _set_death_signal() -> bool:

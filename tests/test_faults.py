@@ -340,6 +340,36 @@ def test_sigint_while_audit_imports_sklearn_is_exit_130(
     assert r.stderr.strip().splitlines()[-1] == "Interrupted." and "internal error" not in r.stderr, r.stderr
 
 
+# --- 16. library warnings are counted, not printed raw ------------------------------------------------------------
+def _bad_exif_jpeg(seed: int) -> bytes:
+    """A JPEG whose EXIF block says 5 entries and holds a part of one: Pillow warns `Corrupt EXIF data`."""
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (seed, 0, 0)).save(buf, "JPEG")
+    data = buf.getvalue()
+    app1 = b"Exif\x00\x00" + b"II*\x00\x08\x00\x00\x00" + b"\x05\x00" + b"\x0f\x01\x02\x00\xff\xff\x00\x00"
+    return data[:2] + b"\xff\xe1" + (len(app1) + 2).to_bytes(2, "big") + app1 + data[2:]
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_library_warnings_become_one_counted_warning_per_kind(tmp_path: Path, workers: str) -> None:
+    """Before: two raw `PIL/TiffImagePlugin.py:982: UserWarning: Corrupt EXIF data` lines per image, from
+    whichever process decoded it. Now one `Warning:` line for the kind with its count, also from workers."""
+    root = tmp_path / "ds"
+    recs = rows(5)
+    for i, r in enumerate(recs[:3]):
+        r.update(image_data=_bad_exif_jpeg(i), format="JPEG", image_name=f"{i}.jpg", resolution="[16, 16]")
+    write_shard(root / "data" / "HFCF_small_0.parquet", recs)
+    r = _cfx(
+        "subset", str(root), "--out", str(tmp_path / "o"), "--transform", "jpeg:90", "--workers", workers
+    )
+    assert r.returncode == 0, r.stderr
+    assert "TiffImagePlugin" not in r.stderr and "warnings.warn" not in r.stderr, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "Corrupt EXIF data" in ln]
+    assert len(lines) == 1 and lines[0].startswith("Warning: UserWarning: Corrupt EXIF data"), r.stderr
+    times = re.search(r"\((\d+) times\)$", lines[0])
+    assert times and int(times.group(1)) % 3 == 0, lines  # the same count per image for the 3 images
+
+
 # --- 17. error texts are deterministic ------------------------------------------------------------------------
 def test_inspect_error_text_holds_no_memory_address() -> None:
     """Pillow names the BytesIO it could not identify (`<_io.BytesIO object at 0x7f…>`): the same bytes must

@@ -47,8 +47,11 @@ def handle_errors(func: F) -> F:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from cfx.cli._output import counted_warnings
+
         try:
-            return func(*args, **kwargs)
+            with counted_warnings():
+                return func(*args, **kwargs)
         except Terminated:
             print("Terminated.", file=sys.stderr)
             raise typer.Exit(int(ExitCode.TERMINATED)) from None
