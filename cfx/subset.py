@@ -658,37 +658,39 @@ def write_subset(
     if max_shard_bytes < 1:
         raise UsageError("--max-shard-size must be positive", "e.g. 500MB")
     out_abs = check_output(manifest, out, overwrite)
-    plan = plan_subset(manifest, order=order, seed=seed, reporter=reporter)
-    names = None
-    if split_column:
-        names, index = split_layout(plan.manifest.df, split_column)
-        plan = replace(
-            plan, manifest=plan.manifest.with_df(plan.manifest.df.with_columns(pl.Series(SPLIT_INDEX, index)))
-        )
+    plan, names = _plan(manifest, order, seed, split_column, reporter)
     parent = out_abs.parent
+    bad_shards: list[BadShardError] = []
     with atomic_folder(out_abs, overwrite=overwrite, warn=reporter.warn) as tmp:
         _check_space(parent, int(plan.est_bytes * (2.05 if order == "shuffle" else 1.05)) + (16 << 20))
-        try:
-            (tmp / DATA_DIR).mkdir()
-        except OSError as exc:
-            raise output_error(parent, exc, "cannot write into") from None
-        bad_images = _BadImages(drop=drop_bad_images)
-        stage = _transform_stage(transform, seed, workers, skip_bad)
-        files, new = _write_rows(
-            tmp,
-            plan,
-            manifest,
-            out_abs,
-            with_provenance,
-            row_group_rows,
-            max_shard_bytes,
-            cdc,
-            reporter,
-            command,
-            bad_images,
-            stage,
-            names,
-        )
+        while True:  # once, or once more per shard that --skip-bad leaves out
+            _fresh_data_folder(tmp, parent)
+            bad_images = _BadImages(drop=drop_bad_images)
+            stage = _transform_stage(transform, seed, workers, skip_bad)
+            try:
+                files, new = _write_rows(
+                    tmp,
+                    plan,
+                    manifest,
+                    out_abs,
+                    with_provenance,
+                    row_group_rows,
+                    max_shard_bytes,
+                    cdc,
+                    reporter,
+                    command,
+                    bad_images,
+                    stage,
+                    names,
+                )
+                break
+            except BadShardError as exc:
+                if not skip_bad or exc.shard in {e.shard for e in bad_shards}:
+                    raise
+                # rows of the shard already written are in files that are thrown away: the write starts over
+                # without the shard (a bad page is found only by reading it; bad shards are rare)
+                bad_shards.append(exc)
+                plan, names = _plan(_without(manifest, bad_shards), order, seed, split_column, reporter)
         if bad_images.drop and bad_images.rows and not len(new):
             raise EmptySelectionError(
                 f"every selected row ({plan.rows:,}) has null or empty image_data: nothing to write",
@@ -716,11 +718,53 @@ def write_subset(
         new.write(tmp / "manifest.parquet")
         write_atomic(tmp / "README.md", lambda p: Path(p).write_text(render_card(info), encoding="utf-8"))
     warnings = _skipped_warnings(stage, reporter)
+    if bad_shards:
+        text = _bad_shards_message(bad_shards)
+        reporter.warn(text)
+        warnings.append(text)
     warning = bad_images.warning()
     if warning:
         reporter.warn(warning)
         warnings.append(warning)
     return SubsetResult(out=out_abs, manifest=new, files=files, plan=plan, warnings=warnings)
+
+
+def _plan(
+    manifest: Manifest, order: str, seed: int, split_column: str | None, reporter: Reporter
+) -> tuple[SubsetPlan, list[str] | None]:
+    """The subset's plan, with each row's split index when writing one split per ``split_column`` value."""
+    plan = plan_subset(manifest, order=order, seed=seed, reporter=reporter)
+    if not split_column:
+        return plan, None
+    names, index = split_layout(plan.manifest.df, split_column)
+    df = plan.manifest.df.with_columns(pl.Series(SPLIT_INDEX, index))
+    return replace(plan, manifest=plan.manifest.with_df(df)), names
+
+
+def _without(manifest: Manifest, bad: list[BadShardError]) -> Manifest:
+    """``manifest`` without the rows of the ``bad`` shards (EmptySelectionError when none is left)."""
+    df = manifest.df.filter(~pl.col("shard").is_in([e.shard for e in bad]))
+    if not df.height:
+        raise EmptySelectionError(
+            f"every selected row is in a shard that cannot be read ({_bad_shards_message(bad)})",
+            "re-fetch the shards (`cfx download`) or select rows of other shards",
+        )
+    return manifest.with_df(df)
+
+
+def _bad_shards_message(bad: list[BadShardError]) -> str:
+    return f"skipped {len(bad):,} shard(s) that cannot be read (--skip-bad): " + "; ".join(
+        e.message for e in bad
+    )
+
+
+def _fresh_data_folder(tmp: Path, parent: Path) -> None:
+    """An empty ``tmp/data`` (a write that started over leaves its files there)."""
+    shutil.rmtree(tmp / DATA_DIR, ignore_errors=True)
+    try:
+        (tmp / DATA_DIR).mkdir()
+    except OSError as exc:
+        raise output_error(parent, exc, "cannot write into") from None
 
 
 def _transform_stage(

@@ -17,11 +17,14 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
 from cfx.bytefacts import facts
 from cfx.errors import io_error
+from cfx.schema import SOURCE_SCHEMA
 from cfx.transform import BadImageError, Pipeline
 from tests.conftest import ROOT
 from tests.shards import rows, write_shard
@@ -277,6 +280,55 @@ def test_polars_and_pyarrow_io_errors_read_back_their_errno() -> None:
     assert io_error(ComputeError(text)).errno == 28  # type: ignore[union-attr]
     assert io_error(ValueError(text)) is None  # only what polars or pyarrow raise is read
     assert io_error(OSError("Error writing bytes. Detail: [errno 28] No space left")).errno == 28  # type: ignore[union-attr]
+
+
+# --- 6. --skip-bad skips a shard whose image page is corrupt ---------------------------------------------------------
+def _shard_with_a_corrupt_last_page(path: Path, start: int) -> None:
+    """40 rows, one image per data page (pyarrow cuts pages every write_batch_size values), the last page's
+    compressed bytes overwritten: the footer is valid, rows 0-38 read, row 39 does not."""
+    table = pa.Table.from_pylist(rows(40, start=start), schema=SOURCE_SCHEMA)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(
+        table,
+        path,
+        row_group_size=6,
+        write_batch_size=1,
+        data_page_size=1,
+        use_dictionary=False,
+        compression="gzip",
+    )
+    col = next(
+        c
+        for c in (pq.ParquetFile(path).metadata.row_group(0).column(i) for i in range(len(SOURCE_SCHEMA)))
+        if c.path_in_schema == "image_data"
+    )
+    end = col.data_page_offset + col.total_compressed_size
+    data = bytearray(path.read_bytes())
+    data[end - 1500 : end - 1400] = b"\xff" * 100
+    path.write_bytes(bytes(data))
+
+
+def test_skip_bad_skips_a_shard_with_a_corrupt_page_and_withdraws_its_rows(tmp_path: Path) -> None:
+    """Shard 1's last image page is corrupt. Without --skip-bad: exit 3 naming it. With it: the write starts
+    over without the shard, so none of its rows stays whenever the reader meets the bad page (pyarrow 26
+    meets it at the shard's first batch; a page-level reader would after rows 0-38), the shard is counted
+    and named, exit 0."""
+    root = tmp_path / "ds"
+    write_shard(root / "data" / "HFCF_small_0.parquet", rows(6, start=0))
+    _shard_with_a_corrupt_last_page(root / "data" / "HFCF_small_1.parquet", start=6)
+    write_shard(root / "data" / "HFCF_small_2.parquet", rows(6, label=0, start=46))
+    r = _cfx("subset", str(root), "--out", str(tmp_path / "o"), "--row-group-size", "2")
+    assert r.returncode == 3 and "HFCF_small_1.parquet" in r.stderr, r.stderr
+    assert not (tmp_path / "o").exists()
+    r = _cfx("subset", str(root), "--out", str(tmp_path / "o"), "--row-group-size", "2", "--skip-bad")
+    assert r.returncode == 0, r.stderr
+    assert "skipped 1 shard(s)" in r.stderr and "HFCF_small_1.parquet" in r.stderr, r.stderr
+    written = pq.read_table(tmp_path / "o" / "data")
+    names = sorted(written.column("image_name").to_pylist())
+    assert names == sorted([f"{i:08d}.png" for i in (*range(6), *range(46, 52))]), names
+    manifest = pq.read_table(tmp_path / "o" / "manifest.parquet")
+    assert manifest.num_rows == 12
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ds", "o"]
 
 
 # --- 7. an interrupt is exit 130 whatever it interrupts ---------------------------------------------------------
