@@ -683,7 +683,9 @@ class _Downloader:
         """(a result when the local copy is good, else None; why it must be fetched again, or "")."""
         remote = planned.remote
         if planned.status in ("verified", "present"):
-            if self._hash_file(local, remote) == remote.expected_hash:
+            h = remote.hasher()
+            _hash_into(h, local, self.cancel)
+            if h.hexdigest() == remote.expected_hash:
                 self.state.record(remote, local, self.plan.commit)
                 return FileResult(remote.path, remote.size, "skipped", hashed_bytes=remote.size), ""
             return None, f"local copy does not match the Hub's {remote.algorithm}"
@@ -701,24 +703,6 @@ class _Downloader:
         elif planned.status == "outdated":
             why = _outdated_reason(remote, self.plan.commit)
             self.reporter.info(f"{remote.path}: {why} — fetching the new version")
-
-    def _hash_file(self, path: Path, remote: RemoteFile, limit: int | None = None) -> str:
-        h = remote.hasher()
-        self._hash_into(h, path, limit)
-        return str(h.hexdigest())
-
-    def _hash_into(self, h: Any, path: Path, limit: int | None = None) -> None:
-        left = limit
-        with path.open("rb") as f:
-            while left is None or left > 0:
-                if self.cancel.is_set():
-                    raise _Cancelled
-                block = f.read(_DISK_CHUNK if left is None else min(_DISK_CHUNK, left))
-                if not block:
-                    break
-                h.update(block)
-                if left is not None:
-                    left -= len(block)
 
     def _fetch(self, remote: RemoteFile, local: Path) -> tuple[int, int, int]:
         """Download ``remote`` via its partial file, verify, move into place. Returns (fetched, hashed, resumed_from)."""
@@ -770,7 +754,9 @@ class _Downloader:
             part.parent.mkdir(parents=True, exist_ok=True)
             existing = part.stat().st_size if part.is_file() else 0
             if 0 < existing <= remote.size:
-                self._hash_into(t.hasher, part, existing)  # the prefix's hash state: read it back once
+                _hash_into(
+                    t.hasher, part, self.cancel, existing
+                )  # the prefix's hash state: read it back once
                 t.offset = t.hashed = existing
             else:
                 part.write_bytes(b"")
@@ -846,6 +832,21 @@ class _Downloader:
             finally:
                 t.fetched += unreported
                 self._advance(t, unreported)
+
+
+def _hash_into(h: Any, path: Path, cancel: threading.Event, limit: int | None = None) -> None:
+    """Feed ``path`` (its first ``limit`` bytes) to the hasher ``h``, stopping when ``cancel`` is set."""
+    left = limit
+    with path.open("rb") as f:
+        while left is None or left > 0:
+            if cancel.is_set():
+                raise _Cancelled
+            block = f.read(_DISK_CHUNK if left is None else min(_DISK_CHUNK, left))
+            if not block:
+                break
+            h.update(block)
+            if left is not None:
+                left -= len(block)
 
 
 def _check_answer(resp: Any, url: str, t: _Transfer) -> None:
