@@ -82,6 +82,11 @@ class StoppablePool(ProcessPoolExecutor):
         finally:
             self.rewarn()
 
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:  # the workers are gone: all they noted is in the files
+            self.rewarn()
+
     def rewarn(self) -> None:
         """Raise here, once each, the warnings the workers noted (then the CLI counts them by kind with this
         process's own: one line per kind instead of a raw warning per image from every worker)."""
@@ -144,6 +149,7 @@ class StoppablePool(ProcessPoolExecutor):
         # (``_python_exit`` writes to a wake-up pipe the thread is closing: "Bad file descriptor").
         if manager is not None:
             manager.join(STOP_GRACE_SECONDS)
+        self.rewarn()
 
 
 def _init_worker(
