@@ -55,7 +55,8 @@ def process_pool(
 ) -> StoppablePool:
     """A spawn-context pool of ``workers`` processes whose workers die with this process (see module doc);
     ``initializer(*initargs)`` runs in each worker after that set-up, as ``ProcessPoolExecutor``'s does."""
-    warn_dir = tempfile.mkdtemp(prefix="cfx-warnings-")
+    _remove_stale_warn_dirs()
+    warn_dir = tempfile.mkdtemp(prefix=f"cfx-warnings-{os.getpid()}-")
     pool = StoppablePool(
         max_workers=workers,
         mp_context=get_context("spawn"),
@@ -64,6 +65,21 @@ def process_pool(
     )
     pool.warn_dir = warn_dir
     return pool
+
+
+def _remove_stale_warn_dirs() -> None:
+    """Remove the warning folders of pools whose process died without cleaning up (SIGKILL)."""
+    root = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(root):
+            parts = name.split("-")
+            if name.startswith("cfx-warnings-") and len(parts) > 3 and parts[2].isdigit():
+                try:
+                    os.kill(int(parts[2]), 0)
+                except ProcessLookupError:
+                    shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                except OSError:
+                    pass  # alive (another user's): leave it
 
 
 class StoppablePool(ProcessPoolExecutor):
