@@ -13,7 +13,7 @@ counts one half), computed with numpy: no scikit-learn needed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -24,43 +24,11 @@ from cfx.defaults import AUDIT_THRESHOLD as DEFAULT_THRESHOLD
 from cfx.errors import EmptySelectionError, InputError
 from cfx.manifest import Manifest
 from cfx.schema import GENERATED, REAL
+from cfx.scores import Feature, auroc, average_ranks  # noqa: F401 - re-exported
 
 if TYPE_CHECKING:
     from cfx.joint import JointResult
     from cfx.quality import QualityReport
-
-
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """1-based ranks of ``x`` with ties given their average rank (like scipy.stats.rankdata)."""
-    n = x.shape[0]
-    order = np.argsort(x, kind="mergesort")
-    xs = x[order]
-    new = np.empty(n, dtype=bool)
-    if n:
-        new[0] = True
-        new[1:] = xs[1:] != xs[:-1]
-    starts = np.flatnonzero(new)
-    ends = np.append(starts[1:], n)
-    avg = (starts + ends + 1) / 2.0  # mean of 1-based ranks starts+1 .. ends
-    ranks = np.empty(n, dtype=np.float64)
-    ranks[order] = np.repeat(avg, ends - starts)
-    return ranks
-
-
-def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """P(score of a random positive > score of a random negative), ties counting 1/2 (Mann–Whitney U).
-
-    ``labels`` are 1 (positive) / 0 (negative); raises ValueError when one class is absent.
-    """
-    scores = np.asarray(scores, dtype=np.float64)
-    labels = np.asarray(labels).astype(bool)
-    n_pos = int(labels.sum())
-    n_neg = labels.shape[0] - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise ValueError("AUROC needs both classes")
-    ranks = average_ranks(scores)
-    u = ranks[labels].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
 
 
 def best_split(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -79,15 +47,6 @@ def best_split(scores: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     diff = pos_le / n_pos - neg_le / n_neg
     i = int(np.argmax(np.abs(diff)))
     return 0.5 + abs(float(diff[i])) / 2.0, float(xs[last][i])
-
-
-@dataclass(frozen=True)
-class Feature:
-    name: str
-    kind: str  # "numeric" or "categorical"
-    description: str
-    expr: Callable[[], pl.Expr]
-    needs: tuple[str, ...]
 
 
 def _w() -> pl.Expr:

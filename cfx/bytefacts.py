@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from cfx.errors import CfxError
+from cfx.errors import CfxError, error_text
 from cfx.formats import sniff_format
 from cfx.index import cache_dir
 from cfx.jpegquality import Bytes, JpegError, exif_has_gps, parse_jpeg
@@ -202,7 +202,7 @@ def facts(data: bytes | bytearray | memoryview | None, max_pixels: int = MAX_PIX
         else:
             _pillow_header(data, out, max_pixels)
     except (JpegError, ValueError, OSError, struct.error, Image.DecompressionBombError) as exc:
-        text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = error_text(exc)
         fmt = out["actual_format"] or "unknown format"
         out = {**_empty(), "actual_format": out["actual_format"], "num_bytes": len(data)}
         out["inspect_error"] = f"{fmt}: {text}"[:300]

@@ -23,6 +23,9 @@ REPORT_SAMPLE = 600  # cfx report: thumbnails in Browse (~3 MB of 160 px JPEGs)
 # cfx.subset
 DEFAULT_ROW_GROUP_ROWS = 100
 
+# cfx.split
+FOLDS_MAX = 1000  # k-fold cross-validation uses 5-20; more folds than this is a typo (each costs a pass)
+
 # cfx.balance — named match features: (description, default bin width or None for exact/categorical).
 MATCH_FEATURES: dict[str, tuple[str, float | None]] = {
     "min-side": ("min(width, height) in pixels", None),

@@ -660,59 +660,49 @@ class _Downloader:
             if self.total is not None:
                 self.total.update(total=self._total_bytes)
 
-    # one file, start to finish
+    # one file, start to finish: check the local copy, fetch what is missing, say what was done
     def run_file(self, planned: PlannedFile) -> FileResult:
         remote = planned.remote
-        local = _local_path(self.out, remote.path)
-        hashed = 0
-        reason = ""
         if planned.status == "verified" and not self.verify:
             return FileResult(remote.path, remote.size, "skipped")
+        local = _local_path(self.out, remote.path)
+        kept, reason = self._check_local(planned, local)
+        if kept is not None:
+            return kept
+        hashed = remote.size if planned.status in ("verified", "present") else 0
+        self._announce(planned, reason)
+        if not reason and planned.status == "outdated":
+            reason = _outdated_reason(remote, self.plan.commit)
+        fetched, hashed_part, resumed_from = self._fetch(remote, local)
+        action = _action(planned.status, reason, resumed_from)
+        return FileResult(
+            remote.path, remote.size, action, fetched, hashed + hashed_part, resumed_from, reason
+        )
+
+    def _check_local(self, planned: PlannedFile, local: Path) -> tuple[FileResult | None, str]:
+        """(a result when the local copy is good, else None; why it must be fetched again, or "")."""
+        remote = planned.remote
         if planned.status in ("verified", "present"):
-            digest = self._hash_file(local, remote)
-            hashed = remote.size
-            if digest == remote.expected_hash:
+            h = remote.hasher()
+            _hash_into(h, local, self.cancel)
+            if h.hexdigest() == remote.expected_hash:
                 self.state.record(remote, local, self.plan.commit)
-                return FileResult(remote.path, remote.size, "skipped", hashed_bytes=hashed)
-            reason = f"local copy does not match the Hub's {remote.algorithm}"
-        elif planned.status == "stale":
-            reason = f"local copy has {local.stat().st_size} bytes, the Hub's has {remote.size}"
+                return FileResult(remote.path, remote.size, "skipped", hashed_bytes=remote.size), ""
+            return None, f"local copy does not match the Hub's {remote.algorithm}"
+        if planned.status == "stale":
+            return None, f"local copy has {local.stat().st_size} bytes, the Hub's has {remote.size}"
+        return None, ""
+
+    def _announce(self, planned: PlannedFile, reason: str) -> None:
+        """Say why a file that is here is fetched again (and count its bytes), or that it changed on the Hub."""
+        remote = planned.remote
         if reason:
             self.state.forget(remote.path)
             self.reporter.warn(f"{remote.path}: {reason} — re-fetching it")
             self._grow_total(remote.size)
         elif planned.status == "outdated":
-            reason = f"changed on the Hub (now {remote.expected_hash[:12]} at {self.plan.commit[:12]})"
-            self.reporter.info(f"{remote.path}: {reason} — fetching the new version")
-        fetched, hashed_part, resumed_from = self._fetch(remote, local)
-        action: FileAction
-        if planned.status == "outdated":
-            action = "updated"
-        elif reason:
-            action = "refetched"
-        else:
-            action = "resumed" if resumed_from else "downloaded"
-        return FileResult(
-            remote.path, remote.size, action, fetched, hashed + hashed_part, resumed_from, reason
-        )
-
-    def _hash_file(self, path: Path, remote: RemoteFile, limit: int | None = None) -> str:
-        h = remote.hasher()
-        self._hash_into(h, path, limit)
-        return str(h.hexdigest())
-
-    def _hash_into(self, h: Any, path: Path, limit: int | None = None) -> None:
-        left = limit
-        with path.open("rb") as f:
-            while left is None or left > 0:
-                if self.cancel.is_set():
-                    raise _Cancelled
-                block = f.read(_DISK_CHUNK if left is None else min(_DISK_CHUNK, left))
-                if not block:
-                    break
-                h.update(block)
-                if left is not None:
-                    left -= len(block)
+            why = _outdated_reason(remote, self.plan.commit)
+            self.reporter.info(f"{remote.path}: {why} — fetching the new version")
 
     def _fetch(self, remote: RemoteFile, local: Path) -> tuple[int, int, int]:
         """Download ``remote`` via its partial file, verify, move into place. Returns (fetched, hashed, resumed_from)."""
@@ -748,39 +738,51 @@ class _Downloader:
 
     def _transfer(self, remote: RemoteFile, part: Path) -> _Transfer:
         """Bring ``part`` to ``remote.size`` bytes, continuing what is there, hashing as the bytes arrive."""
+        t = self._open_partial(remote, part)
+        t.task = self.reporter.task(PurePosixPath(remote.path).name, total=remote.size, unit="bytes")
+        t.task.update(completed=t.offset)
+        try:
+            self._get_with_retries(t)
+        finally:
+            t.task.close()
+        return t
+
+    def _open_partial(self, remote: RemoteFile, part: Path) -> _Transfer:
+        """The transfer continuing ``part``: its bytes hashed back once when they fit, else an empty file."""
         t = _Transfer(remote, part, hasher=remote.hasher())
         try:
             part.parent.mkdir(parents=True, exist_ok=True)
             existing = part.stat().st_size if part.is_file() else 0
             if 0 < existing <= remote.size:
-                self._hash_into(t.hasher, part, existing)  # the prefix's hash state: read it back once
+                _hash_into(
+                    t.hasher, part, self.cancel, existing
+                )  # the prefix's hash state: read it back once
                 t.offset = t.hashed = existing
             else:
                 part.write_bytes(b"")
         except OSError as exc:
             raise _output_error(part, exc) from None
-        t.task = self.reporter.task(PurePosixPath(remote.path).name, total=remote.size, unit="bytes")
-        t.task.update(completed=t.offset)
+        return t
+
+    def _get_with_retries(self, t: _Transfer) -> None:
+        """GETs until ``t`` holds the whole file; a try that brought bytes resets the count of failures."""
+        remote = t.remote
         url = hf_hub_url(self.plan.repo_id, remote.path, repo_type=REPO_TYPE, revision=self.plan.commit)
         headers = build_hf_headers(token=self.token)
         headers["Accept-Encoding"] = "identity"  # bytes as stored: what the hash and Range offsets refer to
         failures = 0
-        try:
-            while t.offset < remote.size:
-                before = t.fetched
-                try:
-                    self._get(url, headers, t)
-                except _Retryable as exc:
-                    failures = 0 if t.fetched > before else failures + 1
-                    if failures >= self.policy.tries:
-                        raise NetworkError(
-                            f"{remote.path}: {exc} {_tries(failures)}",
-                            _endpoint_hint() + "; re-run to resume from the partial file",
-                        ) from None
-                    time.sleep(self.policy.delay(max(failures, 1), exc.retry_after))
-        finally:
-            t.task.close()
-        return t
+        while t.offset < remote.size:
+            before = t.fetched
+            try:
+                self._get(url, headers, t)
+            except _Retryable as exc:
+                failures = 0 if t.fetched > before else failures + 1
+                if failures >= self.policy.tries:
+                    raise NetworkError(
+                        f"{remote.path}: {exc} {_tries(failures)}",
+                        _endpoint_hint() + "; re-run to resume from the partial file",
+                    ) from None
+                time.sleep(self.policy.delay(max(failures, 1), exc.retry_after))
 
     def _advance(self, t: _Transfer, n: int) -> None:
         if n:
@@ -795,44 +797,8 @@ class _Downloader:
             req_headers["Range"] = f"bytes={t.offset}-"
         try:
             with get_session().stream("GET", url, headers=req_headers, timeout=_TIMEOUT) as resp:
-                status = resp.status_code
-                if status in _RETRY_STATUSES:
-                    raise _Retryable(f"HTTP {status}", _parse_retry_after(resp.headers.get("retry-after")))
-                if status == 416 and t.offset:
-                    t.restart()  # the partial does not fit the file: start over
-                    raise _Retryable("HTTP 416 for a resumed download", 0)
-                if status >= 400:
-                    raise NetworkError(
-                        f"{t.remote.path}: the Hub answered HTTP {status} for {url}",
-                        "the file may have been removed, or need a token (--token / HF_TOKEN)",
-                    )
-                if t.offset:
-                    if status == 206 and _range_start(resp.headers.get("content-range")) == t.offset:
-                        t.resumed_from = t.resumed_from or t.offset
-                    else:
-                        t.restart()  # the server ignored Range: take the whole file
-                with t.part.open("r+b") as f:
-                    f.seek(t.offset)
-                    f.truncate()
-                    unreported = 0
-                    try:
-                        # write and hash each piece as it arrives: no copying into bigger buffers
-                        for chunk in resp.iter_bytes():
-                            f.write(chunk)
-                            t.hasher.update(chunk)
-                            t.offset += len(chunk)
-                            unreported += len(chunk)
-                            if unreported >= _REPORT_EVERY:
-                                t.fetched += unreported
-                                self._advance(t, unreported)
-                                unreported = 0
-                                if self.cancel.is_set():
-                                    raise _Cancelled
-                                if t.offset > t.remote.size:
-                                    break  # more than the Hub listed: the hash check rejects it
-                    finally:
-                        t.fetched += unreported
-                        self._advance(t, unreported)
+                _check_answer(resp, url, t)
+                self._append_body(resp, t)
         except (httpx2.TransportError, httpx2.StreamError) as exc:
             raise _Retryable(f"{type(exc).__name__}: {exc}") from None
         except OfflineModeIsEnabled:
@@ -841,6 +807,80 @@ class _Downloader:
             raise _output_error(t.part, exc) from None
         if t.offset < t.remote.size:
             raise _Retryable(f"connection closed after {t.offset} of {t.remote.size} bytes")
+
+    def _append_body(self, resp: Any, t: _Transfer) -> None:
+        """Write and hash each piece of the answer as it arrives (no copying into bigger buffers), from
+        ``t.offset``; progress is reported every ``_REPORT_EVERY`` bytes, where a cancel is seen too."""
+        with t.part.open("r+b") as f:
+            f.seek(t.offset)
+            f.truncate()
+            unreported = 0
+            try:
+                for chunk in resp.iter_bytes():
+                    f.write(chunk)
+                    t.hasher.update(chunk)
+                    t.offset += len(chunk)
+                    unreported += len(chunk)
+                    if unreported >= _REPORT_EVERY:
+                        t.fetched += unreported
+                        self._advance(t, unreported)
+                        unreported = 0
+                        if self.cancel.is_set():
+                            raise _Cancelled
+                        if t.offset > t.remote.size:
+                            break  # more than the Hub listed: the hash check rejects it
+            finally:
+                t.fetched += unreported
+                self._advance(t, unreported)
+
+
+def _hash_into(h: Any, path: Path, cancel: threading.Event, limit: int | None = None) -> None:
+    """Feed ``path`` (its first ``limit`` bytes) to the hasher ``h``, stopping when ``cancel`` is set."""
+    left = limit
+    with path.open("rb") as f:
+        while left is None or left > 0:
+            if cancel.is_set():
+                raise _Cancelled
+            block = f.read(_DISK_CHUNK if left is None else min(_DISK_CHUNK, left))
+            if not block:
+                break
+            h.update(block)
+            if left is not None:
+                left -= len(block)
+
+
+def _check_answer(resp: Any, url: str, t: _Transfer) -> None:
+    """Retry on a passing failure, stop on a lasting one, and start over when a resumed GET got the whole
+    file (the server ignored Range) or a Range that does not fit."""
+    status = resp.status_code
+    if status in _RETRY_STATUSES:
+        raise _Retryable(f"HTTP {status}", _parse_retry_after(resp.headers.get("retry-after")))
+    if status == 416 and t.offset:
+        t.restart()  # the partial does not fit the file: start over
+        raise _Retryable("HTTP 416 for a resumed download", 0)
+    if status >= 400:
+        raise NetworkError(
+            f"{t.remote.path}: the Hub answered HTTP {status} for {url}",
+            "the file may have been removed, or need a token (--token / HF_TOKEN)",
+        )
+    if t.offset:
+        if status == 206 and _range_start(resp.headers.get("content-range")) == t.offset:
+            t.resumed_from = t.resumed_from or t.offset
+        else:
+            t.restart()  # the server ignored Range: take the whole file
+
+
+def _outdated_reason(remote: RemoteFile, commit: str) -> str:
+    return f"changed on the Hub (now {remote.expected_hash[:12]} at {commit[:12]})"
+
+
+def _action(status: str, reason: str, resumed_from: int) -> FileAction:
+    """What was done to a file that was fetched."""
+    if status == "outdated":
+        return "updated"
+    if reason:
+        return "refetched"
+    return "resumed" if resumed_from else "downloaded"
 
 
 @dataclass

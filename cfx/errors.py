@@ -5,6 +5,9 @@ The CLI turns them into ``Error: <message> — <hint>`` and the exit code below.
 
 from __future__ import annotations
 
+import errno
+import os
+import re
 from enum import IntEnum
 
 
@@ -93,3 +96,38 @@ class ShortcutFoundError(CfxError):
 class Terminated(BaseException):
     """SIGTERM arrived (the CLI's handler raises it). A BaseException, as KeyboardInterrupt is, so that no
     ``except Exception`` swallows it and every ``with`` block (process pools, temp files) unwinds."""
+
+
+_OS_ERROR = re.compile(r"\(os error (\d+)\)|\[errno (\d+)\]", re.I)
+# errnos that only a write gives: a command failing with one of these could not write its output
+WRITE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG})
+
+
+def io_error(exc: BaseException) -> OSError | None:
+    """The ``OSError`` behind ``exc``, or None when it is not an I/O error.
+
+    polars reports a failed write of parquet as ``ComputeError: … underlying IO error: No space left on
+    device (os error 28)`` and its CSV/JSON writers as an ``OSError`` without ``errno``; pyarrow's messages
+    carry ``[errno 28]``. The errno is read back from the text, so a full disk is a full disk whichever
+    library met it.
+    """
+    m = _OS_ERROR.search(str(exc))
+    code = int(m.group(1) or m.group(2)) if m else None
+    if isinstance(exc, OSError):
+        if exc.errno is None and code is not None:
+            return OSError(code, os.strerror(code))
+        return exc
+    if code is not None and type(exc).__module__.split(".")[0] in ("polars", "pyarrow"):
+        return OSError(code, os.strerror(code))
+    return None
+
+
+_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def error_text(exc: BaseException) -> str:
+    """The first line of ``exc``'s message with memory addresses replaced (Pillow's ``cannot identify image
+    file <_io.BytesIO object at 0x7f…>`` becomes ``… image file image``), or its type's name: the same data
+    gives the same text in every run, so manifests and caches that keep it are reproducible."""
+    text = str(exc).strip()
+    return _ADDRESS.sub("image", text.splitlines()[0]) if text else type(exc).__name__

@@ -48,7 +48,7 @@ import scipy.fft
 from PIL import Image
 
 from cfx import bytefacts, pixelfacts
-from cfx.errors import BadShardError, CfxError, PartialError
+from cfx.errors import BadShardError, CfxError, PartialError, error_text
 from cfx.index import cache_dir
 from cfx.manifest import Manifest, ShardInfo
 from cfx.outputs import write_atomic
@@ -97,7 +97,6 @@ HASH_DTYPES: dict[str, pl.DataType] = {
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SPNG_FORMATS = {0: "L", 2: "RGB", 6: "RGBA"}  # PNG colour type -> pyspng output format
 _SPNG_COLOURS = {fmt: colour for colour, fmt in _SPNG_FORMATS.items()}
-_ADDRESS = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
 _MSB_FIRST = np.uint64(1) << np.arange(63, -1, -1, dtype=np.uint64)
 
 
@@ -305,8 +304,7 @@ def _pixel_facts(colour: np.ndarray | Image.Image | None, grey: np.ndarray, data
 
 def _describe(exc: BaseException) -> str:
     """A stable one-line description (no memory addresses, so caches are reproducible)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = _ADDRESS.sub("image", text)
+    text = error_text(exc) if str(exc).strip() else ""
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 

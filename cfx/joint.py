@@ -31,7 +31,7 @@ from cfx.index import source_expr
 from cfx.schema import GENERATED
 
 if TYPE_CHECKING:
-    from cfx.audit import Feature
+    from cfx.scores import Feature
 
 FOLDS = 5
 MAX_ROWS = 200_000
@@ -154,7 +154,7 @@ def _joint(
     max_rows: int,
     importance_rows: int | None,
 ) -> JointResult:
-    from cfx.audit import auroc
+    from cfx.scores import auroc
 
     names = [f.name for f in features]
     y_all = (df.get_column("label") == GENERATED).to_numpy()
@@ -202,7 +202,7 @@ def importances(
     model: Any, x: np.ndarray, y: np.ndarray, rng: np.random.Generator, rows: int | None
 ) -> list[float]:
     """AUROC lost per feature when its column is shuffled, on at most ``rows`` rows of (x, y)."""
-    from cfx.audit import auroc
+    from cfx.scores import auroc
 
     sub = _importance_rows(y, rows, rng)
     x, y = x[sub], y[sub]

@@ -19,7 +19,11 @@ import pyarrow.parquet as pq
 
 from cfx import __version__
 from cfx.errors import InputError
-from cfx.outputs import ensure_folder, write_atomic  # re-exported: the output layer lives in cfx.outputs
+from cfx.outputs import (  # ensure_folder, write_atomic re-exported: the output layer lives in cfx.outputs
+    ensure_folder,
+    metadata_folders,
+    write_atomic,
+)
 
 META_KEY = b"cfx"
 FORMAT_VERSION = 1
@@ -200,5 +204,32 @@ __all__ = [
     "is_manifest_file",
     "read_manifest",
     "read_manifest_stream",
+    "source_inputs",
     "write_atomic",
 ]
+
+
+# --- what a command reads (cfx.outputs refuses outputs onto these) -------------------------------------
+def source_inputs(spec: str | None, manifest: Manifest | None = None) -> list[Path]:
+    """The local paths a command reads for SOURCE ``spec``: the path itself (a manifest file, a shard, a
+    dataset folder, each file of a glob) and every shard file the manifest points at. Remote: none."""
+    found: list[Path] = []
+    if spec and spec != "-" and not spec.startswith("hf://"):
+        if any(ch in spec for ch in "*?["):
+            import glob as globlib
+
+            found.extend(Path(p) for p in globlib.glob(spec, recursive=True))
+        else:
+            found.append(Path(spec).expanduser())
+    if manifest is not None and not manifest.is_remote:
+        shards = manifest.shards.keys() or _df_shards(manifest)
+        found.extend(Path(manifest.root) / s for s in shards)
+        # the licence tables `cfx licenses` and the selecting commands read from the dataset itself
+        found.extend(p for p in metadata_folders(Path(manifest.root)) if p.is_dir())
+    return found
+
+
+def _df_shards(manifest: Manifest) -> list[str]:
+    if "shard" not in manifest.df.columns or not manifest.df.height:
+        return []
+    return [str(s) for s in manifest.df.get_column("shard").unique().to_list()]

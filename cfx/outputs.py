@@ -24,12 +24,9 @@ import stat
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from cfx.errors import OutputError, UsageError
-
-if TYPE_CHECKING:
-    from cfx.manifest import Manifest
+from cfx.errors import OutputError, UsageError, io_error
 
 WRITER_TAG = ".cfx-writer"  # inside OUT.tmp-*: who is building it (pid, host)
 _MAX_NAME = 255
@@ -122,8 +119,11 @@ def _write_through(path: Path, write: Callable[[str], Any]) -> None:
             write(spool)
             with open(spool, "rb") as src, open(path, "wb") as dst:
                 shutil.copyfileobj(src, dst, 1 << 20)
-        except OSError as exc:
-            raise output_error(path, exc) from None
+        except Exception as exc:
+            err = io_error(exc)
+            if err is None:
+                raise
+            raise output_error(path, err) from None
 
 
 def _replace(path: Path, target: Path, write: Callable[[str], Any], mode: int) -> None:
@@ -141,17 +141,81 @@ def _replace(path: Path, target: Path, write: Callable[[str], Any], mode: int) -
         write(str(tmp))
         os.chmod(tmp, mode)
         os.replace(tmp, target)
-    except OSError as exc:
+    except BaseException as exc:
         _unlink(tmp)
-        raise output_error(path, exc) from None
-    except BaseException:
-        _unlink(tmp)
-        raise
+        err = io_error(exc)  # also polars' ComputeError and pyarrow's errors that are I/O errors
+        if err is None:
+            raise
+        raise output_error(path, err) from None
 
 
 def _unlink(path: Path | str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
+
+
+class KeptErrorFile:
+    """A binary file for C++ writers that end the process on a failed write.
+
+    pyarrow's parquet writer with content-defined chunking turns a failed write into a C++ ``Check failed``
+    (abort, exit 134: the temp folder and lock stay, the disk stays full). Written through
+    ``pyarrow.PythonFile(KeptErrorFile(path), mode="w")``, the first error is kept instead of raised, later
+    writes are dropped (the position still advances, so the writer goes on undisturbed), and ``check()``
+    raises the kept error where Python can handle it (exit 7, temp files removed). That includes the
+    KeyboardInterrupt or Terminated of a signal whose handler runs inside a write: raised into the C++
+    writer, it would abort the process too.
+    """
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+        self._pos = 0
+        self.error: BaseException | None = None
+        self.closed = False
+
+    def write(self, data: Any) -> int:
+        n = 0
+        try:
+            view = memoryview(data).cast("B")
+            n = view.nbytes
+            while view and self.error is None:
+                view = view[os.write(self._fd, view) :]
+        except BaseException as exc:  # noqa: BLE001 - kept for check(); see the class doc
+            self.error = self.error or exc
+        self._pos += n
+        return n
+
+    def tell(self) -> int:
+        return self._pos
+
+    def flush(self) -> None:
+        pass
+
+    def writable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            try:
+                os.close(self._fd)
+            except OSError as exc:
+                self.error = self.error or exc
+
+    def check(self) -> None:
+        """Raise the first error a write met, if any."""
+        if self.error is not None:
+            raise self.error
+
+
+def check_free_space(folder: Path | str, need: int) -> None:
+    """``OSError(ENOSPC)`` when ``folder``'s file system has fewer than ``need`` bytes free (unknown: pass)."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        return
+    if need > free:
+        raise OSError(errno.ENOSPC, f"{os.strerror(errno.ENOSPC)} (needs {need:,} bytes, {free:,} free)")
 
 
 def ensure_folder(folder: Path | str, hint: str = "pick a folder you can write to") -> Path:
@@ -255,34 +319,9 @@ def _refuse_same_outputs(given: dict[str, Path]) -> None:
         seen[real] = opt
 
 
-def source_inputs(spec: str | None, manifest: Manifest | None = None) -> list[Path]:
-    """The local paths a command reads for SOURCE ``spec``: the path itself (a manifest file, a shard, a
-    dataset folder, each file of a glob) and every shard file the manifest points at. Remote: none."""
-    found: list[Path] = []
-    if spec and spec != "-" and not spec.startswith("hf://"):
-        if any(ch in spec for ch in "*?["):
-            import glob as globlib
-
-            found.extend(Path(p) for p in globlib.glob(spec, recursive=True))
-        else:
-            found.append(Path(spec).expanduser())
-    if manifest is not None and not manifest.is_remote:
-        shards = manifest.shards.keys() or _df_shards(manifest)
-        found.extend(Path(manifest.root) / s for s in shards)
-        # the licence tables `cfx licenses` and the selecting commands read from the dataset itself
-        found.extend(p for p in metadata_folders(Path(manifest.root)) if p.is_dir())
-    return found
-
-
 def metadata_folders(root: Path) -> list[Path]:
     """Where a dataset keeps its metadata tables (as cfx.licenses.find_metadata_tables looks for them)."""
     return [root / "data" / "metadata", root / "metadata"]
-
-
-def _df_shards(manifest: Manifest) -> list[str]:
-    if "shard" not in manifest.df.columns or not manifest.df.height:
-        return []
-    return [str(s) for s in manifest.df.get_column("shard").unique().to_list()]
 
 
 # --- one folder, all at once -------------------------------------------------------------------------
@@ -483,7 +522,9 @@ __all__ = [
     "lock_path",
     "output_error",
     "output_lock",
+    "KeptErrorFile",
+    "check_free_space",
+    "metadata_folders",
     "refuse_outputs_on_inputs",
-    "source_inputs",
     "write_atomic",
 ]

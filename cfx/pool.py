@@ -21,17 +21,24 @@ from a thread that outlives it (the main thread, as every cfx command does).
 
 from __future__ import annotations
 
+import builtins
+import contextlib
 import ctypes
 import ctypes.util
+import functools
 import os
+import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing import get_context
+from pathlib import Path
 from types import TracebackType
 from typing import TypeVar
 
@@ -48,24 +55,68 @@ def process_pool(
 ) -> StoppablePool:
     """A spawn-context pool of ``workers`` processes whose workers die with this process (see module doc);
     ``initializer(*initargs)`` runs in each worker after that set-up, as ``ProcessPoolExecutor``'s does."""
-    return StoppablePool(
+    _remove_stale_warn_dirs()
+    warn_dir = tempfile.mkdtemp(prefix=f"cfx-warnings-{os.getpid()}-")
+    pool = StoppablePool(
         max_workers=workers,
         mp_context=get_context("spawn"),
         initializer=_init_worker,
-        initargs=(os.getpid(), initializer, initargs),
+        initargs=(os.getpid(), initializer, initargs, warn_dir),
     )
+    pool.warn_dir = warn_dir
+    return pool
+
+
+def _remove_stale_warn_dirs() -> None:
+    """Remove the warning folders of pools whose process died without cleaning up (SIGKILL)."""
+    root = tempfile.gettempdir()
+    with contextlib.suppress(OSError):
+        for name in os.listdir(root):
+            parts = name.split("-")
+            if name.startswith("cfx-warnings-") and len(parts) > 3 and parts[2].isdigit():
+                try:
+                    os.kill(int(parts[2]), 0)
+                except ProcessLookupError:
+                    shutil.rmtree(os.path.join(root, name), ignore_errors=True)
+                except OSError:
+                    pass  # alive (another user's): leave it
 
 
 class StoppablePool(ProcessPoolExecutor):
     """A ``ProcessPoolExecutor`` whose ``with`` block, left on an exception, stops instead of draining."""
 
+    warn_dir: str | None = None  # where workers note their Python warnings (see _note_warning)
+
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> bool | None:
-        if exc_type is None:
-            return super().__exit__(exc_type, exc, tb)
-        self.stop()
-        return False
+        try:
+            if exc_type is None:
+                return super().__exit__(exc_type, exc, tb)
+            self.stop()
+            return False
+        finally:
+            self.rewarn()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        super().shutdown(wait=wait, cancel_futures=cancel_futures)
+        if wait:  # the workers are gone: all they noted is in the files
+            self.rewarn()
+
+    def rewarn(self) -> None:
+        """Raise here, once each, the warnings the workers noted (then the CLI counts them by kind with this
+        process's own: one line per kind instead of a raw warning per image from every worker)."""
+        folder, self.warn_dir = self.warn_dir, None
+        if folder is None:
+            return
+        for name in sorted(os.listdir(folder)):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                for line in Path(folder, name).read_text(encoding="utf-8").splitlines():
+                    category, _, text = line.partition("\t")
+                    kind = getattr(builtins, category, None)
+                    ok = isinstance(kind, type) and issubclass(kind, Warning)
+                    warnings.warn(text, kind if ok else UserWarning, stacklevel=2)
+        shutil.rmtree(folder, ignore_errors=True)
 
     def _spawn_process(self) -> None:
         # Start the worker with SIGINT blocked (the mask is inherited across fork and exec) so that a
@@ -84,6 +135,15 @@ class StoppablePool(ProcessPoolExecutor):
         """Cancel queued tasks and end the workers now: SIGTERM, then SIGKILL after a grace period."""
         procs = list((self._processes or {}).values())  # shutdown() drops these two
         manager: threading.Thread | None = getattr(self, "_executor_manager_thread", None)
+        # The task queue's feeder thread may be blocked writing a large task into the pipe to the workers,
+        # which we are about to kill; this process holds the pipe's read end too, so that write never ends.
+        # The manager thread joins the feeder on its way out, and the interpreter joins the manager at exit:
+        # without this the process hung for good after an error (issue 21, 2 runs in 12). The feeder is a
+        # daemon thread, so not joining it is safe.
+        call_queue = getattr(self, "_call_queue", None)
+        if call_queue is not None:
+            call_queue.cancel_join_thread()
+        result_writer = getattr(getattr(self, "_result_queue", None), "_writer", None)  # shutdown() drops it
         self.shutdown(wait=False, cancel_futures=True)
         for p in procs:
             if p.is_alive():
@@ -94,16 +154,33 @@ class StoppablePool(ProcessPoolExecutor):
             if p.is_alive():
                 p.kill()
                 p.join(1.0)
+        # A worker killed half-way through sending a large result leaves the manager thread reading the rest
+        # of it for ever: this process holds the result pipe's write end too. Closing it (the workers' ends
+        # died with them) turns that read into end-of-file, so the manager thread marks the pool broken and
+        # ends instead of hanging the interpreter's exit.
+        if result_writer is not None:
+            with contextlib.suppress(OSError):
+                result_writer.close()
         # Let the manager thread finish now: at interpreter exit CPython 3.11 would otherwise race it
         # (``_python_exit`` writes to a wake-up pipe the thread is closing: "Bad file descriptor").
         if manager is not None:
             manager.join(STOP_GRACE_SECONDS)
+        self.rewarn()
 
 
 def _init_worker(
-    parent: int, initializer: Callable[..., object] | None, initargs: tuple[object, ...]
+    parent: int,
+    initializer: Callable[..., object] | None,
+    initargs: tuple[object, ...],
+    warn_dir: str | None = None,
 ) -> None:
-    """Runs first in every worker: die with ``parent``, leave SIGINT to it; then the caller's initializer."""
+    """Runs first in every worker: die with ``parent``, leave SIGINT to it, note Python warnings for it
+    (``StoppablePool.rewarn``); then the caller's initializer."""
+    if warn_dir is not None:
+        path = os.path.join(warn_dir, str(os.getpid()))
+        warnings.filterwarnings("always", category=UserWarning)
+        warnings.filterwarnings("always", category=RuntimeWarning)
+        warnings.showwarning = functools.partial(_note_warning, path)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     if hasattr(signal, "pthread_sigmask"):  # blocked since the spawn (StoppablePool._spawn_process)
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
@@ -113,6 +190,20 @@ def _init_worker(
         os._exit(1)
     if initializer is not None:
         initializer(*initargs)
+
+
+def _note_warning(
+    path: str, message: Warning | str, category: type[Warning], *_: object, **__: object
+) -> None:
+    """A worker's ``warnings.showwarning``: one line (category, first line of the message) appended to
+    ``path``, unbuffered, so nothing is lost when the worker is killed."""
+    text = str(message).strip().splitlines()[0] if str(message).strip() else ""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        try:
+            os.write(fd, f"{category.__name__}\t{text}\n".encode())
+        finally:
+            os.close(fd)
 
 
 def _set_death_signal() -> bool:

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from cfx.defaults import DEDUPE_THRESHOLD
+from cfx.defaults import DEDUPE_THRESHOLD, FOLDS_MAX
 from cfx.errors import EmptySelectionError, InputError, UsageError
 from cfx.manifest import Manifest
 from cfx.pairs import MAX_THRESHOLD, CodePairs, distinct_code_pairs
@@ -96,8 +96,10 @@ class SplitOptions:
         return bool(self.test_generators or self.test_architectures or self.test_real_sources)
 
     def check(self) -> None:
-        if self.folds is not None and self.folds < 2:
-            raise UsageError(f"--folds {self.folds}: needs at least 2 folds", "give --folds 5, for example")
+        if self.folds is not None and not 2 <= self.folds <= FOLDS_MAX:
+            raise UsageError(
+                f"--folds {self.folds}: allowed 2 to {FOLDS_MAX:,}", "give --folds 5, for example"
+            )
         if self.folds and self.has_holdouts:
             raise UsageError(
                 "--folds cannot be combined with --test-generators/--test-architectures/--test-real-sources",
@@ -622,6 +624,7 @@ def split(
     )
     linked = options if options.resolve == "merge" else _units_only(options)
     comp, near = group_ids(df, units, linked, workers=workers, prompts=prompts)
+    _check_folds(options, comp)
     sidx, counts = assign(df, comp, own_keys(df, units), options)
     names = options.split_names
     df = df.with_columns(
@@ -771,6 +774,18 @@ def share_report(splits: list[dict[str, Any]], overall: float) -> dict[str, Any]
             g is None or abs(g) <= GENERATED_SHARE_TOLERANCE + 1e-9 for g in gaps.values()
         ),
     }
+
+
+def _check_folds(options: SplitOptions, comp: np.ndarray) -> None:
+    """More folds than groups leaves folds empty: a usage error naming the number of groups."""
+    if not options.folds:
+        return
+    groups = int(np.unique(comp).size)
+    if options.folds > groups:
+        raise UsageError(
+            f"--folds {options.folds}: the rows form only {groups:,} group(s), so some folds would be empty",
+            f"give at most --folds {groups}" if groups >= 2 else "select rows of more than one unit",
+        )
 
 
 def _describe(o: SplitOptions) -> str:

@@ -37,7 +37,14 @@ from cfx.errors import BadShardError, EmptySelectionError, InputError, OutputErr
 from cfx.evidence import measure as measure_evidence
 from cfx.index import open_shard
 from cfx.manifest import Manifest, ShardInfo
-from cfx.outputs import atomic_folder, check_folder_output, output_error, write_atomic
+from cfx.outputs import (
+    KeptErrorFile,
+    atomic_folder,
+    check_folder_output,
+    check_free_space,
+    output_error,
+    write_atomic,
+)
 from cfx.progress import NullReporter, Reporter
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.sources import natural_key
@@ -317,6 +324,7 @@ class _ShardWriter:
             self.kwargs["use_content_defined_chunking"] = dict(CDC_UNCOMPRESSED) if large else True
         self.files: list[tuple[Path, int]] = []  # (path, rows)
         self._sink: pa.NativeFile | None = None
+        self._file: KeptErrorFile | None = None
         self._writer: pq.ParquetWriter | None = None
         self._rows = 0
         self._groups = 0
@@ -332,26 +340,43 @@ class _ShardWriter:
             footer = self._footer_estimate(self._groups + 1, self._rows + table.num_rows)
             if after + footer > self.max_bytes:
                 self._close_file()
+        # room for the row group (encoded images barely compress; snappy may add a little) and the footer,
+        # checked before the C++ writer sees a full disk (see KeptErrorFile)
+        check_free_space(self.folder, int(table.nbytes * 1.02) + self._footer_estimate(1, table.num_rows))
         if self._writer is None:
             path = self.folder / f"part-{len(self.files):05d}.parquet"
-            self._sink = pa.OSFile(str(path), "wb")
+            if (
+                "use_content_defined_chunking" in self.kwargs
+            ):  # its C++ aborts on a failed write: see KeptErrorFile
+                self._file = KeptErrorFile(path)
+                self._sink = pa.PythonFile(self._file, mode="w")
+            else:  # raises a failed write as an OSError itself, and is faster (docs/benchmarks.md, "Full disks")
+                self._sink = pa.OSFile(str(path), "wb")
             self._writer = pq.ParquetWriter(self._sink, self.schema, **self.kwargs)
             self.files.append((path, 0))
             self._rows = 0
             self._groups = 0
         self._writer.write_table(table, row_group_size=max(1, table.num_rows))
+        if self._file is not None:
+            self._file.check()
         self._rows += table.num_rows
         self._groups += 1
         path, _ = self.files[-1]
         self.files[-1] = (path, self._rows)
 
     def _close_file(self) -> None:
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        if self._sink is not None:
-            self._sink.close()
-            self._sink = None
+        try:
+            if self._writer is not None:
+                writer, self._writer = self._writer, None
+                writer.close()
+        finally:
+            if self._sink is not None:
+                self._sink.close()
+                self._sink = None
+            if self._file is not None:
+                file, self._file = self._file, None
+                file.close()
+                file.check()  # a write error of the footer
 
     def close(self) -> None:
         self._close_file()
@@ -687,38 +712,40 @@ def write_subset(
     if max_shard_bytes < 1:
         raise UsageError("--max-shard-size must be positive", "e.g. 500MB")
     out_abs = check_output(manifest, out, overwrite)
-    plan = plan_subset(manifest, order=order, seed=seed, reporter=reporter)
-    names = None
-    if split_column:
-        names, index = split_layout(plan.manifest.df, split_column)
-        plan = replace(
-            plan, manifest=plan.manifest.with_df(plan.manifest.df.with_columns(pl.Series(SPLIT_INDEX, index)))
-        )
+    plan, names = _plan(manifest, order, seed, split_column, reporter)
     parent = out_abs.parent
+    bad_shards: list[BadShardError] = []
     with atomic_folder(out_abs, overwrite=overwrite, warn=reporter.warn) as tmp:
         _check_space(parent, int(plan.est_bytes * (2.05 if order == "shuffle" else 1.05)) + (16 << 20))
-        try:
-            (tmp / DATA_DIR).mkdir()
-        except OSError as exc:
-            raise output_error(parent, exc, "cannot write into") from None
-        bad_images = _BadImages(drop=drop_bad_images)
-        stage = _transform_stage(transform, seed, workers, skip_bad)
-        files, new = _write_rows(
-            tmp,
-            plan,
-            manifest,
-            out_abs,
-            with_provenance,
-            row_group_rows,
-            max_shard_bytes,
-            cdc,
-            reporter,
-            command,
-            bad_images,
-            stage,
-            names,
-            engine,
-        )
+        while True:  # once, or once more per shard that --skip-bad leaves out
+            _fresh_data_folder(tmp, parent)
+            bad_images = _BadImages(drop=drop_bad_images)
+            stage = _transform_stage(transform, seed, workers, skip_bad)
+            try:
+                files, new = _write_rows(
+                    tmp,
+                    plan,
+                    manifest,
+                    out_abs,
+                    with_provenance,
+                    row_group_rows,
+                    max_shard_bytes,
+                    cdc,
+                    reporter,
+                    command,
+                    bad_images,
+                    stage,
+                    names,
+                    engine,
+                )
+                break
+            except BadShardError as exc:
+                if not skip_bad or exc.shard in {e.shard for e in bad_shards}:
+                    raise
+                # rows of the shard already written are in files that are thrown away: the write starts over
+                # without the shard (a bad page is found only by reading it; bad shards are rare)
+                bad_shards.append(exc)
+                plan, names = _plan(_without(manifest, bad_shards), order, seed, split_column, reporter)
         if bad_images.drop and bad_images.rows and not len(new):
             raise EmptySelectionError(
                 f"every selected row ({plan.rows:,}) has null or empty image_data: nothing to write",
@@ -748,11 +775,53 @@ def write_subset(
         write_atomic(tmp / "README.md", lambda p: Path(p).write_text(render_card(info), encoding="utf-8"))
     warnings = _skipped_warnings(stage, reporter)
     skipped = {(e.shard, e.row) for e in stage.skipped} if stage is not None else set()
+    if bad_shards:
+        text = _bad_shards_message(bad_shards)
+        reporter.warn(text)
+        warnings.append(text)
     warning = bad_images.warning(skipped)
     if warning:
         reporter.warn(warning)
         warnings.append(warning)
     return SubsetResult(out=out_abs, manifest=new, files=files, plan=plan, warnings=warnings)
+
+
+def _plan(
+    manifest: Manifest, order: str, seed: int, split_column: str | None, reporter: Reporter
+) -> tuple[SubsetPlan, list[str] | None]:
+    """The subset's plan, with each row's split index when writing one split per ``split_column`` value."""
+    plan = plan_subset(manifest, order=order, seed=seed, reporter=reporter)
+    if not split_column:
+        return plan, None
+    names, index = split_layout(plan.manifest.df, split_column)
+    df = plan.manifest.df.with_columns(pl.Series(SPLIT_INDEX, index))
+    return replace(plan, manifest=plan.manifest.with_df(df)), names
+
+
+def _without(manifest: Manifest, bad: list[BadShardError]) -> Manifest:
+    """``manifest`` without the rows of the ``bad`` shards (EmptySelectionError when none is left)."""
+    df = manifest.df.filter(~pl.col("shard").is_in([e.shard for e in bad]))
+    if not df.height:
+        raise EmptySelectionError(
+            f"every selected row is in a shard that cannot be read ({_bad_shards_message(bad)})",
+            "re-fetch the shards (`cfx download`) or select rows of other shards",
+        )
+    return manifest.with_df(df)
+
+
+def _bad_shards_message(bad: list[BadShardError]) -> str:
+    return f"skipped {len(bad):,} shard(s) that cannot be read (--skip-bad): " + "; ".join(
+        e.message for e in bad
+    )
+
+
+def _fresh_data_folder(tmp: Path, parent: Path) -> None:
+    """An empty ``tmp/data`` (a write that started over leaves its files there)."""
+    shutil.rmtree(tmp / DATA_DIR, ignore_errors=True)
+    try:
+        (tmp / DATA_DIR).mkdir()
+    except OSError as exc:
+        raise output_error(parent, exc, "cannot write into") from None
 
 
 def _transform_stage(

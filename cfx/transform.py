@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import math
 import re
 import warnings
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,7 @@ GRAMMAR = (
 )
 SUBSAMPLING = {"4:4:4": 0, "4:2:2": 1, "4:2:0": 2}
 _INT = r"[1-9]\d*"
+MAX_SIDE = 1 << 20  # pixels: a side larger than this is a typo, whatever the image (JPEG stops at 65,535)
 _NUM = r"(?:\d+(?:\.\d*)?|\.\d+)"
 
 
@@ -130,6 +132,15 @@ class Noise:
 Step = Encode | Resize | CenterCrop | Blur | Noise
 
 
+def _least_pixels(step: Step) -> int:
+    """The fewest pixels ``step`` can output, whatever the image (0: no lower bound)."""
+    if isinstance(step, Resize) and step.how == "min-side":
+        return int(step.value) ** 2
+    if isinstance(step, CenterCrop):
+        return step.width * step.height
+    return 0
+
+
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
@@ -180,6 +191,8 @@ def _resize_step(spec: str, arg: str) -> Resize:
     if eq:
         if key not in ("min-side", "max-side") or not re.fullmatch(_INT, value):
             raise _bad(spec, "resize takes min-side=N, max-side=N (pixels) or a scale FACTOR")
+        if len(value) > 7 or int(value) > MAX_SIDE:
+            raise _bad(spec, f"{key} {value} is above {MAX_SIDE:,} pixels")
         return Resize(key, float(value))
     factor = _positive(spec, arg, "scale factor")
     if factor > 16:
@@ -201,6 +214,8 @@ def parse_step(spec: str) -> Step:
         m = re.fullmatch(rf"({_INT})(?:x({_INT}))?", arg)
         if not m:
             raise _bad(spec, "center-crop takes N or WxH (pixels)")
+        if any(len(g) > 7 or int(g) > MAX_SIDE for g in m.groups() if g):
+            raise _bad(spec, f"a side above {MAX_SIDE:,} pixels")
         return CenterCrop(int(m.group(1)), int(m.group(2) or m.group(1)))
     if name in ("blur", "noise"):
         sigma = _positive(spec, arg, "sigma")
@@ -239,7 +254,24 @@ class Pipeline:
     def parse(cls, specs: list[str], strip_metadata: bool = False, keep_icc: bool = False) -> Pipeline:
         if keep_icc and not strip_metadata:
             raise UsageError("--keep-icc needs --strip-metadata", "add --strip-metadata, or drop --keep-icc")
-        return cls(tuple(parse_step(s) for s in specs), strip_metadata, keep_icc)
+        pipeline = cls(tuple(parse_step(s) for s in specs), strip_metadata, keep_icc)
+        pipeline.check_limits()
+        return pipeline
+
+    def check_limits(self) -> None:
+        """Refuse steps whose output is above ``max_pixels`` for every image (``resize:min-side=100000``
+        makes at least 100000x100000): exit 2 before any image is read."""
+        if self.max_pixels is None:
+            return
+        for step in self.steps:
+            least = _least_pixels(step)
+            if least > self.max_pixels:
+                raise UsageError(
+                    f"--transform {step.spec()!r}: every output image would have at least {least:,} pixels, "
+                    f"above the limit of {self.max_pixels:,} (the decompression-bomb limit)",
+                    "pick a smaller size: at most about "
+                    f"{math.isqrt(self.max_pixels):,} pixels a side for a square image",
+                )
 
     @property
     def spec(self) -> str:
@@ -293,6 +325,7 @@ class Pipeline:
                 step = step.resolve(rng)
                 data, current = _encode(_encodable(current, step.format), step, meta), None
             else:
+                self._check_planned(step, current.size)
                 current = _pixels(_workable(current), step, rng)
             applied.append(step.spec())
         if current is not None:  # pixel steps came last: encode like the source
@@ -300,6 +333,18 @@ class Pipeline:
         if self.strip_metadata:
             applied.append("strip-metadata" + ("(keep-icc)" if self.keep_icc else ""))
         return _describe(data, " ".join(applied))
+
+    def _check_planned(self, step: Step, size: tuple[int, int]) -> None:
+        """Refuse a pixel step whose planned output is above ``max_pixels``, before anything is allocated
+        (``resize:min-side=30000`` on a 96x64 image plans 45000x30000): the message names the step."""
+        if self.max_pixels is None or not isinstance(step, Resize):
+            return
+        w, h = step.size(*size)
+        if w * h > self.max_pixels:
+            raise _RowProblem(
+                f"{step.spec()} would make this {size[0]}x{size[1]} image {w}x{h} = {w * h:,} pixels, above "
+                f"the decompression-bomb limit of {self.max_pixels:,}"
+            )
 
     def _open(self, data: bytes) -> Image.Image:
         """Open ``data`` (header only), refusing images above ``max_pixels`` before any pixel is decoded."""

@@ -57,3 +57,34 @@ def test_no_module_level_import_cycle() -> None:
     for m in sorted(graph):
         if m not in state:
             visit(m, [m])
+
+
+def test_no_import_cycle_even_through_lazy_imports() -> None:
+    """No circle at all, counting imports inside functions and under TYPE_CHECKING: a lower module never
+    imports an upper one, not even lazily (issue 21 untied cfx.audit <-> cfx.joint and
+    cfx.manifest <-> cfx.outputs). The circles found are listed, each as its set of modules."""
+    graph = _graph(top_level_only=False)
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    circles: list[list[str]] = []
+
+    def strong(m: str) -> None:  # Tarjan's strongly connected components
+        index[m] = low[m] = len(index)
+        stack.append(m)
+        for d in sorted(graph[m]):
+            if d not in index:
+                strong(d)
+                low[m] = min(low[m], low[d])
+            elif d in stack:
+                low[m] = min(low[m], index[d])
+        if low[m] == index[m]:
+            part = stack[stack.index(m) :]
+            del stack[stack.index(m) :]
+            if len(part) > 1:
+                circles.append(sorted(part))
+
+    for m in sorted(graph):
+        if m not in index:
+            strong(m)
+    assert circles == [], f"import circles: {circles}"

@@ -5,9 +5,13 @@ Progress bars only when stderr is a terminal and --quiet is not given.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 import sys
-from collections.abc import Callable, Iterable
+import warnings
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -216,7 +220,8 @@ def refuse_clobber(
 ) -> None:
     """Every command with an output calls this once, before writing: no output may be, or be written into,
     what the command reads (SOURCE, the shard files its manifest points at, tables given as options)."""
-    from cfx.outputs import refuse_outputs_on_inputs, source_inputs
+    from cfx.manifest import source_inputs
+    from cfx.outputs import refuse_outputs_on_inputs
 
     inputs = [*source_inputs(source, manifest), *(Path(p) for p in extra_inputs if p is not None)]
     refuse_outputs_on_inputs(dict(outputs), inputs, within=within)
@@ -235,3 +240,35 @@ def command_line() -> str:
     from cfx.lineage import command_text
 
     return command_text(sys.argv[1:])
+
+
+_NUMBER = re.compile(r"0x[0-9a-fA-F]+|\d+")
+
+
+@contextlib.contextmanager
+def counted_warnings() -> Iterator[Counter[str]]:
+    """Python warnings raised by libraries while a command runs (Pillow's ``Corrupt EXIF data``, …) are
+    counted by kind instead of printed raw, one per image, with a file path and line: at the end, one
+    ``Warning: <category>: <message> (N times)`` line per kind on stderr. Numbers in a message are part of
+    its kind only as ``N``, so per-image values do not split a kind."""
+    counts: Counter[str] = Counter()
+    first: dict[str, str] = {}
+
+    def count(message: Warning | str, category: type[Warning], *_: object, **__: object) -> None:
+        text = str(message).strip().splitlines()[0] if str(message).strip() else ""
+        kind = f"{category.__name__}: {_NUMBER.sub('N', text)}"
+        counts[kind] += 1
+        first.setdefault(kind, f"{category.__name__}: {text}")
+
+    with warnings.catch_warnings():
+        # every occurrence of what is shown by default is counted (the filters stay: DeprecationWarning of a
+        # library stays hidden)
+        warnings.filterwarnings("always", category=UserWarning)
+        warnings.filterwarnings("always", category=RuntimeWarning)
+        warnings.showwarning = count
+        try:
+            yield counts
+        finally:
+            for kind, n in counts.items():
+                times = f" ({n:,} times)" if n > 1 else ""
+                print(f"Warning: {first[kind]}{times}", file=sys.stderr)

@@ -10,14 +10,23 @@ from rich.console import Console
 from rich.table import Table
 
 from cfx.cli._errors import handle_errors
-from cfx.cli._options import JsonOpt, OutputOpt, SeedOpt, SkipBadOpt, SourceArg, TokenOpt, WorkersOpt
+from cfx.cli._options import (
+    JsonOpt,
+    OutputOpt,
+    SeedOpt,
+    SkipBadOpt,
+    SourceArg,
+    TokenOpt,
+    WorkersOpt,
+    ranged,
+)
 from cfx.cli._output import (
     CliReporter,
     emit_outcome,
     lineage_entry,
     refuse_clobber,
 )
-from cfx.defaults import DEDUPE_THRESHOLD
+from cfx.defaults import DEDUPE_THRESHOLD, FOLDS_MAX
 
 
 def render(summary: dict[str, Any], console: Console) -> None:
@@ -135,9 +144,12 @@ def split_cmd(
     ] = "0.8,0.1,0.1",
     folds: Annotated[
         int | None,
-        typer.Option(
+        ranged(
             "--folds",
-            help="K group folds named fold0…fold{K-1} (equal shares), replacing the names and fractions.",
+            lo=2,
+            hi=FOLDS_MAX,
+            help="K group folds named fold0…fold{K-1} (equal shares), replacing the names and fractions; "
+            "at most the number of groups.",
             show_default=False,
         ),
     ] = None,

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from cfx.cli import _output
+import cfx.cli._output as _output
 from cfx.cli._errors import handle_errors
 from cfx.cli._options import JsonOpt, SeedOpt, ranged
 from cfx.errors import OutputError, UsageError
