@@ -58,3 +58,9 @@ class ShardEngine(Protocol):
         dead worker's job runs again), results in job order; a CfxError it raises is raised here. ``out_dir``
         is a folder the jobs write into: refused (OutputError) on a worker that cannot see it."""
         ...
+
+    def write_subset_parts(self, *args: Any) -> None:
+        """``cfx.subset_parts.write_on(self, *args)``: a subset's rows read (and transformed) on the cluster into
+        part files, written here in order (cfx.subset calls it so that it never imports cfx.subset_parts,
+        which builds on it)."""
+        ...

@@ -164,6 +164,12 @@ class RayEngine:
         finally:
             _cancel(ray, [ref for _, ref in pending])
 
+    def write_subset_parts(self, *args: Any) -> None:
+        """``cfx.subset_parts.write_on`` on this engine (see cfx.engine.ShardEngine.write_subset_parts)."""
+        from cfx.subset_parts import write_on
+
+        write_on(self, *args)
+
     def scan_shards(
         self, shards: list[tuple[int, ShardRef]], fs: Any, with_num_bytes: bool
     ) -> Iterator[tuple[int, Any, list[str], BadShardError | None]]:

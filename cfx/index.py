@@ -277,13 +277,12 @@ def _image_lengths(ref: ShardRef, fs: Any) -> pa.Array:
     """Byte length of every encoded image, one image at a time (cfx.pages; pyarrow, a few rows at a time,
     where the page reader does not decode the column)."""
     from cfx import pages
-    from cfx.stream import open_source
 
     with open_shard(ref, fs) as pf:
         try:
             if pages.unsupported(pf, IMAGE_COLUMN) is None:
                 try:
-                    with open_source(ref, fs) as src:
+                    with pages.open_source(ref.path, fs) as src:
                         lengths = [
                             None if value is None else len(value)
                             for group in pages.row_groups(pf, None)

@@ -46,6 +46,7 @@ import scipy.fft
 from PIL import Image
 
 from cfx.bytefacts import ShardCache
+from cfx.defaults import PIXEL_FACT_COLUMNS
 from cfx.jpegquality import Bytes, JpegError, exif_software, parse_jpeg
 from cfx.manifest import ShardInfo
 
@@ -55,17 +56,7 @@ COLOUR_SAMPLES = 1 << 14  # colour facts read about this many pixels, on a regul
 GRIDS = (64, 32, 16, 8, 1)
 BLOCK = 8  # JPEG block size
 
-FLOAT_COLUMNS = (
-    "luma_mean",
-    "luma_std",
-    "saturation_mean",
-    "colorfulness",
-    "entropy",
-    "sharpness",
-    "noise_sigma",
-    "hf_energy",
-    "blockiness",
-)
+FLOAT_COLUMNS = PIXEL_FACT_COLUMNS  # the numeric facts, named once in cfx.defaults
 PIXEL_SCHEMA = pa.schema(
     [
         ("row", pa.int64()),

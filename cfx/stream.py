@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -188,7 +187,7 @@ class _Read:
         why = pages.unsupported(self.pf, IMAGE_COLUMN) if paged else None
         try:
             if paged and why is None:
-                with open_source(ref, self.fs) as src:
+                with pages.open_source(ref.path, self.fs) as src:
                     yield from self._paged(src, wanted)
                 return
         except pages.Unsupported as exc:
@@ -283,25 +282,12 @@ def _slices(table: pa.Table, n: int) -> Iterator[pa.Table]:
         yield table.slice(start, n)
 
 
-@contextmanager
-def open_source(ref: ShardRef, fs: Any) -> Iterator[pages.Source]:
-    """A handle for positioned reads: on hf://, each read fetches exactly the range asked for."""
-    if fs is not None:
-        handle = fs.open(ref.path, "rb", block_size=pages.CHUNK, cache_type="none")
-    else:
-        handle = open(ref.path, "rb", buffering=0)  # noqa: SIM115 (closed below)
-    try:
-        yield pages.Source(handle)
-    finally:
-        handle.close()
-
-
 def shard_layout(ref: ShardRef, fs: Any = None) -> pages.Layout:
     """The physical layout of one shard's image column: row groups, pages (only the page headers are read)."""
     with open_shard(ref, fs) as pf:
         if IMAGE_COLUMN not in pf.schema_arrow.names:
             raise BadShardError(ref.rel, f"no {IMAGE_COLUMN} column", "is this a Community Forensics shard?")
-        with open_source(ref, fs) as src:
+        with pages.open_source(ref.path, fs) as src:
             try:
                 return pages.read_layout(src, pf, IMAGE_COLUMN)
             except EOFError as exc:

@@ -893,10 +893,8 @@ def _write_rows(
         for folder in folders if splits else []:
             folder.mkdir()
         groups = _SplitRowGroups(writers.writers, row_group_rows, schema, task, split=bool(splits))
-        if engine is not None:
-            from cfx.subset_parts import write_on
-
-            write_on(engine, plan, manifest, stream, with_provenance, groups, tmp, bad_images, stage)
+        if engine is not None:  # cfx.subset_parts.write_on, called by the engine (it imports this module)
+            engine.write_subset_parts(plan, manifest, stream, with_provenance, groups, tmp, bad_images, stage)
         elif plan.order == "shuffle":
             _write_shuffled(plan, manifest, stream, with_provenance, groups, tmp, bad_images, stage)
         else:

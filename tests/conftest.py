@@ -268,3 +268,15 @@ def ray_cluster() -> Iterator[str]:
                 os.killpg(proc.pid, signal.SIGKILL)  # the group: gcs, raylet, workers
             proc.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def ray_address(ray_cluster: str) -> Iterator[str]:
+    """This process joined to the session's Ray cluster (``ray_cluster``), for one test module."""
+    import ray  # part of the test extra: Ray tests run, never skip
+
+    ray.init(address=ray_cluster, log_to_driver=False)
+    try:
+        yield ray_cluster
+    finally:
+        ray.shutdown()  # disconnects; the cluster stays up for the next module

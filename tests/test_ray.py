@@ -13,7 +13,7 @@ import shutil
 import socket
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +31,6 @@ from tests.conftest import REPO, HubDataset, RunCfx
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def ray_address(ray_cluster: str) -> Iterator[str]:
-    """This process joined to the session's Ray cluster (tests/conftest.py ``ray_cluster``)."""
-    import ray  # part of the test extra: Ray tests run, never skip
-
-    ray.init(address=ray_cluster, log_to_driver=False)
-    try:
-        yield ray_cluster
-    finally:
-        ray.shutdown()  # disconnects; the cluster stays up for the next module
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,17 +37,6 @@ from tests.conftest import REPO, RunCfx
 
 pytestmark = pytest.mark.ray
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def ray_address(ray_cluster: str) -> Iterator[str]:
-    import ray
-
-    ray.init(address=ray_cluster, log_to_driver=False)
-    try:
-        yield ray_cluster
-    finally:
-        ray.shutdown()
 
 
 @pytest.fixture(scope="module")

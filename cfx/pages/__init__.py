@@ -9,7 +9,9 @@ groups and pages that hold none of them. The rest of cfx uses only what is expor
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -25,6 +27,7 @@ __all__ = [
     "Source",
     "Unsupported",
     "iter_column",
+    "open_source",
     "read_layout",
     "row_groups",
     "unsupported",
@@ -66,3 +69,17 @@ def iter_column(
     chunk = chunks(pf, column)[group.index]
     for row, value in iter_chunk(src, chunk, group.rows):
         yield group.first + row, value
+
+
+@contextmanager
+def open_source(path: str, fs: Any = None) -> Iterator[Source]:
+    """A handle for positioned reads of a local file, or of ``path`` on ``fs`` (HfFileSystem for hf://: each
+    read fetches exactly the range asked for)."""
+    if fs is not None:
+        handle = fs.open(path, "rb", block_size=CHUNK, cache_type="none")
+    else:
+        handle = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below)
+    try:
+        yield Source(handle)
+    finally:
+        handle.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from cfx.errors import EmptySelectionError
 from cfx.manifest import Manifest
 from cfx.outputs import atomic_folder, check_folder_output, ensure_folder, write_atomic
 from cfx.progress import NullReporter, Reporter
+from cfx.report.gathered import Gathered
 from cfx.report.thumbs import stratified_sample, write_thumbnails
 
 DEFAULT_SAMPLE = REPORT_SAMPLE
@@ -41,15 +42,6 @@ class ReportOptions:
     joint: bool = True
     workers: int = 2
     dedupe_report: Path | None = None  # a `cfx dedupe --report` folder: its duplicates instead of the hashes'
-
-
-@dataclass
-class Gathered:
-    report: dict[str, Any]
-    manifest: Manifest  # with byte facts / hashes where they were cached
-    browse: pl.DataFrame
-    against: Manifest | None = None
-    thumbs: dict[str, dict[tuple[str, int], str]] = field(default_factory=dict)
 
 
 def gather(

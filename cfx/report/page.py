@@ -14,7 +14,7 @@ from markupsafe import Markup, escape
 import cfx.report.charts as charts
 
 if TYPE_CHECKING:
-    from cfx.report.build import Gathered
+    from cfx.report.gathered import Gathered
 
 
 def lookup(data: Any, path: str) -> Any:
