@@ -44,7 +44,8 @@ def test_reading_a_big_page_holds_a_batch_not_the_page(tmp_path: Path) -> None:
     subset = cfx_peak_rss_mb(["subset", "ds", "--out", "all"], tmp_path)
     dedupe = cfx_peak_rss_mb(["dedupe", "ds", "--workers", "1", "--no-cache", "--json"], tmp_path)
     assert read_manifest(tmp_path / "all" / "manifest.parquet").df.height == 190
-    # an interpreter with the libraries and the output writer is ~200-300 MB (measured: subset 323, dedupe
-    # 306 with a 183 MB page); pyarrow's reader adds 2 × page_mb on top (~560 MB for these runs)
-    assert subset < 280 + 0.6 * page_mb, (subset, page_mb)
+    # an interpreter with the libraries and the output writer is ~200-300 MB (measured: dedupe 306 with a
+    # 183 MB page; subset 323, and 390-394 since it also measures the card's evidence on the written rows:
+    # polars' working memory, ~45 MB); pyarrow's reader adds 2 × page_mb on top (~560 MB / ~600 MB here)
+    assert subset < 340 + 0.6 * page_mb, (subset, page_mb)
     assert dedupe < 280 + 0.6 * page_mb, (dedupe, page_mb)
