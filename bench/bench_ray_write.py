@@ -91,6 +91,11 @@ class TimingEngine:
             self.times.append(time.perf_counter() - t)
             yield result
 
+    def write_subset_parts(self, *args: Any) -> None:
+        from cfx.subset_parts import write_on
+
+        write_on(self, *args)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser()
@@ -118,6 +123,10 @@ def main() -> None:
         def timed(cmd: list[str], env: dict[str, str]) -> float:
             wall = run(cfx_cmd(*cmd), env={**base, **env})[0]
             shutil.rmtree(out, ignore_errors=True)
+            print(
+                f"{wall:7.2f} s  cfx {' '.join(cmd[:1] + cmd[3:])}  {env.get('RAY_ADDRESS', '')}",
+                file=sys.stderr,
+            )
             return wall
 
         from cfx.engine_ray import RayEngine

@@ -308,7 +308,7 @@ def _hash_task(
     return {"shard": row["shard"], "result": pickle.dumps(out)}
 
 
-def _pause_hook(pause_dir: str | None) -> Callable[[int], None] | None:
+def _pause_hook(pause_dir: str | None) -> Callable[..., None] | None:
     """Test hook passed to a job as its ``progress``: at the job's first progress report (rows already
     written), record this worker's pid in ``pause_dir`` and wait a second for the test to kill it; a ``stop``
     file there turns the hook off."""
@@ -316,7 +316,7 @@ def _pause_hook(pause_dir: str | None) -> Callable[[int], None] | None:
         return None
     state = {"paused": False}
 
-    def progress(_n: int) -> None:
+    def progress(*_counts: int) -> None:
         if state["paused"] or os.path.exists(os.path.join(pause_dir, "stop")):
             return
         state["paused"] = True

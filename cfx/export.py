@@ -39,7 +39,7 @@ from cfx.manifest import Manifest
 from cfx.outputs import atomic_folder
 from cfx.pool import process_pool, wait_first
 from cfx.pool import results as in_order
-from cfx.progress import NullReporter, Reporter
+from cfx.progress import NullReporter, Reporter, RowsAndBytes
 from cfx.safenames import safe_names
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL, is_list_type
 from cfx.stream import iter_shard_batches, planned_readers
@@ -427,7 +427,11 @@ def _init_worker(progress: Any) -> None:
 
 
 def _pool_task(task: _Task) -> _TaskResult:
-    return _run_task(task, _progress.put if _progress is not None else None)
+    return _run_task(task, _put_progress if _progress is not None else None)
+
+
+def _put_progress(rows: int, nbytes: int) -> None:
+    _progress.put((rows, nbytes))
 
 
 def _rows(task: _Task) -> Iterator[tuple[int, memoryview | bytes]]:
@@ -494,18 +498,20 @@ def _images(arr: pa.Array) -> Iterator[memoryview | bytes]:
         yield view[start:end]
 
 
-def _run_task(task: _Task, progress: Callable[[int], None] | None) -> _TaskResult:
+def _run_task(task: _Task, progress: Callable[[int, int], None] | None) -> _TaskResult:
+    """One shard's rows into files or tar parts; ``progress(rows, bytes written)`` every _PROGRESS_EVERY rows."""
     tmp = Path(task.tmp)
     result = _TaskResult(task.index, [], 0)
     tars = _TarParts(tmp / _PARTS, task.index, task.shard_bytes) if task.fmt == "webdataset" else None
     made: set[str] = set()
-    seen = 0
+    seen = unsaid = 0  # rows read; bytes written since the last progress report
     order = SizeOrder()
     try:
         for pos, data in _rows(task):
             seen += 1
             if progress is not None and seen % _PROGRESS_EVERY == 0:
-                progress(_PROGRESS_EVERY)
+                progress(_PROGRESS_EVERY, unsaid)
+                unsaid = 0
             meta = task.meta[pos] if tars is not None else ""
             if task.drop_empty and not len(data):
                 result.bad_images.append(_left_out(task, pos, "null or empty image_data"))
@@ -537,8 +543,9 @@ def _run_task(task: _Task, progress: Callable[[int], None] | None) -> _TaskResul
                 _write_file(tmp, task.stems[pos], ext, data, made)
             result.exts.append(ext)
             result.bytes += len(data)
-        if progress is not None and seen % _PROGRESS_EVERY:
-            progress(seen % _PROGRESS_EVERY)
+            unsaid += len(data)
+        if progress is not None and (seen % _PROGRESS_EVERY or unsaid):
+            progress(seen % _PROGRESS_EVERY, unsaid)
     finally:
         if tars is not None:
             tars.close()
@@ -550,7 +557,7 @@ def _left_out(task: _Task, pos: int, reason: str) -> LeftOut:
     return LeftOut(task.shard, int(task.rows[pos]), reason)
 
 
-def export_job(task: _Task, progress: Callable[[int], None] | None = None) -> _TaskResult:
+def export_job(task: _Task, progress: Callable[[int, int], None] | None = None) -> _TaskResult:
     """``_run_task`` as an engine job (cfx.engine): safe to run again after a worker died mid-task, as the
     second start first removes what the first one wrote."""
     started = Path(task.tmp) / _STARTED
@@ -851,7 +858,7 @@ def _run_all(
     plan: ExportPlan, tmp: Path, reporter: Reporter, engine: ShardEngine | None = None
 ) -> list[_TaskResult]:
     """Every task, in a process pool of --workers (inline for one worker or one shard), or on ``engine``."""
-    bar = reporter.task(f"Exporting {plan.rows:,} images", total=plan.rows)
+    bar = RowsAndBytes(reporter, f"Exporting {plan.rows:,} images", plan.rows)
     try:
         if engine is not None:
             return _run_on(engine, plan, tmp, bar.advance)
@@ -866,7 +873,7 @@ def _run_all(
 
 
 def _run_on(
-    engine: ShardEngine, plan: ExportPlan, tmp: Path, advance: Callable[[int], None]
+    engine: ShardEngine, plan: ExportPlan, tmp: Path, advance: Callable[[int, int], None]
 ) -> list[_TaskResult]:
     """One ``export_job`` per source shard on the cluster; the workers write into ``tmp``, which must be on a
     file system every node sees (the engine refuses otherwise)."""
@@ -881,12 +888,12 @@ def _run_on(
     with contextlib.closing(engine.run_jobs(export_job, jobs, out_dir=str(tmp))) as done:
         for result in done:
             results.append(result)
-            advance(len(result.exts) + len(result.skipped))
+            advance(len(result.exts) + len(result.skipped), result.bytes)
     shutil.rmtree(tmp / _STARTED, ignore_errors=True)
     return results
 
 
-def _run_pool(tasks: Iterator[_Task], workers: int, advance: Callable[[int], None]) -> list[_TaskResult]:
+def _run_pool(tasks: Iterator[_Task], workers: int, advance: Callable[[int, int], None]) -> list[_TaskResult]:
     """Run the tasks on ``workers`` spawned processes, at most two per worker in flight; progress arrives
     through a queue."""
     ctx = get_context("spawn")
@@ -896,7 +903,7 @@ def _run_pool(tasks: Iterator[_Task], workers: int, advance: Callable[[int], Non
     def drain() -> None:
         while not done.is_set():
             with contextlib.suppress(queue.Empty):
-                advance(progress.get(timeout=0.1))
+                advance(*progress.get(timeout=0.1))
 
     drainer = threading.Thread(target=drain, daemon=True)
     drainer.start()

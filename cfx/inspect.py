@@ -32,13 +32,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from cfx import bytefacts, pixelfacts
 from cfx.errors import BadShardError, PartialError
 from cfx.index import load_resolution_orders, save_resolution_orders, source_expr
 from cfx.manifest import Manifest, ShardInfo
 from cfx.pool import shared_work
-from cfx.progress import NullReporter, Reporter
+from cfx.progress import NullReporter, Reporter, RowsAndBytes
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.stats import quality_histogram
 from cfx.stream import ROW_COLUMN, iter_shard_batches, planned_readers, rows_by_shard
@@ -241,12 +242,13 @@ def _run(
 ) -> None:
     """Read the rows in ``todo`` (a process pool of ``workers``, or ``engine``; one shard per task) into
     ``tables``. ``options``: keyword arguments of ``inspect_shard``."""
-    task = reporter.task("Inspecting images", total=int(sum(r.size for _, r in todo)), unit="images")
+    task = RowsAndBytes(reporter, "Inspecting images", int(sum(r.size for _, r in todo)), unit="images")
 
     def finish(shard: str, table: pa.Table) -> None:
         tables[shard] = bytefacts.merge_tables(tables.get(shard), table)
         result.read_rows += table.num_rows
-        task.advance(table.num_rows)
+        sizes = table.column("num_bytes") if "num_bytes" in table.column_names else pa.nulls(0, pa.int64())
+        task.advance(table.num_rows, int(pc.sum(sizes).as_py() or 0))
 
     def failed(shard: str, rows: np.ndarray, exc: BadShardError) -> None:
         if not skip_bad:

@@ -50,3 +50,28 @@ class NullReporter:
 
 def null_reporter() -> NullReporter:
     return NullReporter()
+
+
+class RowsAndBytes:
+    """One pass's progress as two tasks of ``reporter``: the rows (or images) done and the image bytes behind
+    them (``unit="bytes"``: the CLI shows them as sizes). The same on every engine: the local one advances it
+    as its workers report, the Ray engine as the cluster's tasks finish."""
+
+    def __init__(
+        self,
+        reporter: Reporter,
+        description: str,
+        rows: int | None,
+        nbytes: int | None = None,
+        unit: str = "",
+    ) -> None:
+        self.rows = reporter.task(description, total=rows, unit=unit)
+        self.bytes = reporter.task(f"{description}: image bytes", total=nbytes, unit="bytes")
+
+    def advance(self, rows: int, nbytes: int) -> None:
+        self.rows.advance(rows)
+        self.bytes.advance(nbytes)
+
+    def close(self) -> None:
+        self.rows.close()
+        self.bytes.close()

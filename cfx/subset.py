@@ -45,7 +45,7 @@ from cfx.outputs import (
     output_error,
     write_atomic,
 )
-from cfx.progress import NullReporter, Reporter
+from cfx.progress import NullReporter, Reporter, RowsAndBytes
 from cfx.schema import GENERATED, IMAGE_COLUMN, REAL
 from cfx.sources import natural_key
 from cfx.stats import value_counts
@@ -389,7 +389,7 @@ class _ShardWriter:
 class _RowGroups:
     """Collect record batches into row groups of ``rows`` rows (or fewer, past ROW_GROUP_MAX_BYTES)."""
 
-    def __init__(self, writer: _ShardWriter, rows: int, schema: pa.Schema, task: Any) -> None:
+    def __init__(self, writer: _ShardWriter, rows: int, schema: pa.Schema, task: RowsAndBytes) -> None:
         self.writer = writer
         self.rows = rows
         self.schema = schema
@@ -416,8 +416,9 @@ class _RowGroups:
             return
         table = pa.Table.from_batches(self._buf, schema=self.schema)
         self.writer.write(table)
-        self.lengths.append(pc.binary_length(table.column(IMAGE_COLUMN)).cast(pa.int64()).combine_chunks())
-        self.task.advance(table.num_rows)
+        lengths = pc.binary_length(table.column(IMAGE_COLUMN)).cast(pa.int64()).combine_chunks()
+        self.lengths.append(lengths)
+        self.task.advance(table.num_rows, int(pc.sum(lengths).as_py() or 0))
         self._buf, self._n, self._bytes = [], 0, 0
 
 
@@ -430,7 +431,7 @@ class _SplitRowGroups:
     """
 
     def __init__(
-        self, writers: list[_ShardWriter], rows: int, schema: pa.Schema, task: Any, split: bool
+        self, writers: list[_ShardWriter], rows: int, schema: pa.Schema, task: RowsAndBytes, split: bool
     ) -> None:
         self.parts = [_RowGroups(w, rows, schema, task) for w in writers]
         self.schema = schema
@@ -888,7 +889,7 @@ def _write_rows(
     writers = _Writers(
         [_ShardWriter(f, schema, plan.codecs, max_shard_bytes, cdc=cdc, row_bytes=row_bytes) for f in folders]
     )
-    task = reporter.task(f"Writing {plan.rows:,} rows", total=plan.rows)
+    task = RowsAndBytes(reporter, f"Writing {plan.rows:,} rows", plan.rows)
     try:
         for folder in folders if splits else []:
             folder.mkdir()

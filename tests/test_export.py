@@ -21,7 +21,7 @@ import numpy as np
 import polars as pl
 import pyarrow.parquet as pq
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -29,7 +29,7 @@ from cfx.export import ExportOptions, plan_export, write_export
 from cfx.formats import extension, sniff_format
 from cfx.load import load_manifest
 from cfx.manifest import Manifest
-from cfx.safenames import RESERVED, is_safe_component, safe_names
+from cfx.safenames import RESERVED, is_safe_component, is_windows_device, safe_names
 from tests.shards import png, rows, write_shard
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -420,6 +420,8 @@ def test_extension_follows_the_bytes_not_the_format_column(hostile: Path, tmp_pa
 
 @settings(max_examples=200, deadline=None)
 @given(st.lists(st.text(min_size=0, max_size=120), min_size=1, max_size=30))
+@example(["COM0"])
+@example(["lpt9.tar", "LPT9.TAR", "aux"])
 def test_safe_names_property(values: list[str]) -> None:
     m = safe_names(values)
     assert set(m) == set(values)
@@ -429,7 +431,9 @@ def test_safe_names_property(values: list[str]) -> None:
         assert is_safe_component(s) and s.isascii() and not s.startswith((".", "-")) and len(s) <= 73
         assert s not in (".", "..")
         plain = original.isascii() and original.replace("-", "").replace("_", "").replace(".", "").isalnum()
-        if plain and original[0] not in ".-" and len(original) <= 64 and original.lower() not in RESERVED:
+        assert not is_windows_device(s)  # COM0, nul.txt, … open a device on Windows: always renamed
+        kept = len(original) <= 64 and original.lower() not in RESERVED and not is_windows_device(original)
+        if plain and original[0] not in ".-" and kept:
             clash = [v for v in values if v != original and v.lower() == original.lower()]
             assert (s == original) != bool(clash)  # safe names are kept unless they clash by case
     assert safe_names(list(reversed(values))) == m  # independent of order

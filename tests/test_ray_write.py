@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -30,6 +31,7 @@ from cfx.export import ExportOptions, write_export
 from cfx.index import build_manifest
 from cfx.inspect import inspect_manifest
 from cfx.manifest import Manifest, read_manifest
+from cfx.schema import IMAGE_COLUMN
 from cfx.sources import resolve
 from cfx.subset import write_subset
 from cfx.transform import Pipeline
@@ -170,6 +172,132 @@ def test_export_identical(ray_address: str, manifest: Manifest, tmp_path: Path, 
     local, on_ray = _both(tmp_path, write)
     assert len(local) > 3
     _same(local, on_ray)
+
+
+class _Counts:
+    """A cfx.progress.Reporter that sums what each task is advanced by (keyed by its unit and description)."""
+
+    def __init__(self) -> None:
+        self.done: dict[str, int] = {}
+
+    def task(self, description: str, total: int | None = None, unit: str = "") -> Any:
+        key = f"{unit}:{description}"
+        self.done[key] = 0
+        counts = self
+
+        class _Task:
+            def advance(self, n: int = 1) -> None:
+                counts.done[key] += n
+
+            def update(self, completed: int | None = None, total: int | None = None) -> None:
+                pass
+
+            def close(self) -> None:
+                pass
+
+        return _Task()
+
+    def info(self, message: str) -> None:
+        pass
+
+    def warn(self, message: str) -> None:
+        pass
+
+    def rows_and_bytes(self) -> tuple[int, int]:
+        rows = [v for k, v in self.done.items() if not k.startswith("bytes:")]
+        nbytes = [v for k, v in self.done.items() if k.startswith("bytes:")]
+        assert len(rows) == len(nbytes) == 1, self.done
+        return rows[0], nbytes[0]
+
+
+def test_progress_counts_rows_and_bytes_on_both_engines(
+    ray_address: str, manifest: Manifest, tmp_path: Path, monkeypatch
+) -> None:
+    """The driver's progress: rows and image bytes across the cluster, the same totals as the local engine and
+    the bytes actually written (subset: the image column; export: the image files) or read (inspect)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    def subset(out: Path, engine: RayEngine | None, counts: _Counts) -> int:
+        write_subset(
+            manifest, out, workers=2, engine=engine, reporter=counts, transform=Pipeline.parse(["jpeg:80"])
+        )
+        tables = [
+            pq.read_table(f, columns=[IMAGE_COLUMN])
+            for f in sorted(out.rglob("*.parquet"))
+            if f.name != "manifest.parquet"
+        ]
+        return sum(int(pc.sum(pc.binary_length(t.column(IMAGE_COLUMN))).as_py()) for t in tables)
+
+    def export(out: Path, engine: RayEngine | None, counts: _Counts) -> int:
+        write_export(manifest, out, ExportOptions("imagefolder", workers=2), engine=engine, reporter=counts)
+        return sum(
+            f.stat().st_size for f in out.rglob("*") if f.is_file() and f.suffix in {".png", ".jpg", ".webp"}
+        )
+
+    def inspect(out: Path, engine: RayEngine | None, counts: _Counts) -> int:
+        monkeypatch.setenv("CFX_CACHE_DIR", str(out))
+        m = inspect_manifest(manifest, workers=2, engine=engine, reporter=counts).manifest
+        return int(m.df.get_column("num_bytes").sum())
+
+    for name, run in {"subset": subset, "export": export, "inspect": inspect}.items():
+        totals = []
+        for engine in (None, RayEngine()):
+            counts, out = _Counts(), tmp_path / f"{name}-{len(totals)}"
+            written = run(out, engine, counts)
+            rows, nbytes = counts.rows_and_bytes()
+            assert (rows, nbytes) == (manifest.df.height, written), name
+            totals.append((rows, nbytes))
+        assert totals[0] == totals[1] and totals[0][1] > 0, name
+
+
+def test_cli_progress_on_a_terminal_shows_rows_and_bytes(
+    ray_address: str, dataset: Path, tmp_path: Path
+) -> None:
+    """On a terminal the driver draws the cluster's progress: images done of the total and the image bytes
+    written (as sizes, not a raw count)."""
+    import pty
+
+    master, slave = pty.openpty()
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "RAY_ADDRESS": ray_address,
+        "COLUMNS": "160",
+        "TERM": "xterm",
+    }
+    env["CFX_CACHE_DIR"] = str(tmp_path / "cache")
+    args = [
+        "export",
+        str(dataset),
+        "--out",
+        str(tmp_path / "out"),
+        "--format",
+        "webdataset",
+        "--engine",
+        "ray",
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cfx", *args], stdout=subprocess.DEVNULL, stderr=slave, env=env
+    )
+    os.close(slave)
+    seen = b""
+    while True:
+        try:
+            chunk = os.read(master, 65536)
+        except OSError:  # the child closed the terminal
+            break
+        if not chunk:
+            break
+        seen += chunk
+    assert proc.wait(timeout=180) == 0, seen.decode(errors="replace")
+    os.close(master)
+    text = seen.decode(errors="replace")
+    assert "Exporting 80 images" in text and "80/80" in text
+    written = sum(f.stat().st_size for f in (tmp_path / "out").rglob("*.tar"))
+    assert "Exporting 80 images: image bytes" in text
+    assert re.search(r"image bytes.*\b\d+(\.\d)? (kB|MB)\b", text), text[-2000:]
+    assert written > 0
 
 
 def _run(

@@ -16,15 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
+from rich.filesize import decimal
 from rich.progress import (
     BarColumn,
     DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TextColumn,
     TimeRemainingColumn,
     TransferSpeedColumn,
 )
+from rich.text import Text
 
 from cfx.errors import UsageError
 from cfx.progress import Task
@@ -59,6 +62,22 @@ def out_console() -> Console:
 
 def stdout_is_pipe() -> bool:
     return not sys.stdout.isatty()
+
+
+class _CountColumn(ProgressColumn):
+    """``done/total`` of a task: a count, or sizes for a task made with ``unit="bytes"``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._counts = MofNCompleteColumn()
+
+    def render(self, task: Any) -> Any:
+        if task.fields.get("unit") != "bytes":
+            return self._counts.render(task)
+        done = decimal(int(task.completed))
+        return Text(
+            done if task.total is None else f"{done}/{decimal(int(task.total))}", style="progress.download"
+        )
 
 
 class _RichTask:
@@ -117,7 +136,7 @@ class CliReporter:
             self._progress = Progress(
                 TextColumn("[progress.description]{task.description}"),
                 BarColumn(),
-                MofNCompleteColumn(),
+                _CountColumn(),
                 TimeRemainingColumn(),
                 console=self.console,
                 transient=False,
@@ -133,11 +152,7 @@ class CliReporter:
     def task(self, description: str, total: int | None = None, unit: str = "") -> Task:
         if self._progress is None:
             return _LineTask(self, description, total)
-        if unit == "bytes":
-            # a byte-sized task gets transfer columns
-            task_id = self._progress.add_task(description, total=total)
-            return _RichTask(self._progress, task_id)
-        return _RichTask(self._progress, self._progress.add_task(description, total=total))
+        return _RichTask(self._progress, self._progress.add_task(description, total=total, unit=unit))
 
     def info(self, message: str) -> None:
         if not self.quiet:
