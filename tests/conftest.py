@@ -217,6 +217,17 @@ def run_cfx(local_hub: HubDataset, tmp_path: Path) -> RunCfx:
 
 
 @pytest.fixture(scope="session")
+def ray_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The CF-shaped set the Ray tests run on (4 shards × 20 rows), made once for tests/test_ray.py and
+    tests/test_ray_write.py. Read-only: a test that changes a shard copies the set first."""
+    from cfx.synth import make_dataset
+
+    root = tmp_path_factory.mktemp("ray-ds")
+    make_dataset(root, shards=4, rows_per_shard=20, scale=0.25)
+    return root
+
+
+@pytest.fixture(scope="session")
 def ray_cluster() -> Iterator[str]:
     """A real Ray cluster for the whole session: `ray start --head --block` with 2 worker CPUs, in its own
     process group (stopped by signalling that group: `ray stop` would stop every Ray on the machine). Its

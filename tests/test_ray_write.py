@@ -42,12 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from cfx.synth import make_dataset
-
-    root = tmp_path_factory.mktemp("ray-write")
-    make_dataset(root, shards=4, rows_per_shard=20, scale=0.25)
-    return root
+def dataset(ray_dataset: Path) -> Path:
+    return ray_dataset
 
 
 @pytest.fixture(scope="module")
