@@ -43,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import scipy.fft
 from PIL import Image
@@ -53,7 +54,7 @@ from cfx.index import cache_dir
 from cfx.manifest import Manifest, ShardInfo
 from cfx.outputs import write_atomic
 from cfx.pool import shared_work
-from cfx.progress import NullReporter, Reporter
+from cfx.progress import NullReporter, Reporter, RowsAndBytes
 from cfx.resample import lanczos_resize
 from cfx.schema import IMAGE_COLUMN
 from cfx.stream import ROW_COLUMN, iter_shard_batches, planned_readers, rows_by_shard
@@ -594,7 +595,7 @@ def hash_manifest(
         if missing.size:
             todo.append((part.shard, missing))
     result = HashResult(manifest=manifest, cached_rows=cached_rows, shards=len(parts))
-    task = reporter.task("Hashing images", total=int(sum(r.size for _, r in todo)), unit="images")
+    task = RowsAndBytes(reporter, "Hashing images", int(sum(r.size for _, r in todo)), unit="images")
 
     def finish(shard: str, table: pa.Table, decoded: int, pixels: pa.Table | None = None) -> None:
         if pixels is not None:
@@ -605,7 +606,7 @@ def hash_manifest(
         info = manifest.shards.get(shard)
         if use_cache and info is not None:
             store_cached(manifest.root, shard, info, tables[shard], with_dhash)
-        task.advance(table.num_rows)
+        task.advance(table.num_rows, int(pc.sum(table.column("num_bytes")).as_py() or 0))
 
     def failed(shard: str, rows: np.ndarray, exc: BadShardError) -> None:
         if not skip_bad:

@@ -210,7 +210,7 @@ def test_progress_counts_rows_and_bytes_on_both_engines(
     ray_address: str, manifest: Manifest, tmp_path: Path, monkeypatch
 ) -> None:
     """The driver's progress: rows and image bytes across the cluster, the same totals as the local engine and
-    the bytes actually written (subset: the image column; export: the image files) or read (inspect)."""
+    the bytes actually written (subset: the image column; export: the image files) or read (inspect, hashing)."""
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -236,7 +236,14 @@ def test_progress_counts_rows_and_bytes_on_both_engines(
         m = inspect_manifest(manifest, workers=2, engine=engine, reporter=counts).manifest
         return int(m.df.get_column("num_bytes").sum())
 
-    for name, run in {"subset": subset, "export": export, "inspect": inspect}.items():
+    def hashing(out: Path, engine: RayEngine | None, counts: _Counts) -> int:  # dedupe's pass
+        from cfx.hashing import hash_manifest
+
+        monkeypatch.setenv("CFX_CACHE_DIR", str(out))
+        m = hash_manifest(manifest, workers=2, engine=engine, reporter=counts).manifest
+        return int(m.df.get_column("num_bytes").sum())
+
+    for name, run in {"subset": subset, "export": export, "inspect": inspect, "hash": hashing}.items():
         totals = []
         for engine in (None, RayEngine()):
             counts, out = _Counts(), tmp_path / f"{name}-{len(totals)}"
