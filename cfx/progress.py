@@ -21,7 +21,7 @@ class Reporter(Protocol):
     def warn(self, message: str) -> None: ...
 
 
-class _NullTask:
+class NullTask:
     def advance(self, n: int = 1) -> None:
         pass
 
@@ -39,7 +39,7 @@ class NullReporter:
         self.warnings: list[str] = []
 
     def task(self, description: str, total: int | None = None, unit: str = "") -> Task:
-        return _NullTask()
+        return NullTask()
 
     def info(self, message: str) -> None:
         pass

@@ -31,6 +31,7 @@ from cfx.export import ExportOptions, write_export
 from cfx.index import build_manifest
 from cfx.inspect import inspect_manifest
 from cfx.manifest import Manifest, read_manifest
+from cfx.progress import NullReporter, NullTask
 from cfx.schema import IMAGE_COLUMN
 from cfx.sources import resolve
 from cfx.subset import write_subset
@@ -170,10 +171,11 @@ def test_export_identical(ray_address: str, manifest: Manifest, tmp_path: Path, 
     _same(local, on_ray)
 
 
-class _Counts:
+class _Counts(NullReporter):
     """A cfx.progress.Reporter that sums what each task is advanced by (keyed by its unit and description)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.done: dict[str, int] = {}
 
     def task(self, description: str, total: int | None = None, unit: str = "") -> Any:
@@ -181,23 +183,11 @@ class _Counts:
         self.done[key] = 0
         counts = self
 
-        class _Task:
+        class _Task(NullTask):
             def advance(self, n: int = 1) -> None:
                 counts.done[key] += n
 
-            def update(self, completed: int | None = None, total: int | None = None) -> None:
-                pass
-
-            def close(self) -> None:
-                pass
-
         return _Task()
-
-    def info(self, message: str) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
 
     def rows_and_bytes(self) -> tuple[int, int]:
         rows = [v for k, v in self.done.items() if not k.startswith("bytes:")]

@@ -28,6 +28,7 @@ from cfx.card import read_front_matter
 from cfx.errors import BadShardError, EmptySelectionError, InputError, OutputError, UsageError
 from cfx.load import load_manifest
 from cfx.manifest import Manifest, read_manifest
+from cfx.progress import NullReporter, NullTask
 from cfx.schema import SOURCE_SCHEMA
 from cfx.select import Selection, apply_selection
 from cfx.subset import plan_subset, write_subset
@@ -567,35 +568,24 @@ def test_moved_and_changed_shards(mixed: Path, tmp_path: Path) -> None:
     assert not list(tmp_path.glob("o*.tmp-*"))
 
 
-class _TruncateOnFirstRowGroup:
+class _TruncateOnFirstRowGroup(NullReporter):
     """A Reporter that cuts the source shard in half once the first row group is written."""
 
     def __init__(self, shard: Path) -> None:
+        super().__init__()
         self.shard = shard
         self.done = False
 
     def task(self, description: str, total: int | None = None, unit: str = "") -> Any:
         outer = self
 
-        class _Task:
+        class _Task(NullTask):
             def advance(self, n: int = 1) -> None:
                 if not outer.done:
                     os.truncate(outer.shard, outer.shard.stat().st_size // 2)
                     outer.done = True
 
-            def update(self, completed: int | None = None, total: int | None = None) -> None:
-                pass
-
-            def close(self) -> None:
-                pass
-
         return _Task()
-
-    def info(self, message: str) -> None:
-        pass
-
-    def warn(self, message: str) -> None:
-        pass
 
 
 def test_shard_truncated_mid_copy(tmp_path: Path) -> None:
@@ -770,7 +760,6 @@ def test_memory_bounded_on_a_1gb_row_group(tmp_path: Path, order: str) -> None:
 
 def test_demo_steps(mixed: Path, tmp_path: Path) -> None:
     from cfx.demo import STEPS, DemoContext
-    from cfx.progress import NullReporter
 
     ctx = DemoContext(out=tmp_path, reporter=NullReporter())
     m = load_manifest(str(mixed))
